@@ -1,0 +1,32 @@
+# `make demo` runs the main job on the embedded default; `make test` lints and runs the tests.
+# Both install what they need into .venv first (idempotent: a second `make install` is a no-op).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# On a machine without an NVIDIA GPU, pin the CPU build of torch (1.2 GB instead of ~5.6 GB for a CUDA build).
+# Override with `make install TORCH=torch` to let pip choose (e.g. on a GPU machine).
+TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/scaling train budget_flops=1e12
+
+lint: install
+	$(BIN)/ruff check scaling tests analysis
+
+test: lint
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -1,0 +1,341 @@
+"""Run configuration: Hydra structured configs, composition from `sweeps/`, and validation.
+
+Every field carries a docstring with its unit. `load_run_config(overrides)` composes `sweeps/train.yaml` (or the
+built-in defaults when the package is installed without the config tree), applies command-line overrides, and
+validates the result: an impossible setting fails here, with a one-line message naming the key and the fix, before
+any compute is spent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+"""The Hydra config tree (present in a source checkout / editable install)."""
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run. The message is one line: what is wrong, where, and how to fix it."""
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the decoder-only MoE transformer (ARCHITECTURE section 4)."""
+
+    d_model: int = 64
+    """Residual stream width (features)."""
+    n_layers: int = 2
+    """Number of transformer blocks."""
+    n_heads: int = 4
+    """Attention query heads; head width is d_model / n_heads."""
+    n_kv_heads: Optional[int] = None
+    """Key/value heads for grouped-query attention (must divide n_heads); None = n_heads (multi-head)."""
+    seq_len: int = 256
+    """Context length (tokens per sequence)."""
+    vocab_size: int = 256
+    """Vocabulary size (tokens); 256 for the byte-level embedded corpus."""
+    n_experts: int = 8
+    """Routed experts E per MoE layer. E=1 with top_k=1 is the dense baseline (no router)."""
+    top_k: int = 2
+    """Routed experts each token is sent to (E_a)."""
+    d_expert: int = 128
+    """Hidden width of one routed expert (SwiGLU features)."""
+    n_shared_experts: int = 0
+    """Always-active shared experts E_s per MoE layer."""
+    d_shared: Optional[int] = None
+    """Hidden width of one shared expert (features); None = d_expert."""
+    n_dense_layers: int = 0
+    """The first n_dense_layers blocks use a dense SwiGLU FFN instead of MoE (DeepSeek / Ling 'first-k dense')."""
+    d_ff_dense: Optional[int] = None
+    """Hidden width of those dense FFNs (features); None = (top_k + n_shared_experts) * d_expert (same active width)."""
+    score_func: str = "softmax"
+    """Router scores: 'softmax' (Mixtral, DeepSeek-V2) or 'sigmoid' (DeepSeek-V3, Ling 2.0)."""
+    norm_topk: bool = True
+    """Renormalise the k selected scores to sum to 1."""
+    balancing: str = "aux_free"
+    """Load balancing: 'aux_free' (per-expert selection bias, DeepSeek-V3), 'aux_loss' (Switch loss), 'none'."""
+    aux_loss_coef: float = 0.01
+    """Weight of the auxiliary balancing loss (used when balancing='aux_loss')."""
+    bias_update_rate: float = 0.01
+    """Step of the aux-free bias update per optimizer step (score units; used when balancing='aux_free')."""
+    z_loss_coef: float = 0.001
+    """Weight of the router z-loss (mean squared log-sum-exp of router logits); 0 disables it."""
+    qk_norm: bool = True
+    """RMSNorm on queries and keys (per head, before RoPE)."""
+    rope_base: float = 10000.0
+    """RoPE base frequency."""
+    init_std: float = 0.02
+    """Standard deviation of the normal initialisation of every weight matrix."""
+    tie_embeddings: bool = False
+    """Share the input embedding with the output head."""
+    dispatch: str = "auto"
+    """Expert dispatch: 'grouped_mm' (one grouped matmul), 'slices' (a matmul per contiguous slice), 'auto'."""
+
+
+@dataclass
+class DataConfig:
+    """Where tokens come from (ARCHITECTURE section 6)."""
+
+    source: str = "stdlib"
+    """'stdlib' (the embedded corpus built from this Python's standard library) or 'shards' (token files)."""
+    path: Optional[str] = None
+    """For source='shards': a folder holding train.bin and val.bin (flat uint16/uint32, optional llm.c header)."""
+    token_dtype: str = "uint16"
+    """For headerless shards: 'uint16' or 'uint32'."""
+    cache_dir: Optional[str] = None
+    """Where the built embedded corpus is cached; None = $SCALING_CACHE or ~/.cache/scaling."""
+    val_fraction: float = 0.01
+    """Fraction of the embedded corpus held out for validation (the tail)."""
+    val_tokens: int = 81920
+    """Tokens scored by the held-out loss: the first val_tokens of the validation split, as contiguous
+    non-overlapping sequences of model.seq_len (the same set for every run, whatever its batch size)."""
+    allow_repeat: bool = False
+    """Allow a run to see more tokens than the training split holds (the record then shows the epoch count)."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of one run."""
+
+    batch_size: int = 16
+    """Sequences per optimizer step (batch in tokens = batch_size * model.seq_len)."""
+    lr: float = 3e-3
+    """Peak learning rate."""
+    schedule: str = "cosine"
+    """'cosine' (linear warmup, cosine to min_lr_ratio * lr) or 'wsd' (warmup, stable, decay; Ling)."""
+    warmup_fraction: float = 0.05
+    """Fraction of the steps spent in linear warmup."""
+    decay_fraction: float = 0.2
+    """For schedule='wsd': fraction of the steps spent decaying at the end."""
+    wsd_decay: str = "exp"
+    """For schedule='wsd': shape of the decay, 'exp' (exponential, Ling) or 'linear'."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of lr."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay on matrices (norm weights get none)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    eval_every: int = 0
+    """Steps between held-out evaluations during the run (0 = only at the end)."""
+    log_every: int = 10
+    """Steps between loss-curve points in the record and W&B."""
+    checkpoint_every: int = 50
+    """Steps between checkpoints (0 = none); a killed run resumes from the last one."""
+    keep_checkpoint: bool = False
+    """Keep the final checkpoint after the run completes (otherwise it is deleted to save disk)."""
+    divergence_factor: float = 2.0
+    """The run is marked diverged when the smoothed train loss exceeds this factor times its best value."""
+    device: str = "auto"
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    threads: Optional[int] = None
+    """CPU threads for torch (None = torch's default)."""
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases mirror of a run (the results directory stays the source of truth)."""
+
+    mode: str = "auto"
+    """'auto' (online with an API key, else offline), 'online', 'offline' or 'disabled'."""
+    project: str = "scaling"
+    """W&B project."""
+    entity: Optional[str] = None
+    """W&B entity (team or user); None = the account's default."""
+
+
+@dataclass
+class RunConfig:
+    """One training run: a model, a budget in FLOPs and how to spend it."""
+
+    budget_flops: float = 3e11
+    """Training compute C in FLOPs (non-embedding, forward+backward; see flops.py). Tokens D = C / M."""
+    seed: int = 0
+    """Seed for initialisation and data order."""
+    sweep: str = "single"
+    """Sweep this run belongs to (its folder under results_dir)."""
+    results_dir: Optional[str] = None
+    """Root of the results store; None = $SCALING_RESULTS or ./results."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+IDENTITY_EXCLUDED = ("results_dir", "wandb", "sweep")
+"""Top-level fields that do not change what is trained, so they do not enter the run id."""
+TRAIN_FIELDS_NOT_IN_IDENTITY = ("eval_every", "log_every", "checkpoint_every", "keep_checkpoint", "device", "threads")
+"""Bookkeeping fields of TrainConfig that do not change the trained model either."""
+DATA_FIELDS_NOT_IN_IDENTITY = ("cache_dir",)
+
+
+def register_configs() -> None:
+    """Register the structured configs with Hydra's ConfigStore (schema for sweeps/*.yaml)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "train") -> RunConfig:
+    """Compose a RunConfig from the config tree plus Hydra overrides (`key=value`); validated."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        if CONFIG_DIR.is_dir():
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        else:  # installed without the config tree: the structured defaults alone
+            from hydra import initialize
+
+            with initialize(version_base="1.3", config_path=None):
+                cfg = hydra_compose(config_name="run_schema", overrides=list(overrides))
+        run = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"bad config: {_one_line(e)} (see `scaling train --help` for the keys)") from None
+    except Exception as e:  # hydra's own composition errors (unknown key, missing group option, bad syntax)
+        if type(e).__module__.startswith(("hydra", "omegaconf")):
+            raise ConfigError(f"bad config: {_one_line(e)}") from None
+        raise
+    finally:
+        GlobalHydra.instance().clear()
+    validate(run)
+    return run
+
+
+def _one_line(e: Exception) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    keep = [line for line in lines if not line.startswith(("full_key", "object_type", "reference_type"))]
+    return "; ".join(keep or lines)
+
+
+def resolve_results_dir(run: RunConfig) -> Path:
+    """results_dir override > $SCALING_RESULTS > ./results."""
+    return Path(run.results_dir or os.environ.get("SCALING_RESULTS") or "results")
+
+
+def to_dict(run: RunConfig) -> dict:
+    return dataclasses.asdict(run)
+
+
+def from_dict(d: dict) -> RunConfig:
+    """Rebuild a RunConfig from its dict form (as stored in a record); unknown keys are an error."""
+    sub = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "wandb": WandbConfig}
+    kwargs = {k: (sub[k](**v) if k in sub else v) for k, v in d.items()}
+    return RunConfig(**kwargs)
+
+
+def identity_dict(run: RunConfig) -> dict:
+    """The part of the config that determines what is trained: hashed into the run id."""
+    d = to_dict(run)
+    for k in IDENTITY_EXCLUDED:
+        d.pop(k)
+    for k in TRAIN_FIELDS_NOT_IN_IDENTITY:
+        d["train"].pop(k)
+    for k in DATA_FIELDS_NOT_IN_IDENTITY:
+        d["data"].pop(k)
+    return d
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}: set {key} to one of them")
+
+
+def validate(run: RunConfig) -> None:
+    """Refuse impossible settings with a one-line error naming the key and the fix (no data or torch needed).
+
+    Checks that need the data (corpus size) or FLOPs (budget too small) happen in `train.plan_run`, still before
+    any compute is spent.
+    """
+    m, t, d = run.model, run.train, run.data
+    positive = {
+        "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads,
+        "model.seq_len": m.seq_len, "model.vocab_size": m.vocab_size, "model.n_experts": m.n_experts,
+        "model.top_k": m.top_k, "model.d_expert": m.d_expert, "train.batch_size": t.batch_size,
+        "data.val_tokens": d.val_tokens,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}={value} must be at least 1")
+    if m.d_model % m.n_heads:
+        raise ConfigError(
+            f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}: "
+            f"pick n_heads among the divisors of d_model"
+        )
+    if (m.d_model // m.n_heads) % 2:
+        raise ConfigError(
+            f"head width d_model/n_heads = {m.d_model // m.n_heads} is odd; RoPE needs an even head width: "
+            f"change model.d_model or model.n_heads"
+        )
+    if m.n_kv_heads is not None and (m.n_kv_heads < 1 or m.n_heads % m.n_kv_heads):
+        raise ConfigError(f"model.n_kv_heads={m.n_kv_heads} must divide model.n_heads={m.n_heads}")
+    if m.top_k > m.n_experts:
+        raise ConfigError(
+            f"model.top_k={m.top_k} > model.n_experts={m.n_experts}: a token cannot use more experts than exist; "
+            f"lower top_k or raise n_experts"
+        )
+    if m.n_shared_experts < 0:
+        raise ConfigError(f"model.n_shared_experts={m.n_shared_experts} must be >= 0")
+    for key, value in (("model.d_shared", m.d_shared), ("model.d_ff_dense", m.d_ff_dense)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{key}={value} must be at least 1 (or null for the default)")
+    if not 0 <= m.n_dense_layers <= m.n_layers:
+        raise ConfigError(f"model.n_dense_layers={m.n_dense_layers} must be between 0 and model.n_layers={m.n_layers}")
+    _choice("model.score_func", m.score_func, ("softmax", "sigmoid"))
+    _choice("model.balancing", m.balancing, ("aux_free", "aux_loss", "none"))
+    _choice("model.dispatch", m.dispatch, ("auto", "grouped_mm", "slices"))
+    _choice("data.source", d.source, ("stdlib", "shards"))
+    _choice("data.token_dtype", d.token_dtype, ("uint16", "uint32"))
+    _choice("train.schedule", t.schedule, ("cosine", "wsd"))
+    _choice("train.wsd_decay", t.wsd_decay, ("exp", "linear"))
+    _choice("wandb.mode", run.wandb.mode, ("auto", "online", "offline", "disabled"))
+    if d.source == "shards" and not d.path:
+        raise ConfigError("data.source=shards needs data.path=FOLDER holding train.bin and val.bin")
+    if d.source == "stdlib" and m.vocab_size < 256:
+        raise ConfigError(f"model.vocab_size={m.vocab_size} is too small for the byte corpus: set it to 256")
+    if not 0 < d.val_fraction < 0.5:
+        raise ConfigError(f"data.val_fraction={d.val_fraction} must be in (0, 0.5)")
+    if not run.budget_flops > 0:
+        raise ConfigError(f"budget_flops={run.budget_flops} must be positive (FLOPs, e.g. budget_flops=3e11)")
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr={t.lr} must be positive")
+    if not 0 <= t.warmup_fraction < 1:
+        raise ConfigError(f"train.warmup_fraction={t.warmup_fraction} must be in [0, 1)")
+    if not 0 <= t.decay_fraction <= 1 or t.warmup_fraction + (t.decay_fraction if t.schedule == "wsd" else 0) > 1:
+        raise ConfigError(
+            f"train.decay_fraction={t.decay_fraction} with warmup_fraction={t.warmup_fraction} exceeds the run: "
+            f"keep warmup_fraction + decay_fraction <= 1"
+        )
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError(f"train.min_lr_ratio={t.min_lr_ratio} must be in [0, 1]")
+    if t.schedule == "wsd" and t.wsd_decay == "exp" and t.min_lr_ratio <= 0:
+        raise ConfigError("train.min_lr_ratio must be > 0 for an exponential WSD decay: set it (e.g. 0.1)")
+    if t.divergence_factor <= 1:
+        raise ConfigError(f"train.divergence_factor={t.divergence_factor} must be > 1")
+    if t.grad_clip < 0 or t.weight_decay < 0:
+        raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
+    for key in ("eval_every", "log_every", "checkpoint_every"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 0")
+    if m.dispatch == "grouped_mm" and (m.d_model % 8 or m.d_expert % 8):
+        raise ConfigError(
+            f"model.dispatch=grouped_mm needs d_model and d_expert divisible by 8 (got {m.d_model}, {m.d_expert}): "
+            f"use model.dispatch=auto or slices"
+        )

@@ -1,0 +1,188 @@
+"""Routing and experts: the MoE feed-forward layer, and nothing else (ARCHITECTURE section 4).
+
+Shapes in names: T tokens (batch x time flattened), D model width, E routed experts, K top-k, F expert width.
+
+Dispatch is dropless and sort-based: the T*K (token, expert) assignments are sorted by expert once, the sorted
+tokens go through every expert as one grouped matmul (`torch._grouped_mm`) or a matmul per contiguous slice, and
+the weighted outputs are added back to their tokens with one `index_add_`. No boolean mask over all tokens per expert.
+
+Balancing: 'aux_free' adds a per-expert bias to the scores used for *selection* only (DeepSeek-V3); after every
+optimizer step `update_bias()` moves it by `bias_update_rate` towards equal load. 'aux_loss' adds the Switch loss
+E * sum_e f_e * P_e. The router z-loss (ST-MoE) is added in both cases. Router logits and load statistics are fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scaling.config import ModelConfig
+from scaling.flops import d_shared
+
+HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
+
+
+class SwiGLU(nn.Module):
+    """Dense SwiGLU FFN: down(silu(gate(x)) * up(x)); gate and up fused in one matmul."""
+
+    def __init__(self, d_model: int, d_hidden: int):
+        super().__init__()
+        self.w_gate_up = nn.Linear(d_model, 2 * d_hidden, bias=False)
+        self.w_down = nn.Linear(d_hidden, d_model, bias=False)
+
+    def forward(self, x_TD: torch.Tensor) -> torch.Tensor:
+        gate_TF, up_TF = self.w_gate_up(x_TD).chunk(2, dim=-1)
+        return self.w_down(F.silu(gate_TF) * up_TF)
+
+
+def grouped_matmul(x_ND: torch.Tensor, w_EDF: torch.Tensor, counts_E: torch.Tensor, offs_E: torch.Tensor,
+                   use_grouped_mm: bool) -> torch.Tensor:
+    """Rows of x sorted by expert (counts_E rows each) times that expert's weight: one grouped matmul or slices."""
+    if use_grouped_mm:
+        return torch._grouped_mm(x_ND, w_EDF, offs=offs_E)
+    # Fallback: contiguous slices. Weights unbound once (indexing w_EDF[e] in a loop zero-fills its whole
+    # gradient once per expert in backward).
+    slices = x_ND.split(counts_E.tolist())
+    return torch.cat([xs @ w for xs, w in zip(slices, w_EDF.unbind(0), strict=True)])
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would give a matmul on x (grouped_mm is not on autocast's op lists)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+class MoE(nn.Module):
+    """E routed SwiGLU experts of width F with top-K routing, optional shared experts, balancing and z-loss.
+
+    With E = 1 (the dense baseline) there is no router: every token goes to the single expert with weight 1.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, E, F_ = cfg.d_model, cfg.n_experts, cfg.d_expert
+        self.n_experts, self.top_k = E, cfg.top_k
+        self.router = nn.Linear(D, E, bias=False) if E > 1 else None
+        self.w_gate_up_EDF = nn.Parameter(torch.empty(E, D, 2 * F_))
+        self.w_down_EFD = nn.Parameter(torch.empty(E, F_, D))
+        width_shared = cfg.n_shared_experts * d_shared(cfg)
+        # n_s shared experts of width d_s are one SwiGLU of width n_s * d_s (same output, params and FLOPs).
+        self.shared = SwiGLU(D, width_shared) if width_shared else None
+        self.register_buffer("expert_bias_E", torch.zeros(E), persistent=True)
+        # Tokens routed to each expert since the last `reset_load()` (fp32; observability and aux-free updates).
+        self.register_buffer("load_E", torch.zeros(E), persistent=True)
+        self._step_load_E = torch.zeros(E)  # load of the last forward pass, for the bias update
+        self.aux_loss = torch.zeros(())
+        self.z_loss = torch.zeros(())
+        self.use_grouped_mm = self._pick_dispatch(cfg)
+
+    @staticmethod
+    def _pick_dispatch(cfg: ModelConfig) -> bool:
+        if cfg.dispatch == "slices":
+            return False
+        aligned = cfg.d_model % 8 == 0 and cfg.d_expert % 8 == 0  # grouped_mm needs 16-byte-aligned strides
+        if cfg.dispatch == "grouped_mm":
+            if not HAS_GROUPED_MM:
+                raise RuntimeError("model.dispatch=grouped_mm needs torch >= 2.8 (torch._grouped_mm); use slices")
+            return True
+        return HAS_GROUPED_MM and aligned
+
+    # ---- routing -------------------------------------------------------------------------------------
+    def route(self, x_TD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-K expert ids and combine weights per token; sets aux_loss, z_loss and the load counts."""
+        T, E, K = x_TD.shape[0], self.n_experts, self.top_k
+        if self.router is None:
+            ids_TK = torch.zeros(T, 1, dtype=torch.long, device=x_TD.device)
+            weights_TK = torch.ones(T, 1, dtype=torch.float32, device=x_TD.device)
+            self._record_load(ids_TK)
+            return ids_TK, weights_TK
+        logits_TE = F.linear(x_TD.float(), self.router.weight.float())
+        if self.cfg.score_func == "softmax":
+            scores_TE = logits_TE.softmax(dim=-1)
+        else:
+            scores_TE = logits_TE.sigmoid()
+        select_TE = scores_TE + self.expert_bias_E if self.cfg.balancing == "aux_free" else scores_TE
+        ids_TK = select_TE.topk(K, dim=-1).indices
+        weights_TK = scores_TE.gather(-1, ids_TK)
+        if self.cfg.norm_topk:
+            weights_TK = weights_TK / weights_TK.sum(dim=-1, keepdim=True).clamp_min(1e-20)
+        counts_E = self._record_load(ids_TK)
+
+        zero = logits_TE.new_zeros(())
+        self.z_loss = torch.logsumexp(logits_TE, dim=-1).square().mean() if self.cfg.z_loss_coef else zero
+        if self.cfg.balancing == "aux_loss" and self.training:
+            frac_tokens_E = counts_E / (T * K)
+            probs_TE = scores_TE / scores_TE.sum(dim=-1, keepdim=True)  # sigmoid scores normalised per token
+            self.aux_loss = E * (frac_tokens_E * probs_TE.mean(dim=0)).sum()
+        else:
+            self.aux_loss = zero
+        return ids_TK, weights_TK
+
+    def _record_load(self, ids_TK: torch.Tensor) -> torch.Tensor:
+        flat = ids_TK.flatten()
+        counts_E = torch.zeros(self.n_experts, device=flat.device).scatter_add_(
+            0, flat, torch.ones_like(flat, dtype=torch.float32))
+        if self.training:
+            self._step_load_E = counts_E
+            self.load_E += counts_E
+        return counts_E
+
+    @torch.no_grad()
+    def update_bias(self) -> None:
+        """Aux-loss-free balancing: raise the bias of under-loaded experts, lower it for over-loaded ones."""
+        if self.cfg.balancing != "aux_free" or self.router is None:
+            return
+        load_E = self._step_load_E.to(self.expert_bias_E.device)
+        self.expert_bias_E += self.cfg.bias_update_rate * torch.sign(load_E.mean() - load_E)
+
+    def reset_load(self) -> None:
+        self.load_E.zero_()
+
+    # ---- experts -------------------------------------------------------------------------------------
+    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        B, T_, D = x_BTD.shape
+        x_TD = x_BTD.reshape(-1, D)
+        ids_TK, weights_TK = self.route(x_TD)
+        out_TD = self.experts(x_TD, ids_TK, weights_TK)
+        if self.shared is not None:
+            out_TD = out_TD + self.shared(x_TD)
+        return out_TD.view(B, T_, D)
+
+    def experts(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor) -> torch.Tensor:
+        """Sort (token, expert) pairs by expert, run each expert on its contiguous rows, add back weighted."""
+        K = ids_TK.shape[1]
+        flat_ids_N = ids_TK.flatten()  # N = T * K assignments
+        order_N = flat_ids_N.argsort(stable=True)
+        token_of_N = order_N // K
+        counts_E = torch.zeros(self.n_experts, dtype=torch.long, device=x_TD.device).scatter_add_(
+            0, flat_ids_N, torch.ones_like(flat_ids_N))
+        offs_E = counts_E.cumsum(0).to(torch.int32)
+        dtype = _compute_dtype(x_TD)
+        x_ND = x_TD[token_of_N].to(dtype)
+        h_NF2 = grouped_matmul(x_ND, self.w_gate_up_EDF.to(dtype), counts_E, offs_E, self.use_grouped_mm)
+        gate_NF, up_NF = h_NF2.chunk(2, dim=-1)
+        y_ND = grouped_matmul(F.silu(gate_NF) * up_NF, self.w_down_EFD.to(dtype), counts_E, offs_E,
+                              self.use_grouped_mm)
+        w_N1 = weights_TK.flatten()[order_N].unsqueeze(-1)
+        return torch.zeros_like(x_TD).index_add_(0, token_of_N, (y_ND.float() * w_N1).to(x_TD.dtype))
+
+
+def reference_moe_forward(moe: MoE, x_BTD: torch.Tensor) -> torch.Tensor:
+    """A slow per-expert mask loop computing the same function as MoE.forward; for tests only."""
+    B, T_, D = x_BTD.shape
+    x_TD = x_BTD.reshape(-1, D)
+    ids_TK, weights_TK = moe.route(x_TD)
+    out_TD = torch.zeros_like(x_TD)
+    for e in range(moe.n_experts):
+        tok, slot = torch.where(ids_TK == e)
+        if tok.numel() == 0:
+            continue
+        gate, up = (x_TD[tok] @ moe.w_gate_up_EDF[e]).chunk(2, dim=-1)
+        y = (F.silu(gate) * up) @ moe.w_down_EFD[e]
+        out_TD = out_TD.index_add(0, tok, y * weights_TK[tok, slot].unsqueeze(-1))
+    if moe.shared is not None:
+        out_TD = out_TD + moe.shared(x_TD)
+    return out_TD.view(B, T_, D)

@@ -1,0 +1,381 @@
+"""One run (ARCHITECTURE section 5): a RunConfig and its budget in FLOPs become tokens, steps and a record.
+
+`plan_run(run)` derives everything (params, M, tokens D = C / M, steps) and refuses impossible runs before any
+compute. `train(run)` trains, checkpoints, resumes, detects divergence and writes the run record atomically.
+A run does not know whether it is part of a sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from scaling import __version__, flops, store
+from scaling.config import ConfigError, RunConfig, identity_dict, resolve_results_dir, to_dict
+from scaling.data import DataError, TokenData
+from scaling.schedule import lr_at, warmup_steps
+
+EMA_DECAY = 0.9
+"""Smoothing of the train loss for divergence detection and the reported smoothed train loss."""
+DIVERGENCE_MIN_STEPS = 10
+"""Loss blow-ups are only judged after this many steps (the smoothed loss needs a history)."""
+LOAD_WINDOW_FRACTION = 0.1
+"""Expert load (tokens per expert per layer) is reported over the last tenth of the run: `expert_load` holds
+each expert's share of its layer's assignments over the steps `expert_load_steps` = [from, to)."""
+
+
+@dataclass
+class RunPlan:
+    """A run with every derived quantity resolved; no compute spent yet."""
+
+    run: RunConfig
+    run_id: str
+    name: str
+    counts: flops.ModelCounts
+    batch_tokens: int
+    steps: int
+    tokens: int
+    data: TokenData
+
+    @property
+    def flops_per_token(self) -> float:
+        return self.counts.M
+
+    def derived(self) -> dict:
+        c = self.counts
+        return {
+            **{k: v for k, v in c.as_dict().items() if k != "flops_per_token"},
+            "flops_per_token": c.flops_per_token,
+            "budget_flops": self.run.budget_flops,
+            "flops": self.tokens * c.M,
+            "tokens": self.tokens,
+            "steps": self.steps,
+            "batch_size": self.run.train.batch_size,
+            "batch_tokens": self.batch_tokens,
+            "seq_len": self.run.model.seq_len,
+            "warmup_steps": warmup_steps(self.run.train, self.steps),
+            "epochs": self.tokens / len(self.data.train),
+            "data_fingerprint": self.data.fingerprint,
+        }
+
+
+def run_id(run: RunConfig) -> str:
+    """Stable id: a short hash of everything that determines what is trained."""
+    blob = json.dumps(identity_dict(run), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _short(x: float) -> str:
+    mantissa, exp = f"{x:.1e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exp)}"
+
+
+def cell_name(run: RunConfig, counts: flops.ModelCounts, batch_tokens: int) -> str:
+    """Readable cell name, e.g. C3e11-A0.25-G1-lr3e-3-B4k."""
+    batch = f"{batch_tokens // 1024}k" if batch_tokens % 1024 == 0 else str(batch_tokens)
+    return (f"C{_short(run.budget_flops)}-A{counts.activation_ratio:.3g}-G{counts.granularity:.3g}"
+            f"-lr{_short(run.train.lr)}-B{batch}")
+
+
+def plan_run(run: RunConfig, data: TokenData | None = None) -> RunPlan:
+    """Derive tokens and steps from the budget; refuse what cannot run (with the numbers and the fix)."""
+    from scaling import data as data_mod
+
+    counts = flops.count(run.model)
+    batch_tokens = run.train.batch_size * run.model.seq_len
+    tokens_exact = flops.tokens_for_budget(run.budget_flops, counts.M)
+    steps = int(round(tokens_exact / batch_tokens))
+    if steps < 1:
+        need = counts.M * batch_tokens
+        raise ConfigError(
+            f"budget_flops={run.budget_flops:.3g} buys {tokens_exact:.0f} tokens at M={counts.M:.4g} FLOPs/token, "
+            f"less than one optimizer step of {batch_tokens} tokens: raise budget_flops to at least {need:.3g} "
+            f"or lower train.batch_size"
+        )
+    tokens = steps * batch_tokens
+    data = data or data_mod.load(run.data)
+    if data.vocab_size > run.model.vocab_size:
+        raise DataError(
+            f"the data holds token ids up to {data.vocab_size - 1} but model.vocab_size={run.model.vocab_size}: "
+            f"set model.vocab_size={data.vocab_size}"
+        )
+    if tokens > len(data.train) and not run.data.allow_repeat:
+        raise DataError(
+            f"the run needs {tokens:,} training tokens but the {run.data.source} training split holds "
+            f"{len(data.train):,} ({tokens / len(data.train):.2f} epochs): lower budget_flops, use more data, "
+            f"or set data.allow_repeat=true"
+        )
+    if len(data.train) < run.model.seq_len + 2:
+        raise DataError(f"the training split holds {len(data.train)} tokens, fewer than one sequence: use more data")
+    rid = run_id(run)
+    return RunPlan(run=run, run_id=rid, name=cell_name(run, counts, batch_tokens), counts=counts,
+                   batch_tokens=batch_tokens, steps=steps, tokens=tokens, data=data)
+
+
+# ---- provenance ----------------------------------------------------------------------------------------------
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def code_version() -> str:
+    """Git commit of the source checkout (with '+dirty' for local changes), else the package version."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        sha = out.stdout.strip()
+        if out.returncode == 0 and sha:
+            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return sha[:12] + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return __version__
+
+
+# ---- training ------------------------------------------------------------------------------------------------
+class Diverged(Exception):
+    def __init__(self, step: int, reason: str):
+        super().__init__(reason)
+        self.step, self.reason = step, reason
+
+
+def _param_groups(model) -> list[dict]:
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]  # no decay on norm weights
+
+
+def _evaluate(model, data: TokenData, run: RunConfig, device, batch_size: int = 32) -> float:
+    """Mean next-token cross-entropy (nats per token) over the fixed held-out sequences."""
+    import torch
+    import torch.nn.functional as F
+
+    x_all, y_all = data.val_sequences(run.data.val_tokens, run.model.seq_len)
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), _autocast(device):
+        for i in range(0, len(x_all), batch_size):
+            x = torch.from_numpy(x_all[i : i + batch_size]).to(device)
+            y = torch.from_numpy(y_all[i : i + batch_size]).to(device)
+            logits = model(x)
+            total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+            count += y.numel()
+    model.train()
+    return total / count
+
+
+def _autocast(device):
+    import torch
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
+    import torch
+
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}
+    store.atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
+    """Train one run to its budget (or resume it) and return its record. A finished run is not trained again."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    plan = plan_run(run)
+    results_dir = resolve_results_dir(run)
+    rec_path = store.record_path(results_dir, run.sweep, plan.run_id)
+    ckpt_path = store.checkpoint_path(results_dir, run.sweep, plan.run_id)
+
+    record = store.read_record(rec_path) if rec_path.exists() else None
+    if record is not None and record["status"] in store.FINAL_STATUSES:
+        console.print(f"run {plan.run_id} ({plan.name}) is already {record['status']}: not re-training "
+                      f"(record {rec_path})")
+        return record
+
+    import torch
+
+    from scaling import device as device_mod
+    from scaling import tracking
+    from scaling.model import build_model
+
+    if run.train.threads:
+        torch.set_num_threads(run.train.threads)
+    device = device_mod.pick(run.train.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    torch.manual_seed(run.seed)
+    model = build_model(run.model).to(device)
+    t = run.train
+    optimizer = torch.optim.AdamW(_param_groups(model), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
+                                  weight_decay=t.weight_decay, fused=device.type == "cuda")
+
+    state = {"step": 0, "train_s": 0.0, "ema": 0.0, "ema_weight": 0.0, "best_ema": math.inf,
+             "curve": [], "evals": [], "resumed_from": []}
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["state"]
+        state["resumed_from"].append(state["step"])
+        console.print(f"run {plan.run_id}: resuming from checkpoint at step {state['step']}/{plan.steps}")
+
+    if record is None:
+        record = store.new_record(
+            plan.run_id, run.sweep, plan.name, to_dict(run), plan.derived(),
+            provenance={"code_version": code_version(), "data_fingerprint": plan.data.fingerprint,
+                        "seed": run.seed, "created": _now(), "attempts": 0},
+        )
+    record["config"], record["derived"] = to_dict(run), plan.derived()
+    record["status"], record["error"] = "running", None
+    record["provenance"].update({
+        "host": socket.gethostname(), "pid": os.getpid(), "python": platform.python_version(),
+        "torch": torch.__version__, "device": device_mod.describe(device), "started": _now(),
+        "attempts": record["provenance"].get("attempts", 0) + 1, "resumed_from_steps": state["resumed_from"],
+    })
+    store.write_record(rec_path, record)
+
+    tags = [f"C={run.budget_flops:.0e}", f"A={plan.counts.activation_ratio:.3g}", f"G={plan.counts.granularity:.3g}"]
+    tracker = tracking.start(run.wandb, plan.run_id, plan.name, run.sweep,
+                             {**record["config"], "derived": record["derived"]}, tags,
+                             store.sweep_dir(results_dir, run.sweep) / "wandb")
+    wall_start = time.perf_counter()
+    try:
+        _train_loop(plan, model, optimizer, state, device, ckpt_path, tracker, show_progress, console)
+        val_loss = _evaluate(model, plan.data, run, device)
+        state["evals"].append({"step": plan.steps, "val_loss": val_loss})
+        record["status"] = "completed"
+        tracker.log({"val/loss": val_loss}, step=plan.steps)
+    except Diverged as e:
+        record["status"] = "diverged"
+        record["error"] = {"kind": "diverged", "step": e.step, "reason": e.reason}
+        val_loss = None
+    except BaseException as e:
+        record["status"] = "failed"
+        reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+        record["error"] = {"kind": "exception", "step": state["step"], "reason": reason.splitlines()[0],
+                           "traceback": traceback.format_exc()}
+        _finish(record, rec_path, state, plan, model, device, None, wall_start)
+        tracker.finish(exit_code=1)
+        raise
+    _finish(record, rec_path, state, plan, model, device, val_loss, wall_start)
+    tracker.finish(exit_code=0 if record["status"] == "completed" else 1)
+    if record["status"] in store.FINAL_STATUSES and ckpt_path.exists() and not t.keep_checkpoint:
+        ckpt_path.unlink()
+    return record
+
+
+def _finish(record, rec_path, state, plan: RunPlan, model, device, val_loss, wall_start) -> None:
+    from scaling import device as device_mod
+
+    tokens_done = state["step"] * plan.batch_tokens
+    tokens_per_s = tokens_done / state["train_s"] if state["train_s"] > 0 else None
+    peak = device_mod.peak_flops(str(device), device.type == "cuda")
+    loads = model.expert_load()
+    shares = [[c / max(1.0, sum(layer)) for c in layer] for layer in loads]
+    record["results"] = {
+        "val_loss": val_loss,
+        "train_loss_smoothed": state["ema"] / state["ema_weight"] if state["ema_weight"] else None,
+        "steps_done": state["step"],
+        "tokens_done": tokens_done,
+        "tokens_per_s": tokens_per_s,
+        "mfu": tokens_per_s * plan.counts.M / peak if tokens_per_s and peak else None,
+        "train_s": state["train_s"],
+        "wall_s": time.perf_counter() - wall_start,
+        "curve": state["curve"],
+        "evals": state["evals"],
+        "expert_load": shares,
+        "expert_load_steps": [min(state["step"], state.get("load_from", 0)), state["step"]],
+        "max_expert_load_ratio": max((max(s) * len(s) for s in shares if s), default=None),
+    }
+    record["provenance"]["finished"] = _now()
+    store.write_record(rec_path, record)
+
+
+def _train_loop(plan: RunPlan, model, optimizer, state: dict, device, ckpt_path: Path, tracker,
+                show_progress: bool, console) -> None:
+    import torch
+    import torch.nn.functional as F
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    run, t = plan.run, plan.run.train
+    m = run.model
+    load_window_start = plan.steps - max(1, int(round(LOAD_WINDOW_FRACTION * plan.steps)))
+    if state["step"] == 0:
+        model.reset_expert_load()
+        state["load_from"] = 0
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not show_progress, transient=False) as progress:
+        task = progress.add_task(plan.name, total=plan.steps, completed=state["step"], loss="-", tps="-")
+        while state["step"] < plan.steps:
+            step = state["step"]
+            if step == load_window_start:
+                model.reset_expert_load()
+                state["load_from"] = step
+            t0 = time.perf_counter()
+            lr = lr_at(step, plan.steps, t)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            x_np, y_np = plan.data.train_batch(step, t.batch_size, m.seq_len, run.seed)
+            x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+            with _autocast(device):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            aux, z = model.router_losses()
+            total = loss + m.aux_loss_coef * aux.to(device) + m.z_loss_coef * z.to(device)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise Diverged(step, f"non-finite train loss ({loss_value}) at step {step}")
+            total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip else math.inf)
+            grad_norm = float(grad_norm)
+            if not math.isfinite(grad_norm):
+                raise Diverged(step, f"non-finite gradient norm at step {step}")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            model.update_expert_bias()
+            state["train_s"] += time.perf_counter() - t0
+            state["step"] = step + 1
+
+            state["ema"] = EMA_DECAY * state["ema"] + (1 - EMA_DECAY) * loss_value
+            state["ema_weight"] = EMA_DECAY * state["ema_weight"] + (1 - EMA_DECAY)
+            smoothed = state["ema"] / state["ema_weight"]
+            if step >= DIVERGENCE_MIN_STEPS and smoothed > t.divergence_factor * state["best_ema"]:
+                raise Diverged(step, f"smoothed train loss {smoothed:.3f} exceeded {t.divergence_factor:g}x its best "
+                                     f"({state['best_ema']:.3f}) at step {step}")
+            state["best_ema"] = min(state["best_ema"], smoothed)
+
+            done = state["step"]
+            tokens_per_s = done * plan.batch_tokens / state["train_s"]
+            if done % t.log_every == 0 or done == plan.steps or done == 1:
+                point = {"step": done, "tokens": done * plan.batch_tokens, "train_loss": loss_value,
+                         "smoothed_loss": smoothed, "lr": lr, "grad_norm": grad_norm}
+                state["curve"].append(point)
+                tracker.log({"train/loss": loss_value, "train/smoothed_loss": smoothed, "train/lr": lr,
+                             "train/grad_norm": grad_norm, "train/tokens_per_s": tokens_per_s,
+                             "train/tokens": point["tokens"]}, step=done)
+            if t.eval_every and done % t.eval_every == 0 and done < plan.steps:
+                val = _evaluate(model, plan.data, run, device)
+                state["evals"].append({"step": done, "val_loss": val})
+                tracker.log({"val/loss": val}, step=done)
+            if t.checkpoint_every and done % t.checkpoint_every == 0 and done < plan.steps:
+                _save_checkpoint(ckpt_path, model, optimizer, state)
+            progress.update(task, completed=done, loss=f"{smoothed:.3f}", tps=f"{tokens_per_s:,.0f}")
