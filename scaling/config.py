@@ -208,7 +208,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "tra
                 cfg = hydra_compose(config_name="run_schema", overrides=list(overrides))
         run = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"bad config: {_one_line(e)} (see `scaling train --help` for the keys)") from None
+        raise ConfigError(f"bad config: {_one_line(e)} (the keys and their meaning: scaling/config.py)") from None
     except Exception as e:  # hydra's own composition errors (unknown key, missing group option, bad syntax)
         if type(e).__module__.startswith(("hydra", "omegaconf")):
             raise ConfigError(f"bad config: {_one_line(e)}") from None
@@ -219,10 +219,21 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "tra
     return run
 
 
-def _one_line(e: Exception) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    keep = [line for line in lines if not line.startswith(("full_key", "object_type", "reference_type"))]
-    return "; ".join(keep or lines)
+def _one_line(e: BaseException) -> str:
+    """Hydra / OmegaConf errors span lines and hide the useful part in their cause: keep what speaks to the user."""
+    parts = []
+    while e is not None and len(parts) < 3:
+        text = str(e).split("Config search path")[0]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        keep = [line for line in lines
+                if not line.startswith(("full_key", "object_type", "reference_type", "To append", "See http"))
+                and "$VALUE" not in line and line != "None"]
+        keep = [f"choose one of {line.split(':')[0].split()[-1]}:" if line.startswith("Available options") else line
+                for line in keep]
+        if keep:
+            parts.append(" ".join(keep).rstrip(";:. "))
+        e = e.__cause__ or e.__context__
+    return ": ".join(dict.fromkeys(parts))  # drop repeats, keep order
 
 
 def resolve_results_dir(run: RunConfig) -> Path:
