@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 app = typer.Typer(
@@ -33,8 +31,10 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def train(
-    overrides: Optional[list[str]] = typer.Argument(None, help=OVERRIDES_HELP),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the derived run (params, M, tokens, steps); train nothing."),
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the derived run (params, M, tokens, steps); train nothing."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the live progress bar."),
 ) -> None:
     """Train one MoE run to a compute budget (FLOPs) and record it under the results directory."""

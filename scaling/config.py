@@ -12,7 +12,6 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 """The Hydra config tree (present in a source checkout / editable install)."""
@@ -32,7 +31,7 @@ class ModelConfig:
     """Number of transformer blocks."""
     n_heads: int = 4
     """Attention query heads; head width is d_model / n_heads."""
-    n_kv_heads: Optional[int] = None
+    n_kv_heads: int | None = None
     """Key/value heads for grouped-query attention (must divide n_heads); None = n_heads (multi-head)."""
     seq_len: int = 256
     """Context length (tokens per sequence)."""
@@ -46,11 +45,11 @@ class ModelConfig:
     """Hidden width of one routed expert (SwiGLU features)."""
     n_shared_experts: int = 0
     """Always-active shared experts E_s per MoE layer."""
-    d_shared: Optional[int] = None
+    d_shared: int | None = None
     """Hidden width of one shared expert (features); None = d_expert."""
     n_dense_layers: int = 0
     """The first n_dense_layers blocks use a dense SwiGLU FFN instead of MoE (DeepSeek / Ling 'first-k dense')."""
-    d_ff_dense: Optional[int] = None
+    d_ff_dense: int | None = None
     """Hidden width of those dense FFNs (features); None = (top_k + n_shared_experts) * d_expert (same active width)."""
     score_func: str = "softmax"
     """Router scores: 'softmax' (Mixtral, DeepSeek-V2) or 'sigmoid' (DeepSeek-V3, Ling 2.0)."""
@@ -82,11 +81,11 @@ class DataConfig:
 
     source: str = "stdlib"
     """'stdlib' (the embedded corpus built from this Python's standard library) or 'shards' (token files)."""
-    path: Optional[str] = None
+    path: str | None = None
     """For source='shards': a folder holding train.bin and val.bin (flat uint16/uint32, optional llm.c header)."""
     token_dtype: str = "uint16"
     """For headerless shards: 'uint16' or 'uint32'."""
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     """Where the built embedded corpus is cached; None = $SCALING_CACHE or ~/.cache/scaling."""
     val_fraction: float = 0.01
     """Fraction of the embedded corpus held out for validation (the tail)."""
@@ -137,7 +136,7 @@ class TrainConfig:
     """The run is marked diverged when the smoothed train loss exceeds this factor times its best value."""
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
-    threads: Optional[int] = None
+    threads: int | None = None
     """CPU threads for torch (None = torch's default)."""
 
 
@@ -149,7 +148,7 @@ class WandbConfig:
     """'auto' (online with an API key, else offline), 'online', 'offline' or 'disabled'."""
     project: str = "scaling"
     """W&B project."""
-    entity: Optional[str] = None
+    entity: str | None = None
     """W&B entity (team or user); None = the account's default."""
 
 
@@ -163,7 +162,7 @@ class RunConfig:
     """Seed for initialisation and data order."""
     sweep: str = "single"
     """Sweep this run belongs to (its folder under results_dir)."""
-    results_dir: Optional[str] = None
+    results_dir: str | None = None
     """Root of the results store; None = $SCALING_RESULTS or ./results."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

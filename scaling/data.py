@@ -47,7 +47,8 @@ class TokenData:
     """Largest token id + 1 the data may contain (256 for bytes)."""
 
     def train_batch(self, step: int, batch_size: int, seq_len: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and next-token targets (B, T) for optimizer step `step`: random windows, a function of (seed, step)."""
+        """Inputs and next-token targets (B, T) of optimizer step `step`: random windows, a function of
+        (seed, step) alone."""
         rng = np.random.default_rng([seed, step])
         starts = rng.integers(0, len(self.train) - seq_len - 1, size=batch_size, endpoint=True)
         windows = np.stack([self.train[s : s + seq_len + 1] for s in starts]).astype(np.int64)

@@ -26,7 +26,7 @@ def describe(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def peak_flops(device_str: str, low_precision: bool) -> float | None:
     """Peak matmul FLOP/s: the data-sheet bf16 number for known GPUs, or, on CPU, a quick measurement of fp32
     matmul throughput (best of a few 1024^3 products, ~0.1 s). None when unknown."""

@@ -9,7 +9,7 @@ def test_cosine_warms_up_then_decays_to_the_floor():
     assert lrs[0] == 0.1 and lrs[9] == 1.0
     assert lrs[10] == 1.0
     assert abs(lrs[-1] - 0.1) < 1e-12
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
 
 
 def test_wsd_holds_then_decays_exponentially():

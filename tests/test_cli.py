@@ -1,0 +1,61 @@
+"""The command line, as a user runs it (subprocesses): help, errors, and the acceptance run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+CLI = [sys.executable, "-m", "scaling.cli"]
+
+
+def run_cli(*args, env_extra=None, timeout=300):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_cli_import_is_light():
+    code = ("import sys, scaling.cli; heavy = [m for m in ('torch', 'wandb', 'matplotlib', 'pandas', 'scipy', "
+            "'hydra') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_lists_train():
+    out = run_cli("--help")
+    assert out.returncode == 0 and "train" in out.stdout
+
+
+def test_impossible_config_is_one_line_and_spends_nothing(tmp_path):
+    results = tmp_path / "results"
+    out = run_cli("train", "model.top_k=9", f"results_dir={results}")
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "model.top_k=9" in lines[0] and "n_experts" in lines[0]
+    assert not results.exists()
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
+    results = tmp_path / "results"
+    out = run_cli("train", "--dry-run", "budget_flops=1e12", f"results_dir={results}")
+    assert out.returncode == 0, out.stderr
+    assert "1,185,792" in out.stderr and "steps" in out.stderr  # M of the default tiny MoE
+    assert not results.exists()
+
+
+@pytest.mark.slow
+def test_acceptance_default_tiny_moe_at_3e11(tmp_path):
+    """`scaling train budget_flops=3e11`: below 3.0 nats/byte (unigram 3.12), balanced experts over the last tenth."""
+    results = tmp_path / "results"
+    out = run_cli("train", "budget_flops=3e11", "--no-progress", env_extra={"SCALING_RESULTS": str(results)})
+    assert out.returncode == 0, out.stderr
+    [path] = list((results / "single" / "runs").glob("*.json"))
+    record = json.loads(path.read_text())
+    assert record["status"] == "completed"
+    assert record["results"]["val_loss"] < 3.0
+    shares = record["results"]["expert_load"]
+    n_experts = record["config"]["model"]["n_experts"]
+    assert max(max(layer) for layer in shares) <= 2.0 / n_experts  # no expert above twice its fair share
+    start, end = record["results"]["expert_load_steps"]
+    assert end == record["derived"]["steps"] and end - start == round(0.1 * end)

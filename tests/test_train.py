@@ -1,0 +1,123 @@
+"""One run end to end (tiny models): record, budget accounting, divergence, failure, SIGKILL and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scaling import store
+from scaling.config import compose
+from scaling.train import plan_run, train
+
+TINY = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",
+        "data.val_tokens=2048", "budget_flops=2e9"]
+
+
+def test_tiny_run_writes_a_complete_record(tmp_path):
+    run = compose(TINY + ["train.log_every=5"])
+    plan = plan_run(run)
+    record = train(run, show_progress=False)
+    path = store.record_path(tmp_path / "results", "single", plan.run_id)
+    assert store.read_record(path) == json.loads(path.read_text()) == record
+    assert record["status"] == "completed" and record["error"] is None
+    d, r = record["derived"], record["results"]
+    assert d["tokens"] == d["steps"] * d["batch_tokens"] == r["tokens_done"]
+    assert d["flops"] == pytest.approx(run.budget_flops, rel=0.01)  # whole steps: within 1% of the budget
+    assert set(d["flops_per_token"]) == {"M", "M_with_head", "6N_total", "6N_active", "6N_active_attn"}
+    assert 2.0 < r["val_loss"] < 5.6  # learned something, not NaN
+    assert r["curve"][0]["step"] == 1 and r["curve"][-1]["step"] == d["steps"]
+    assert len(r["expert_load"]) == run.model.n_layers and len(r["expert_load"][0]) == run.model.n_experts
+    assert r["expert_load_steps"][1] == d["steps"]
+    assert record["provenance"]["data_fingerprint"].startswith("stdlib:")
+    assert not store.checkpoint_path(tmp_path / "results", "single", plan.run_id).exists()
+
+
+def test_a_completed_run_is_not_trained_again(tmp_path):
+    run = compose(TINY)
+    first = train(run, show_progress=False)
+    again = train(run, show_progress=False)
+    assert again == first
+    assert again["provenance"]["attempts"] == 1
+
+
+def test_absurd_learning_rate_is_recorded_as_diverged(tmp_path):
+    run = compose(TINY + ["train.lr=1e3"])
+    record = train(run, show_progress=False)
+    assert record["status"] == "diverged"
+    assert record["error"]["kind"] == "diverged" and record["error"]["step"] >= 0
+    assert "step" in record["error"]["reason"]
+    path = store.record_path(tmp_path / "results", "single", plan_run(run).run_id)
+    assert json.loads(path.read_text())["status"] == "diverged"  # valid JSON, no NaN
+    assert train(run, show_progress=False)["provenance"]["attempts"] == 1  # a diverged run is final too
+
+
+def test_a_failure_is_recorded_and_the_rerun_completes(tmp_path, monkeypatch):
+    import scaling.train as train_mod
+
+    run = compose(TINY + ["train.checkpoint_every=2"])
+
+    def broken(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    real = train_mod._evaluate
+    monkeypatch.setattr(train_mod, "_evaluate", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train(run, show_progress=False)
+    rid = plan_run(run).run_id
+    rec = store.read_record(store.record_path(tmp_path / "results", "single", rid))
+    assert rec["status"] == "failed" and "disk on fire" in rec["error"]["reason"]
+    monkeypatch.setattr(train_mod, "_evaluate", real)
+    done = train(run, show_progress=False)
+    assert done["status"] == "completed" and done["provenance"]["attempts"] == 2
+    assert done["provenance"]["resumed_from_steps"]  # picked up from its checkpoint, not from scratch
+
+
+def _scaling(*args):
+    return [sys.executable, "-m", "scaling.cli", "train", "--no-progress", *args]
+
+
+def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    overrides = TINY + ["budget_flops=6e9", "train.checkpoint_every=5"]
+    env = {**os.environ, "SCALING_RESULTS": str(tmp_path / "killed")}
+    run = compose(overrides)
+    plan = plan_run(run)
+    ckpt = store.checkpoint_path(tmp_path / "killed", "single", plan.run_id)
+    proc = subprocess.Popen(_scaling(*overrides), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert ckpt.exists(), "no checkpoint was written before the run ended"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rec_path = store.record_path(tmp_path / "killed", "single", plan.run_id)
+    assert store.read_record(rec_path)["status"] == "running"  # killed mid-run: not completed
+
+    out = subprocess.run(_scaling(*overrides), env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "resuming from checkpoint" in out.stderr
+    resumed = store.read_record(rec_path)
+
+    reference = train(compose(overrides + [f"results_dir={tmp_path / 'clean'}"]), show_progress=False)
+    assert resumed["status"] == reference["status"] == "completed"
+    assert resumed["provenance"]["resumed_from_steps"] and resumed["provenance"]["resumed_from_steps"][0] >= 5
+    for key in ("tokens", "steps", "flops"):
+        assert resumed["derived"][key] == reference["derived"][key]
+    assert resumed["results"]["steps_done"] == reference["results"]["steps_done"] == plan.steps
+    # Batches are a function of (seed, step) and the checkpoint holds the optimizer: the same run.
+    assert resumed["results"]["val_loss"] == pytest.approx(reference["results"]["val_loss"], abs=1e-4)
+    assert not Path(ckpt).exists()
+
+
+@pytest.mark.gpu
+def test_tiny_run_on_cuda_in_bf16(tmp_path):
+    run = compose(TINY + ["train.device=cuda", "budget_flops=2e10"])
+    record = train(run, show_progress=False)
+    assert record["status"] == "completed"
+    assert "cpu" not in record["provenance"]["device"]
+    assert record["results"]["val_loss"] < 4.0
