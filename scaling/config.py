@@ -59,8 +59,10 @@ class ModelConfig:
     """Load balancing: 'aux_free' (per-expert selection bias, DeepSeek-V3), 'aux_loss' (Switch loss), 'none'."""
     aux_loss_coef: float = 0.01
     """Weight of the auxiliary balancing loss (used when balancing='aux_loss')."""
-    bias_update_rate: float = 0.01
-    """Step of the aux-free bias update per optimizer step (score units; used when balancing='aux_free')."""
+    bias_update_rate: float = 0.003
+    """Step of the aux-free bias update per optimizer step (score units; used when balancing='aux_free').
+    Measured on the tiny MoE (2 seeds, 3e11 and 1e12 FLOPs): 0.001 leaves one expert with ~4x its fair share at
+    3e11; 0.003 keeps every expert within 1.2x at no loss cost against no balancing; 0.01 costs ~0.05 nats."""
     z_loss_coef: float = 0.001
     """Weight of the router z-loss (mean squared log-sum-exp of router logits); 0 disables it."""
     qk_norm: bool = True

@@ -26,9 +26,9 @@ class NullTracker:
 
 
 class WandbTracker:
-    def __init__(self, wb_run):
+    def __init__(self, wb_run, online: bool):
         self._run = wb_run
-        self.run_url = getattr(wb_run, "url", None)
+        self.run_url = wb_run.url if online else None  # offline runs have no URL (and wandb warns if asked)
 
     def log(self, metrics: dict, step: int) -> None:
         try:
@@ -80,7 +80,7 @@ def start(cfg: WandbConfig, run_id: str, name: str, sweep: str, config: dict, ta
             config=config, dir=str(directory), mode=mode, resume="allow", reinit="finish_previous",
             settings=wandb.Settings(silent=True, console="off", init_timeout=60),
         )
-        return WandbTracker(wb_run)
+        return WandbTracker(wb_run, online=mode == "online")
     except Exception as e:
         print(f"warning: W&B could not start ({type(e).__name__}: {e}); the run goes on without it "
               f"(set wandb.mode=disabled to silence this)", file=sys.stderr)

@@ -229,10 +229,16 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
     state = {"step": 0, "train_s": 0.0, "ema": 0.0, "ema_weight": 0.0, "best_ema": math.inf,
              "curve": [], "evals": [], "resumed_from": []}
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
+        try:
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            state = ckpt["state"]
+        except Exception as e:
+            raise store.StoreError(
+                f"checkpoint {ckpt_path} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
+                f"move it aside to restart run {plan.run_id} from step 0"
+            ) from None
         state["resumed_from"].append(state["step"])
         console.print(f"run {plan.run_id}: resuming from checkpoint at step {state['step']}/{plan.steps}")
 
@@ -255,6 +261,8 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
     tracker = tracking.start(run.wandb, plan.run_id, plan.name, run.sweep,
                              {**record["config"], "derived": record["derived"]}, tags,
                              store.sweep_dir(results_dir, run.sweep) / "wandb")
+    if tracker.run_url:
+        record["provenance"]["wandb_url"] = tracker.run_url
     wall_start = time.perf_counter()
     try:
         _train_loop(plan, model, optimizer, state, device, ckpt_path, tracker, show_progress, console)

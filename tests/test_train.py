@@ -121,3 +121,13 @@ def test_tiny_run_on_cuda_in_bf16(tmp_path):
     assert record["status"] == "completed"
     assert "cpu" not in record["provenance"]["device"]
     assert record["results"]["val_loss"] < 4.0
+
+
+def test_an_unreadable_checkpoint_is_a_clear_error(tmp_path):
+    run = compose(TINY)
+    ckpt = store.checkpoint_path(tmp_path / "results", "single", plan_run(run).run_id)
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(store.StoreError, match="cannot be loaded.*move it aside"):
+        train(run, show_progress=False)
+    assert ckpt.read_bytes() == b"not a checkpoint"  # nothing recorded is overwritten
