@@ -71,6 +71,206 @@ def train(
         raise typer.Exit(3)
 
 
+def _console(stderr: bool = True):
+    """A rich console; wide when it is not a terminal (logs, pipes), so tables do not fold."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console.width = 200
+    return console
+
+
+def _results_dir(option: str | None):
+    import os
+    from pathlib import Path
+
+    return Path(option or os.environ.get("SCALING_RESULTS") or "results")
+
+
+RESULTS_HELP = "Results directory (default: $SCALING_RESULTS or ./results)."
+
+
+@app.command()
+def sweep(
+    config: str = typer.Argument(..., help="Sweep preset name (e.g. demo = sweeps/demo.yaml) or a YAML path."),
+    overrides: list[str] | None = typer.Argument(None, help="Hydra overrides of the sweep config, "
+                                                     "e.g. 'budgets=[1e11,3e11]' name=my_sweep."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (cells, totals, time estimate); no runs."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on CPU."),
+    runs_per_gpu: int = typer.Option(1, "--runs-per-gpu", min=1, help="Cells run side by side on each GPU."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Also retry cells whose last attempt failed."),
+    probe: bool = typer.Option(True, "--probe/--no-probe", help="Time a few steps per model for the estimate."),
+    device: str = typer.Option("auto", "--device", help="auto (all visible GPUs, else CPU) or cpu."),
+    results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+    wandb_mode: str | None = typer.Option(None, "--wandb", help="W&B mode for every cell: auto, online, "
+                                             "offline or disabled (default: the config's)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the live progress display."),
+) -> None:
+    """Plan a sweep of MoE runs (budgets x axes), print it, and train every cell not yet done."""
+
+    from scaling.config import ConfigError
+    from scaling.data import DataError
+    from scaling.store import StoreError
+    from scaling.sweep.plan import PlanError, compose_sweep, plan_sweep
+
+    console = _console()
+    results = _results_dir(results_dir)
+    try:
+        cfg = compose_sweep(config, overrides or [])
+        plan = plan_sweep(cfg, results_dir=str(results), wandb_mode=wandb_mode)
+    except PlanError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (ConfigError, DataError, StoreError) as e:
+        _fail(str(e))
+    estimates = _estimates(plan, device) if probe else {}
+    console.print(_sweep_table(plan, estimates, workers))
+    if dry_run:
+        return
+    from scaling.sweep.launch import LaunchOptions, launch
+
+    options = LaunchOptions(workers=workers, runs_per_gpu=runs_per_gpu, retry_failed=retry_failed, device=device)
+    try:
+        counts = launch(plan, results, options, console=console, show_progress=progress)
+    except StoreError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; re-run the same command to resume (state: `scaling status {plan.name}`)", code=130)
+    from scaling.sweep.status import status_table
+
+    table, n = status_table(results, plan.name)
+    console.print(table)
+    if n["failed"]:
+        console.print(f"{n['failed']} cell(s) failed: see their logs; `scaling sweep {config} --retry-failed` "
+                      f"retries them")
+        raise typer.Exit(1)
+    if counts.get("skipped"):
+        console.print(f"{counts['skipped']} cell(s) were taken by another launcher")
+
+
+def _estimates(plan, device: str) -> dict:
+    """Seconds per cell id from a short throughput probe per distinct (model, batch); FLOP rate for the rest."""
+    import json
+
+    from scaling.probe import tokens_per_second
+    from scaling.sweep.plan import estimate_seconds
+
+    max_probes = 6
+    rates: dict[str, float] = {}
+    flop_rates = []
+    for cell in plan.cells:
+        key = json.dumps([cell.run.model.__dict__, cell.run.train.batch_size], sort_keys=True, default=str)
+        if key not in rates and len(rates) < max_probes:
+            try:
+                rates[key] = tokens_per_second(cell.run.model, cell.run.train.batch_size, device=device)
+            except Exception:  # an estimate is not worth failing the sweep for
+                continue
+            flop_rates.append(rates[key] * cell.plan.counts.M)
+    out = {}
+    mean_flop_rate = sum(flop_rates) / len(flop_rates) if flop_rates else 0
+    for cell in plan.cells:
+        key = json.dumps([cell.run.model.__dict__, cell.run.train.batch_size], sort_keys=True, default=str)
+        tps = rates.get(key) or (mean_flop_rate / cell.plan.counts.M if mean_flop_rate else 0)
+        if tps:
+            out[cell.run_id] = estimate_seconds(cell, tps)
+    return out
+
+
+def _sweep_table(plan, estimates: dict, workers: int):
+    from rich.table import Table
+
+    title = f"sweep {plan.name}: {len(plan.cells)} cells" + (f" — {plan.config.description}"
+                                                               if plan.config.description else "")
+    table = Table(title=title, title_justify="left")
+    cols = ("#", "id", "cell (C, A, G, lr, batch)", "shape", "params tot/act", "M", "tokens", "steps")
+    for col in cols + (("est s",) if estimates else ()):
+        table.add_column(col, justify="left" if col in ("id", "shape") or col.startswith("cell") else "right")
+    for c in plan.cells:
+        m, k = c.run.model, c.plan.counts
+        shape = f"d{m.d_model}L{m.n_layers} E{m.n_experts}k{m.top_k}" + (
+            f"s{m.n_shared_experts}" if m.n_shared_experts else "")
+        row = [str(c.index), c.run_id, c.name, shape, f"{k.params_total / 1e6:.3g}M/{k.params_active / 1e6:.3g}M",
+               f"{k.M:.3g}", f"{c.plan.tokens:,}", str(c.plan.steps)]
+        if estimates:
+            row.append(f"{estimates.get(c.run_id, float('nan')):.1f}")
+        table.add_row(*row)
+    caption = f"total {plan.total_flops:.3g} FLOPs"
+    if plan.duplicates:
+        caption += f"; {plan.duplicates} duplicate cell(s) dropped"
+    if estimates:
+        total = sum(estimates.values())
+        caption += (f"; estimated {total:.0f} s of training on this device (probe), about "
+                    f"{total / max(1, min(workers, len(plan.cells))):.0f} s with {workers} worker(s)")
+    table.caption = caption
+    return table
+
+
+@app.command()
+def status(
+    sweep: str | None = typer.Argument(None, help="Sweep name (its folder under the results directory)."),
+    results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+) -> None:
+    """Per-cell state of a sweep (or a summary of every sweep): done, running, failed, pending, with log paths."""
+
+    from scaling.store import StoreError
+    from scaling.sweep.status import status_table, sweeps_table
+
+    console = _console(stderr=False)
+    results = _results_dir(results_dir)
+    try:
+        if sweep is None:
+            console.print(sweeps_table(results))
+        else:
+            console.print(status_table(results, sweep)[0])
+    except StoreError as e:
+        _fail(str(e))
+
+
+@app.command()
+def runs(
+    sweep: str | None = typer.Argument(None, help="Sweep name; all sweeps when omitted."),
+    fmt: str = typer.Option("table", "--format", help="table, csv, parquet or json."),
+    output: str | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+) -> None:
+    """Every run record as one table (a pandas DataFrame: scaling.store.load), or exported as CSV/Parquet/JSON."""
+    import sys
+
+    from scaling import store
+
+    if fmt not in ("table", "csv", "parquet", "json"):
+        _fail(f"--format {fmt!r} is not one of table, csv, parquet, json")
+    if fmt == "parquet" and not output:
+        _fail("--format parquet is binary: give --output FILE.parquet")
+    try:
+        df = store.load(_results_dir(results_dir), sweep)
+    except store.StoreError as e:
+        _fail(str(e))
+    if df.empty:
+        _fail(f"no run records{' in sweep ' + sweep if sweep else ''} under {_results_dir(results_dir)}")
+    if fmt == "table":
+        cols = [c for c in ("sweep", "name", "id", "status", "derived.budget_flops", "derived.tokens",
+                            "config.train.lr", "derived.batch_tokens", "derived.activation_ratio",
+                            "results.val_loss") if c in df.columns]
+        text = df[cols].to_string(index=False)
+    elif fmt == "csv":
+        text = df.to_csv(index=False)
+    elif fmt == "json":
+        text = df.to_json(orient="records", indent=1)
+    else:
+        df.to_parquet(output, index=False)
+        return
+    if output:
+        from pathlib import Path
+
+        from scaling.store import atomic_write_text
+
+        atomic_write_text(Path(output), text)
+    else:
+        sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+
+
 def _plan_table(plan):
     from rich.table import Table
 

@@ -180,7 +180,7 @@ DATA_FIELDS_NOT_IN_IDENTITY = ("cache_dir",)
 
 
 def register_configs() -> None:
-    """Register the structured configs with Hydra's ConfigStore (schema for sweeps/*.yaml)."""
+    """Register the structured configs with Hydra's ConfigStore (the schemas of sweeps/*.yaml)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
@@ -188,10 +188,15 @@ def register_configs() -> None:
     cs.store(group="model", name="model_schema", node=ModelConfig)
 
 
-def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "train") -> RunConfig:
-    """Compose a RunConfig from the config tree plus Hydra overrides (`key=value`); validated."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+def hydra_compose(config_name: str, overrides: list[str] | tuple[str, ...] = (), config_dir: Path = CONFIG_DIR,
+                  fallback: str | None = None):
+    """Compose `config_name` from `config_dir` with Hydra overrides and return the typed object (dataclass).
+
+    Without the config tree (package installed without `sweeps/`), `fallback` names a ConfigStore schema to use
+    instead. Every Hydra / OmegaConf error becomes a one-line ConfigError.
+    """
+    from hydra import compose as compose_
+    from hydra import initialize, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -199,15 +204,15 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "tra
     register_configs()
     GlobalHydra.instance().clear()
     try:
-        if CONFIG_DIR.is_dir():
-            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-                cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
-        else:  # installed without the config tree: the structured defaults alone
-            from hydra import initialize
-
+        if Path(config_dir).is_dir():
+            with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+                cfg = compose_(config_name=config_name, overrides=list(overrides))
+        elif fallback:
             with initialize(version_base="1.3", config_path=None):
-                cfg = hydra_compose(config_name="run_schema", overrides=list(overrides))
-        run = OmegaConf.to_object(cfg)
+                cfg = compose_(config_name=fallback, overrides=list(overrides))
+        else:
+            raise ConfigError(f"config folder {config_dir} not found: run from a source checkout or pass a path")
+        return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         raise ConfigError(f"bad config: {_one_line(e)} (the keys and their meaning: scaling/config.py)") from None
     except Exception as e:  # hydra's own composition errors (unknown key, missing group option, bad syntax)
@@ -216,8 +221,30 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "tra
         raise
     finally:
         GlobalHydra.instance().clear()
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Compose a RunConfig from `sweeps/train.yaml` plus Hydra overrides (`key=value`); validated."""
+    run = hydra_compose("train", overrides, fallback="run_schema")
     validate(run)
     return run
+
+
+def with_updates(run: RunConfig, updates: dict) -> RunConfig:
+    """A copy of `run` with dotted-key updates (`{"train.lr": 3e-3, "model.d_model": 96}`), type-checked
+    against the schema (an unknown key or a wrong type is a ConfigError) and validated."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = OmegaConf.structured(run)
+        for key, value in updates.items():
+            OmegaConf.update(cfg, key, value, merge=False)
+        new = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"bad config: {_one_line(e)} (the keys and their meaning: scaling/config.py)") from None
+    validate(new)
+    return new
 
 
 def _one_line(e: BaseException) -> str:

@@ -45,11 +45,21 @@ class RunPlan:
     batch_tokens: int
     steps: int
     tokens: int
+    """Training tokens: whole sequences, steps - 1 full batches plus a last batch of `last_batch_size` sequences."""
+    last_batch_size: int
     data: TokenData
 
     @property
     def flops_per_token(self) -> float:
         return self.counts.M
+
+    def batch_size_at(self, step: int) -> int:
+        """Sequences in optimizer step `step` (0-based): the full batch, except a possibly smaller last one."""
+        return self.last_batch_size if step == self.steps - 1 else self.run.train.batch_size
+
+    def tokens_after(self, steps_done: int) -> int:
+        full = min(steps_done, self.steps - 1) * self.batch_tokens
+        return full + (self.last_batch_size * self.run.model.seq_len if steps_done >= self.steps else 0)
 
     def derived(self) -> dict:
         c = self.counts
@@ -62,6 +72,7 @@ class RunPlan:
             "steps": self.steps,
             "batch_size": self.run.train.batch_size,
             "batch_tokens": self.batch_tokens,
+            "last_batch_size": self.last_batch_size,
             "seq_len": self.run.model.seq_len,
             "warmup_steps": warmup_steps(self.run.train, self.steps),
             "epochs": self.tokens / len(self.data.train),
@@ -95,15 +106,24 @@ def plan_run(run: RunConfig, data: TokenData | None = None) -> RunPlan:
     counts = flops.count(run.model)
     batch_tokens = run.train.batch_size * run.model.seq_len
     tokens_exact = flops.tokens_for_budget(run.budget_flops, counts.M)
-    steps = int(round(tokens_exact / batch_tokens))
-    if steps < 1:
+    # Whole sequences (within half a sequence of D = C / M), in whole optimizer steps: full batches and a last,
+    # possibly smaller one, so the spent compute tokens * M matches the budget even when there are few steps.
+    sequences = int(round(tokens_exact / run.model.seq_len))
+    steps = math.ceil(sequences / run.train.batch_size)
+    if sequences < run.train.batch_size:
         need = counts.M * batch_tokens
         raise ConfigError(
             f"budget_flops={run.budget_flops:.3g} buys {tokens_exact:.0f} tokens at M={counts.M:.4g} FLOPs/token, "
             f"less than one optimizer step of {batch_tokens} tokens: raise budget_flops to at least {need:.3g} "
             f"or lower train.batch_size"
         )
-    tokens = steps * batch_tokens
+    tokens = sequences * run.model.seq_len
+    if abs(tokens * counts.M - run.budget_flops) > 0.01 * run.budget_flops:
+        raise ConfigError(
+            f"budget_flops={run.budget_flops:.3g} buys {tokens_exact:.0f} tokens, {sequences} whole sequences of "
+            f"{run.model.seq_len}: {abs(tokens * counts.M / run.budget_flops - 1):.1%} off the budget: raise "
+            f"budget_flops or shorten model.seq_len"
+        )
     data = data or data_mod.load(run.data)
     if data.vocab_size > run.model.vocab_size:
         raise DataError(
@@ -120,7 +140,8 @@ def plan_run(run: RunConfig, data: TokenData | None = None) -> RunPlan:
         raise DataError(f"the training split holds {len(data.train)} tokens, fewer than one sequence: use more data")
     rid = run_id(run)
     return RunPlan(run=run, run_id=rid, name=cell_name(run, counts, batch_tokens), counts=counts,
-                   batch_tokens=batch_tokens, steps=steps, tokens=tokens, data=data)
+                   batch_tokens=batch_tokens, steps=steps, tokens=tokens,
+                   last_batch_size=sequences - (steps - 1) * run.train.batch_size, data=data)
 
 
 # ---- provenance ----------------------------------------------------------------------------------------------
@@ -276,9 +297,10 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
         val_loss = None
     except BaseException as e:
         record["status"] = "failed"
-        reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-        record["error"] = {"kind": "exception", "step": state["step"], "reason": reason.splitlines()[0],
-                           "traceback": traceback.format_exc()}
+        interrupted = isinstance(e, KeyboardInterrupt)
+        reason = "interrupted" if interrupted else f"{type(e).__name__}: {e}"
+        record["error"] = {"kind": "interrupted" if interrupted else "exception", "step": state["step"],
+                           "reason": reason.splitlines()[0], "traceback": traceback.format_exc()}
         _finish(record, rec_path, state, plan, model, device, None, wall_start)
         tracker.finish(exit_code=1)
         raise
@@ -292,7 +314,7 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
 def _finish(record, rec_path, state, plan: RunPlan, model, device, val_loss, wall_start) -> None:
     from scaling import device as device_mod
 
-    tokens_done = state["step"] * plan.batch_tokens
+    tokens_done = plan.tokens_after(state["step"])
     tokens_per_s = tokens_done / state["train_s"] if state["train_s"] > 0 else None
     peak = device_mod.peak_flops(str(device), device.type == "cuda")
     loads = model.expert_load()
@@ -342,7 +364,7 @@ def _train_loop(plan: RunPlan, model, optimizer, state: dict, device, ckpt_path:
             lr = lr_at(step, plan.steps, t)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            x_np, y_np = plan.data.train_batch(step, t.batch_size, m.seq_len, run.seed)
+            x_np, y_np = plan.data.train_batch(step, plan.batch_size_at(step), m.seq_len, run.seed)
             x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
             with _autocast(device):
                 logits = model(x)
@@ -372,9 +394,9 @@ def _train_loop(plan: RunPlan, model, optimizer, state: dict, device, ckpt_path:
             state["best_ema"] = min(state["best_ema"], smoothed)
 
             done = state["step"]
-            tokens_per_s = done * plan.batch_tokens / state["train_s"]
+            tokens_per_s = plan.tokens_after(done) / state["train_s"]
             if done % t.log_every == 0 or done == plan.steps or done == 1:
-                point = {"step": done, "tokens": done * plan.batch_tokens, "train_loss": loss_value,
+                point = {"step": done, "tokens": plan.tokens_after(done), "train_loss": loss_value,
                          "smoothed_loss": smoothed, "lr": lr, "grad_norm": grad_norm}
                 state["curve"].append(point)
                 tracker.log({"train/loss": loss_value, "train/smoothed_loss": smoothed, "train/lr": lr,

@@ -26,7 +26,8 @@ def test_tiny_run_writes_a_complete_record(tmp_path):
     assert store.read_record(path) == json.loads(path.read_text()) == record
     assert record["status"] == "completed" and record["error"] is None
     d, r = record["derived"], record["results"]
-    assert d["tokens"] == d["steps"] * d["batch_tokens"] == r["tokens_done"]
+    assert d["tokens"] == (d["steps"] - 1) * d["batch_tokens"] + d["last_batch_size"] * d["seq_len"]
+    assert d["tokens"] == r["tokens_done"] and 1 <= d["last_batch_size"] <= d["batch_size"]
     assert d["flops"] == pytest.approx(run.budget_flops, rel=0.01)  # whole steps: within 1% of the budget
     assert set(d["flops_per_token"]) == {"M", "M_with_head", "6N_total", "6N_active", "6N_active_attn"}
     assert 2.0 < r["val_loss"] < 5.6  # learned something, not NaN

@@ -1,0 +1,236 @@
+"""Run a sweep's cells on one machine: long-lived worker processes, one per GPU (or several), or N on CPU.
+
+Each worker walks the plan in order and trains every cell it can claim (claims.py), one after another, in one
+Python process (a fresh process per cell would cost ~4 s of start-up, more than a small cell). The launcher only
+starts workers and shows progress; all state is in the results directory, so re-running the same command skips
+completed cells, resumes interrupted ones from their checkpoints and, with `retry_failed`, retries failed ones;
+two launchers on the same directory train each cell once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from scaling import store
+from scaling.config import from_dict, to_dict
+from scaling.sweep import claims
+from scaling.sweep.plan import SweepPlan
+
+
+@dataclass
+class LaunchOptions:
+    workers: int = 1
+    """Worker processes on CPU (each gets cores / workers threads)."""
+    runs_per_gpu: int = 1
+    """Workers per GPU (several small runs packed on one GPU)."""
+    retry_failed: bool = False
+    """Also retry cells whose last attempt failed (resuming from their checkpoints)."""
+    stale_after: float = claims.STALE_AFTER_S
+    """Seconds without a heartbeat after which another launcher may take a cell over."""
+    device: str = "auto"
+    """'auto' (every visible GPU, else CPU) or 'cpu'."""
+
+
+def log_path(results_dir: Path, sweep: str, run_id: str) -> Path:
+    return store.sweep_dir(results_dir, sweep) / "logs" / f"{run_id}.log"
+
+
+def plan_path(results_dir: Path, sweep: str) -> Path:
+    return store.sweep_dir(results_dir, sweep) / "plan.json"
+
+
+def cell_todo(results_dir: Path, sweep: str, run_id: str, retry_failed: bool) -> bool:
+    """Whether a cell still needs training (judged from its record alone)."""
+    path = store.record_path(results_dir, sweep, run_id)
+    if not path.exists():
+        return True
+    record = store.read_record(path)
+    if record["status"] in store.FINAL_STATUSES:
+        return False
+    interrupted = (record.get("error") or {}).get("kind") == "interrupted"  # Ctrl-C: resume, not a failure
+    return record["status"] != "failed" or interrupted or retry_failed
+
+
+# ---- worker process ------------------------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when its launcher dies (even by SIGKILL); elsewhere, poll."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _worker(worker: str, env: dict, threads: int | None, cells: list[tuple[str, str, dict]], results_dir: str,
+            sweep: str, retry_failed: bool, stale_after: float, events) -> None:
+    _die_with_parent()
+    parent = os.getppid()
+    os.environ.update(env)
+    import torch
+    from rich.console import Console
+
+    from scaling.train import train
+
+    if threads:
+        torch.set_num_threads(threads)
+    results = Path(results_dir)
+    owner = claims.new_owner(worker)
+    for run_id, name, run_dict in cells:
+        if os.getppid() != parent:
+            return  # launcher gone (non-Linux fallback)
+        try:
+            if not cell_todo(results, sweep, run_id, retry_failed):
+                continue
+        except store.StoreError as e:
+            events.put(("failed", worker, run_id, name, str(e), ""))
+            continue
+        claim = claims.claim_path(results, sweep, run_id)
+        if not claims.try_claim(claim, owner, stale_after):
+            continue
+        log = log_path(results, sweep, run_id)
+        try:
+            if not cell_todo(results, sweep, run_id, retry_failed):  # finished by another launcher meanwhile
+                continue
+            events.put(("start", worker, run_id, name, "", str(log)))
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with claims.Heartbeat(claim), open(log, "a") as f, _redirect_fds(f):
+                print(f"=== {name} ({run_id}) worker {worker} pid {os.getpid()} {time.ctime()}", flush=True)
+                try:
+                    record = train(from_dict(run_dict), show_progress=False,
+                                   console=Console(file=sys.stdout, force_terminal=False, width=120))
+                except BaseException:
+                    traceback.print_exc()
+                    sys.stdout.flush()
+                    raise
+            val = (record.get("results") or {}).get("val_loss")
+            events.put((record["status"], worker, run_id, name, "" if val is None else f"{val:.4f}", str(log)))
+        except Exception as e:
+            events.put(("failed", worker, run_id, name, f"{type(e).__name__}: {e}".splitlines()[0], str(log)))
+        finally:
+            claims.release(claim, owner)
+
+
+class _redirect_fds:
+    """Send this process's stdout and stderr (fd level: Python, C libraries, child processes) to a file."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = (os.dup(1), os.dup(2))
+        os.dup2(self.f.fileno(), 1)
+        os.dup2(self.f.fileno(), 2)
+
+    def __exit__(self, *exc):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        os.close(self.saved[0])
+        os.close(self.saved[1])
+
+
+# ---- launcher ------------------------------------------------------------------------------------------------
+def worker_slots(options: LaunchOptions) -> list[tuple[str, dict, int | None]]:
+    """(worker name, environment, torch threads) per worker: one per GPU x runs_per_gpu, else N CPU workers."""
+    n_gpus = 0
+    if options.device != "cpu":
+        import torch
+
+        n_gpus = torch.cuda.device_count()
+    if n_gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else [str(i) for i in range(n_gpus)]
+        return [(f"gpu{g}.{r}", {"CUDA_VISIBLE_DEVICES": g}, None)
+                for g in ids[:n_gpus] for r in range(options.runs_per_gpu)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // options.workers)
+    return [(f"cpu{i}", {"CUDA_VISIBLE_DEVICES": ""}, threads) for i in range(options.workers)]
+
+
+def write_plan(plan: SweepPlan, results_dir: Path) -> Path:
+    path = plan_path(results_dir, plan.name)
+    store.atomic_write_text(path, plan.to_json())
+    return path
+
+
+def launch(plan: SweepPlan, results_dir: Path, options: LaunchOptions, console=None,
+           show_progress: bool = True) -> dict:
+    """Train every cell still to do; returns counts by final state. Failed cells are reported as they fail."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or Console(stderr=True)
+    results_dir = Path(results_dir)
+    write_plan(plan, results_dir)
+    todo = [c for c in plan.cells if cell_todo(results_dir, plan.name, c.run_id, options.retry_failed)]
+    already = len(plan.cells) - len(todo)
+    if not todo:
+        console.print(f"sweep {plan.name}: all {len(plan.cells)} cells already done (failed cells are retried "
+                      f"with --retry-failed)")
+        return {"launched": 0}
+    slots = worker_slots(options)[: len(todo)]
+    console.print(f"sweep {plan.name}: {len(todo)} of {len(plan.cells)} cells to run ({already} done), "
+                  f"{len(slots)} worker(s): {', '.join(s[0] for s in slots)}")
+    cell_args = [(c.run_id, c.name, to_dict(c.run)) for c in todo]
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(name, env, threads, cell_args, str(results_dir), plan.name,
+                                               options.retry_failed, options.stale_after, events), daemon=False)
+             for name, env, threads in slots]
+    for p in procs:
+        p.start()
+
+    counts = {"completed": 0, "diverged": 0, "failed": 0}
+    running: dict[str, str] = {}
+    tokens_of = {c.run_id: c.plan.tokens for c in todo}
+    tokens_total, tokens_done, t0 = sum(tokens_of.values()), 0, time.time()
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}")]
+    try:
+        with Progress(*columns, console=console, disable=not show_progress) as progress:
+            task = progress.add_task(plan.name, total=len(todo), state="", eta="-")
+            while True:
+                try:
+                    kind, worker, run_id, name, info, log = events.get(timeout=0.2)
+                except queue.Empty:
+                    if not any(p.is_alive() for p in procs):
+                        break
+                    continue
+                if kind == "start":
+                    running[run_id] = name
+                else:
+                    running.pop(run_id, None)
+                    counts[kind] = counts.get(kind, 0) + 1
+                    tokens_done += tokens_of.get(run_id, 0)
+                    if kind == "failed":
+                        console.print(f"[red]✗ failed[/] {name} ({run_id}) on {worker}: {info}"
+                                      + (f" — log {log}" if log else ""))
+                    elif kind == "diverged":
+                        console.print(f"[yellow]⚠ diverged[/] {name} ({run_id}) — log {log}")
+                finished = sum(counts.values())
+                elapsed = time.time() - t0
+                eta = elapsed * (tokens_total - tokens_done) / tokens_done if tokens_done else None
+                progress.update(task, completed=finished,
+                                state=f"done {counts['completed']} · running {len(running)} · failed "
+                                      f"{counts['failed']} · diverged {counts['diverged']}",
+                                eta="-" if eta is None else f"{eta:.0f}s")
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+    counts["launched"] = len(todo)
+    counts["skipped"] = len(todo) - sum(counts[k] for k in ("completed", "diverged", "failed"))
+    return counts

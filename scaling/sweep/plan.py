@@ -1,0 +1,416 @@
+"""Sweep plans: a sweep config becomes a deterministic list of fully resolved cells (ARCHITECTURE sections 1, 2).
+
+A sweep config (`sweeps/<name>.yaml`, schema `SweepConfig`) names compute budgets and axes. `plan_sweep` expands
+them, in a fixed order, into cells; each cell is a complete RunConfig with its derived run (tokens, steps, M) and a
+stable id (`train.run_id`, a hash of the resolved config). Impossible cells are collected with their reasons and
+refused together before anything runs.
+
+The axes and what they mean:
+
+- ``budgets``: training compute C in FLOPs per cell; tokens D = C / M follow from the cell's model.
+- ``shapes``: the model-size rule. Empty: the base model at every budget. Otherwise a list of model-key groups
+  (``{d_model: 128, n_layers: 4}``), each optionally limited to some ``budgets``: several shapes per budget make an
+  IsoFLOP sweep, where each cell is a (shape, tokens) pair at a fixed C, not a product of sizes and token counts.
+- ``activation_ratios``: A = (top_k + n_shared) / (n_experts + n_shared). Keeps top_k and the shared experts and
+  sets n_experts = (top_k + n_shared) / A - n_shared (Ling's protocol: vary E at fixed E_a and E_s); the active
+  parameters and M are unchanged, the total parameters grow as A falls.
+- ``granularities``: G = 2 d_model / d_expert (Ling). Sets d_expert = 2 d_model / G and scales n_experts, top_k and
+  n_shared_experts by G / G_base, so A, the active and the total expert parameters stay fixed (finer experts, more
+  of them).
+- ``dense_baseline``: adds, per budget, shape, lr, batch and seed, the dense model of equal active width
+  (one expert of width top_k * d_expert + n_shared * d_shared, no router): the reference of efficiency leverage.
+- ``lr`` and ``batch``: absolute values, or factors around a centre; the centre is a value, the base config's
+  value, or a fitted law ``a * C^b`` read from a previous `scaling fit --json` (keys ``lr_opt`` / ``batch_opt``).
+  Batch is in tokens per optimizer step (a whole number of sequences).
+- ``axes``: any other config keys as a product (``{"train.schedule": ["cosine", "wsd"]}``).
+- ``groups``: zipped axes: each group is a list of entries, each entry sets several keys together
+  (``[{model.d_model: 64, train.lr: 4e-3}, {model.d_model: 96, train.lr: 3e-3}]``).
+- ``seeds``: one cell per seed.
+
+Nesting order (and so cell order): budgets, shapes, architecture variants (base, A x G, dense), batch, lr, axes,
+groups, seeds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scaling.config import CONFIG_DIR, ConfigError, RunConfig, compose, hydra_compose, with_updates
+from scaling.data import DataError
+
+NAME_KEYS = {"train.lr": "lr", "model.d_model": "d", "model.n_layers": "L", "train.schedule": "", "seed": "s"}
+
+
+@dataclass
+class GridAxis:
+    """Values of one hyperparameter axis: absolute values, or factors around a centre."""
+
+    values: list[float] = field(default_factory=list)
+    """Absolute values (lr: learning rate; batch: tokens per optimizer step). Empty = centre x factors."""
+    centre: float | None = None
+    """Centre of the factors; None = the fitted law's prediction when `law` is set, else the base config's value."""
+    law: str | None = None
+    """Path to the JSON of a previous `scaling fit --json`; its law `a * C^b` (lr_opt / batch_opt) gives the
+    centre at each budget."""
+    factors: list[float] = field(default_factory=lambda: [1.0])
+    """Multipliers of the centre, e.g. [0.5, 1, 2]."""
+
+
+@dataclass
+class SweepConfig:
+    """A sweep: compute budgets times axes (see the module docstring for what each axis means)."""
+
+    name: str = "sweep"
+    """Sweep name: its folder under the results directory and its W&B group."""
+    description: str = ""
+    """One line on what the sweep is for (shown by --dry-run and status)."""
+    base: list[str] = field(default_factory=list)
+    """Hydra overrides of sweeps/train.yaml applied to every cell, e.g. ["model=tiny_moe", "train.schedule=wsd"]."""
+    budgets: list[float] = field(default_factory=lambda: [3e11])
+    """Training compute per cell, FLOPs (non-embedding, forward+backward; C = M * D)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds (initialisation and data order); one cell each."""
+    lr: GridAxis = field(default_factory=GridAxis)
+    """Learning-rate axis (peak learning rate)."""
+    batch: GridAxis = field(default_factory=GridAxis)
+    """Batch axis, in tokens per optimizer step."""
+    activation_ratios: list[float] = field(default_factory=list)
+    """Activation ratios A to sweep (reshape n_experts at fixed top_k and shared experts); empty = the base A."""
+    granularities: list[float] = field(default_factory=list)
+    """Granularities G = 2 d_model / d_expert to sweep (at fixed A and expert parameters); empty = the base G."""
+    dense_baseline: bool = False
+    """Add the dense model of equal active width at every budget, shape, lr, batch and seed."""
+    shapes: list[dict[str, Any]] = field(default_factory=list)
+    """Model-size rule: model-key groups (e.g. {d_model: 128, n_layers: 4}), each optionally with `budgets: [...]`
+    limiting where it is used; empty = the base model everywhere."""
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    """Other config keys swept as a product, e.g. {"train.schedule": ["cosine", "wsd"]}."""
+    groups: list[list[dict[str, Any]]] = field(default_factory=list)
+    """Zipped axes: each group is a list of entries that set several keys together."""
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    """Sub-sweeps: each entry overrides some of the fields above (e.g. its own lr, batch or activation_ratios);
+    the sweep is the union of their cells (a cell in two parts runs once). Empty = the fields above alone."""
+
+
+class PlanError(ValueError):
+    """A sweep with impossible cells: every cell and its reason, one per line."""
+
+    def __init__(self, sweep: str, problems: list[tuple[str, str]]):
+        self.problems = problems
+        lines = [f"sweep {sweep!r}: {len(problems)} impossible cell(s); nothing was launched"]
+        lines += [f"  {name}: {reason}" for name, reason in problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class Cell:
+    """One fully resolved run of a sweep."""
+
+    index: int
+    name: str
+    run: RunConfig
+    plan: Any  # train.RunPlan
+    coords: dict[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        return self.plan.run_id
+
+    def summary(self) -> dict:
+        c = self.plan.counts
+        return {
+            "index": self.index, "id": self.run_id, "name": self.name, "coords": self.coords,
+            "budget_flops": self.run.budget_flops, "tokens": self.plan.tokens, "steps": self.plan.steps,
+            "batch_tokens": self.plan.batch_tokens, "lr": self.run.train.lr, "flops_per_token": c.M,
+            "params_total": c.params_total, "params_active": c.params_active,
+            "activation_ratio": c.activation_ratio, "granularity": c.granularity,
+        }
+
+
+@dataclass
+class SweepPlan:
+    config: SweepConfig
+    cells: list[Cell]
+    duplicates: int = 0
+    """Cells dropped because an earlier cell had the same id (e.g. an axis value equal to the base)."""
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def total_flops(self) -> float:
+        return sum(c.plan.tokens * c.plan.counts.M for c in self.cells)
+
+    def to_json(self) -> str:
+        return json.dumps({"sweep": self.name, "description": self.config.description,
+                           "cells": [c.summary() for c in self.cells]}, indent=1)
+
+
+# ---- composing a sweep config ---------------------------------------------------------------------------------
+def compose_sweep(config: str, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
+    """Load a sweep config by preset name (`demo` = sweeps/demo.yaml) or path, with Hydra overrides."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)
+    path = Path(config)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"sweep config {path} not found: give a preset name (e.g. demo) or a YAML path")
+        config_dir, name = path.resolve().parent, path.stem
+    else:
+        config_dir, name = CONFIG_DIR, config
+        if not (CONFIG_DIR / f"{name}.yaml").is_file():
+            presets = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "train")
+            raise ConfigError(f"no sweep preset {name!r} in {CONFIG_DIR}: choose one of {', '.join(presets)} "
+                              f"or give a YAML path")
+    sweep = hydra_compose(name, overrides, config_dir=config_dir)
+    if not isinstance(sweep, SweepConfig):
+        raise ConfigError(f"{name}: not a sweep config (its defaults list must start with sweep_schema)")
+    return sweep
+
+
+# ---- architecture axes ---------------------------------------------------------------------------------------
+def _is_int(x: float) -> bool:
+    return abs(x - round(x)) < 1e-9
+
+
+def reshape_activation(run: RunConfig, A: float) -> dict:
+    """Model updates for activation ratio A at fixed top_k and shared experts."""
+    m = run.model
+    active = m.top_k + m.n_shared_experts
+    n_experts = active / A - m.n_shared_experts
+    E = round(n_experts)
+    if E < m.top_k or abs((active / (E + m.n_shared_experts)) - A) > 0.05 * A:
+        raise ConfigError(f"activation ratio A={A:g} needs n_experts = {active}/A - {m.n_shared_experts} = "
+                          f"{n_experts:.2f} (with top_k={m.top_k}, n_shared_experts={m.n_shared_experts}): "
+                          f"choose A = {active}/(E + {m.n_shared_experts}) for a whole E >= top_k")
+    return {"model.n_experts": E}
+
+
+def reshape_granularity(run: RunConfig, G: float) -> dict:
+    """Model updates for granularity G at fixed activation ratio and expert parameters."""
+    m = run.model
+    d_expert = 2 * m.d_model / G
+    factor = m.d_expert / d_expert  # = G / G_base
+    scaled = {"model.top_k": m.top_k * factor, "model.n_experts": m.n_experts * factor,
+              "model.n_shared_experts": m.n_shared_experts * factor}
+    if not _is_int(d_expert) or not all(_is_int(v) for v in scaled.values()):
+        raise ConfigError(
+            f"granularity G={G:g} needs d_expert = 2*{m.d_model}/G = {d_expert:g} and top_k, n_experts, "
+            f"n_shared_experts scaled by {factor:g} ({', '.join(f'{k[6:]}={v:g}' for k, v in scaled.items())}): "
+            f"all must be whole numbers; choose G so they are"
+        )
+    updates = {"model.d_expert": round(d_expert), **{k: round(v) for k, v in scaled.items()}}
+    if m.d_shared is not None:
+        updates["model.d_shared"] = m.d_shared  # an explicit shared width stays as set
+    return updates
+
+
+def dense_equivalent(run: RunConfig) -> dict:
+    """Model updates for the dense model of equal active width (the efficiency-leverage reference)."""
+    from scaling.flops import d_shared
+
+    m = run.model
+    width = m.top_k * m.d_expert + m.n_shared_experts * d_shared(m)
+    return {"model.n_experts": 1, "model.top_k": 1, "model.n_shared_experts": 0, "model.d_expert": width,
+            "model.d_shared": None, "model.balancing": "none"}
+
+
+# ---- lr / batch grids ----------------------------------------------------------------------------------------
+def read_law(path: str, name: str) -> tuple[float, float]:
+    """(a, b) of the law `a * C^b` called `name` in a `scaling fit --json` output. Numbers only, never code."""
+    p = Path(path)
+    try:
+        laws = json.loads(p.read_text())["laws"]
+        params = laws[name]["params"]
+        return float(params["a"]), float(params["b"])
+    except FileNotFoundError:
+        raise ConfigError(f"law file {p} not found: run `scaling fit --json > {p}` first") from None
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+        raise ConfigError(f"law file {p} has no usable {name!r} law (laws.{name}.params.a and .b): "
+                          f"regenerate it with `scaling fit --json`") from None
+
+
+def grid_values(axis: GridAxis, budget: float, base_value: float, law_name: str) -> list[float]:
+    if axis.values:
+        return list(axis.values)
+    if axis.law:
+        a, b = read_law(axis.law, law_name)
+        centre = a * budget**b
+    else:
+        centre = axis.centre if axis.centre is not None else base_value
+    return [centre * f for f in axis.factors]
+
+
+def _batch_size(batch_tokens: float, seq_len: int, from_law: bool) -> int:
+    sequences = batch_tokens / seq_len
+    if from_law:
+        return max(1, round(sequences))
+    if not _is_int(sequences) or sequences < 1:
+        raise ConfigError(f"batch {batch_tokens:g} tokens is not a whole number of {seq_len}-token sequences: "
+                          f"use a multiple of model.seq_len")
+    return round(sequences)
+
+
+# ---- planning ------------------------------------------------------------------------------------------------
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _shape_tag(shape: dict) -> str:
+    return "".join(f"{NAME_KEYS.get('model.' + k, k)}{_fmt(v)}" for k, v in shape.items() if k != "budgets")
+
+
+def _arch_variants(sweep: SweepConfig) -> list[tuple[dict, str | None]]:
+    """(coords, kind) per architecture variant: kind None = base, 'A'/'G' reshapes, 'dense'."""
+    As = sweep.activation_ratios or [None]
+    Gs = sweep.granularities or [None]
+    variants = [({"A": A, "G": G}, "reshape") for G in Gs for A in As]
+    if sweep.dense_baseline:
+        variants.append(({"A": 1.0, "G": None}, "dense"))
+    return variants
+
+
+def expand_parts(sweep: SweepConfig) -> list[SweepConfig]:
+    """The sub-sweeps of `parts` as full SweepConfigs (the sweep itself when it has no parts)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not sweep.parts:
+        return [sweep]
+    out = []
+    for i, part in enumerate(sweep.parts):
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(sweep), {**part, "parts": []})
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"sweep {sweep.name!r} parts[{i}]: {str(e).splitlines()[0]}") from None
+        out.append(OmegaConf.to_object(merged))
+    return out
+
+
+def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: str | None = None) -> SweepPlan:
+    """Expand a sweep config (all its parts) into cells; raise PlanError listing every impossible cell."""
+    cells: list[Cell] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    duplicates = 0
+    datasets: dict[str, Any] = {}
+    for part in expand_parts(sweep):
+        part_cells, part_problems = _plan_part(part, results_dir, wandb_mode, datasets)
+        problems += part_problems
+        for cell in part_cells:
+            if cell.run_id in seen:
+                duplicates += 1
+                continue
+            seen.add(cell.run_id)
+            cell.index = len(cells)
+            cells.append(cell)
+    if problems:
+        raise PlanError(sweep.name, problems)
+    _make_names_unique(cells)
+    return SweepPlan(config=sweep, cells=cells, duplicates=duplicates)
+
+
+def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | None,
+               datasets: dict) -> tuple[list[Cell], list[tuple[str, str]]]:
+    from scaling import data as data_mod
+    from scaling.train import cell_name, plan_run
+
+    if not sweep.budgets:
+        raise ConfigError(f"sweep {sweep.name!r} has no budgets: set budgets: [3e11, ...] (FLOPs)")
+    if any(not (b > 0) for b in sweep.budgets):
+        raise ConfigError(f"sweep {sweep.name!r}: every budget must be a positive number of FLOPs")
+    base = compose(list(sweep.base) + [f"sweep={sweep.name}"])
+    top = {"sweep": sweep.name}
+    if results_dir:
+        top["results_dir"] = results_dir
+    if wandb_mode:
+        top["wandb.mode"] = wandb_mode
+    base = with_updates(base, top)
+    problems: list[tuple[str, str]] = []
+    cells: list[Cell] = []
+    axis_keys = list(sweep.axes)
+    axis_product = list(itertools.product(*(sweep.axes[k] for k in axis_keys))) or [()]
+    group_product = list(itertools.product(*sweep.groups)) or [()]
+
+    for budget in sweep.budgets:
+        shapes = [s for s in sweep.shapes if not s.get("budgets") or budget in s["budgets"]] or [None]
+        for shape in shapes:
+            shape_updates = {f"model.{k}": v for k, v in (shape or {}).items() if k != "budgets"}
+            for arch, kind in _arch_variants(sweep):
+                label = f"C{budget:.0e}" + (f"-{_shape_tag(shape)}" if shape else "")
+                try:
+                    run = with_updates(base, {"budget_flops": float(budget), **shape_updates})
+                    if kind == "dense":
+                        run = with_updates(run, dense_equivalent(run))
+                    else:
+                        if arch["G"] is not None:
+                            run = with_updates(run, reshape_granularity(run, arch["G"]))
+                        if arch["A"] is not None:
+                            run = with_updates(run, reshape_activation(run, arch["A"]))
+                    batches = grid_values(sweep.batch, budget, run.train.batch_size * run.model.seq_len,
+                                          "batch_opt")
+                    lrs = grid_values(sweep.lr, budget, run.train.lr, "lr_opt")
+                except (ConfigError, DataError) as e:
+                    problems.append((f"{label}-{kind}{arch}", str(e)))
+                    continue
+                for batch_tokens, lr, axis_values, group_entries, seed in itertools.product(
+                        batches, lrs, axis_product, group_product, sweep.seeds):
+                    updates = {"train.lr": float(lr), "seed": int(seed), **dict(zip(axis_keys, axis_values, strict=True))}
+                    for entry in group_entries:
+                        updates.update(entry)
+                    name = label
+                    try:
+                        updates["train.batch_size"] = _batch_size(batch_tokens, run.model.seq_len,
+                                                                  from_law=bool(sweep.batch.law and not sweep.batch.values))
+                        cell_run = with_updates(run, updates)
+                        key = json.dumps(cell_run.data.__dict__, sort_keys=True)
+                        if key not in datasets:
+                            datasets[key] = data_mod.load(cell_run.data)
+                        plan = plan_run(cell_run, datasets[key])
+                        name = _cell_name(cell_name(cell_run, plan.counts, plan.batch_tokens), shape, updates, sweep)
+                    except (ConfigError, DataError) as e:
+                        problems.append((f"{name}-lr{lr:.3g}-B{batch_tokens:.0f}", str(e)))
+                        continue
+                    coords = {"budget_flops": float(budget), "A": plan.counts.activation_ratio,
+                              "G": plan.counts.granularity, "lr": float(lr), "batch_tokens": plan.batch_tokens,
+                              "seed": int(seed), "dense": kind == "dense", "shape": _shape_tag(shape) if shape else None,
+                              **{k: v for k, v in updates.items() if k not in ("train.lr", "seed", "train.batch_size")}}
+                    cells.append(Cell(index=len(cells), name=name, run=cell_run, plan=plan, coords=coords))
+    return cells, problems
+
+
+def _cell_name(base_name: str, shape: dict | None, updates: dict, sweep: SweepConfig) -> str:
+    parts = [base_name]
+    if shape:
+        parts.insert(1, _shape_tag(shape))
+    for key, value in updates.items():
+        if key in ("train.lr", "train.batch_size", "seed"):
+            continue
+        short = NAME_KEYS.get(key, key.split(".")[-1])
+        parts.append(f"{short}{_fmt(value)}" if short in ("d", "L", "") else f"{short}={_fmt(value)}")
+    if len(sweep.seeds) > 1:
+        parts.append(f"s{updates['seed']}")
+    return "-".join(parts)
+
+
+def _make_names_unique(cells: list[Cell]) -> None:
+    counts: dict[str, int] = {}
+    for c in cells:
+        counts[c.name] = counts.get(c.name, 0) + 1
+    for c in cells:
+        if counts[c.name] > 1:
+            c.name = f"{c.name}-{c.run_id[:6]}"
+
+
+def estimate_seconds(cell: Cell, tokens_per_s: float, overhead_s: float = 0.5) -> float:
+    """Wall time of a cell from a measured throughput (training) plus a fixed overhead (eval, record)."""
+    return cell.plan.tokens / tokens_per_s + overhead_s if tokens_per_s > 0 else math.nan

@@ -1,0 +1,108 @@
+"""Per-cell state of a sweep, from the results directory alone: its plan, its records and its claims.
+
+States: `completed`, `diverged`, `failed` (from records), `running` (a live claim), `interrupted` (a record left
+`running`, or failed by an interrupt, with no live claim: the next launch resumes it from its checkpoint),
+`pending` (no record yet). Importable for notebooks: `cell_states(results_dir, sweep)` returns one dict per cell.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scaling import store
+from scaling.sweep import claims
+from scaling.sweep.launch import log_path, plan_path
+
+MARKS = {"completed": "[green]✓[/]", "diverged": "[yellow]⚠[/]", "failed": "[red]✗[/]", "running": "[cyan]▶[/]",
+         "interrupted": "[magenta]⏸[/]", "pending": "[dim]·[/]"}
+
+
+def list_sweeps(results_dir: Path) -> list[str]:
+    root = Path(results_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "runs").is_dir() or (p / "plan.json").is_file())
+
+
+def cell_states(results_dir: Path, sweep: str) -> list[dict]:
+    """One dict per cell of the sweep's last launched plan (plus recorded runs not in it)."""
+    results_dir = Path(results_dir)
+    path = plan_path(results_dir, sweep)
+    planned = json.loads(path.read_text())["cells"] if path.is_file() else []
+    cells = {c["id"]: {"id": c["id"], "name": c["name"], "steps": c["steps"], "in_plan": True} for c in planned}
+    for rec_path in sorted(store.sweep_dir(results_dir, sweep).glob("runs/*.json")):
+        rid = rec_path.stem
+        cells.setdefault(rid, {"id": rid, "name": None, "steps": None, "in_plan": False})
+    if not cells:
+        raise store.StoreError(f"no sweep {sweep!r} under {results_dir}: launch it with `scaling sweep`, or check "
+                               f"the results directory (existing: {', '.join(list_sweeps(results_dir)) or 'none'})")
+    out = []
+    for rid, cell in cells.items():
+        state, detail = "pending", ""
+        rec = None
+        rec_path = store.record_path(results_dir, sweep, rid)
+        if rec_path.exists():
+            try:
+                rec = store.read_record(rec_path)
+            except store.StoreError as e:
+                state, detail = "failed", str(e)
+        if rec is not None:
+            cell["name"] = cell["name"] or rec.get("name")
+            cell["steps"] = cell["steps"] or rec["derived"].get("steps")
+            state = rec["status"]
+            err = rec.get("error") or {}
+            detail = err.get("reason", "")
+            if state == "running" or (state == "failed" and err.get("kind") == "interrupted"):
+                state = "interrupted"
+        seen = claims.read_claim(claims.claim_path(results_dir, sweep, rid))
+        if seen is not None and claims.is_live(*seen) and state not in store.FINAL_STATUSES:
+            state = "running"
+            owner = seen[0]
+            detail = f"{owner.get('worker', '')} on {owner.get('host', '?')} pid {owner.get('pid', '?')}"
+        res = (rec or {}).get("results") or {}
+        log = log_path(results_dir, sweep, rid)
+        out.append({**cell, "state": state, "detail": detail, "val_loss": res.get("val_loss"),
+                    "steps_done": res.get("steps_done"), "log": str(log) if log.exists() else None})
+    return out
+
+
+def counts(states: list[dict]) -> dict:
+    out = {k: 0 for k in MARKS}
+    for s in states:
+        out[s["state"]] += 1
+    return out
+
+
+def status_table(results_dir: Path, sweep: str):
+    from rich.table import Table
+
+    states = cell_states(results_dir, sweep)
+    n = counts(states)
+    caption = "  ".join(f"{MARKS[k]} {k} {v}" for k, v in n.items() if v)
+    table = Table(title=f"sweep {sweep} ({len(states)} cells)", caption=caption, title_justify="left")
+    for col in ("", "cell", "id", "val loss", "steps", "detail / log"):
+        table.add_column(col, overflow="fold")
+    for s in states:
+        steps = f"{s['steps_done'] or 0}/{s['steps']}" if s["steps"] else "-"
+        val = f"{s['val_loss']:.4f}" if s["val_loss"] is not None else ""
+        detail = s["detail"]
+        if s["state"] in ("failed", "diverged") and s["log"]:
+            detail = f"{detail} — {s['log']}"
+        name = s["name"] or "?"
+        if not s["in_plan"]:
+            name += " (not in the current plan)"
+        table.add_row(MARKS[s["state"]], name, s["id"], val, steps, detail)
+    return table, n
+
+
+def sweeps_table(results_dir: Path):
+    from rich.table import Table
+
+    table = Table(title=f"sweeps under {results_dir}", title_justify="left")
+    for col in ("sweep", "cells", *MARKS):
+        table.add_column(col)
+    for sweep in list_sweeps(results_dir):
+        n = counts(cell_states(results_dir, sweep))
+        table.add_row(sweep, str(sum(n.values())), *(str(n[k]) for k in MARKS))
+    return table
