@@ -24,8 +24,9 @@ def main() -> None:
 
 def _fail(message: str, code: int = 2) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -120,7 +121,9 @@ def sweep(
         cfg = compose_sweep(config, overrides or [])
         plan = plan_sweep(cfg, results_dir=str(results), wandb_mode=wandb_mode)
     except PlanError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, markup=False, soft_wrap=True)
+        from rich.markup import escape
+
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except (ConfigError, DataError, StoreError) as e:
         _fail(str(e))

@@ -47,7 +47,7 @@ class RunPlan:
     tokens: int
     """Training tokens: whole sequences, steps - 1 full batches plus a last batch of `last_batch_size` sequences."""
     last_batch_size: int
-    data: TokenData
+    data: TokenData | None
 
     @property
     def flops_per_token(self) -> float:
@@ -75,8 +75,8 @@ class RunPlan:
             "last_batch_size": self.last_batch_size,
             "seq_len": self.run.model.seq_len,
             "warmup_steps": warmup_steps(self.run.train, self.steps),
-            "epochs": self.tokens / len(self.data.train),
-            "data_fingerprint": self.data.fingerprint,
+            "epochs": self.tokens / len(self.data.train) if self.data is not None else None,
+            "data_fingerprint": self.data.fingerprint if self.data is not None else None,
         }
 
 
@@ -86,7 +86,8 @@ def run_id(run: RunConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _short(x: float) -> str:
+def short_number(x: float) -> str:
+    """3e11, 1.5e-3: the compact form used in cell names."""
     mantissa, exp = f"{x:.1e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{int(exp)}"
@@ -95,12 +96,15 @@ def _short(x: float) -> str:
 def cell_name(run: RunConfig, counts: flops.ModelCounts, batch_tokens: int) -> str:
     """Readable cell name, e.g. C3e11-A0.25-G1-lr3e-3-B4k."""
     batch = f"{batch_tokens // 1024}k" if batch_tokens % 1024 == 0 else str(batch_tokens)
-    return (f"C{_short(run.budget_flops)}-A{counts.activation_ratio:.3g}-G{counts.granularity:.3g}"
-            f"-lr{_short(run.train.lr)}-B{batch}")
+    return (f"C{short_number(run.budget_flops)}-A{counts.activation_ratio:.3g}-G{counts.granularity:.3g}"
+            f"-lr{short_number(run.train.lr)}-B{batch}")
 
 
-def plan_run(run: RunConfig, data: TokenData | None = None) -> RunPlan:
-    """Derive tokens and steps from the budget; refuse what cannot run (with the numbers and the fix)."""
+def plan_run(run: RunConfig, data: TokenData | None = None, check_data: bool = True) -> RunPlan:
+    """Derive tokens and steps from the budget; refuse what cannot run (with the numbers and the fix).
+
+    `check_data=False` plans without opening the data (no corpus-size or vocabulary checks; for plans of
+    presets whose data lives elsewhere, e.g. snapshot tests of GPU presets)."""
     from scaling import data as data_mod
 
     counts = flops.count(run.model)
@@ -124,7 +128,17 @@ def plan_run(run: RunConfig, data: TokenData | None = None) -> RunPlan:
             f"{run.model.seq_len}: {abs(tokens * counts.M / run.budget_flops - 1):.1%} off the budget: raise "
             f"budget_flops or shorten model.seq_len"
         )
-    data = data or data_mod.load(run.data)
+    if check_data:
+        data = data or data_mod.load(run.data)
+        check_fits(run, tokens, data)
+    rid = run_id(run)
+    return RunPlan(run=run, run_id=rid, name=cell_name(run, counts, batch_tokens), counts=counts,
+                   batch_tokens=batch_tokens, steps=steps, tokens=tokens,
+                   last_batch_size=sequences - (steps - 1) * run.train.batch_size, data=data)
+
+
+def check_fits(run: RunConfig, tokens: int, data: TokenData) -> None:
+    """The data has the tokens the run needs, in the model's vocabulary."""
     if data.vocab_size > run.model.vocab_size:
         raise DataError(
             f"the data holds token ids up to {data.vocab_size - 1} but model.vocab_size={run.model.vocab_size}: "
@@ -138,10 +152,6 @@ def plan_run(run: RunConfig, data: TokenData | None = None) -> RunPlan:
         )
     if len(data.train) < run.model.seq_len + 2:
         raise DataError(f"the training split holds {len(data.train)} tokens, fewer than one sequence: use more data")
-    rid = run_id(run)
-    return RunPlan(run=run, run_id=rid, name=cell_name(run, counts, batch_tokens), counts=counts,
-                   batch_tokens=batch_tokens, steps=steps, tokens=tokens,
-                   last_batch_size=sequences - (steps - 1) * run.train.batch_size, data=data)
 
 
 # ---- provenance ----------------------------------------------------------------------------------------------

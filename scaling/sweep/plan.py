@@ -226,6 +226,8 @@ def dense_equivalent(run: RunConfig) -> dict:
 def read_law(path: str, name: str) -> tuple[float, float]:
     """(a, b) of the law `a * C^b` called `name` in a `scaling fit --json` output. Numbers only, never code."""
     p = Path(path)
+    if not p.is_absolute() and not p.exists() and (CONFIG_DIR / p).exists():
+        p = CONFIG_DIR / p  # relative paths also resolve against sweeps/ (e.g. laws/ling_moe.json)
     try:
         laws = json.loads(p.read_text())["laws"]
         params = laws[name]["params"]
@@ -266,7 +268,9 @@ def _fmt(v: Any) -> str:
 
 
 def _shape_tag(shape: dict) -> str:
-    return "".join(f"{NAME_KEYS.get('model.' + k, k)}{_fmt(v)}" for k, v in shape.items() if k != "budgets")
+    """d{d_model}L{n_layers} (other shape keys are in the cell's config; the id tells cells apart)."""
+    tag = "".join(f"{NAME_KEYS['model.' + k]}{_fmt(shape[k])}" for k in ("d_model", "n_layers") if k in shape)
+    return tag or "shape"
 
 
 def _arch_variants(sweep: SweepConfig) -> list[tuple[dict, str | None]]:
@@ -296,15 +300,18 @@ def expand_parts(sweep: SweepConfig) -> list[SweepConfig]:
     return out
 
 
-def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: str | None = None) -> SweepPlan:
-    """Expand a sweep config (all its parts) into cells; raise PlanError listing every impossible cell."""
+def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: str | None = None,
+               check_data: bool = True) -> SweepPlan:
+    """Expand a sweep config (all its parts) into cells; raise PlanError listing every impossible cell.
+
+    `check_data=False` plans without opening the data (see `train.plan_run`)."""
     cells: list[Cell] = []
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
     duplicates = 0
     datasets: dict[str, Any] = {}
     for part in expand_parts(sweep):
-        part_cells, part_problems = _plan_part(part, results_dir, wandb_mode, datasets)
+        part_cells, part_problems = _plan_part(part, results_dir, wandb_mode, datasets, check_data)
         problems += part_problems
         for cell in part_cells:
             if cell.run_id in seen:
@@ -319,10 +326,10 @@ def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: s
     return SweepPlan(config=sweep, cells=cells, duplicates=duplicates)
 
 
-def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | None,
-               datasets: dict) -> tuple[list[Cell], list[tuple[str, str]]]:
+def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | None, datasets: dict,
+               check_data: bool) -> tuple[list[Cell], list[tuple[str, str]]]:
     from scaling import data as data_mod
-    from scaling.train import cell_name, plan_run
+    from scaling.train import cell_name, plan_run, short_number
 
     if not sweep.budgets:
         raise ConfigError(f"sweep {sweep.name!r} has no budgets: set budgets: [3e11, ...] (FLOPs)")
@@ -346,7 +353,7 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
         for shape in shapes:
             shape_updates = {f"model.{k}": v for k, v in (shape or {}).items() if k != "budgets"}
             for arch, kind in _arch_variants(sweep):
-                label = f"C{budget:.0e}" + (f"-{_shape_tag(shape)}" if shape else "")
+                label = f"C{short_number(budget)}" + (f"-{_shape_tag(shape)}" if shape else "")
                 try:
                     run = with_updates(base, {"budget_flops": float(budget), **shape_updates})
                     if kind == "dense":
@@ -360,29 +367,35 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
                                           "batch_opt")
                     lrs = grid_values(sweep.lr, budget, run.train.lr, "lr_opt")
                 except (ConfigError, DataError) as e:
-                    problems.append((f"{label}-{kind}{arch}", str(e)))
+                    variant = "dense" if kind == "dense" else "-".join(f"{k}{v:g}" for k, v in arch.items() if v)
+                    problems.append((f"{label}-{variant}" if variant else label, str(e)))
                     continue
                 for batch_tokens, lr, axis_values, group_entries, seed in itertools.product(
                         batches, lrs, axis_product, group_product, sweep.seeds):
-                    updates = {"train.lr": float(lr), "seed": int(seed), **dict(zip(axis_keys, axis_values, strict=True))}
+                    updates = {"train.lr": float(lr), "seed": int(seed),
+                               **dict(zip(axis_keys, axis_values, strict=True))}
                     for entry in group_entries:
                         updates.update(entry)
                     name = label
                     try:
-                        updates["train.batch_size"] = _batch_size(batch_tokens, run.model.seq_len,
-                                                                  from_law=bool(sweep.batch.law and not sweep.batch.values))
+                        from_law = bool(sweep.batch.law and not sweep.batch.values)
+                        updates["train.batch_size"] = _batch_size(batch_tokens, run.model.seq_len, from_law)
                         cell_run = with_updates(run, updates)
-                        key = json.dumps(cell_run.data.__dict__, sort_keys=True)
-                        if key not in datasets:
-                            datasets[key] = data_mod.load(cell_run.data)
-                        plan = plan_run(cell_run, datasets[key])
+                        data = None
+                        if check_data:
+                            key = json.dumps(cell_run.data.__dict__, sort_keys=True)
+                            if key not in datasets:
+                                datasets[key] = data_mod.load(cell_run.data)
+                            data = datasets[key]
+                        plan = plan_run(cell_run, data, check_data=check_data)
                         name = _cell_name(cell_name(cell_run, plan.counts, plan.batch_tokens), shape, updates, sweep)
                     except (ConfigError, DataError) as e:
-                        problems.append((f"{name}-lr{lr:.3g}-B{batch_tokens:.0f}", str(e)))
+                        problems.append((f"{name}-lr{short_number(lr)}-B{batch_tokens:.0f}", str(e)))
                         continue
                     coords = {"budget_flops": float(budget), "A": plan.counts.activation_ratio,
                               "G": plan.counts.granularity, "lr": float(lr), "batch_tokens": plan.batch_tokens,
-                              "seed": int(seed), "dense": kind == "dense", "shape": _shape_tag(shape) if shape else None,
+                              "seed": int(seed), "dense": kind == "dense",
+                              "shape": _shape_tag(shape) if shape else None,
                               **{k: v for k, v in updates.items() if k not in ("train.lr", "seed", "train.batch_size")}}
                     cells.append(Cell(index=len(cells), name=name, run=cell_run, plan=plan, coords=coords))
     return cells, problems

@@ -1,0 +1,144 @@
+"""Sweep plans: presets snapshot-tested, axes reshape the model as documented, impossible cells refused."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from scaling.config import CONFIG_DIR, ConfigError, compose
+from scaling.flops import count
+from scaling.sweep.plan import (
+    GridAxis,
+    PlanError,
+    SweepConfig,
+    compose_sweep,
+    plan_sweep,
+    reshape_activation,
+    reshape_granularity,
+)
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "train")
+GPU_PRESETS = {"lr_batch", "activation_ratio", "granularity", "isoflop"}
+TINY_BASE = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",
+             "data.val_tokens=2048"]
+
+
+def preset_plan(name, monkeypatch):
+    monkeypatch.setenv("SCALING_DATA", "/data/tokens")  # GPU presets read their shards from $SCALING_DATA
+    return plan_sweep(compose_sweep(name), check_data=name not in GPU_PRESETS)
+
+
+def test_every_gpu_preset_exists():
+    assert GPU_PRESETS | {"demo"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_plan_matches_snapshot_and_budgets(name, monkeypatch):
+    plan = preset_plan(name, monkeypatch)
+    cells = [[c.run_id, c.name, c.plan.tokens, c.plan.steps] for c in plan.cells]
+    assert cells == [[c.run_id, c.name, c.plan.tokens, c.plan.steps] for c in preset_plan(name, monkeypatch).cells]
+    assert len({c[0] for c in cells}) == len(cells) and len({c[1] for c in cells}) == len(cells)
+    for c in plan.cells:  # whole steps, and tokens x M within 1% of the cell's budget
+        assert c.plan.tokens * c.plan.counts.M == pytest.approx(c.run.budget_flops, rel=0.01), c.name
+    path = SNAPSHOTS / f"{name}.json"
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        path.write_text(json.dumps(cells, indent=0) + "\n")
+    assert path.exists(), f"no snapshot for {name}: run UPDATE_SNAPSHOTS=1 pytest {__file__}"
+    assert cells == json.loads(path.read_text()), f"plan of {name} changed; if intended, UPDATE_SNAPSHOTS=1"
+
+
+def test_demo_has_the_stages_it_promises(monkeypatch):
+    plan = preset_plan("demo", monkeypatch)
+    budgets = {c.run.budget_flops for c in plan.cells}
+    assert len(budgets) == 3
+    base = [c for c in plan.cells if c.coords["A"] == 0.25]
+    assert {(c.run.train.lr, c.plan.batch_tokens) for c in base if c.run.budget_flops == 1e11} >= {
+        (lr, b) for lr in (3e-3, 6e-3, 1.2e-2) for b in (1024, 2048, 4096)}
+    assert {round(c.coords["A"], 3) for c in plan.cells} == {0.125, 0.25, 0.5, 1.0}
+    dense = [c for c in plan.cells if c.coords["dense"]]
+    assert len(dense) == 3 and all(c.run.model.n_experts == 1 for c in dense)
+    # the dense baseline spends the same FLOPs per token as the MoE (same active width, no router)
+    moe_M = count(compose([]).model).M
+    assert all(abs(c.plan.counts.M / moe_M - 1) < 0.01 for c in dense)
+
+
+def test_activation_axis_keeps_active_parameters():
+    run = compose(["model.n_experts=8", "model.top_k=2", "model.n_shared_experts=1"])
+    assert reshape_activation(run, 3 / 17) == {"model.n_experts": 16}
+    with pytest.raises(ConfigError, match="activation ratio A=0.9"):
+        reshape_activation(run, 0.9)  # would need fewer experts than top_k
+
+
+def test_granularity_axis_keeps_activation_ratio_and_expert_parameters():
+    from scaling.config import with_updates
+
+    run = compose(["model.d_model=64", "model.n_experts=8", "model.top_k=2", "model.d_expert=64"])  # G = 2
+    finer = with_updates(run, reshape_granularity(run, 8))
+    assert (finer.model.d_expert, finer.model.n_experts, finer.model.top_k) == (16, 32, 8)
+    a, b = count(run.model), count(finer.model)
+    assert a.activation_ratio == b.activation_ratio
+    assert a.params_total - b.params_total == 2 * 64 * (8 - 32)  # only the routers grow (2 layers x d x E)
+    with pytest.raises(ConfigError, match="whole numbers"):
+        reshape_granularity(run, 3)
+
+
+def test_impossible_cells_are_all_named_and_nothing_is_planned():
+    sweep = SweepConfig(name="bad", base=TINY_BASE, budgets=[1e3, 2e9], granularities=[2, 3],
+                        lr=GridAxis(values=[1e-3]))
+    with pytest.raises(PlanError) as e:
+        plan_sweep(sweep)
+    message = str(e.value)
+    assert "G=3" in message and "less than one optimizer step" in message
+    assert len(e.value.problems) >= 3  # 1e3 at G=2, 1e3 at G=3 (reshape), 2e9 at G=3
+
+
+def test_grids_from_a_fitted_law_and_factors(tmp_path):
+    law = tmp_path / "fit.json"
+    law.write_text(json.dumps({"laws": {"lr_opt": {"params": {"a": 1.0, "b": -0.25}},
+                                        "batch_opt": {"params": {"a": 0.01, "b": 0.5}}}}))
+    sweep = SweepConfig(name="law", base=TINY_BASE, budgets=[1e10],
+                        lr=GridAxis(law=str(law), factors=[0.5, 1.0]), batch=GridAxis(law=str(law)))
+    plan = plan_sweep(sweep)
+    assert [c.run.train.lr for c in plan.cells] == pytest.approx([0.5 * 10**-2.5, 10**-2.5])  # 1.0 * C^-0.25
+    assert plan.cells[0].plan.batch_tokens == 1024  # 0.01 * C^0.5 = 1000 tokens -> 16 whole sequences of 64
+    with pytest.raises(PlanError, match="no usable 'lr_opt' law"):
+        bad = tmp_path / "bad.json"
+        bad.write_text("{}")
+        plan_sweep(SweepConfig(name="law", base=TINY_BASE, budgets=[1e10], lr=GridAxis(law=str(bad))))
+
+
+def test_isoflop_shapes_zipped_groups_and_seeds():
+    sweep = SweepConfig(
+        name="iso", base=TINY_BASE, budgets=[2e9, 6e9],
+        shapes=[{"d_model": 32, "n_layers": 1}, {"d_model": 32, "n_layers": 2},
+                {"d_model": 64, "n_layers": 2, "n_heads": 4, "budgets": [6e9]}],
+        groups=[[{"train.lr": 1e-3, "train.schedule": "cosine"}, {"train.lr": 3e-3, "train.schedule": "wsd"}]],
+        seeds=[0, 1],
+    )
+    plan = plan_sweep(sweep)
+    assert len(plan.cells) == (2 + 3) * 2 * 2  # shapes per budget x zipped group x seeds
+    pairs = {(c.run.train.lr, c.run.train.schedule) for c in plan.cells}
+    assert pairs == {(1e-3, "cosine"), (3e-3, "wsd")}  # zipped, not a product
+    at_2e9 = {c.run.model.n_layers for c in plan.cells if c.run.budget_flops == 2e9}
+    assert at_2e9 == {1, 2}
+    # an IsoFLOP cell is a (shape, tokens) pair: the bigger model gets fewer tokens at the same budget
+    big = [c for c in plan.cells if c.run.model.d_model == 64][0]
+    small = [c for c in plan.cells if c.run.budget_flops == 6e9 and c.run.model.n_layers == 1][0]
+    assert big.plan.tokens < small.plan.tokens
+
+
+def test_parts_union_dedupes_shared_cells():
+    sweep = SweepConfig(name="parts", base=TINY_BASE, budgets=[2e9],
+                        parts=[{"lr": {"values": [1e-3, 3e-3]}}, {"lr": {"values": [3e-3]}, "dense_baseline": True}])
+    plan = plan_sweep(sweep)
+    assert len(plan.cells) == 3 and plan.duplicates == 1
+    assert [c.index for c in plan.cells] == [0, 1, 2]
+
+
+def test_preset_errors_name_the_fix():
+    with pytest.raises(ConfigError, match="no sweep preset 'nope'.*demo"):
+        compose_sweep("nope")
+    with pytest.raises(ConfigError, match="not found"):
+        compose_sweep("/no/such/file.yaml")
