@@ -222,6 +222,28 @@ def _save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
     store.atomic_write(path, lambda f: torch.save(payload, f))
 
 
+def _load_checkpoint(path: Path, model, optimizer, device, run_id: str) -> dict:
+    """Training state from the checkpoint (model and optimizer loaded in place), or a fresh state."""
+    import torch
+
+    state = {"step": 0, "train_s": 0.0, "ema": 0.0, "ema_weight": 0.0, "best_ema": math.inf,
+             "curve": [], "evals": [], "resumed_from": []}
+    if not path.exists():
+        return state
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["state"]
+    except Exception as e:
+        raise store.StoreError(
+            f"checkpoint {path} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
+            f"move it aside to restart run {run_id} from step 0"
+        ) from None
+    state["resumed_from"].append(state["step"])
+    return state
+
+
 def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
     """Train one run to its budget (or resume it) and return its record. A finished run is not trained again."""
     from rich.console import Console
@@ -244,35 +266,6 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
     from scaling import tracking
     from scaling.model import build_model
 
-    if run.train.threads:
-        torch.set_num_threads(run.train.threads)
-    device = device_mod.pick(run.train.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-    torch.manual_seed(run.seed)
-    model = build_model(run.model).to(device)
-    t = run.train
-    optimizer = torch.optim.AdamW(_param_groups(model), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
-                                  weight_decay=t.weight_decay, fused=device.type == "cuda")
-
-    state = {"step": 0, "train_s": 0.0, "ema": 0.0, "ema_weight": 0.0, "best_ema": math.inf,
-             "curve": [], "evals": [], "resumed_from": []}
-    if ckpt_path.exists():
-        try:
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            state = ckpt["state"]
-        except Exception as e:
-            raise store.StoreError(
-                f"checkpoint {ckpt_path} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
-                f"move it aside to restart run {plan.run_id} from step 0"
-            ) from None
-        state["resumed_from"].append(state["step"])
-        console.print(f"run {plan.run_id}: resuming from checkpoint at step {state['step']}/{plan.steps}")
-
     if record is None:
         record = store.new_record(
             plan.run_id, run.sweep, plan.name, to_dict(run), plan.derived(),
@@ -283,9 +276,33 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
     record["status"], record["error"] = "running", None
     record["provenance"].update({
         "host": socket.gethostname(), "pid": os.getpid(), "python": platform.python_version(),
-        "torch": torch.__version__, "device": device_mod.describe(device), "started": _now(),
-        "attempts": record["provenance"].get("attempts", 0) + 1, "resumed_from_steps": state["resumed_from"],
+        "torch": torch.__version__, "started": _now(), "attempts": record["provenance"].get("attempts", 0) + 1,
     })
+    store.write_record(rec_path, record)
+
+    t = run.train
+    try:  # a failure here (no such device, unreadable checkpoint) is recorded like one in training
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        device = device_mod.pick(t.device)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        torch.manual_seed(run.seed)
+        model = build_model(run.model).to(device)
+        optimizer = torch.optim.AdamW(_param_groups(model), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
+                                      weight_decay=t.weight_decay, fused=device.type == "cuda")
+        state = _load_checkpoint(ckpt_path, model, optimizer, device, plan.run_id)
+    except Exception as e:
+        record["status"] = "failed"
+        record["error"] = {"kind": "exception", "step": 0, "reason": f"{type(e).__name__}: {e}".splitlines()[0],
+                           "traceback": traceback.format_exc()}
+        record["provenance"]["finished"] = _now()
+        store.write_record(rec_path, record)
+        raise
+    if state["resumed_from"]:
+        console.print(f"run {plan.run_id}: resuming from checkpoint at step {state['step']}/{plan.steps}")
+    record["provenance"].update({"device": device_mod.describe(device), "resumed_from_steps": state["resumed_from"]})
     store.write_record(rec_path, record)
 
     tags = [f"C={run.budget_flops:.0e}", f"A={plan.counts.activation_ratio:.3g}", f"G={plan.counts.granularity:.3g}"]

@@ -177,8 +177,10 @@ def launch(plan: SweepPlan, results_dir: Path, options: LaunchOptions, console=N
     todo = [c for c in plan.cells if cell_todo(results_dir, plan.name, c.run_id, options.retry_failed)]
     already = len(plan.cells) - len(todo)
     if not todo:
-        console.print(f"sweep {plan.name}: all {len(plan.cells)} cells already done (failed cells are retried "
-                      f"with --retry-failed)")
+        failed = sum(store.read_record(store.record_path(results_dir, plan.name, c.run_id))["status"] == "failed"
+                     for c in plan.cells)
+        console.print(f"sweep {plan.name}: nothing to run: {len(plan.cells) - failed} of {len(plan.cells)} cells "
+                      f"already done" + (f", {failed} failed (retry them with --retry-failed)" if failed else ""))
         return {"launched": 0}
     slots = worker_slots(options)[: len(todo)]
     console.print(f"sweep {plan.name}: {len(todo)} of {len(plan.cells)} cells to run ({already} done), "

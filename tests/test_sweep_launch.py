@@ -1,0 +1,132 @@
+"""The local launcher on a real tiny sweep (subprocesses, as a user runs it): resume after SIGKILL, two launchers
+at once, failures reported and retried. State lives in the results directory only."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scaling import store
+from scaling.sweep.plan import compose_sweep, plan_sweep
+
+TINY = str(Path(__file__).parent / "sweeps" / "tiny.yaml")
+pytestmark = pytest.mark.slow
+
+
+def sweep_cmd(results, *extra):
+    return [sys.executable, "-m", "scaling.cli", "sweep", TINY, "--results-dir", str(results), "--no-probe",
+            "--no-progress", *extra]
+
+
+def records(results) -> dict:
+    return {p.stem: json.loads(p.read_text()) for p in (Path(results) / "tiny" / "runs").glob("*.json")}
+
+
+def headers(results, run_id) -> int:
+    """How many times a worker started this cell (one header line per start in the cell's log)."""
+    log = Path(results) / "tiny" / "logs" / f"{run_id}.log"
+    return log.read_text().count("=== ") if log.exists() else 0
+
+
+def tiny_ids():
+    return [c.run_id for c in plan_sweep(compose_sweep(TINY)).cells]
+
+
+def test_sweep_runs_every_cell_once_and_a_rerun_skips_them(tmp_path):
+    out = subprocess.run(sweep_cmd(tmp_path, "--workers", "2"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    recs = records(tmp_path)
+    assert sorted(recs) == sorted(tiny_ids()) and len(recs) == 6
+    assert all(r["status"] == "completed" and r["provenance"]["attempts"] == 1 for r in recs.values())
+    assert (tmp_path / "tiny" / "plan.json").exists()
+    again = subprocess.run(sweep_cmd(tmp_path), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already done" in again.stderr
+    assert records(tmp_path) == recs  # untouched
+
+
+def test_sigkill_of_the_launcher_then_rerun_completes_without_retraining(tmp_path):
+    proc = subprocess.Popen(sweep_cmd(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "tiny" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once two cells are done and a third is under way
+        done = [r for r in records(tmp_path).values() if r["status"] == "completed"] if runs.exists() else []
+        if len(done) >= 2 and any(r["status"] == "running" for r in records(tmp_path).values()):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # the workers die with their launcher (PR_SET_PDEATHSIG)
+    before = records(tmp_path)
+    completed_before = {k: v for k, v in before.items() if v["status"] == "completed"}
+    assert len(completed_before) >= 2 and len(completed_before) < 6
+    checkpoints = {p.stem for p in (tmp_path / "tiny" / "checkpoints").glob("*.pt")}
+
+    out = subprocess.run(sweep_cmd(tmp_path), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    after = records(tmp_path)
+    assert sorted(after) == sorted(tiny_ids())
+    assert all(r["status"] == "completed" for r in after.values())
+    for rid, rec in completed_before.items():
+        assert after[rid] == rec  # completed before the kill: not trained again, record untouched
+        assert headers(tmp_path, rid) == 1
+    for rid in checkpoints:  # interrupted with a checkpoint: resumed from it, not restarted
+        assert after[rid]["provenance"]["resumed_from_steps"], rid
+
+
+def test_two_launchers_at_once_train_each_cell_exactly_once(tmp_path):
+    procs = [subprocess.Popen(sweep_cmd(tmp_path, "--workers", "2"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    recs = records(tmp_path)
+    assert len(recs) == 6
+    for rid, rec in recs.items():
+        assert rec["status"] == "completed"
+        assert rec["provenance"]["attempts"] == 1, rid
+        assert headers(tmp_path, rid) == 1, rid
+    assert not list((tmp_path / "tiny" / "claims").glob("*.claim"))  # every claim released
+
+
+def test_a_failed_cell_is_reported_the_sweep_goes_on_and_retry_failed_completes_it(tmp_path):
+    bad = tiny_ids()[1]
+    ckpt = store.checkpoint_path(tmp_path, "tiny", bad)
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"garbage")  # an unreadable checkpoint makes this one cell fail at run time
+    out = subprocess.run(sweep_cmd(tmp_path), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert "failed" in out.stderr and bad in out.stderr and f"logs/{bad}.log" in out.stderr
+    recs = records(tmp_path)
+    assert recs[bad]["status"] == "failed" and "cannot be loaded" in recs[bad]["error"]["reason"]
+    assert sum(r["status"] == "completed" for r in recs.values()) == 5  # the others ran
+
+    ckpt.unlink()
+    skip = subprocess.run(sweep_cmd(tmp_path), capture_output=True, text=True, timeout=300)
+    assert skip.returncode == 1 and "1 failed" in skip.stderr  # still failed: not retried unasked
+    assert records(tmp_path)[bad]["status"] == "failed"
+    retry = subprocess.run(sweep_cmd(tmp_path, "--retry-failed"), capture_output=True, text=True, timeout=300)
+    assert retry.returncode == 0, retry.stderr
+    final = records(tmp_path)
+    assert final[bad]["status"] == "completed" and final[bad]["provenance"]["attempts"] == 2
+    assert {k: v for k, v in final.items() if k != bad} == {k: v for k, v in recs.items() if k != bad}
+
+
+def test_dry_run_with_an_impossible_cell_names_it_and_launches_nothing(tmp_path):
+    out = subprocess.run(sweep_cmd(tmp_path, "budgets=[1e3,2e9]", "--dry-run"), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2
+    assert "impossible cell" in out.stderr and "C1e3-lr1e-3" in out.stderr and "raise budget_flops" in out.stderr
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_dry_run_prints_the_plan_with_an_estimate(tmp_path):
+    cmd = [sys.executable, "-m", "scaling.cli", "sweep", TINY, "--results-dir", str(tmp_path), "--dry-run"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # with the throughput probe
+    assert out.returncode == 0, out.stderr
+    for rid in tiny_ids():
+        assert rid in out.stderr
+    assert "estimated" in out.stderr and "total" in out.stderr
+    assert not (tmp_path / "tiny").exists()

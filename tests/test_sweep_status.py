@@ -1,0 +1,69 @@
+"""Per-cell state from the results directory, and the `status` / `runs` commands."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from scaling import store
+from scaling.sweep import claims
+from scaling.sweep.launch import write_plan
+from scaling.sweep.plan import GridAxis, SweepConfig, plan_sweep
+from scaling.sweep.status import cell_states, counts
+
+BASE = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",
+        "data.val_tokens=2048"]
+
+
+@pytest.fixture
+def planned(tmp_path):
+    plan = plan_sweep(SweepConfig(name="st", base=BASE, budgets=[2e9], lr=GridAxis(values=[1e-3, 2e-3, 3e-3, 4e-3,
+                                                                                              5e-3])),
+                      results_dir=str(tmp_path))
+    write_plan(plan, tmp_path)
+    return plan
+
+
+def put(tmp_path, cell, status, error=None, val=None):
+    rec = store.new_record(cell.run_id, "st", cell.name, {}, {"steps": cell.plan.steps}, {})
+    rec.update(status=status, error=error, results={"val_loss": val, "steps_done": 3})
+    store.write_record(store.record_path(tmp_path, "st", cell.run_id), rec)
+
+
+def test_states_from_records_and_claims(tmp_path, planned):
+    c = planned.cells
+    put(tmp_path, c[0], "completed", val=2.5)
+    put(tmp_path, c[1], "failed", error={"kind": "exception", "reason": "boom"})
+    put(tmp_path, c[2], "running")  # its worker died: no live claim
+    put(tmp_path, c[3], "running")
+    claims.try_claim(claims.claim_path(tmp_path, "st", c[3].run_id), claims.new_owner("w0"))
+    states = {s["id"]: s for s in cell_states(tmp_path, "st")}
+    assert [states[x.run_id]["state"] for x in c] == ["completed", "failed", "interrupted", "running", "pending"]
+    assert states[c[1].run_id]["detail"] == "boom"
+    assert "w0" in states[c[3].run_id]["detail"]
+    assert counts(list(states.values()))["pending"] == 1
+
+
+def test_status_and_runs_commands(tmp_path, planned):
+    put(tmp_path, planned.cells[0], "completed", val=2.5)
+    cli = [sys.executable, "-m", "scaling.cli"]
+    out = subprocess.run([*cli, "status", "st", "--results-dir", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0 and planned.cells[0].run_id in out.stdout and "pending 4" in out.stdout
+    every = subprocess.run([*cli, "status", "--results-dir", str(tmp_path)], capture_output=True, text=True)
+    assert every.returncode == 0 and "st" in every.stdout
+    missing = subprocess.run([*cli, "status", "nope", "--results-dir", str(tmp_path)], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no sweep 'nope'" in missing.stderr
+
+    csv = subprocess.run([*cli, "runs", "st", "--format", "csv", "--results-dir", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert csv.returncode == 0 and "results.val_loss" in csv.stdout.splitlines()[0]
+    js = subprocess.run([*cli, "runs", "--format", "json", "--results-dir", str(tmp_path)], capture_output=True,
+                        text=True)
+    assert json.loads(js.stdout)[0]["results.val_loss"] == 2.5
+    pq = tmp_path / "runs.parquet"
+    out = subprocess.run([*cli, "runs", "st", "--format", "parquet", "-o", str(pq), "--results-dir", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert pd.read_parquet(pq)["results.val_loss"].tolist() == [2.5]
