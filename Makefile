@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/scaling train budget_flops=1e12
+	$(BIN)/scaling sweep demo --workers 2
 
 lint: install
 	$(BIN)/ruff check scaling tests analysis

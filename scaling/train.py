@@ -305,7 +305,8 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
     record["provenance"].update({"device": device_mod.describe(device), "resumed_from_steps": state["resumed_from"]})
     store.write_record(rec_path, record)
 
-    tags = [f"C={run.budget_flops:.0e}", f"A={plan.counts.activation_ratio:.3g}", f"G={plan.counts.granularity:.3g}"]
+    tags = [f"C={short_number(run.budget_flops)}", f"A={plan.counts.activation_ratio:.3g}",
+            f"G={plan.counts.granularity:.3g}", f"lr={short_number(t.lr)}", f"B={plan.batch_tokens}"]
     tracker = tracking.start(run.wandb, plan.run_id, plan.name, run.sweep,
                              {**record["config"], "derived": record["derived"]}, tags,
                              store.sweep_dir(results_dir, run.sweep) / "wandb")

@@ -130,3 +130,19 @@ def test_dry_run_prints_the_plan_with_an_estimate(tmp_path):
         assert rid in out.stderr
     assert "estimated" in out.stderr and "total" in out.stderr
     assert not (tmp_path / "tiny").exists()
+
+
+def test_worker_slots_one_per_gpu_times_runs_per_gpu(monkeypatch):
+    import torch
+
+    from scaling.sweep.launch import LaunchOptions, worker_slots
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    slots = worker_slots(LaunchOptions(runs_per_gpu=3))
+    assert [s[0] for s in slots] == ["gpu0.0", "gpu0.1", "gpu0.2", "gpu1.0", "gpu1.1", "gpu1.2"]
+    assert [s[1]["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0"] * 3 + ["1"] * 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    assert [s[1]["CUDA_VISIBLE_DEVICES"] for s in worker_slots(LaunchOptions())] == ["5", "7"]
+    cpu = worker_slots(LaunchOptions(workers=2, device="cpu"))
+    assert [s[1]["CUDA_VISIBLE_DEVICES"] for s in cpu] == ["", ""] and all(s[2] >= 1 for s in cpu)
