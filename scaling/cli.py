@@ -127,7 +127,7 @@ def sweep(
         raise typer.Exit(2) from None
     except (ConfigError, DataError, StoreError) as e:
         _fail(str(e))
-    estimates = _estimates(plan, device) if probe else {}
+    estimates = _estimates(plan, device, workers) if probe else {}
     console.print(_sweep_table(plan, estimates, workers))
     if dry_run:
         return
@@ -152,12 +152,16 @@ def sweep(
         console.print(f"{counts['skipped']} cell(s) were taken by another launcher")
 
 
-def _estimates(plan, device: str) -> dict:
-    """Seconds per cell id from a short throughput probe per distinct (model, batch); FLOP rate for the rest."""
+def _estimates(plan, device: str, workers: int) -> dict:
+    """Seconds per cell id from a short throughput probe per distinct (model, batch), on as many CPU threads as a
+    worker will have; the mean FLOP rate of the probes for the rest."""
     import json
 
     from scaling.probe import tokens_per_second
+    from scaling.sweep.launch import LaunchOptions, worker_slots
     from scaling.sweep.plan import estimate_seconds
+
+    threads = worker_slots(LaunchOptions(workers=workers, device=device))[0][2]
 
     max_probes = 6
     rates: dict[str, float] = {}
@@ -166,7 +170,8 @@ def _estimates(plan, device: str) -> dict:
         key = json.dumps([cell.run.model.__dict__, cell.run.train.batch_size], sort_keys=True, default=str)
         if key not in rates and len(rates) < max_probes:
             try:
-                rates[key] = tokens_per_second(cell.run.model, cell.run.train.batch_size, device=device)
+                rates[key] = tokens_per_second(cell.run.model, cell.run.train.batch_size, device=device,
+                                               threads=threads)
             except Exception:  # an estimate is not worth failing the sweep for
                 continue
             flop_rates.append(rates[key] * cell.plan.counts.M)
