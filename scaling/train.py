@@ -307,7 +307,9 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
 
     tags = [f"C={short_number(run.budget_flops)}", f"A={plan.counts.activation_ratio:.3g}",
             f"G={plan.counts.granularity:.3g}", f"lr={short_number(t.lr)}", f"B={plan.batch_tokens}"]
-    tracker = tracking.start(run.wandb, plan.run_id, plan.name, run.sweep,
+    # The same cell may sit in two sweeps (same run id, two records): one W&B run per (sweep, cell).
+    wandb_id = f"{plan.run_id}-{hashlib.sha256(run.sweep.encode()).hexdigest()[:6]}"
+    tracker = tracking.start(run.wandb, wandb_id, plan.name, run.sweep,
                              {**record["config"], "derived": record["derived"]}, tags,
                              store.sweep_dir(results_dir, run.sweep) / "wandb")
     if tracker.run_url:
