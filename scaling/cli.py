@@ -279,6 +279,76 @@ def runs(
         sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
 
 
+@app.command()
+def fit(
+    sweep: str | None = typer.Argument(None, help="Sweep name in the results directory; all sweeps when omitted."),
+    source: str | None = typer.Option(None, "--from", help="A CSV of runs, or wandb:ENTITY/PROJECT (default: the "
+                                      "results directory)."),
+    mapping: str | None = typer.Option(None, "--map", help="Rename CSV columns: 'params=Model Size,flops=Training "
+                                       "FLOP'. Ours: params, tokens, flops, loss, lr, batch_tokens (or batch + "
+                                       "seq_len), activation_ratio, granularity, group."),
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Sequence length when the CSV's batch is in sequences."),
+    optimum: str = typer.Option("quadratic", "--optimum", help="quadratic, or near-optimal[:TOL] (default 0.0025)."),
+    convention: str = typer.Option("M", "--convention", help="FLOPs convention of C: M, M_with_head, 6N_total, "
+                                   "6N_active, 6N_active_attn."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the intervals."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
+    output: str | None = typer.Option(None, "--output", "-o", help="Folder for fit.json (default: "
+                                      "<results>/<sweep>/fit, or ./fit for other sources)."),
+    allow_mixed_data: bool = typer.Option(False, "--allow-mixed-data", help="Fit runs of different data sets."),
+    results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+) -> None:
+    """Fit scaling laws (lr and batch optima, loss vs compute, L(N, D), IsoFLOP, MoE leverage) with intervals."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from scaling.fit.inputs import InputError, load_runs
+    from scaling.fit.optima import parse_method
+    from scaling.fit.report import fit_all
+    from scaling.store import StoreError, atomic_write_text
+
+    results = _results_dir(results_dir)
+    try:
+        parse_method(optimum)  # a bad option fails before any data is read
+        runs = load_runs(source, results, sweep, mapping, seq_len, convention, allow_mixed_data)
+        report = fit_all(runs, optimum=optimum, n_boot=bootstrap)
+    except (InputError, StoreError, ValueError) as e:
+        _fail(str(e))
+    payload = report.as_json()
+    out_dir = Path(output) if output else (results / (sweep or "all") / "fit" if source is None else Path("fit"))
+    atomic_write_text(out_dir / "fit.json", json.dumps(payload, indent=1))
+    if as_json:
+        sys.stdout.write(json.dumps(payload, indent=1) + "\n")
+        return
+    console = _console(stderr=False)
+    console.print(_laws_table(report))
+    for line in report.notes:
+        console.print(f"note: {line}")
+    console.print(f"wrote {out_dir / 'fit.json'} (usable as a sweep's lr/batch `law:`)")
+
+
+def _laws_table(report):
+    from rich.table import Table
+
+    def fmt(v):
+        return f"{v:.4g}"
+
+    table = Table(title=f"scaling laws from {report.n_runs} runs ({report.source}); optimum: {report.optimum_method}",
+                  title_justify="left")
+    for col in ("law", "formula", "parameters (95% bootstrap interval)", "R^2", "points"):
+        table.add_column(col, overflow="fold")
+    for name, law in report.laws.items():
+        params = ", ".join(f"{k}={fmt(v)}" + (f" [{fmt(law.interval[k][0])}, {fmt(law.interval[k][1])}]"
+                                               if k in law.interval else "") for k, v in law.params.items())
+        table.add_row(name, law.formula, params, "" if law.r2 is None else f"{law.r2:.3f}", str(law.n_points))
+    for name, why in report.excluded.items():
+        table.add_row(f"[dim]{name}[/]", "[dim]not fitted[/]", f"[dim]{why}[/]", "", "")
+    if report.runs_excluded:
+        table.caption = "runs excluded: " + ", ".join(f"{v} {k}" for k, v in report.runs_excluded.items())
+    return table
+
+
 def _plan_table(plan):
     from rich.table import Table
 

@@ -29,31 +29,35 @@ def _loss_vs_compute_objective(theta, logC, logL):
 
 
 def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: int = 0,
-                        level: float = 0.9) -> LawFit:
+                        level: float = 0.95) -> LawFit:
     """L(C) = E + A * C^-alpha (fitted as log L = logsumexp(log E, log A - alpha log C))."""
     C, L = np.asarray(C, float), np.asarray(L, float)
-    if len(np.unique(C)) < 3:
-        raise FitError(f"loss_vs_compute: {len(np.unique(C))} distinct budget(s), need at least 3")
+    if len(np.unique(C)) < 4:
+        raise FitError(f"loss_vs_compute: {len(np.unique(C))} distinct budget(s); E + A C^-alpha has 3 parameters, "
+                       f"need at least 4 budgets")
     logC, logL = np.log(C), np.log(L)
 
-    def solve(lc, ll):
+    def solve(lc, ll, starts):
         best = None
-        for frac, alpha in itertools.product([0.1, 0.5, 0.9], [0.05, 0.2, 0.5]):
-            logE = np.log(frac) + ll.min()
-            logA = np.log(max(np.exp(ll.max()) - np.exp(logE), 1e-6)) + alpha * lc.min()
-            r = minimize(_loss_vs_compute_objective, [logE, logA, alpha], args=(lc, ll), method="L-BFGS-B",
-                         bounds=[(None, ll.min()), (None, None), (1e-4, 3.0)])
+        for start in starts:
+            r = minimize(_loss_vs_compute_objective, start, args=(lc, ll), method="L-BFGS-B",
+                         bounds=[(None, ll.min()), (None, None), (1e-4, 3.0)],
+                         options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})  # tiny residuals: tight tols
             if best is None or r.fun < best.fun:
                 best = r
         return best.x
 
-    logE, logA, alpha = solve(logC, logL)
+    starts = []
+    for frac, alpha in itertools.product([0.1, 0.5, 0.9], [0.05, 0.2, 0.5]):
+        logE = np.log(frac) + logL.min()
+        starts.append([logE, np.log(max(np.exp(logL.max()) - np.exp(logE), 1e-6)) + alpha * logC.min(), alpha])
+    logE, logA, alpha = solve(logC, logL, starts)
     rng = np.random.default_rng(seed)
     boots = []
-    for _ in range(n_boot):
+    for _ in range(n_boot):  # resamples start from the full fit (a warm start; the grid was searched once)
         idx = rng.integers(0, len(C), len(C))
-        if len(np.unique(logC[idx])) >= 3:
-            boots.append(solve(logC[idx], logL[idx]))
+        if len(np.unique(logC[idx])) >= 4:
+            boots.append(solve(logC[idx], logL[idx], [[min(logE, logL[idx].min()), logA, alpha]]))
     boots = np.array(boots)
     pred = np.logaddexp(logE, logA - alpha * logC)
     params = {"E": float(np.exp(logE)), "A": float(np.exp(logA)), "alpha": float(alpha)}

@@ -50,13 +50,13 @@ def r_squared(y: np.ndarray, y_hat: np.ndarray) -> float:
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
 
 
-def percentile_interval(samples: np.ndarray, level: float = 0.9) -> list[float]:
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> list[float]:
     lo, hi = np.nanpercentile(samples, [50 * (1 - level), 50 * (1 + level)])
     return [float(lo), float(hi)]
 
 
 def fit_power_law(name: str, variables: dict[str, np.ndarray], y: np.ndarray, n_boot: int = 1000,
-                  seed: int = 0, level: float = 0.9) -> LawFit:
+                  seed: int = 0, level: float = 0.95) -> LawFit:
     """Fit y = a * x1^b * x2^c ... (variables in order) by OLS in log space; bootstrap `level` intervals."""
     y = np.asarray(y, dtype=float)
     xs = {k: np.asarray(v, dtype=float) for k, v in variables.items()}

@@ -1,0 +1,182 @@
+"""Runs to fit, from the results store or from any CSV, as one canonical table (pandas, numpy; no torch).
+
+Canonical columns: `params` (N), `tokens` (D), `flops` (C), `budget` (the planned C of the run's cell, or C),
+`loss`, and when known `lr`, `batch_tokens`, `activation_ratio`, `granularity`, `family` (one MoE configuration,
+or 'dense'), `group`. Diverged, failed and unfinished runs, and runs with a non-finite loss, are excluded and
+counted by reason; records of different data fingerprints are refused unless asked for (their losses are not
+comparable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling import store
+
+REQUIRED_CSV = ("params", "loss")
+OPTIONAL_CSV = ("tokens", "flops", "lr", "batch_tokens", "batch", "seq_len", "activation_ratio", "granularity",
+                "group", "budget")
+
+
+class InputError(ValueError):
+    """Runs that cannot be fitted as given; one line naming the problem and the fix."""
+
+
+@dataclass
+class Runs:
+    df: pd.DataFrame
+    source: str
+    excluded: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_map(text: str | None) -> dict[str, str]:
+    """'params=Model Size,flops=Training FLOP' -> {'Model Size': 'params', 'Training FLOP': 'flops'}."""
+    out = {}
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours.strip() or not theirs.strip():
+            raise InputError(f"--map item {item!r} is not NAME=COLUMN (e.g. --map 'params=Model Size')")
+        out[theirs.strip()] = ours.strip()
+    return out
+
+
+def _family(A: float, G: float, n_experts: int) -> str:
+    return "dense" if n_experts == 1 else f"A{A:.3g}-G{G:.3g}"
+
+
+def from_store(results_dir: Path, sweep: str | None = None, convention: str = "M",
+               allow_mixed_data: bool = False) -> Runs:
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise InputError(f"results directory {root} does not exist: run `scaling sweep` first or pass --results-dir")
+    rows, excluded = [], {}
+    for _, rec in store.iter_records(root, sweep):
+        if rec["status"] != "completed":
+            excluded[rec["status"]] = excluded.get(rec["status"], 0) + 1
+            continue
+        d, r, m = rec["derived"], rec["results"], rec["config"]["model"]
+        if convention not in d["flops_per_token"]:
+            raise InputError(f"FLOPs convention {convention!r} not in record {rec['id']}: choose one of "
+                             f"{', '.join(d['flops_per_token'])}")
+        rows.append({
+            "id": rec["id"], "group": rec["sweep"], "params": d["params_active_non_embedding"],
+            "params_total": d["params_non_embedding"], "tokens": d["tokens"],
+            "flops": d["tokens"] * d["flops_per_token"][convention], "budget": d["budget_flops"],
+            "loss": r.get("val_loss"), "lr": rec["config"]["train"]["lr"], "batch_tokens": d["batch_tokens"],
+            "activation_ratio": d["activation_ratio"], "granularity": d["granularity"],
+            "family": _family(d["activation_ratio"], d["granularity"], m["n_experts"]),
+            "fingerprint": d.get("data_fingerprint"),
+        })
+    where = f"sweep {sweep!r} of {root}" if sweep else str(root)
+    if not rows and not excluded:
+        raise InputError(f"no run records in {where}: run `scaling sweep` first, or check --results-dir / SWEEP")
+    if not rows:
+        raise InputError(f"all {sum(excluded.values())} runs in {where} are "
+                         f"{', '.join(f'{v} {k}' for k, v in excluded.items())}: nothing to fit")
+    df = pd.DataFrame(rows)
+    fingerprints = df["fingerprint"].dropna().unique()
+    if len(fingerprints) > 1 and not allow_mixed_data:
+        raise InputError(f"runs from {len(fingerprints)} different data sets ({', '.join(fingerprints)}) are not "
+                         f"comparable: fit one sweep (scaling fit SWEEP) or pass --allow-mixed-data")
+    runs = Runs(df=df, source=where, excluded=excluded,
+                notes=[f"N = active non-embedding parameters; C = tokens x FLOPs/token ({convention} convention)"])
+    return _drop_bad_losses(runs)
+
+
+def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | None = None) -> Runs:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"CSV {path} not found")
+    try:
+        raw = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise InputError(f"{path} is not a readable CSV ({str(e).splitlines()[0]})") from None
+    mapping = mapping or {}
+    for theirs in mapping:
+        if theirs not in raw.columns:
+            raise InputError(f"{path}: --map names column {theirs!r}, which is not in the CSV "
+                             f"(has {', '.join(map(str, raw.columns))})")
+    shadowed = [c for c in raw.columns if c in mapping.values() and c not in mapping]
+    df = raw.drop(columns=shadowed).rename(columns=mapping)  # a mapped column wins over one of the same name
+    notes = [f"column {c!r} replaced by the one --map names" for c in shadowed]
+    missing = [c for c in REQUIRED_CSV if c not in df.columns]
+    if "tokens" not in df.columns and "flops" not in df.columns:
+        missing.append("tokens or flops")
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(map(str, raw.columns))}); "
+                         f"rename with --map, e.g. --map 'params=Model Size,flops=Training FLOP'")
+    keep = [c for c in (*REQUIRED_CSV, *OPTIONAL_CSV) if c in df.columns]
+    df = df[keep].copy()
+    for col in ("params", "tokens", "flops"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+            if (df[col] <= 0).any():
+                raise InputError(f"{path}: column {col} has {int((df[col] <= 0).sum())} non-positive value(s); "
+                                 f"{col} must be positive")
+    if "tokens" not in df.columns:
+        df["tokens"] = df["flops"] / (6 * df["params"])
+        notes.append("tokens = flops / (6 * params): the CSV has no tokens column")
+    if "flops" not in df.columns:
+        df["flops"] = 6 * df["params"] * df["tokens"]
+        notes.append("flops = 6 * params * tokens: the CSV has no flops column")
+    if "batch_tokens" not in df.columns and "batch" in df.columns:
+        if seq_len is None and "seq_len" not in df.columns:
+            raise InputError(f"{path}: 'batch' is in sequences; give --seq-len or a seq_len column (or batch_tokens)")
+        df["batch_tokens"] = df["batch"] * (df["seq_len"] if "seq_len" in df.columns else seq_len)
+    if "budget" not in df.columns:
+        df["budget"] = df["flops"]
+    df["loss"] = pd.to_numeric(df["loss"], errors="coerce")
+    df["family"] = df["group"].astype(str) if "group" in df.columns else "all"
+    df["id"] = [f"row{i}" for i in range(len(df))]
+    return _drop_bad_losses(Runs(df=df, source=str(path), notes=notes))
+
+
+def _drop_bad_losses(runs: Runs) -> Runs:
+    bad = ~np.isfinite(runs.df["loss"].to_numpy(float))
+    if bad.any():
+        runs.excluded["non-finite loss"] = runs.excluded.get("non-finite loss", 0) + int(bad.sum())
+        runs.df = runs.df[~bad].reset_index(drop=True)
+    if runs.df.empty:
+        raise InputError(f"{runs.source}: no run has a finite loss ({runs.excluded}): nothing to fit")
+    return runs
+
+
+def load_runs(source: str | None, results_dir: Path, sweep: str | None = None, mapping: str | None = None,
+              seq_len: int | None = None, convention: str = "M", allow_mixed_data: bool = False) -> Runs:
+    """The runs of `source`: None = the results store (optionally one sweep), a .csv path, or wandb:ENTITY/PROJECT."""
+    if source is None:
+        return from_store(results_dir, sweep, convention, allow_mixed_data)
+    if source.startswith("wandb:"):
+        return from_wandb(source.removeprefix("wandb:"), convention)
+    return from_csv(Path(source), parse_map(mapping), seq_len)
+
+
+def from_wandb(project: str, convention: str = "M") -> Runs:
+    """Runs logged to W&B by `scaling` (their config holds the record's config and derived quantities)."""
+    try:
+        import wandb
+
+        api_runs = list(wandb.Api().runs(project))
+    except Exception as e:  # no network, no key, no such project
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise InputError(f"cannot read W&B project {project!r} ({reason})") from None
+    rows, excluded = [], {}
+    for r in api_runs:
+        cfg, summary = dict(r.config), dict(r.summary)
+        d = cfg.get("derived") or {}
+        if r.state != "finished" or "val/loss" not in summary or not d:
+            excluded[r.state] = excluded.get(r.state, 0) + 1
+            continue
+        rows.append({"id": r.id, "group": r.group, "params": d["params_active_non_embedding"], "tokens": d["tokens"],
+                     "flops": d["tokens"] * d["flops_per_token"][convention], "budget": d["budget_flops"],
+                     "loss": summary["val/loss"], "lr": cfg["train"]["lr"], "batch_tokens": d["batch_tokens"],
+                     "activation_ratio": d["activation_ratio"], "granularity": d["granularity"],
+                     "family": _family(d["activation_ratio"], d["granularity"], cfg["model"]["n_experts"])})
+    if not rows:
+        raise InputError(f"W&B project {project!r} has no finished `scaling` runs with a val/loss")
+    return _drop_bad_losses(Runs(df=pd.DataFrame(rows), source=f"wandb:{project}", excluded=excluded))

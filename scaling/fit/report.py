@@ -1,0 +1,132 @@
+"""Every law the runs can support, fitted in one pass; the ones they cannot are listed with the reason.
+
+`fit_all(runs)` returns a FitReport whose `as_json()` is the machine-readable object of `scaling fit --json`:
+``{"laws": {NAME: {"formula", "params", "interval", "r2", "n_points"}}, "excluded": {...}, ...}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from scaling.fit import leverage as lev
+from scaling.fit.inputs import Runs
+from scaling.fit.loss_laws import fit_chinchilla, fit_isoflop_laws, fit_loss_vs_compute
+from scaling.fit.optima import optimum_points, parse_method
+from scaling.fit.powerlaw import FitError, LawFit, fit_power_law
+
+GROUP_COLS = ["params", "tokens"]
+"""A hyperparameter group: runs of one model size and token count (one budget of one shape)."""
+
+
+@dataclass
+class FitReport:
+    laws: dict[str, LawFit] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
+    """Law name -> why the data cannot support it."""
+    runs_excluded: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    optima: pd.DataFrame | None = None
+    leverage: pd.DataFrame | None = None
+    n_runs: int = 0
+    source: str = ""
+    optimum_method: str = "quadratic"
+
+    def as_json(self) -> dict:
+        return {
+            "source": self.source, "n_runs": self.n_runs, "optimum": self.optimum_method,
+            "laws": {name: fit.as_dict() for name, fit in self.laws.items()},
+            "excluded": {"laws": self.excluded, "runs": self.runs_excluded},
+            "notes": self.notes,
+        }
+
+
+def _attempt(report: FitReport, name: str, fn) -> None:
+    try:
+        fit = fn()
+    except FitError as e:
+        report.excluded[name] = str(e)
+        return
+    fit.name = name
+    report.laws[name] = fit
+
+
+def main_family(df: pd.DataFrame) -> str:
+    """The family with the most runs: the one the hyperparameter and loss laws describe."""
+    return str(df["family"].value_counts().idxmax())
+
+
+def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: int = 0) -> FitReport:
+    parse_method(optimum)  # a bad --optimum fails before any fitting
+    df = runs.df
+    report = FitReport(runs_excluded=dict(runs.excluded), notes=list(runs.notes), n_runs=len(df), source=runs.source,
+                       optimum_method=optimum)
+    family = main_family(df)
+    fam = df[df["family"] == family]
+    if df["family"].nunique() > 1:
+        report.notes.append(f"hyperparameter and loss laws use family {family!r} ({len(fam)} of {len(df)} runs)")
+
+    # hyperparameter laws
+    has_lr = "lr" in fam.columns and fam["lr"].notna().all()
+    has_batch = "batch_tokens" in fam.columns and fam["batch_tokens"].notna().all()
+    if has_lr and fam["lr"].nunique() >= 3:
+        if not has_batch:
+            fam = fam.assign(batch_tokens=1.0)
+        points = optimum_points(fam, GROUP_COLS, optimum)
+        report.optima = points
+        kw = {"n_boot": n_boot, "seed": seed}
+        _attempt(report, "lr_opt", lambda: fit_power_law("lr_opt", {"C": _flops(points, fam)}, points["lr"], **kw))
+        _attempt(report, "lr_opt_nd", lambda: fit_power_law("lr_opt_nd", {"N": points["params"],
+                                                                           "D": points["tokens"]}, points["lr"], **kw))
+        if has_batch and fam["batch_tokens"].nunique() >= 2:
+            _attempt(report, "batch_opt", lambda: fit_power_law("batch_opt", {"C": _flops(points, fam)},
+                                                                points["batch_tokens"], **kw))
+            _attempt(report, "batch_opt_d", lambda: fit_power_law("batch_opt_d", {"D": points["tokens"]},
+                                                                  points["batch_tokens"], **kw))
+        else:
+            for name in ("batch_opt", "batch_opt_d"):
+                report.excluded[name] = "the batch size does not vary (need at least 2 batch values)"
+    else:
+        for name in ("lr_opt", "lr_opt_nd", "batch_opt", "batch_opt_d"):
+            report.excluded[name] = "need runs at >= 3 learning rates (an lr column)"
+
+    # loss laws
+    best_per_budget = fam.groupby("budget")["loss"].min()
+    _attempt(report, "loss_vs_compute", lambda: fit_loss_vs_compute(best_per_budget.index.to_numpy(float),
+                                                                    best_per_budget.to_numpy(float),
+                                                                    n_boot=min(n_boot, 200), seed=seed))
+    best_nd = fam.groupby(["params", "tokens"])["loss"].min().reset_index()
+    _attempt(report, "chinchilla", lambda: fit_chinchilla(best_nd["params"], best_nd["tokens"], best_nd["loss"]))
+    iso = fam.groupby(["budget", "params"]).agg(loss=("loss", "min"), tokens=("tokens", "median")).reset_index()
+
+    def isoflop():
+        n_fit, d_fit, _ = fit_isoflop_laws(iso, n_boot=n_boot)
+        report.laws["d_opt"] = d_fit
+        return n_fit
+
+    _attempt(report, "n_opt", isoflop)
+    if "n_opt" not in report.laws:
+        report.excluded["d_opt"] = report.excluded["n_opt"]
+
+    # MoE leverage
+    if "dense" in set(df["family"]) and "activation_ratio" in df.columns:
+        try:
+            table = lev.leverage_table(df)
+            report.leverage = table
+            if table.empty:
+                raise FitError("no MoE family with runs at >= 2 budgets beside the dense baseline")
+            _attempt(report, "leverage", lambda: lev.fit_el_vs_activation(
+                table.groupby("activation_ratio", as_index=False)["el"].mean(), n_boot=min(n_boot, 200), seed=seed))
+        except FitError as e:
+            report.excluded["leverage"] = str(e)
+    else:
+        report.excluded["leverage"] = "no dense baseline runs (family 'dense') to measure leverage against"
+    return report
+
+
+def _flops(points: pd.DataFrame, fam: pd.DataFrame) -> np.ndarray:
+    """The budget of each optimum point's (params, tokens) group."""
+    budgets = fam.groupby(GROUP_COLS)["budget"].first()
+    return np.array([budgets[(p, t)] for p, t in zip(points["params"], points["tokens"], strict=True)], float)

@@ -1,0 +1,105 @@
+"""`scaling fit` as a user runs it: on the results store, on CSVs, and on bad input (one-line errors)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling import store
+
+CLI = [sys.executable, "-m", "scaling.cli", "fit"]
+
+
+def run(*args):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(out) -> str:
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+def synthetic_sweep_csv(path, n_per_budget=25, noise=0.002, seed=0):
+    """lr x batch grids at 5 budgets around known optima lr* = 0.3 C^-0.125, B* = 0.3 C^0.33 tokens."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for C in np.logspace(17, 19, 5):
+        lr_opt, b_opt = 0.3 * C**-0.125, 0.3 * C**0.33
+        params = 0.1 * C**0.5
+        for lr in lr_opt * np.geomspace(0.25, 4, 5):
+            for b in b_opt * np.geomspace(0.25, 4, 5):
+                loss = 1.8 + 30 * C**-0.08 + 0.02 * np.log(lr / lr_opt) ** 2 + 0.01 * np.log(b / b_opt) ** 2
+                rows.append({"N": params, "C": C, "loss": loss * np.exp(rng.normal(0, noise)), "lr": lr,
+                             "batch_tokens": b})
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def test_fit_a_csv_with_renamed_columns_recovers_the_optima(tmp_path):
+    csv = tmp_path / "runs.csv"
+    synthetic_sweep_csv(csv)
+    out = run("--from", str(csv), "--map", "params=N,flops=C", "--json", "-o", str(tmp_path / "fit"),
+              "--bootstrap", "200")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    lr, b = report["laws"]["lr_opt"], report["laws"]["batch_opt"]
+    assert lr["formula"] == "a * C^b" and lr["params"]["b"] == pytest.approx(-0.125, abs=0.01)
+    assert b["params"]["b"] == pytest.approx(0.33, abs=0.01)
+    assert lr["interval"]["b"][0] <= -0.125 <= lr["interval"]["b"][1]
+    assert "loss_vs_compute" in report["laws"]
+    assert any("tokens = flops / (6 * params)" in n for n in report["notes"])
+    assert json.loads((tmp_path / "fit" / "fit.json").read_text()) == report
+    table = run("--from", str(csv), "--map", "params=N,flops=C", "-o", str(tmp_path / "fit2"), "--bootstrap", "50")
+    assert table.returncode == 0 and "lr_opt" in table.stdout and "not fitted" in table.stdout
+
+
+def test_fit_the_results_store_excludes_diverged_runs(tmp_path):
+    for i, (status, loss) in enumerate([("completed", 3.0), ("diverged", None), ("completed", 2.8)]):
+        rec = store.new_record(f"r{i}", "s", f"c{i}", {"model": {"n_experts": 8}, "train": {"lr": 1e-3 * (i + 1)}},
+                               {"params_active_non_embedding": 1e5, "params_non_embedding": 4e5, "tokens": 1e6,
+                                "flops_per_token": {"M": 1e6}, "budget_flops": 1e12, "batch_tokens": 4096,
+                                "activation_ratio": 0.25, "granularity": 1.0, "data_fingerprint": "x"}, {})
+        rec.update(status=status, results={"val_loss": loss})
+        store.write_record(store.record_path(tmp_path, "s", f"r{i}"), rec)
+    out = run("s", "--results-dir", str(tmp_path), "--json", "-o", str(tmp_path / "fit"))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["n_runs"] == 2 and report["excluded"]["runs"] == {"diverged": 1}
+    assert "lr_opt" in report["excluded"]["laws"]  # 2 learning rates, one budget: nothing to fit, said why
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    assert "does not exist" in one_line_error(run("--results-dir", str(tmp_path / "none")))
+    (tmp_path / "empty").mkdir()
+    assert "no run records" in one_line_error(run("--results-dir", str(tmp_path / "empty")))
+
+    rec = store.new_record("r0", "s", "c", {}, {}, {})
+    rec["status"] = "diverged"
+    store.write_record(store.record_path(tmp_path / "div", "s", "r0"), rec)
+    assert "all 1 runs" in one_line_error(run("--results-dir", str(tmp_path / "div")))
+
+    csv = tmp_path / "a.csv"
+    pd.DataFrame({"params": [1e8, 2e8], "flops": [1e18, 1e18], "loss": [float("nan"), float("nan")]}).to_csv(csv)
+    assert "no run has a finite loss" in one_line_error(run("--from", str(csv)))
+    pd.DataFrame({"size": [1e8], "loss": [3.0]}).to_csv(csv, index=False)
+    msg = one_line_error(run("--from", str(csv)))
+    assert "missing column(s) params" in msg and "--map" in msg
+    pd.DataFrame({"params": [1e8, 2e8], "flops": [-1e18, 1e18], "loss": [3.0, 2.9]}).to_csv(csv, index=False)
+    assert "non-positive" in one_line_error(run("--from", str(csv)))
+    assert "not found" in one_line_error(run("--from", str(tmp_path / "missing.csv")))
+    assert "not 'quadratic'" in one_line_error(run("--from", str(csv), "--optimum", "argmin"))
+
+
+def test_a_single_budget_fits_nothing_and_says_why(tmp_path):
+    csv = tmp_path / "one.csv"
+    pd.DataFrame({"params": [1e8] * 5, "flops": [1e18] * 5, "loss": [3.0, 2.9, 2.85, 2.9, 3.1],
+                  "lr": [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2]}).to_csv(csv, index=False)
+    out = run("--from", str(csv), "--json", "-o", str(tmp_path / "fit"))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["laws"] == {}
+    assert "need at least 3" in report["excluded"]["laws"]["lr_opt"]

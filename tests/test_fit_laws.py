@@ -1,0 +1,95 @@
+"""Fits recover known laws from synthetic data, within their reported intervals; Ling's EL law as published."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.fit.leverage import LingELCoefficients, best_granularity, leverage_table, ling_el
+from scaling.fit.loss_laws import fit_loss_vs_compute
+from scaling.fit.optima import optimum_points, parse_method, quadratic_optimum
+from scaling.fit.powerlaw import FitError, fit_power_law, predict_power_law
+
+
+def test_power_law_recovered_within_its_intervals_in_most_seeds():
+    covered_a = covered_b = 0
+    seeds = 40
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        C = np.logspace(17, 20, 12)
+        y = 0.3 * C**-0.125 * np.exp(rng.normal(0, 0.05, C.size))  # DeepSeek's lr law with 5% noise
+        fit = fit_power_law("lr_opt", {"C": C}, y, n_boot=400, seed=seed)
+        covered_a += fit.interval["a"][0] <= 0.3 <= fit.interval["a"][1]
+        covered_b += fit.interval["b"][0] <= -0.125 <= fit.interval["b"][1]
+    assert covered_a >= 0.9 * seeds and covered_b >= 0.9 * seeds
+
+
+def test_two_variable_power_law_and_prediction():
+    rng = np.random.default_rng(0)
+    N, D = rng.uniform(1e8, 1e10, 50), rng.uniform(1e9, 1e11, 50)
+    lr = 1.79 * N**-0.713 * D**0.307 * np.exp(rng.normal(0, 0.02, 50))
+    fit = fit_power_law("lr_opt_nd", {"N": N, "D": D}, lr, n_boot=200)
+    assert fit.formula == "a * N^b * D^c"
+    assert fit.params["b"] == pytest.approx(-0.713, abs=0.02) and fit.params["c"] == pytest.approx(0.307, abs=0.02)
+    assert predict_power_law(fit, N=1e9, D=2e10) == pytest.approx(1.79 * 1e9**-0.713 * 2e10**0.307, rel=0.05)
+    assert fit.r2 > 0.95
+
+
+def test_power_law_refuses_too_little_data():
+    with pytest.raises(FitError, match="need at least 3"):
+        fit_power_law("lr_opt", {"C": [1e17, 1e18]}, [1e-3, 8e-4])
+    with pytest.raises(FitError, match="does not vary"):
+        fit_power_law("lr_opt", {"C": [1e17, 1e17, 1e17]}, [1e-3, 8e-4, 9e-4])
+
+
+def test_loss_vs_compute_recovered():
+    rng = np.random.default_rng(1)
+    C = np.logspace(17, 21, 9)
+    L = (1.7 + 30.0 * C**-0.08) * np.exp(rng.normal(0, 0.002, C.size))
+    fit = fit_loss_vs_compute(C, L, n_boot=100)
+    assert fit.params["E"] == pytest.approx(1.7, rel=0.1)
+    assert fit.params["alpha"] == pytest.approx(0.08, rel=0.2)
+    assert fit.interval["alpha"][0] <= 0.08 <= fit.interval["alpha"][1]
+
+
+def test_quadratic_optimum_finds_the_bowl_between_grid_points():
+    lrs, batches = np.geomspace(1e-3, 1.6e-2, 5), np.geomspace(2**14, 2**18, 5)
+    rows = [{"lr": lr, "batch_tokens": b, "loss": 2.0 + 0.05 * np.log(lr / 5e-3) ** 2 + 0.03 * np.log(b / 6e4) ** 2}
+            for lr in lrs for b in batches]
+    opt = quadratic_optimum(pd.DataFrame(rows))
+    assert opt["lr"] == pytest.approx(5e-3, rel=1e-6) and opt["batch_tokens"] == pytest.approx(6e4, rel=1e-6)
+    assert opt["note"] == ""
+    lr_only = quadratic_optimum(pd.DataFrame([r for r in rows if r["batch_tokens"] == batches[2]]))
+    assert lr_only["lr"] == pytest.approx(5e-3, rel=1e-6)
+    edge = quadratic_optimum(pd.DataFrame([{"lr": lr, "batch_tokens": 1.0, "loss": -np.log(lr)} for lr in lrs]))
+    assert edge["lr"] == lrs[-1] and "best run" in edge["note"]  # no bowl: the best run, said so
+
+
+def test_near_optimal_protocol_keeps_runs_within_tolerance():
+    df = pd.DataFrame({"params": [1, 1, 1, 2, 2], "tokens": [5, 5, 5, 5, 5], "lr": [1, 2, 3, 1, 2],
+                       "batch_tokens": [1] * 5, "loss": [2.0, 2.004, 2.1, 3.0, 3.001]})
+    pts = optimum_points(df, ["params", "tokens"], "near-optimal:0.0025")
+    assert sorted(pts["loss"]) == [2.0, 2.004, 3.0, 3.001]
+    assert parse_method("near-optimal:0.5%") == ("near-optimal", 0.005)
+    with pytest.raises(ValueError, match="not 'quadratic'"):
+        parse_method("argmin")
+
+
+def test_ling_published_el_law():
+    """Ling's coefficients with log10 C and log2 G: EL ~ 7.2 at A = 3.1%, G = 12, C = 1e22; best G ~ 11."""
+    assert ling_el(0.031, 12, 1e22) == pytest.approx(7.2, abs=0.15)
+    assert best_granularity() == pytest.approx(11.3, abs=0.5)
+    assert ling_el(1.0, 12, 1e22) < ling_el(0.1, 12, 1e22) < ling_el(0.031, 12, 1e22)  # leverage grows as A falls
+    natural = LingELCoefficients(log_base_C=np.e, log_base_G=np.e)  # another reading of the bases: not the claims
+    assert abs(ling_el(0.031, 12, 1e22, natural) - 7.2) > 1
+
+
+def test_leverage_from_loss_compute_curves():
+    """A family that reaches the dense loss with half the compute has EL = 2 at every budget."""
+    rows = []
+    for C in (1e18, 3e18, 1e19):
+        rows.append({"family": "dense", "budget": C, "loss": 10 * C**-0.05, "activation_ratio": 1.0,
+                     "granularity": 1.0})
+        rows.append({"family": "A0.1-G4", "budget": C, "loss": 10 * (2 * C) ** -0.05, "activation_ratio": 0.1,
+                     "granularity": 4.0})
+    table = leverage_table(pd.DataFrame(rows))
+    assert table["el"].to_numpy() == pytest.approx([2.0, 2.0, 2.0])
