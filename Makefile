@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	$(BIN)/scaling sweep demo --workers 2
+	$(BIN)/scaling fit demo
 
 lint: install
 	$(BIN)/ruff check scaling tests analysis

@@ -22,6 +22,13 @@ def test_cli_import_is_light():
     assert out.stdout.strip() == "[]"
 
 
+def test_fit_does_not_import_torch():
+    code = ("import sys, scaling.fit.report, scaling.fit.inputs, scaling.fit.leverage; "
+            "print([m for m in ('torch', 'wandb', 'hydra') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_help_lists_train():
     out = run_cli("--help")
     assert out.returncode == 0 and "train" in out.stdout
