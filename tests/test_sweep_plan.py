@@ -51,14 +51,13 @@ def test_preset_plan_matches_snapshot_and_budgets(name, monkeypatch):
 
 def test_demo_has_the_stages_it_promises(monkeypatch):
     plan = preset_plan("demo", monkeypatch)
-    budgets = {c.run.budget_flops for c in plan.cells}
-    assert len(budgets) == 3
-    base = [c for c in plan.cells if c.coords["A"] == 0.25]
-    assert {(c.run.train.lr, c.plan.batch_tokens) for c in base if c.run.budget_flops == 1e11} >= {
-        (lr, b) for lr in (3e-3, 6e-3, 1.2e-2) for b in (512, 1024, 2048)}
-    assert {round(c.coords["A"], 3) for c in plan.cells} == {0.125, 0.25, 0.5, 1.0}
+    assert len({c.run.budget_flops for c in plan.cells}) == 4  # enough budgets for E + A C^-alpha
+    base = [c for c in plan.cells if c.coords["A"] == 0.25 and c.run.budget_flops == 1e11]
+    assert {(c.run.train.lr, c.plan.batch_tokens) for c in base} == (
+        {(lr, 1024) for lr in (1.5e-3, 3e-3, 6e-3, 1.2e-2, 2.4e-2)} | {(6e-3, 512), (6e-3, 2048)})
+    assert {round(c.coords["A"], 4) for c in plan.cells} == {0.0625, 0.125, 0.25, 0.5, 1.0}
     dense = [c for c in plan.cells if c.coords["dense"]]
-    assert len(dense) == 3 and all(c.run.model.n_experts == 1 for c in dense)
+    assert len(dense) == 4 and all(c.run.model.n_experts == 1 for c in dense)
     # the dense baseline spends the same FLOPs per token as the MoE (same active width, no router)
     moe_M = count(compose([]).model).M
     assert all(abs(c.plan.counts.M / moe_M - 1) < 0.01 for c in dense)

@@ -66,24 +66,49 @@ def quadratic_optimum(group: pd.DataFrame) -> dict:
     z = np.log(group["batch_tokens"].to_numpy(float))
     y = group["loss"].to_numpy(float)
     n_lr, n_b = len(np.unique(x)), len(np.unique(z))
-    if n_b >= 3 and n_lr >= 3 and len(group) >= 6:
+    if n_b >= 3 and n_lr >= 3 and len(group) >= 6 and _full_rank_2d(x, z):
         v = _vertex_2d(x, z, y)
         if v is not None and _inside(v[0], x) and _inside(v[1], z):
             out.update(lr=float(np.exp(v[0])), batch_tokens=float(np.exp(v[1])), loss=v[2])
             return out
-    elif n_lr >= 3:
-        # batch fixed (or too few batches for a 2-D bowl): fit lr at the best batch
-        at_batch = group[np.isclose(z, np.log(best["batch_tokens"]))]
-        xb = np.log(at_batch["lr"].to_numpy(float))
-        if len(np.unique(xb)) >= 3:
-            v = _vertex_1d(xb, at_batch["loss"].to_numpy(float))
-            if v is not None and _inside(v[0], xb):
-                out.update(lr=float(np.exp(v[0])), loss=v[1])
-                if n_b > 1:
-                    out["note"] = "batch: best run (fewer than 3 batch values)"
-                return out
-    out["note"] = "best run (no upward bowl inside the swept range)"
+    # Separable: a parabola in ln lr along the batch with the most lr values, and one in ln batch along the lr
+    # with the most batch values (a "cross" design, or a 2-D bowl that does not open upwards).
+    notes = []
+    lr_fit = _line_optimum(x, y, z)
+    if lr_fit is not None:
+        out.update(lr=float(np.exp(lr_fit[0])), loss=lr_fit[1])
+    else:
+        notes.append("lr: best run (no upward bowl inside the swept range)")
+    if n_b > 1:
+        b_fit = _line_optimum(z, y, x)
+        if b_fit is not None:
+            out.update(batch_tokens=float(np.exp(b_fit[0])), loss=min(out["loss"], b_fit[1]))
+        else:
+            notes.append("batch: best run (fewer than 3 batch values or no upward bowl)")
+    out["note"] = "; ".join(notes)
     return out
+
+
+def _full_rank_2d(x: np.ndarray, z: np.ndarray) -> bool:
+    A = np.column_stack([np.ones_like(x), x, z, x * x, z * z, x * z])
+    return np.linalg.matrix_rank(A) == 6
+
+
+def _line_optimum(v: np.ndarray, y: np.ndarray, other: np.ndarray) -> tuple[float, float] | None:
+    """Vertex of a parabola of y in v, among the runs at the value of `other` that has the most distinct v."""
+    values, counts = np.unique(other, return_counts=True)
+    best_line, best_n = None, 0
+    for val in values[counts >= 3]:
+        on = np.isclose(other, val)
+        n = len(np.unique(v[on]))
+        if n > best_n:
+            best_line, best_n = on, n
+    if best_line is None or best_n < 3:
+        return None
+    vertex = _vertex_1d(v[best_line], y[best_line])
+    if vertex is None or not _inside(vertex[0], v[best_line]):
+        return None
+    return vertex
 
 
 def _inside(v: float, values: np.ndarray) -> bool:
