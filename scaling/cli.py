@@ -322,10 +322,28 @@ def fit(
         sys.stdout.write(json.dumps(payload, indent=1) + "\n")
         return
     console = _console(stderr=False)
+    if report.optima is not None and not report.optima.empty:
+        console.print(_frame_table("optima per group (params, tokens)", report.optima,
+                                   ["params", "tokens", "lr", "batch_tokens", "loss", "n_runs", "note"]))
+    if report.leverage is not None and not report.leverage.empty:
+        console.print(_frame_table("efficiency leverage against the dense baseline", report.leverage,
+                                   ["family", "activation_ratio", "granularity", "budget", "el"]))
     console.print(_laws_table(report))
     for line in report.notes:
         console.print(f"note: {line}")
     console.print(f"wrote {out_dir / 'fit.json'} (usable as a sweep's lr/batch `law:`)")
+
+
+def _frame_table(title: str, df, columns: list[str]):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    cols = [c for c in columns if c in df.columns]
+    for c in cols:
+        table.add_column(c)
+    for _, row in df[cols].iterrows():
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    return table
 
 
 def _laws_table(report):
@@ -341,6 +359,8 @@ def _laws_table(report):
     for name, law in report.laws.items():
         params = ", ".join(f"{k}={fmt(v)}" + (f" [{fmt(law.interval[k][0])}, {fmt(law.interval[k][1])}]"
                                                if k in law.interval else "") for k, v in law.params.items())
+        if law.notes:
+            params += " (" + "; ".join(law.notes) + ")"
         table.add_row(name, law.formula, params, "" if law.r2 is None else f"{law.r2:.3f}", str(law.n_points))
     for name, why in report.excluded.items():
         table.add_row(f"[dim]{name}[/]", "[dim]not fitted[/]", f"[dim]{why}[/]", "", "")

@@ -93,3 +93,17 @@ def test_leverage_from_loss_compute_curves():
                      "granularity": 4.0})
     table = leverage_table(pd.DataFrame(rows))
     assert table["el"].to_numpy() == pytest.approx([2.0, 2.0, 2.0])
+
+
+def test_quadratic_optimum_on_a_cross_design():
+    """An lr line at one batch plus a batch line at one lr (the demo's design): separable parabolas."""
+    def loss(lr, b):
+        return 2.0 + 0.05 * np.log(lr / 5e-3) ** 2 + 0.03 * np.log(b / 1500) ** 2
+
+    rows = [{"lr": lr, "batch_tokens": 1024.0, "loss": loss(lr, 1024)} for lr in np.geomspace(1e-3, 1.6e-2, 5)]
+    rows += [{"lr": 4e-3, "batch_tokens": b, "loss": loss(4e-3, b)} for b in (512.0, 2048.0, 4096.0)]
+    rows += [{"lr": 4e-3, "batch_tokens": 1024.0, "loss": loss(4e-3, 1024)}]
+    opt = quadratic_optimum(pd.DataFrame(rows))
+    assert opt["lr"] == pytest.approx(5e-3, rel=1e-6)
+    assert opt["batch_tokens"] == pytest.approx(1500, rel=1e-6)
+    assert opt["note"] == ""

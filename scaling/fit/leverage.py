@@ -121,9 +121,9 @@ def fit_el_vs_activation(table: pd.DataFrame, n_boot: int = 200, seed: int = 0) 
     in log EL."""
     A = table["activation_ratio"].to_numpy(float)
     el = table["el"].to_numpy(float)
-    if len(np.unique(A)) < 4 or np.any(el <= 0):
+    if len(np.unique(A)) < 5 or np.any(el <= 0):
         raise FitError(f"leverage: {len(np.unique(A))} activation ratio(s) with a positive EL; the saturating law "
-                       f"has 3 parameters, need at least 4")
+                       f"has 3 parameters, need at least 5")
     logEL = np.log(el)
 
     def solve(a, y, starts):

@@ -20,6 +20,8 @@ from scipy.special import huber, logsumexp
 from scaling.fit.powerlaw import FitError, LawFit, fit_power_law, percentile_interval, r_squared
 
 HUBER_DELTA = 1e-3
+MIN_POINTS_FOR_BOOTSTRAP = 6
+"""A 3-parameter law on fewer points has resamples that mostly repeat the full fit: no honest interval."""
 
 
 def _loss_vs_compute_objective(theta, logC, logL):
@@ -54,6 +56,11 @@ def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: i
     logE, logA, alpha = solve(logC, logL, starts)
     rng = np.random.default_rng(seed)
     boots = []
+    notes = []
+    if len(C) < MIN_POINTS_FOR_BOOTSTRAP:
+        n_boot = 0
+        notes.append(f"no interval: {len(C)} budgets are too few for a bootstrap of 3 parameters "
+                     f"(need {MIN_POINTS_FOR_BOOTSTRAP})")
     for _ in range(n_boot):  # resamples start from the full fit (a warm start; the grid was searched once)
         idx = rng.integers(0, len(C), len(C))
         if len(np.unique(logC[idx])) >= 4:
@@ -66,7 +73,8 @@ def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: i
         interval = {"E": percentile_interval(np.exp(boots[:, 0]), level),
                     "A": percentile_interval(np.exp(boots[:, 1]), level),
                     "alpha": percentile_interval(boots[:, 2], level)}
-    return LawFit("loss_vs_compute", "E + A * C^-alpha", params, interval, r_squared(logL, pred), len(C))
+    return LawFit("loss_vs_compute", "E + A * C^-alpha", params, interval, r_squared(logL, pred), len(C),
+                  notes=notes)
 
 
 def predict_loss_vs_compute(fit: LawFit, C: float) -> float:

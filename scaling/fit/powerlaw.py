@@ -67,6 +67,9 @@ def fit_power_law(name: str, variables: dict[str, np.ndarray], y: np.ndarray, n_
     if mask.sum() < n_params + 1:
         raise FitError(f"{name}: {int(mask.sum())} usable point(s) (positive, finite), need at least {n_params + 1}")
     y = y[mask]
+    if np.ptp(y) == 0:
+        raise FitError(f"{name}: every point has the same value ({y[0]:.4g}), likely the edge of the swept grid: "
+                       f"widen that axis")
     logs = [np.log(v[mask]) for v in xs.values()]
     if any(np.ptp(lg) == 0 for lg in logs):
         raise FitError(f"{name}: a variable does not vary ({', '.join(xs)}): need at least two distinct values")
