@@ -37,6 +37,8 @@ def train(
         False, "--dry-run", help="Print the derived run (params, M, tokens, steps); train nothing."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the live progress bar."),
+    overrides_file: str | None = typer.Option(None, "--overrides-file", help="A file of key=value overrides, one "
+                                              "per line (e.g. a `scaling fit` recommendation), applied first."),
 ) -> None:
     """Train one MoE run to a compute budget (FLOPs) and record it under the results directory."""
     from rich.console import Console
@@ -47,7 +49,7 @@ def train(
 
     console = Console(stderr=True)
     try:
-        run = compose(overrides or [])
+        run = compose(_read_overrides_file(overrides_file) + list(overrides or []))
         from scaling.train import plan_run
 
         plan = plan_run(run)
@@ -80,6 +82,21 @@ def _console(stderr: bool = True):
     if not console.is_terminal:
         console.width = 200
     return console
+
+
+def _read_overrides_file(path: str | None) -> list[str]:
+    """`key=value` lines (blank lines and # comments skipped); plain strings for Hydra, never evaluated."""
+    if path is None:
+        return []
+    from pathlib import Path
+
+    from scaling.config import ConfigError
+
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise ConfigError(f"--overrides-file {path}: {e.strerror}") from None
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
 def _results_dir(option: str | None):
@@ -296,6 +313,8 @@ def fit(
     output: str | None = typer.Option(None, "--output", "-o", help="Folder for fit.json (default: "
                                       "<results>/<sweep>/fit, or ./fit for other sources)."),
     allow_mixed_data: bool = typer.Option(False, "--allow-mixed-data", help="Fit runs of different data sets."),
+    target_flops: float | None = typer.Option(None, "--target-flops", help="Recommend lr, batch, A, G, size, "
+                                              "tokens and loss for a run of this many FLOPs."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
 ) -> None:
     """Fit scaling laws (lr and batch optima, loss vs compute, L(N, D), IsoFLOP, MoE leverage) with intervals."""
@@ -313,10 +332,18 @@ def fit(
         parse_method(optimum)  # a bad option fails before any data is read
         runs = load_runs(source, results, sweep, mapping, seq_len, convention, allow_mixed_data)
         report = fit_all(runs, optimum=optimum, n_boot=bootstrap)
+        recommendation = None
+        if target_flops is not None:
+            from scaling.fit.recommend import recommend
+
+            recommendation = recommend(report, runs.df, target_flops)
     except (InputError, StoreError, ValueError) as e:
         _fail(str(e))
     payload = report.as_json()
     out_dir = Path(output) if output else (results / (sweep or "all") / "fit" if source is None else Path("fit"))
+    if recommendation is not None:
+        payload["recommendation"] = recommendation.as_dict()
+        atomic_write_text(out_dir / "recommended.overrides", "\n".join(recommendation.overrides) + "\n")
     atomic_write_text(out_dir / "fit.json", json.dumps(payload, indent=1))
     if as_json:
         sys.stdout.write(json.dumps(payload, indent=1) + "\n")
@@ -332,6 +359,12 @@ def fit(
     for line in report.notes:
         console.print(f"note: {line}")
     console.print(f"wrote {out_dir / 'fit.json'} (usable as a sweep's lr/batch `law:`)")
+    if recommendation is not None:
+        from scaling.fit.recommend import recommendation_table
+
+        console.print(recommendation_table(recommendation))
+        console.print(f"wrote {out_dir / 'recommended.overrides'}: `scaling train --overrides-file "
+                      f"{out_dir / 'recommended.overrides'}` trains it")
 
 
 def _frame_table(title: str, df, columns: list[str]):

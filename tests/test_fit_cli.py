@@ -103,3 +103,31 @@ def test_a_single_budget_fits_nothing_and_says_why(tmp_path):
     report = json.loads(out.stdout)
     assert report["laws"] == {}
     assert "need at least 3" in report["excluded"]["laws"]["lr_opt"]
+
+
+def test_recommendation_at_a_target_budget(tmp_path):
+    csv = tmp_path / "runs.csv"
+    synthetic_sweep_csv(csv)
+    out = run("--from", str(csv), "--map", "params=N,flops=C", "--json", "-o", str(tmp_path / "fit"),
+              "--bootstrap", "200", "--target-flops", "1e21")
+    assert out.returncode == 0, out.stderr
+    rec = json.loads(out.stdout)["recommendation"]
+    lr = rec["items"]["lr"]
+    assert lr["value"] == pytest.approx(0.3 * 1e21**-0.125, rel=0.1)  # the law the data came from
+    assert lr["interval"][0] < lr["value"] < lr["interval"][1]
+    assert rec["items"]["batch_tokens"]["value"] == pytest.approx(0.3 * 1e21**0.33, rel=0.15)
+    assert "loss" in rec["items"] and rec["items"]["loss"]["value"] > 1.8
+    assert "params_active" in rec["missing"]  # one size per budget: no allocation law, and it says so
+    overrides = (tmp_path / "fit" / "recommended.overrides").read_text().splitlines()
+    assert overrides[0] == "budget_flops=1e+21" and overrides[1].startswith("train.lr=")
+    bad = run("--from", str(csv), "--map", "params=N,flops=C", "--target-flops", "-5", "-o", str(tmp_path / "x"))
+    assert "must be a positive number of FLOPs" in one_line_error(bad)
+
+
+def test_train_reads_an_overrides_file(tmp_path):
+    f = tmp_path / "rec.overrides"
+    f.write_text("# a recommendation\nbudget_flops=1e12\ntrain.lr=0.004\n\n")
+    out = subprocess.run([sys.executable, "-m", "scaling.cli", "train", "--dry-run", "--overrides-file", str(f),
+                          "seed=3"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "C1e12-A0.25-G1-lr4e-3-B4k" in out.stderr  # the cell the file (and seed=3 after it) describes

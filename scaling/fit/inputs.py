@@ -70,7 +70,8 @@ def from_store(results_dir: Path, sweep: str | None = None, convention: str = "M
             "loss": r.get("val_loss"), "lr": rec["config"]["train"]["lr"], "batch_tokens": d["batch_tokens"],
             "activation_ratio": d["activation_ratio"], "granularity": d["granularity"],
             "family": _family(d["activation_ratio"], d["granularity"], m["n_experts"]),
-            "fingerprint": d.get("data_fingerprint"),
+            "fingerprint": d.get("data_fingerprint"), "seq_len": d.get("seq_len"), "n_experts": m["n_experts"],
+            "top_k": m.get("top_k"), "n_shared_experts": m.get("n_shared_experts", 0),
         })
     where = f"sweep {sweep!r} of {root}" if sweep else str(root)
     if not rows and not excluded:

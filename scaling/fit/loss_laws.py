@@ -73,8 +73,11 @@ def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: i
         interval = {"E": percentile_interval(np.exp(boots[:, 0]), level),
                     "A": percentile_interval(np.exp(boots[:, 1]), level),
                     "alpha": percentile_interval(boots[:, 2], level)}
+    samples = {}
+    if len(boots):
+        samples = {"E": np.exp(boots[:, 0]), "A": np.exp(boots[:, 1]), "alpha": boots[:, 2]}
     return LawFit("loss_vs_compute", "E + A * C^-alpha", params, interval, r_squared(logL, pred), len(C),
-                  notes=notes)
+                  notes=notes, samples=samples)
 
 
 def predict_loss_vs_compute(fit: LawFit, C: float) -> float:

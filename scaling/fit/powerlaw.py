@@ -29,6 +29,18 @@ class LawFit:
     r2: float | None = None
     n_points: int = 0
     notes: list[str] = field(default_factory=list)
+    samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """Bootstrap samples of each parameter (for prediction intervals); not serialised."""
+
+    def predict(self, fn, level: float = 0.95) -> tuple[float, list[float] | None]:
+        """fn(params) at the fit, and its `level` interval over the bootstrap samples (None without samples)."""
+        value = float(fn(self.params))
+        if not self.samples:
+            return value, None
+        n = len(next(iter(self.samples.values())))
+        preds = np.array([fn({k: v[i] for k, v in self.samples.items()}) for i in range(n)], float)
+        preds = preds[np.isfinite(preds)]
+        return value, (percentile_interval(preds, level) if len(preds) else None)
 
     def as_dict(self) -> dict:
         return {"formula": self.formula, "params": self.params, "interval": self.interval, "r2": self.r2,
@@ -85,8 +97,10 @@ def fit_power_law(name: str, variables: dict[str, np.ndarray], y: np.ndarray, n_
     interval = {"a": percentile_interval(np.exp(boots[:, 0]), level)}
     interval.update({n: percentile_interval(boots[:, j + 1], level) for j, n in enumerate(names[1:])})
     formula = "a * " + " * ".join(f"{v}^{n}" for v, n in zip(xs, names[1:], strict=True))
+    ok = np.all(np.isfinite(boots), axis=1)
+    samples = {"a": np.exp(boots[ok, 0]), **{n: boots[ok, j + 1] for j, n in enumerate(names[1:])}}
     return LawFit(name=name, formula=formula, params=params, interval=interval, r2=r_squared(ly, X @ coef),
-                  n_points=len(ly))
+                  n_points=len(ly), samples=samples)
 
 
 def predict_power_law(fit: LawFit, **values: float) -> float:
