@@ -315,6 +315,7 @@ def fit(
     allow_mixed_data: bool = typer.Option(False, "--allow-mixed-data", help="Fit runs of different data sets."),
     target_flops: float | None = typer.Option(None, "--target-flops", help="Recommend lr, batch, A, G, size, "
                                               "tokens and loss for a run of this many FLOPs."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write figures (PNG and SVG) to the output folder."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
 ) -> None:
     """Fit scaling laws (lr and batch optima, loss vs compute, L(N, D), IsoFLOP, MoE leverage) with intervals."""
@@ -345,6 +346,11 @@ def fit(
         payload["recommendation"] = recommendation.as_dict()
         atomic_write_text(out_dir / "recommended.overrides", "\n".join(recommendation.overrides) + "\n")
     atomic_write_text(out_dir / "fit.json", json.dumps(payload, indent=1))
+    figures = []
+    if plots:
+        from scaling.plots import plot_all
+
+        figures = plot_all(report, runs.df, out_dir)
     if as_json:
         sys.stdout.write(json.dumps(payload, indent=1) + "\n")
         return
@@ -359,6 +365,9 @@ def fit(
     for line in report.notes:
         console.print(f"note: {line}")
     console.print(f"wrote {out_dir / 'fit.json'} (usable as a sweep's lr/batch `law:`)")
+    if figures:
+        console.print(f"wrote {len(figures)} figure files in {out_dir}: "
+                      f"{', '.join(sorted({p.stem for p in figures}))}")
     if recommendation is not None:
         from scaling.fit.recommend import recommendation_table
 

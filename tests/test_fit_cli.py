@@ -131,3 +131,16 @@ def test_train_reads_an_overrides_file(tmp_path):
                           "seed=3"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "C1e12-A0.25-G1-lr4e-3-B4k" in out.stderr  # the cell the file (and seed=3 after it) describes
+
+
+def test_figures_are_written(tmp_path):
+    csv = tmp_path / "runs.csv"
+    synthetic_sweep_csv(csv)
+    out = run("--from", str(csv), "--map", "params=N,flops=C", "-o", str(tmp_path / "fit"), "--bootstrap", "50")
+    assert out.returncode == 0, out.stderr
+    for name in ("loss_vs_compute", "optima_vs_compute", "lr_batch_losses"):
+        for ext in ("png", "svg"):
+            path = tmp_path / "fit" / f"{name}.{ext}"
+            assert path.exists() and path.stat().st_size > 1000, path
+    none = run("--from", str(csv), "--map", "params=N,flops=C", "-o", str(tmp_path / "fit2"), "--no-plots")
+    assert none.returncode == 0 and not list((tmp_path / "fit2").glob("*.png"))
