@@ -362,6 +362,14 @@ def fit(
         console.print(_frame_table("efficiency leverage against the dense baseline", report.leverage,
                                    ["family", "activation_ratio", "granularity", "budget", "el"]))
     console.print(_laws_table(report))
+    if report.held_out:
+        import pandas as pd
+
+        h = report.held_out
+        cols = ["quantity", "predicted", "achieved", "relative_error"]
+        rows = [(k, v["predicted"], v["achieved"], v["relative_error"]) for k, v in h.items() if isinstance(v, dict)]
+        console.print(_frame_table(f"held-out check: fitted without C = {h['budget']:.3g}, predicted there",
+                                   pd.DataFrame(rows, columns=cols), cols))
     for line in report.notes:
         console.print(f"note: {line}")
     console.print(f"wrote {out_dir / 'fit.json'} (usable as a sweep's lr/batch `law:`)")

@@ -67,8 +67,9 @@ def plot_all(report: FitReport, runs: pd.DataFrame, out: Path) -> list[Path]:
         budgets = fam.groupby(["params", "tokens"])["budget"].first()
         opt = report.optima.assign(budget=[budgets[(p, t)] for p, t in zip(report.optima["params"],
                                                                             report.optima["tokens"], strict=True)])
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-        for ax, col, law in zip(axes, ("lr", "batch_tokens"), ("lr_opt", "batch_opt"), strict=True):
+        panels = [(c, law) for c, law in (("lr", "lr_opt"), ("batch_tokens", "batch_opt")) if c in fam.columns]
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+        for ax, (col, law) in zip(axes[0], panels, strict=True):
             ax.scatter(fam["budget"], fam[col], s=8, color="0.75", label="runs")
             ax.scatter(opt["budget"], opt[col], s=25, color="C1", label="optimum")
             if law in report.laws:
@@ -84,7 +85,8 @@ def plot_all(report: FitReport, runs: pd.DataFrame, out: Path) -> list[Path]:
             ax.legend(fontsize=7)
         written += _save(fig, out, "optima_vs_compute")
 
-        # per-budget lr x batch losses
+    # per-budget lr x batch losses
+    if {"lr", "batch_tokens"} <= set(fam.columns) and fam[["lr", "batch_tokens"]].notna().all().all():
         groups = list(fam.groupby("budget"))
         fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3), squeeze=False)
         for ax, (budget, g) in zip(axes[0], groups, strict=True):

@@ -53,6 +53,10 @@ def test_fit_a_csv_with_renamed_columns_recovers_the_optima(tmp_path):
     assert "loss_vs_compute" in report["laws"]
     assert any("tokens = flops / (6 * params)" in n for n in report["notes"])
     assert json.loads((tmp_path / "fit" / "fit.json").read_text()) == report
+    held = report["held_out"]  # refit without the largest budget, predicted there
+    assert held["budget"] == pytest.approx(1e19)
+    assert abs(held["lr"]["relative_error"]) < 0.1 and abs(held["batch_tokens"]["relative_error"]) < 0.1
+    assert abs(held["loss"]["relative_error"]) < 0.02
     table = run("--from", str(csv), "--map", "params=N,flops=C", "-o", str(tmp_path / "fit2"), "--bootstrap", "50")
     assert table.returncode == 0 and "lr_opt" in table.stdout and "not fitted" in table.stdout
 

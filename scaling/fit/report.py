@@ -33,12 +33,15 @@ class FitReport:
     n_runs: int = 0
     source: str = ""
     optimum_method: str = "quadratic"
+    held_out: dict | None = None
+    """Refit without the largest budget: predicted against achieved optimum lr, batch and loss there."""
 
     def as_json(self) -> dict:
         return {
             "source": self.source, "n_runs": self.n_runs, "optimum": self.optimum_method,
             "laws": {name: fit.as_dict() for name, fit in self.laws.items()},
             "excluded": {"laws": self.excluded, "runs": self.runs_excluded},
+            "held_out": self.held_out,
             "notes": self.notes,
         }
 
@@ -58,7 +61,39 @@ def main_family(df: pd.DataFrame) -> str:
     return str(df["family"].value_counts().idxmax())
 
 
-def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: int = 0) -> FitReport:
+def held_out_check(runs: Runs, optimum: str = "quadratic", n_boot: int = 100, seed: int = 0) -> dict | None:
+    """Fit without the largest budget of the main family; predict lr, batch and loss there; compare with what the
+    runs at that budget achieved (their optimum by the same method, and their best loss). None when fewer than 4
+    budgets."""
+    df = runs.df
+    fam = df[df["family"] == main_family(df)]
+    budgets = sorted(fam["budget"].unique())
+    if len(budgets) < 4:
+        return None
+    top = budgets[-1]
+    rest = Runs(df=df[df["budget"] < top].reset_index(drop=True), source=runs.source)
+    report = fit_all(rest, optimum, n_boot=n_boot, seed=seed, check=False)
+    at_top = fam[fam["budget"] == top]
+    out: dict = {"budget": float(top)}
+    achieved = {"loss": float(at_top["loss"].min())}
+    if report.optima is not None and "lr" in at_top and at_top["lr"].nunique() >= 3:
+        pts = optimum_points(at_top, GROUP_COLS, optimum)
+        achieved["lr"] = float(np.exp(np.log(pts["lr"]).mean()))
+        achieved["batch_tokens"] = float(np.exp(np.log(pts["batch_tokens"]).mean()))
+    predictions = {"lr": ("lr_opt", lambda p: p["a"] * top ** p["b"]),
+                   "batch_tokens": ("batch_opt", lambda p: p["a"] * top ** p["b"]),
+                   "loss": ("loss_vs_compute", lambda p: p["E"] + p["A"] * top ** -p["alpha"])}
+    for item, (law, fn) in predictions.items():
+        if law in report.laws and item in achieved:
+            predicted, interval = report.laws[law].predict(fn)
+            out[item] = {"predicted": predicted, "interval": interval, "achieved": achieved[item],
+                         "relative_error": predicted / achieved[item] - 1}
+    return out if len(out) > 1 else None
+
+
+def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: int = 0,
+            check: bool = True) -> FitReport:
+    """Every law the runs support; with `check`, also the held-out check on the largest budget."""
     parse_method(optimum)  # a bad --optimum fails before any fitting
     df = runs.df
     report = FitReport(runs_excluded=dict(runs.excluded), notes=list(runs.notes), n_runs=len(df), source=runs.source,
@@ -123,6 +158,8 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
             report.excluded["leverage"] = str(e)
     else:
         report.excluded["leverage"] = "no dense baseline runs (family 'dense') to measure leverage against"
+    if check:
+        report.held_out = held_out_check(runs, optimum, n_boot=min(n_boot, 100), seed=seed)
     return report
 
 
