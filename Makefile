@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	$(BIN)/scaling sweep demo --workers 2
-	$(BIN)/scaling fit demo
+	$(BIN)/scaling fit demo --target-flops 5e13
 
 lint: install
 	$(BIN)/ruff check scaling tests analysis
