@@ -10,6 +10,9 @@ import pandas as pd
 
 from scaling.fit.report import FitReport, main_family
 
+MAX_PANELS = 6
+"""At most this many budgets get a panel in the per-budget lr x batch figure."""
+
 
 def _save(fig, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
@@ -22,6 +25,19 @@ def _save(fig, out: Path, name: str) -> list[Path]:
 
     plt.close(fig)
     return paths
+
+
+def _style(ax, xlog: bool = True, ylog: bool = False, **labels) -> None:
+    """Log axes with plain-text tick labels (matplotlib's default log labels are mathtext, parsed one by one:
+    seconds per figure with many panels), minor labels off."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set(**labels)
+    for axis, log in ((ax.xaxis, xlog), (ax.yaxis, ylog)):
+        if log:
+            axis.set_major_locator(LogLocator(base=10))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-")))
+            axis.set_minor_formatter(NullFormatter())
 
 
 def _band(ax, fit, C_grid, fn, color):
@@ -47,7 +63,7 @@ def plot_all(report: FitReport, runs: pd.DataFrame, out: Path) -> list[Path]:
 
     # loss vs compute
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.scatter(fam["budget"], fam["loss"], s=10, color="0.6", label="runs")
+    ax.scatter(fam["budget"], fam["loss"], s=10, color="0.6", label="runs", rasterized=True)
     best = fam.groupby("budget")["loss"].min()
     ax.scatter(best.index, best.values, s=25, color="C0", label="best per budget")
     if "loss_vs_compute" in report.laws:
@@ -58,7 +74,8 @@ def plot_all(report: FitReport, runs: pd.DataFrame, out: Path) -> list[Path]:
 
         ax.plot(C_grid, [loss_fn(fit.params, C) for C in C_grid], color="C0", label=fit.formula)
         _band(ax, fit, C_grid, loss_fn, "C0")
-    ax.set(xscale="log", xlabel="compute C (FLOPs)", ylabel="loss", title="loss vs compute")
+    ax.set_xscale("log")
+    _style(ax, xlabel="compute C (FLOPs)", ylabel="loss", title="loss vs compute")
     ax.legend(fontsize=7)
     written += _save(fig, out, "loss_vs_compute")
 
@@ -70,7 +87,7 @@ def plot_all(report: FitReport, runs: pd.DataFrame, out: Path) -> list[Path]:
         panels = [(c, law) for c, law in (("lr", "lr_opt"), ("batch_tokens", "batch_opt")) if c in fam.columns]
         fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
         for ax, (col, law) in zip(axes[0], panels, strict=True):
-            ax.scatter(fam["budget"], fam[col], s=8, color="0.75", label="runs")
+            ax.scatter(fam["budget"], fam[col], s=8, color="0.75", label="runs", rasterized=True)
             ax.scatter(opt["budget"], opt[col], s=25, color="C1", label="optimum")
             if law in report.laws:
                 fit = report.laws[law]
@@ -81,18 +98,28 @@ def plot_all(report: FitReport, runs: pd.DataFrame, out: Path) -> list[Path]:
                 ax.plot(C_grid, [power(fit.params, C) for C in C_grid], color="C1",
                         label=f"{fit.params['a']:.3g} C^{fit.params['b']:.3f}")
                 _band(ax, fit, C_grid, power, "C1")
-            ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=col, title=law)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            _style(ax, ylog=True, xlabel="compute C (FLOPs)", ylabel=col, title=law)
             ax.legend(fontsize=7)
         written += _save(fig, out, "optima_vs_compute")
 
     # per-budget lr x batch losses
     if {"lr", "batch_tokens"} <= set(fam.columns) and fam[["lr", "batch_tokens"]].notna().all().all():
         groups = list(fam.groupby("budget"))
-        fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3), squeeze=False)
+        if len(groups) > MAX_PANELS:  # the first, the last and evenly spaced ones between
+            keep = np.unique(np.linspace(0, len(groups) - 1, MAX_PANELS).round().astype(int))
+            groups = [groups[i] for i in keep]
+        fig, axes = plt.subplots(1, len(groups), figsize=(3 * len(groups) + 1, 3), squeeze=False,
+                                 layout="constrained")
         for ax, (budget, g) in zip(axes[0], groups, strict=True):
-            sc = ax.scatter(g["lr"], g["batch_tokens"], c=g["loss"], cmap="viridis_r", s=60)
-            ax.set(xscale="log", yscale="log", xlabel="lr", ylabel="batch (tokens)", title=f"C = {budget:.2g}")
-            fig.colorbar(sc, ax=ax, label="loss")
+            rel = g["loss"] / g["loss"].min() - 1  # loss above the budget's best, so one colour scale fits all
+            sc = ax.scatter(g["lr"], g["batch_tokens"], c=rel, cmap="viridis_r", s=40, rasterized=True,
+                            vmin=0, vmax=max(0.02, float(rel.quantile(0.9))))
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            _style(ax, ylog=True, xlabel="lr", ylabel="batch (tokens)", title=f"C = {budget:.2g}")
+        fig.colorbar(sc, ax=axes[0].tolist(), label="loss / best - 1")
         written += _save(fig, out, "lr_batch_losses")
 
     # IsoFLOP curves
@@ -107,7 +134,8 @@ def plot_all(report: FitReport, runs: pd.DataFrame, out: Path) -> list[Path]:
             xs = np.linspace(x.min(), x.max(), 50)
             ax.scatter(g["params"], g["loss"], s=15, color=f"C{i % 10}")
             ax.plot(np.exp(xs), np.polyval(c, xs), color=f"C{i % 10}", label=f"C = {budget:.2g}")
-        ax.set(xscale="log", xlabel="params N", ylabel="loss", title="IsoFLOP curves")
+        ax.set_xscale("log")
+        _style(ax, xlabel="params N", ylabel="loss", title="IsoFLOP curves")
         ax.legend(fontsize=7)
         written += _save(fig, out, "isoflop")
 
@@ -121,7 +149,8 @@ def plot_all(report: FitReport, runs: pd.DataFrame, out: Path) -> list[Path]:
                 g = g.sort_values(col)
                 ax.plot(g[col], g["el"], "o-", color=f"C{i % 10}", label=f"C = {budget:.2g}")
             ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
-            ax.set(xscale="log", xlabel=col, ylabel="efficiency leverage", title=f"EL vs {col}")
+            ax.set_xscale("log")
+            _style(ax, xlabel=col, ylabel="efficiency leverage", title=f"EL vs {col}")
             ax.legend(fontsize=7)
         written += _save(fig, out, "leverage")
     return written

@@ -148,3 +148,14 @@ def test_figures_are_written(tmp_path):
             assert path.exists() and path.stat().st_size > 1000, path
     none = run("--from", str(csv), "--map", "params=N,flops=C", "-o", str(tmp_path / "fit2"), "--no-plots")
     assert none.returncode == 0 and not list((tmp_path / "fit2").glob("*.png"))
+
+
+def test_integer_columns_do_not_overflow(tmp_path):
+    """6 * N * D with N and D read as int64 overflows past 9.2e18 FLOPs: flops must come out positive."""
+    from scaling.fit.inputs import from_csv
+
+    csv = tmp_path / "ints.csv"
+    pd.DataFrame({"N": [1_000_000_000, 2_000_000_000], "D": [100_000_000_000, 50_000_000_000],
+                  "loss": [2.5, 2.4]}).to_csv(csv, index=False)
+    runs = from_csv(csv, {"N": "params", "D": "tokens"})
+    assert list(runs.df["flops"]) == [6e20, 6e20]

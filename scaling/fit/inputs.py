@@ -113,9 +113,11 @@ def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | N
                          f"rename with --map, e.g. --map 'params=Model Size,flops=Training FLOP'")
     keep = [c for c in (*REQUIRED_CSV, *OPTIONAL_CSV) if c in df.columns]
     df = df[keep].copy()
+    for col in ("params", "tokens", "flops", "lr", "batch_tokens", "batch", "seq_len"):
+        if col in df.columns:  # as floats: 6 * N * D overflows int64 at ~1e18
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     for col in ("params", "tokens", "flops"):
         if col in df.columns:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
             if (df[col] <= 0).any():
                 raise InputError(f"{path}: column {col} has {int((df[col] <= 0).sum())} non-positive value(s); "
                                  f"{col} must be positive")

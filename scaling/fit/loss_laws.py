@@ -25,9 +25,14 @@ MIN_POINTS_FOR_BOOTSTRAP = 6
 
 
 def _loss_vs_compute_objective(theta, logC, logL):
+    """Sum of squared log-loss residuals and its exact gradient in (log E, log A, alpha)."""
     logE, logA, alpha = theta
-    pred = np.logaddexp(logE, logA - alpha * logC)
-    return np.sum((pred - logL) ** 2)
+    power = logA - alpha * logC
+    pred = np.logaddexp(logE, power)
+    r = pred - logL
+    w_E, w_A = np.exp(logE - pred), np.exp(power - pred)
+    grad = 2 * np.array([np.sum(r * w_E), np.sum(r * w_A), -np.sum(r * w_A * logC)])
+    return float(np.sum(r * r)), grad
 
 
 def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: int = 0,
@@ -42,7 +47,7 @@ def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: i
     def solve(lc, ll, starts):
         best = None
         for start in starts:
-            r = minimize(_loss_vs_compute_objective, start, args=(lc, ll), method="L-BFGS-B",
+            r = minimize(_loss_vs_compute_objective, start, args=(lc, ll), method="L-BFGS-B", jac=True,
                          bounds=[(None, ll.min()), (None, None), (1e-4, 3.0)],
                          options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})  # tiny residuals: tight tols
             if best is None or r.fun < best.fun:

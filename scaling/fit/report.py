@@ -46,7 +46,9 @@ class FitReport:
         }
 
 
-def _attempt(report: FitReport, name: str, fn) -> None:
+def _attempt(report: FitReport, name: str, fn, only: tuple[str, ...] | None = None) -> None:
+    if only is not None and name not in only:
+        return
     try:
         fit = fn()
     except FitError as e:
@@ -72,7 +74,7 @@ def held_out_check(runs: Runs, optimum: str = "quadratic", n_boot: int = 100, se
         return None
     top = budgets[-1]
     rest = Runs(df=df[df["budget"] < top].reset_index(drop=True), source=runs.source)
-    report = fit_all(rest, optimum, n_boot=n_boot, seed=seed, check=False)
+    report = fit_all(rest, optimum, n_boot=n_boot, seed=seed, check=False, only=HELD_OUT_LAWS)
     at_top = fam[fam["budget"] == top]
     out: dict = {"budget": float(top)}
     achieved = {"loss": float(at_top["loss"].min())}
@@ -91,10 +93,18 @@ def held_out_check(runs: Runs, optimum: str = "quadratic", n_boot: int = 100, se
     return out if len(out) > 1 else None
 
 
+HELD_OUT_LAWS = ("lr_opt", "batch_opt", "loss_vs_compute")
+
+
 def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: int = 0,
-            check: bool = True) -> FitReport:
-    """Every law the runs support; with `check`, also the held-out check on the largest budget."""
+            check: bool = True, only: tuple[str, ...] | None = None) -> FitReport:
+    """Every law the runs support (or those in `only`); with `check`, also the held-out check on the largest
+    budget."""
     parse_method(optimum)  # a bad --optimum fails before any fitting
+
+    def attempt(name, fn):
+        _attempt(report, name, fn, only)
+
     df = runs.df
     report = FitReport(runs_excluded=dict(runs.excluded), notes=list(runs.notes), n_runs=len(df), source=runs.source,
                        optimum_method=optimum)
@@ -112,13 +122,13 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
         points = optimum_points(fam, GROUP_COLS, optimum)
         report.optima = points
         kw = {"n_boot": n_boot, "seed": seed}
-        _attempt(report, "lr_opt", lambda: fit_power_law("lr_opt", {"C": _flops(points, fam)}, points["lr"], **kw))
-        _attempt(report, "lr_opt_nd", lambda: fit_power_law("lr_opt_nd", {"N": points["params"],
+        attempt("lr_opt", lambda: fit_power_law("lr_opt", {"C": _flops(points, fam)}, points["lr"], **kw))
+        attempt("lr_opt_nd", lambda: fit_power_law("lr_opt_nd", {"N": points["params"],
                                                                            "D": points["tokens"]}, points["lr"], **kw))
         if has_batch and fam["batch_tokens"].nunique() >= 2:
-            _attempt(report, "batch_opt", lambda: fit_power_law("batch_opt", {"C": _flops(points, fam)},
+            attempt("batch_opt", lambda: fit_power_law("batch_opt", {"C": _flops(points, fam)},
                                                                 points["batch_tokens"], **kw))
-            _attempt(report, "batch_opt_d", lambda: fit_power_law("batch_opt_d", {"D": points["tokens"]},
+            attempt("batch_opt_d", lambda: fit_power_law("batch_opt_d", {"D": points["tokens"]},
                                                                   points["batch_tokens"], **kw))
         else:
             for name in ("batch_opt", "batch_opt_d"):
@@ -129,11 +139,11 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
 
     # loss laws
     best_per_budget = fam.groupby("budget")["loss"].min()
-    _attempt(report, "loss_vs_compute", lambda: fit_loss_vs_compute(best_per_budget.index.to_numpy(float),
+    attempt("loss_vs_compute", lambda: fit_loss_vs_compute(best_per_budget.index.to_numpy(float),
                                                                     best_per_budget.to_numpy(float),
                                                                     n_boot=min(n_boot, 200), seed=seed))
     best_nd = fam.groupby(["params", "tokens"])["loss"].min().reset_index()
-    _attempt(report, "chinchilla", lambda: fit_chinchilla(best_nd["params"], best_nd["tokens"], best_nd["loss"]))
+    attempt("chinchilla", lambda: fit_chinchilla(best_nd["params"], best_nd["tokens"], best_nd["loss"]))
     iso = fam.groupby(["budget", "params"]).agg(loss=("loss", "min"), tokens=("tokens", "median")).reset_index()
 
     def isoflop():
@@ -141,18 +151,20 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
         report.laws["d_opt"] = d_fit
         return n_fit
 
-    _attempt(report, "n_opt", isoflop)
-    if "n_opt" not in report.laws:
+    attempt("n_opt", isoflop)
+    if "n_opt" in report.excluded:
         report.excluded["d_opt"] = report.excluded["n_opt"]
 
     # MoE leverage
-    if "dense" in set(df["family"]) and "activation_ratio" in df.columns:
+    if only is not None and "leverage" not in only:
+        pass
+    elif "dense" in set(df["family"]) and "activation_ratio" in df.columns:
         try:
             table = lev.leverage_table(df)
             report.leverage = table
             if table.empty:
                 raise FitError("no MoE family with runs at >= 2 budgets beside the dense baseline")
-            _attempt(report, "leverage", lambda: lev.fit_el_vs_activation(
+            attempt("leverage", lambda: lev.fit_el_vs_activation(
                 table.groupby("activation_ratio", as_index=False)["el"].mean(), n_boot=min(n_boot, 200), seed=seed))
         except FitError as e:
             report.excluded["leverage"] = str(e)
