@@ -93,6 +93,10 @@ def test_leverage_from_loss_compute_curves():
                      "granularity": 4.0})
     table = leverage_table(pd.DataFrame(rows))
     assert table["el"].to_numpy() == pytest.approx([2.0, 2.0, 2.0])
+    from scaling.fit.leverage import el_vs_compute, family_curves
+
+    law = el_vs_compute(family_curves(pd.DataFrame(rows)), "A0.1-G4")
+    assert law.params["a"] == pytest.approx(2.0, rel=1e-6) and law.params["b"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_quadratic_optimum_on_a_cross_design():
@@ -107,3 +111,25 @@ def test_quadratic_optimum_on_a_cross_design():
     assert opt["lr"] == pytest.approx(5e-3, rel=1e-6)
     assert opt["batch_tokens"] == pytest.approx(1500, rel=1e-6)
     assert opt["note"] == ""
+
+
+def test_ling_joint_law_recovered_from_its_own_predictions():
+    from scaling.fit.leverage import coefficients_from_fit, fit_ling_joint
+
+    rng = np.random.default_rng(0)
+    rows = [{"activation_ratio": A, "granularity": G, "budget": C,
+             "el": float(ling_el(A, G, C)) * np.exp(rng.normal(0, 0.005))}
+            for A in (0.02, 0.05, 0.1, 0.25, 0.5) for G in (2, 4, 8, 12, 16) for C in (1e18, 1e20, 1e22)]
+    fit = fit_ling_joint(pd.DataFrame(rows))
+    k = coefficients_from_fit(fit)
+    assert best_granularity(k) == pytest.approx(best_granularity(), rel=0.1)
+    for A, G, C in ((0.031, 12, 1e22), (0.1, 4, 1e19)):
+        assert ling_el(A, G, C, k) == pytest.approx(ling_el(A, G, C), rel=0.05)
+
+
+def test_el_peaks_in_granularity():
+    from scaling.fit.leverage import fit_el_vs_granularity
+
+    rows = [{"granularity": G, "budget": 1e20, "el": float(ling_el(0.05, G, 1e20))} for G in (2, 4, 8, 12, 16, 24)]
+    fit, best = fit_el_vs_granularity(pd.DataFrame(rows))
+    assert best == pytest.approx(best_granularity(), rel=0.05)

@@ -157,3 +157,91 @@ def fit_el_vs_activation(table: pd.DataFrame, n_boot: int = 200, seed: int = 0) 
                     "A_max": percentile_interval(np.exp(boots[:, 2]))}
     return LawFit("leverage", "Ahat^alpha, 1/Ahat = 1/(A + (1/A_start - 1/A_max)^-1) + 1/A_max", params, interval,
                   r_squared(logEL, pred), len(A))
+
+
+def el_vs_compute(curves: dict[str, LawFit], family: str, dense: str = "dense") -> LawFit:
+    """EL(C) of a family, derived (not fitted) from the two loss-compute curves L = k C^s:
+    EL = C_dense(L_family(C)) / C = (k_f / k_d)^(1/s_d) * C^(s_f / s_d - 1); intervals from their bootstraps."""
+    if dense not in curves or family not in curves:
+        raise FitError(f"leverage_compute: needs loss-compute curves of {family!r} and the dense baseline")
+    f, d = curves[family], curves[dense]
+
+    def derive(pf, pd_):
+        return (pf["a"] / pd_["a"]) ** (1 / pd_["b"]), pf["b"] / pd_["b"] - 1
+
+    a, b = derive(f.params, d.params)
+    interval = {}
+    n = min(len(f.samples.get("a", [])), len(d.samples.get("a", [])))
+    if n:
+        sa, sb = derive({k: v[:n] for k, v in f.samples.items()}, {k: v[:n] for k, v in d.samples.items()})
+        interval = {"a": percentile_interval(sa), "b": percentile_interval(sb)}
+    return LawFit("leverage_compute", "a * C^b", {"a": float(a), "b": float(b)}, interval, None,
+                  min(f.n_points, d.n_points), notes=[f"derived from the curves of {family} and {dense}"])
+
+
+def fit_el_vs_granularity(table: pd.DataFrame) -> tuple[LawFit, float]:
+    """ln EL = c0 + c1 ln G + c2 (ln G)^2 (+ c3 ln C when several budgets), least squares; the best G is where the
+    parabola peaks, G* = exp(-c1 / (2 c2)) (needs c2 < 0: a U-shaped loss, as Ling finds)."""
+    G = table["granularity"].to_numpy(float)
+    if len(np.unique(G)) < 3:
+        raise FitError(f"leverage_granularity: {len(np.unique(G))} granularities, need at least 3")
+    g, y = np.log(G), np.log(table["el"].to_numpy(float))
+    cols = [np.ones_like(g), g, g * g]
+    names = ["c0", "c1", "c2"]
+    if table["budget"].nunique() > 1:
+        cols.append(np.log(table["budget"].to_numpy(float)))
+        names.append("c3")
+    X = np.column_stack(cols)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    params = dict(zip(names, map(float, coef), strict=True))
+    if params["c2"] >= 0:
+        raise FitError("leverage_granularity: EL does not peak in G over the swept range (no interior optimum)")
+    best = float(np.exp(-params["c1"] / (2 * params["c2"])))
+    formula = "exp(c0 + c1 ln G + c2 (ln G)^2" + (" + c3 ln C)" if "c3" in params else ")")
+    return LawFit("leverage_granularity", formula, params, {}, r_squared(y, X @ coef), len(y)), best
+
+
+def _ling_exponent(theta, A, logG, logC):
+    a, d, gamma, beta, log_start, log_max = theta
+    ahat = saturating_activation(A, math.exp(log_start), math.exp(log_max))
+    return (a + d * logC + gamma * logG**2 + beta * logG) * np.log(ahat)
+
+
+def fit_ling_joint(table: pd.DataFrame, log_base_C: float = 10.0, log_base_G: float = 2.0,
+                   max_el: float = 6.0, delta: float = 1e-3) -> LawFit:
+    """Ling's joint law EL(A, G, C) by Huber loss (summed) on ln EL, BFGS from several starts, on the points with
+    EL < max_el (Ling holds larger EL out). Needs >= 3 values each of A and G and >= 2 budgets."""
+    from scipy.special import huber
+
+    t = table[table["el"] < max_el]
+    A = t["activation_ratio"].to_numpy(float)
+    logG = np.log(t["granularity"].to_numpy(float)) / math.log(log_base_G)
+    logC = np.log(t["budget"].to_numpy(float)) / math.log(log_base_C)
+    if len(t) < 7 or len(np.unique(A)) < 3 or len(np.unique(logG)) < 3 or len(np.unique(logC)) < 2:
+        raise FitError(f"ling_joint: {len(t)} points with {len(np.unique(A))} activation ratios, "
+                       f"{len(np.unique(logG))} granularities and {len(np.unique(logC))} budgets (EL < {max_el:g}); "
+                       f"need >= 7 points, 3 A, 3 G and 2 budgets")
+    y = np.log(t["el"].to_numpy(float))
+
+    def obj(theta):
+        if theta[4] >= theta[5]:
+            return 1e9
+        return float(np.sum(huber(delta, _ling_exponent(theta, A, logG, logC) - y)))
+
+    starts = [(1.2, -0.07, 0.02, -0.1, math.log(0.016), math.log(1e3)),
+              (0.5, 0.0, 0.01, -0.05, math.log(0.05), math.log(10.0)),
+              (1.0, -0.05, 0.0, 0.0, math.log(0.005), math.log(1e6))]
+    best = min((minimize(obj, s, method="Nelder-Mead", options={"maxiter": 20000, "maxfev": 20000, "xatol": 1e-9,
+                                                                 "fatol": 1e-14}) for s in starts),
+               key=lambda r: r.fun)
+    best = minimize(obj, best.x, method="BFGS")  # polish
+    a, d, gamma, beta, ls, lm = best.x
+    params = {"a": float(a), "d": float(d), "gamma": float(gamma), "beta": float(beta),
+              "A_start": float(math.exp(ls)), "A_max": float(math.exp(lm))}
+    pred = _ling_exponent(best.x, A, logG, logC)
+    return LawFit("ling_joint", f"Ahat^(a + d log{log_base_C:g} C + gamma (log{log_base_G:g} G)^2 + "
+                  f"beta log{log_base_G:g} G)", params, {}, r_squared(y, pred), len(y))
+
+
+def coefficients_from_fit(fit: LawFit, log_base_C: float = 10.0, log_base_G: float = 2.0) -> LingELCoefficients:
+    return LingELCoefficients(**fit.params, log_base_C=log_base_C, log_base_G=log_base_G)

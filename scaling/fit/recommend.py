@@ -84,6 +84,15 @@ def recommend(report: FitReport, runs: pd.DataFrame, target_flops: float, level:
     for col in ("activation_ratio", "granularity"):
         if col in fam.columns and fam[col].notna().any():
             rec.items[col] = {"value": float(fam[col].iloc[0]), "interval": None, "source": src}
+    if "ling_joint" in laws:  # the fitted joint law knows the best G at any budget, and the EL at the target
+        from scaling.fit.leverage import best_granularity, coefficients_from_fit, ling_el
+
+        k = coefficients_from_fit(laws["ling_joint"])
+        rec.items["granularity"] = {"value": best_granularity(k), "interval": None,
+                                    "source": "ling_joint (EL peak in G)"}
+        if "activation_ratio" in rec.items:
+            el = float(ling_el(rec.items["activation_ratio"]["value"], rec.items["granularity"]["value"], C, k))
+            rec.items["efficiency_leverage"] = {"value": el, "interval": None, "source": "ling_joint at (A, G, C)"}
     if "params_active" in rec.items and "params_total" in fam.columns:
         ratio = float((fam["params_total"] / fam["params"]).median())
         rec.items["params_total"] = {"value": rec.items["params_active"]["value"] * ratio, "interval": None,

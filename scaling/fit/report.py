@@ -166,6 +166,18 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
                 raise FitError("no MoE family with runs at >= 2 budgets beside the dense baseline")
             attempt("leverage", lambda: lev.fit_el_vs_activation(
                 table.groupby("activation_ratio", as_index=False)["el"].mean(), n_boot=min(n_boot, 200), seed=seed))
+
+            def granularity():
+                fit, best = lev.fit_el_vs_granularity(table)
+                report.notes.append(f"EL peaks at granularity G = {best:.3g} (leverage_granularity)")
+                return fit
+
+            attempt("leverage_granularity", granularity)
+            top = table[table["budget"] == table["budget"].max()]
+            best_family = str(top.loc[top["el"].idxmax(), "family"])
+            attempt("leverage_compute", lambda: lev.el_vs_compute(
+                lev.family_curves(lev.matched_hyperparameters(df)), best_family))
+            attempt("ling_joint", lambda: lev.fit_ling_joint(table))
         except FitError as e:
             report.excluded["leverage"] = str(e)
     else:
