@@ -316,6 +316,10 @@ def fit(
     target_flops: float | None = typer.Option(None, "--target-flops", help="Recommend lr, batch, A, G, size, "
                                               "tokens and loss for a run of this many FLOPs."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write figures (PNG and SVG) to the output folder."),
+    check: str | None = typer.Option(None, "--check", help="Wind-tunnel check of this (ladder) sweep: the laws' "
+                                     "predicted final loss against the achieved one, rung by rung."),
+    laws: str | None = typer.Option(None, "--laws", help="With --check: the fit JSON to predict with (default: "
+                                    "the sweep's own `laws`)."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
 ) -> None:
     """Fit scaling laws (lr and batch optima, loss vs compute, L(N, D), IsoFLOP, MoE leverage) with intervals."""
@@ -329,6 +333,20 @@ def fit(
     from scaling.store import StoreError, atomic_write_text
 
     results = _results_dir(results_dir)
+    if check is not None:
+        from scaling.fit.check import wind_tunnel_check
+
+        try:
+            table = wind_tunnel_check(results, check, Path(laws) if laws else None)
+        except (InputError, StoreError) as e:
+            _fail(str(e))
+        if as_json:
+            sys.stdout.write(table.to_json(orient="records", indent=1) + "\n")
+        else:
+            cols = ["name", "budget", "params", "tokens", "predicted", "achieved", "difference", "law"]
+            _console(stderr=False).print(_frame_table(f"wind tunnel {check}: predicted vs achieved final loss",
+                                                      table, cols))
+        return
     try:
         parse_method(optimum)  # a bad option fails before any data is read
         runs = load_runs(source, results, sweep, mapping, seq_len, convention, allow_mixed_data)

@@ -20,7 +20,7 @@ from scaling.sweep.plan import (
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "train")
-GPU_PRESETS = {"lr_batch", "activation_ratio", "granularity", "isoflop"}
+GPU_PRESETS = {"lr_batch", "activation_ratio", "granularity", "isoflop", "wind_tunnel"}
 TINY_BASE = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",
              "data.val_tokens=2048"]
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from scaling.config import CONFIG_DIR, ConfigError, RunConfig, compose, hydra_compose, with_updates
 from scaling.data import DataError
+from scaling.flops import count
 
 NAME_KEYS = {"train.lr": "lr", "model.d_model": "d", "model.n_layers": "L", "train.schedule": "", "seed": "s"}
 
@@ -92,6 +93,13 @@ class SweepConfig:
     """Other config keys swept as a product, e.g. {"train.schedule": ["cosine", "wsd"]}."""
     groups: list[list[dict[str, Any]]] = field(default_factory=list)
     """Zipped axes: each group is a list of entries that set several keys together."""
+    laws: str | None = None
+    """Path to a `scaling fit --json` output (relative paths also resolve against sweeps/), used by `ladder` and
+    by lr/batch axes that say `law: ${laws}`."""
+    ladder: list[dict[str, Any]] = field(default_factory=list)
+    """Wind tunnel: model shapes (model-key groups, spaced by a power law in size), each trained at its
+    compute-optimal budget from the laws: C = (N / a)^(1/b) with `n_opt` (N = active non-embedding params), or
+    C = (M / a)^(1/b) with `m_opt` (M = FLOPs per token, Ling's form). Replaces `budgets` and `shapes`."""
     parts: list[dict[str, Any]] = field(default_factory=list)
     """Sub-sweeps: each entry overrides some of the fields above (e.g. its own lr, batch or activation_ratios);
     the sweep is the union of their cells (a cell in two parts runs once). Empty = the fields above alone."""
@@ -148,7 +156,7 @@ class SweepPlan:
         return sum(c.plan.tokens * c.plan.counts.M for c in self.cells)
 
     def to_json(self) -> str:
-        return json.dumps({"sweep": self.name, "description": self.config.description,
+        return json.dumps({"sweep": self.name, "description": self.config.description, "laws": self.config.laws,
                            "cells": [c.summary() for c in self.cells]}, indent=1)
 
 
@@ -331,6 +339,8 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
     from scaling import data as data_mod
     from scaling.train import cell_name, plan_run, short_number
 
+    if sweep.ladder:
+        sweep = _ladder_to_shapes(sweep)
     if not sweep.budgets:
         raise ConfigError(f"sweep {sweep.name!r} has no budgets: set budgets: [3e11, ...] (FLOPs)")
     if any(not (b > 0) for b in sweep.budgets):
@@ -399,6 +409,35 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
                               **{k: v for k, v in updates.items() if k not in ("train.lr", "seed", "train.batch_size")}}
                     cells.append(Cell(index=len(cells), name=name, run=cell_run, plan=plan, coords=coords))
     return cells, problems
+
+
+def compute_optimal_budget(run: RunConfig, laws_path: str) -> float:
+    """The budget at which `run`'s model is compute-optimal by the fitted allocation law (3 significant digits)."""
+    counts = count(run.model)
+    try:
+        a, b = read_law(laws_path, "n_opt")
+        size = counts.params_active_non_embedding
+    except ConfigError:
+        a, b = read_law(laws_path, "m_opt")  # Ling's published form, in FLOPs per token
+        size = counts.M
+    return float(f"{(size / a) ** (1 / b):.3g}")
+
+
+def _ladder_to_shapes(sweep: SweepConfig) -> SweepConfig:
+    """A wind-tunnel ladder as shapes, each limited to its own compute-optimal budget."""
+    import dataclasses
+
+    if not sweep.laws:
+        raise ConfigError(f"sweep {sweep.name!r} has a ladder but no laws: pass laws=PATH to a `scaling fit --json` "
+                          f"output with an n_opt (or m_opt) law")
+    base = compose(list(sweep.base))
+    shapes, budgets = [], []
+    for shape in sweep.ladder:
+        run = with_updates(base, {f"model.{k}": v for k, v in shape.items() if k != "budgets"})
+        budget = compute_optimal_budget(run, sweep.laws)
+        shapes.append({**{k: v for k, v in shape.items() if k != "budgets"}, "budgets": [budget]})
+        budgets.append(budget)
+    return dataclasses.replace(sweep, ladder=[], shapes=shapes, budgets=sorted(set(budgets)))
 
 
 def _cell_name(base_name: str, shape: dict | None, updates: dict, sweep: SweepConfig) -> str:
