@@ -159,3 +159,36 @@ def test_integer_columns_do_not_overflow(tmp_path):
                   "loss": [2.5, 2.4]}).to_csv(csv, index=False)
     runs = from_csv(csv, {"N": "params", "D": "tokens"})
     assert list(runs.df["flops"]) == [6e20, 6e20]
+
+
+def test_runs_from_a_wandb_project(monkeypatch):
+    """`--from wandb:ENTITY/PROJECT` reads the config and summary `scaling` logs to each W&B run (wandb.Api faked:
+    no network here)."""
+    import types
+
+    from scaling.fit.inputs import InputError, load_runs
+
+    def wb_run(i, state="finished", loss=3.0):
+        derived = {"params_active_non_embedding": 1e5, "tokens": 1e6 * (i + 1), "flops_per_token": {"M": 1e6},
+                   "budget_flops": 1e12 * (i + 1), "batch_tokens": 4096, "activation_ratio": 0.25,
+                   "granularity": 1.0}
+        return types.SimpleNamespace(id=f"r{i}", group="demo", state=state, summary={"val/loss": loss - 0.1 * i},
+                                     config={"derived": derived, "train": {"lr": 3e-3}, "model": {"n_experts": 8}})
+
+    class Api:
+        def runs(self, project):
+            assert project == "me/scaling"
+            return [wb_run(0), wb_run(1), wb_run(2, state="crashed")]
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Api=Api))
+    runs = load_runs("wandb:me/scaling", results_dir=None)
+    assert list(runs.df["loss"]) == [3.0, 2.9] and runs.excluded == {"crashed": 1}
+    assert list(runs.df["flops"]) == [1e12, 2e12]
+
+    class Broken:
+        def runs(self, project):
+            raise ConnectionError("no network")
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Api=Broken))
+    with pytest.raises(InputError, match="cannot read W&B project"):
+        load_runs("wandb:me/scaling", results_dir=None)

@@ -84,6 +84,10 @@ def recommend(report: FitReport, runs: pd.DataFrame, target_flops: float, level:
     for col in ("activation_ratio", "granularity"):
         if col in fam.columns and fam[col].notna().any():
             rec.items[col] = {"value": float(fam[col].iloc[0]), "interval": None, "source": src}
+    if "leverage_granularity" in laws:
+        p = laws["leverage_granularity"].params
+        rec.items["granularity"] = {"value": float(np.exp(-p["c1"] / (2 * p["c2"]))), "interval": None,
+                                    "source": "leverage_granularity (EL peak in G)"}
     if "ling_joint" in laws:  # the fitted joint law knows the best G at any budget, and the EL at the target
         from scaling.fit.leverage import best_granularity, coefficients_from_fit, ling_el
 
