@@ -100,10 +100,9 @@ def _read_overrides_file(path: str | None) -> list[str]:
 
 
 def _results_dir(option: str | None):
-    import os
-    from pathlib import Path
+    from scaling.config import results_root
 
-    return Path(option or os.environ.get("SCALING_RESULTS") or "results")
+    return results_root(option)
 
 
 RESULTS_HELP = "Results directory (default: $SCALING_RESULTS or ./results)."
@@ -351,6 +350,11 @@ def fit(
         parse_method(optimum)  # a bad option fails before any data is read
         runs = load_runs(source, results, sweep, mapping, seq_len, convention, allow_mixed_data)
         report = fit_all(runs, optimum=optimum, n_boot=bootstrap)
+        if not report.laws:
+            n_budgets = runs.df["budget"].nunique()
+            first = next(iter(report.excluded.values()), "")
+            raise InputError(f"no law can be fitted from {len(runs.df)} runs at {n_budgets} budget(s) "
+                             f"({first}): sweep more budgets or learning rates")
         recommendation = None
         if target_flops is not None:
             from scaling.fit.recommend import recommend

@@ -264,9 +264,13 @@ def _one_line(e: BaseException) -> str:
     return ": ".join(dict.fromkeys(parts))  # drop repeats, keep order
 
 
+def results_root(override: str | None = None) -> Path:
+    """The results directory: an explicit value > $SCALING_RESULTS > ./results."""
+    return Path(override or os.environ.get("SCALING_RESULTS") or "results")
+
+
 def resolve_results_dir(run: RunConfig) -> Path:
-    """results_dir override > $SCALING_RESULTS > ./results."""
-    return Path(run.results_dir or os.environ.get("SCALING_RESULTS") or "results")
+    return results_root(run.results_dir)
 
 
 def to_dict(run: RunConfig) -> dict:

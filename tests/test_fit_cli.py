@@ -62,18 +62,21 @@ def test_fit_a_csv_with_renamed_columns_recovers_the_optima(tmp_path):
 
 
 def test_fit_the_results_store_excludes_diverged_runs(tmp_path):
-    for i, (status, loss) in enumerate([("completed", 3.0), ("diverged", None), ("completed", 2.8)]):
-        rec = store.new_record(f"r{i}", "s", f"c{i}", {"model": {"n_experts": 8}, "train": {"lr": 1e-3 * (i + 1)}},
-                               {"params_active_non_embedding": 1e5, "params_non_embedding": 4e5, "tokens": 1e6,
-                                "flops_per_token": {"M": 1e6}, "budget_flops": 1e12, "batch_tokens": 4096,
+    cells = [(C, lr, "completed") for C in (1e11, 3e11, 1e12) for lr in (1e-3, 3e-3, 1e-2)] + [(1e12, 1.0, "diverged")]
+    for i, (C, lr, status) in enumerate(cells):
+        rec = store.new_record(f"r{i}", "s", f"c{i}", {"model": {"n_experts": 8}, "train": {"lr": lr}},
+                               {"params_active_non_embedding": 1e5, "params_non_embedding": 4e5, "tokens": C / 1e6,
+                                "flops_per_token": {"M": 1e6}, "budget_flops": C, "batch_tokens": 4096,
                                 "activation_ratio": 0.25, "granularity": 1.0, "data_fingerprint": "x"}, {})
-        rec.update(status=status, results={"val_loss": loss})
+        loss = 2.0 + 0.1 * (C / 1e11) ** -0.2 + 0.05 * np.log(lr / 3e-3) ** 2
+        rec.update(status=status, results={"val_loss": loss if status == "completed" else None})
         store.write_record(store.record_path(tmp_path, "s", f"r{i}"), rec)
     out = run("s", "--results-dir", str(tmp_path), "--json", "-o", str(tmp_path / "fit"))
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["n_runs"] == 2 and report["excluded"]["runs"] == {"diverged": 1}
-    assert "lr_opt" in report["excluded"]["laws"]  # 2 learning rates, one budget: nothing to fit, said why
+    assert report["n_runs"] == 9 and report["excluded"]["runs"] == {"diverged": 1}
+    assert report["laws"]["lr_opt"]["params"]["b"] == pytest.approx(0.0, abs=1e-6)  # lr* = 3e-3 at every budget
+    assert "batch_opt" in report["excluded"]["laws"]  # one batch size: not fitted, and it says why
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):
@@ -98,15 +101,12 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert "not 'quadratic'" in one_line_error(run("--from", str(csv), "--optimum", "argmin"))
 
 
-def test_a_single_budget_fits_nothing_and_says_why(tmp_path):
+def test_a_single_budget_is_a_one_line_error(tmp_path):
     csv = tmp_path / "one.csv"
     pd.DataFrame({"params": [1e8] * 5, "flops": [1e18] * 5, "loss": [3.0, 2.9, 2.85, 2.9, 3.1],
                   "lr": [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2]}).to_csv(csv, index=False)
-    out = run("--from", str(csv), "--json", "-o", str(tmp_path / "fit"))
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
-    assert report["laws"] == {}
-    assert "need at least 3" in report["excluded"]["laws"]["lr_opt"]
+    msg = one_line_error(run("--from", str(csv), "-o", str(tmp_path / "fit")))
+    assert "no law can be fitted from 5 runs at 1 budget(s)" in msg and "need at least 3" in msg
 
 
 def test_recommendation_at_a_target_budget(tmp_path):
