@@ -46,6 +46,7 @@ def train(
     from scaling.config import ConfigError, compose, resolve_results_dir
     from scaling.data import DataError
     from scaling.store import StoreError, record_path
+    from scaling.tables import run_plan_table, run_result_line
 
     console = Console(stderr=True)
     try:
@@ -55,7 +56,7 @@ def train(
         plan = plan_run(run)
     except (ConfigError, DataError, StoreError) as e:
         _fail(str(e))
-    console.print(_plan_table(plan))
+    console.print(run_plan_table(plan))
     if dry_run:
         return
     rec_path = record_path(resolve_results_dir(run), run.sweep, plan.run_id)
@@ -69,7 +70,7 @@ def train(
         _fail(f"interrupted; re-run the same command to resume (record {rec_path})", code=130)
     except Exception as e:
         _fail(f"run {plan.run_id} failed: {type(e).__name__}: {e} (record {rec_path})", code=1)
-    console.print(_result_line(record, rec_path))
+    console.print(run_result_line(record, rec_path))
     if record["status"] == "diverged":
         raise typer.Exit(3)
 
@@ -129,7 +130,9 @@ def sweep(
     from scaling.config import ConfigError
     from scaling.data import DataError
     from scaling.store import StoreError
+    from scaling.sweep.estimate import estimate_sweep_seconds
     from scaling.sweep.plan import PlanError, compose_sweep, plan_sweep
+    from scaling.tables import sweep_table
 
     console = _console()
     results = _results_dir(results_dir)
@@ -143,8 +146,8 @@ def sweep(
         raise typer.Exit(2) from None
     except (ConfigError, DataError, StoreError) as e:
         _fail(str(e))
-    estimates = _estimates(plan, device, workers) if probe else {}
-    console.print(_sweep_table(plan, estimates, workers))
+    estimates = estimate_sweep_seconds(plan, device, workers) if probe else {}
+    console.print(sweep_table(plan, estimates, workers))
     if dry_run:
         return
     from scaling.sweep.launch import LaunchOptions, launch
@@ -166,68 +169,6 @@ def sweep(
         raise typer.Exit(1)
     if counts.get("skipped"):
         console.print(f"{counts['skipped']} cell(s) were taken by another launcher")
-
-
-def _estimates(plan, device: str, workers: int) -> dict:
-    """Seconds per cell id from a short throughput probe per distinct (model, batch), on as many CPU threads as a
-    worker will have; the mean FLOP rate of the probes for the rest."""
-    import json
-
-    from scaling.probe import tokens_per_second
-    from scaling.sweep.launch import LaunchOptions, worker_slots
-    from scaling.sweep.plan import estimate_seconds
-
-    threads = worker_slots(LaunchOptions(workers=workers, device=device))[0][2]
-
-    max_probes = 6
-    rates: dict[str, float] = {}
-    flop_rates = []
-    for cell in plan.cells:
-        key = json.dumps([cell.run.model.__dict__, cell.run.train.batch_size], sort_keys=True, default=str)
-        if key not in rates and len(rates) < max_probes:
-            try:
-                rates[key] = tokens_per_second(cell.run.model, cell.run.train.batch_size, device=device,
-                                               threads=threads)
-            except Exception:  # an estimate is not worth failing the sweep for
-                continue
-            flop_rates.append(rates[key] * cell.plan.counts.M)
-    out = {}
-    mean_flop_rate = sum(flop_rates) / len(flop_rates) if flop_rates else 0
-    for cell in plan.cells:
-        key = json.dumps([cell.run.model.__dict__, cell.run.train.batch_size], sort_keys=True, default=str)
-        tps = rates.get(key) or (mean_flop_rate / cell.plan.counts.M if mean_flop_rate else 0)
-        if tps:
-            out[cell.run_id] = estimate_seconds(cell, tps)
-    return out
-
-
-def _sweep_table(plan, estimates: dict, workers: int):
-    from rich.table import Table
-
-    title = f"sweep {plan.name}: {len(plan.cells)} cells" + (f" — {plan.config.description}"
-                                                               if plan.config.description else "")
-    table = Table(title=title, title_justify="left")
-    cols = ("#", "id", "cell (C, A, G, lr, batch)", "shape", "params tot/act", "M", "tokens", "steps")
-    for col in cols + (("est s",) if estimates else ()):
-        table.add_column(col, justify="left" if col in ("id", "shape") or col.startswith("cell") else "right")
-    for c in plan.cells:
-        m, k = c.run.model, c.plan.counts
-        shape = f"d{m.d_model}L{m.n_layers} E{m.n_experts}k{m.top_k}" + (
-            f"s{m.n_shared_experts}" if m.n_shared_experts else "")
-        row = [str(c.index), c.run_id, c.name, shape, f"{k.params_total / 1e6:.3g}M/{k.params_active / 1e6:.3g}M",
-               f"{k.M:.3g}", f"{c.plan.tokens:,}", str(c.plan.steps)]
-        if estimates:
-            row.append(f"{estimates.get(c.run_id, float('nan')):.1f}")
-        table.add_row(*row)
-    caption = f"total {plan.total_flops:.3g} FLOPs"
-    if plan.duplicates:
-        caption += f"; {plan.duplicates} duplicate cell(s) dropped"
-    if estimates:
-        total = sum(estimates.values())
-        caption += (f"; estimated {total:.0f} s of training on this device (probe), about "
-                    f"{total / max(1, min(workers, len(plan.cells))):.0f} s with {workers} worker(s)")
-    table.caption = caption
-    return table
 
 
 @app.command()
@@ -330,6 +271,7 @@ def fit(
     from scaling.fit.optima import parse_method
     from scaling.fit.report import fit_all
     from scaling.store import StoreError, atomic_write_text
+    from scaling.tables import frame_table, laws_table
 
     results = _results_dir(results_dir)
     if check is not None:
@@ -343,7 +285,7 @@ def fit(
             sys.stdout.write(table.to_json(orient="records", indent=1) + "\n")
         else:
             cols = ["name", "budget", "params", "tokens", "predicted", "achieved", "difference", "law"]
-            _console(stderr=False).print(_frame_table(f"wind tunnel {check}: predicted vs achieved final loss",
+            _console(stderr=False).print(frame_table(f"wind tunnel {check}: predicted vs achieved final loss",
                                                       table, cols))
         return
     try:
@@ -378,19 +320,19 @@ def fit(
         return
     console = _console(stderr=False)
     if report.optima is not None and not report.optima.empty:
-        console.print(_frame_table("optima per group (params, tokens)", report.optima,
+        console.print(frame_table("optima per group (params, tokens)", report.optima,
                                    ["params", "tokens", "lr", "batch_tokens", "loss", "n_runs", "note"]))
     if report.leverage is not None and not report.leverage.empty:
-        console.print(_frame_table("efficiency leverage against the dense baseline", report.leverage,
+        console.print(frame_table("efficiency leverage against the dense baseline", report.leverage,
                                    ["family", "activation_ratio", "granularity", "budget", "el"]))
-    console.print(_laws_table(report))
+    console.print(laws_table(report))
     if report.held_out:
         import pandas as pd
 
         h = report.held_out
         cols = ["quantity", "predicted", "achieved", "relative_error"]
         rows = [(k, v["predicted"], v["achieved"], v["relative_error"]) for k, v in h.items() if isinstance(v, dict)]
-        console.print(_frame_table(f"held-out check: fitted without C = {h['budget']:.3g}, predicted there",
+        console.print(frame_table(f"held-out check: fitted without C = {h['budget']:.3g}, predicted there",
                                    pd.DataFrame(rows, columns=cols), cols))
     for line in report.notes:
         console.print(f"note: {line}")
@@ -404,72 +346,6 @@ def fit(
         console.print(recommendation_table(recommendation))
         console.print(f"wrote {out_dir / 'recommended.overrides'}: `scaling train --overrides-file "
                       f"{out_dir / 'recommended.overrides'}` trains it")
-
-
-def _frame_table(title: str, df, columns: list[str]):
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    cols = [c for c in columns if c in df.columns]
-    for c in cols:
-        table.add_column(c)
-    for _, row in df[cols].iterrows():
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    return table
-
-
-def _laws_table(report):
-    from rich.table import Table
-
-    def fmt(v):
-        return f"{v:.4g}"
-
-    table = Table(title=f"scaling laws from {report.n_runs} runs ({report.source}); optimum: {report.optimum_method}",
-                  title_justify="left")
-    for col in ("law", "formula", "parameters (95% bootstrap interval)", "R^2", "points"):
-        table.add_column(col, overflow="fold")
-    for name, law in report.laws.items():
-        params = ", ".join(f"{k}={fmt(v)}" + (f" [{fmt(law.interval[k][0])}, {fmt(law.interval[k][1])}]"
-                                               if k in law.interval else "") for k, v in law.params.items())
-        if law.notes:
-            params += " (" + "; ".join(law.notes) + ")"
-        table.add_row(name, law.formula, params, "" if law.r2 is None else f"{law.r2:.3f}", str(law.n_points))
-    for name, why in report.excluded.items():
-        table.add_row(f"[dim]{name}[/]", "[dim]not fitted[/]", f"[dim]{why}[/]", "", "")
-    if report.runs_excluded:
-        table.caption = "runs excluded: " + ", ".join(f"{v} {k}" for k, v in report.runs_excluded.items())
-    return table
-
-
-def _plan_table(plan):
-    from rich.table import Table
-
-    c, d = plan.counts, plan
-    table = Table(title=f"run {plan.run_id}  {plan.name}", show_header=False, title_justify="left")
-    rows = [
-        ("params total / active", f"{c.params_total:,} / {c.params_active:,}"),
-        ("non-embedding total / active", f"{c.params_non_embedding:,} / {c.params_active_non_embedding:,}"),
-        ("activation ratio A / granularity G", f"{c.activation_ratio:.4g} / {c.granularity:.3g}"),
-        ("M (FLOPs/token, fwd+bwd)", f"{c.M:,.0f}"),
-        ("budget C / spent tokens*M", f"{plan.run.budget_flops:.4g} / {d.tokens * c.M:.4g}"),
-        ("tokens D / steps / batch", f"{d.tokens:,} / {d.steps:,} / {d.batch_tokens:,} tokens"),
-        ("lr / schedule", f"{plan.run.train.lr:g} / {plan.run.train.schedule}"),
-        ("data", f"{plan.data.fingerprint} ({len(plan.data.train):,} train tokens)"),
-    ]
-    for k, v in rows:
-        table.add_row(k, v)
-    return table
-
-
-def _result_line(record: dict, rec_path) -> str:
-    r = record.get("results") or {}
-    status = record["status"]
-    if status == "diverged":
-        return f"[yellow]diverged[/]: {record['error']['reason']} (record {rec_path})"
-    tps = r.get("tokens_per_s")
-    return (f"[green]{status}[/]: val loss {r.get('val_loss', float('nan')):.4f} nats/token, "
-            f"{r.get('steps_done')} steps in {r.get('train_s', 0):.1f} s"
-            + (f" ({tps:,.0f} tok/s)" if tps else "") + f"; record {rec_path}")
 
 
 if __name__ == "__main__":

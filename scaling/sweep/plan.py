@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -461,8 +460,3 @@ def _make_names_unique(cells: list[Cell]) -> None:
     for c in cells:
         if counts[c.name] > 1:
             c.name = f"{c.name}-{c.run_id[:6]}"
-
-
-def estimate_seconds(cell: Cell, tokens_per_s: float, overhead_s: float = 0.5) -> float:
-    """Wall time of a cell from a measured throughput (training) plus a fixed overhead (eval, record)."""
-    return cell.plan.tokens / tokens_per_s + overhead_s if tokens_per_s > 0 else math.nan
