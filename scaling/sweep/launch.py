@@ -76,13 +76,21 @@ def _worker(worker: str, env: dict, threads: int | None, cells: list[tuple[str, 
     parent = os.getppid()
     os.environ.update(env)
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        _work_through(worker, cells, Path(results_dir), sweep, retry_failed, stale_after, events, parent)
+    except KeyboardInterrupt:
+        return  # Ctrl-C: the cell's record says 'interrupted' and its claim is released; the launcher reports it
+
+
+def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: bool, stale_after: float, events,
+                  parent: int) -> None:
     from rich.console import Console
 
     from scaling.train import train
 
-    if threads:
-        torch.set_num_threads(threads)
-    results = Path(results_dir)
     owner = claims.new_owner(worker)
     for run_id, name, run_dict in cells:
         if os.getppid() != parent:
