@@ -138,6 +138,11 @@ class TrainConfig:
     """The run is marked diverged when the smoothed train loss exceeds this factor times its best value."""
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    compile: bool = False
+    """torch.compile the training forward/backward. Measured on the 2-core CPU with the default tiny MoE (batch 16):
+    62k -> 78k tokens/s in steady state (1.26x), but a whole 1e12-FLOP run took 15.3 s eager, 29.9 s compiled from
+    a cold cache and 14.2 s from the warm on-disk cache: a cold compile costs more than a small cell, so off by
+    default; worth it for long runs."""
     threads: int | None = None
     """CPU threads for torch (None = torch's default)."""
 
@@ -174,7 +179,8 @@ class RunConfig:
 
 IDENTITY_EXCLUDED = ("results_dir", "wandb", "sweep")
 """Top-level fields that do not change what is trained, so they do not enter the run id."""
-TRAIN_FIELDS_NOT_IN_IDENTITY = ("eval_every", "log_every", "checkpoint_every", "keep_checkpoint", "device", "threads")
+TRAIN_FIELDS_NOT_IN_IDENTITY = ("eval_every", "log_every", "checkpoint_every", "keep_checkpoint", "device", "threads",
+                                "compile")
 """Bookkeeping fields of TrainConfig that do not change the trained model either."""
 DATA_FIELDS_NOT_IN_IDENTITY = ("cache_dir",)
 

@@ -316,7 +316,8 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
         record["provenance"]["wandb_url"] = tracker.run_url
     wall_start = time.perf_counter()
     try:
-        _train_loop(plan, model, optimizer, state, device, ckpt_path, tracker, show_progress, console)
+        forward = torch.compile(model) if t.compile else model  # same parameters; records use `model`
+        _train_loop(plan, model, forward, optimizer, state, device, ckpt_path, tracker, show_progress, console)
         val_loss = _evaluate(model, plan.data, run, device)
         state["evals"].append({"step": plan.steps, "val_loss": val_loss})
         record["status"] = "completed"
@@ -368,7 +369,7 @@ def _finish(record, rec_path, state, plan: RunPlan, model, device, val_loss, wal
     store.write_record(rec_path, record)
 
 
-def _train_loop(plan: RunPlan, model, optimizer, state: dict, device, ckpt_path: Path, tracker,
+def _train_loop(plan: RunPlan, model, forward, optimizer, state: dict, device, ckpt_path: Path, tracker,
                 show_progress: bool, console) -> None:
     import torch
     import torch.nn.functional as F
@@ -397,7 +398,7 @@ def _train_loop(plan: RunPlan, model, optimizer, state: dict, device, ckpt_path:
             x_np, y_np = plan.data.train_batch(step, plan.batch_size_at(step), m.seq_len, run.seed)
             x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
             with _autocast(device):
-                logits = model(x)
+                logits = forward(x)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
             aux, z = model.router_losses()
             total = loss + m.aux_loss_coef * aux.to(device) + m.z_loss_coef * z.to(device)

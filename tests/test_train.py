@@ -132,3 +132,14 @@ def test_an_unreadable_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(store.StoreError, match="cannot be loaded.*move it aside"):
         train(run, show_progress=False)
     assert ckpt.read_bytes() == b"not a checkpoint"  # nothing recorded is overwritten
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    """train.compile traces the grouped-matmul experts (a custom op) and trains the same model."""
+    eager = train(compose(TINY + ["results_dir=" + str(tmp_path / "eager")]), show_progress=False)
+    compiled = train(compose(TINY + ["train.compile=true", "results_dir=" + str(tmp_path / "compiled")]),
+                     show_progress=False)
+    assert compiled["id"] == eager["id"]  # compiling does not change what is trained
+    assert compiled["status"] == "completed"
+    assert compiled["results"]["val_loss"] == pytest.approx(eager["results"]["val_loss"], abs=0.02)

@@ -22,6 +22,40 @@ from scaling.flops import d_shared
 
 HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
 
+if HAS_GROUPED_MM:
+    # torch._grouped_mm as a custom op with its own backward: torch.compile then traces it as one opaque node
+    # (its built-in fake kernel accepts only bf16, so fp32 would not compile), and the incoming gradient is made
+    # contiguous (the CPU kernel rejects expanded gradients).
+    @torch.library.custom_op("scaling::grouped_mm", mutates_args=())
+    def grouped_mm_op(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+        return torch._grouped_mm(x, w, offs=offs)
+
+    @grouped_mm_op.register_fake
+    def _(x, w, offs):
+        return x.new_empty(x.shape[0], w.shape[2])
+
+    @torch.library.custom_op("scaling::grouped_mm_backward", mutates_args=())
+    def grouped_mm_backward(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor,
+                            grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grad = grad.contiguous()
+        grad_x = torch._grouped_mm(grad, w.transpose(1, 2), offs=offs)  # (N, F) x (E, F, D) -> (N, D)
+        grad_w = torch._grouped_mm(x.t(), grad, offs=offs)  # (D, N) x (N, F), groups along N -> (E, D, F)
+        return grad_x, grad_w
+
+    @grouped_mm_backward.register_fake
+    def _(x, w, offs, grad):
+        return torch.empty_like(x), torch.empty_like(w)
+
+    def _setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def _backward(ctx, grad):
+        x, w, offs = ctx.saved_tensors
+        grad_x, grad_w = grouped_mm_backward(x, w, offs, grad)
+        return grad_x, grad_w, None
+
+    grouped_mm_op.register_autograd(_backward, setup_context=_setup_context)
+
 
 class SwiGLU(nn.Module):
     """Dense SwiGLU FFN: down(silu(gate(x)) * up(x)); gate and up fused in one matmul."""
@@ -40,7 +74,7 @@ def grouped_matmul(x_ND: torch.Tensor, w_EDF: torch.Tensor, counts_E: torch.Tens
                    use_grouped_mm: bool) -> torch.Tensor:
     """Rows of x sorted by expert (counts_E rows each) times that expert's weight: one grouped matmul or slices."""
     if use_grouped_mm:
-        return torch._grouped_mm(x_ND, w_EDF, offs=offs_E)
+        return grouped_mm_op(x_ND, w_EDF, offs_E)
     # Fallback: contiguous slices. Weights unbound once (indexing w_EDF[e] in a loop zero-fills its whole
     # gradient once per expert in backward).
     slices = x_ND.split(counts_E.tolist())
