@@ -172,6 +172,35 @@ def sweep(
 
 
 @app.command()
+def bench(
+    overrides: list[str] | None = typer.Argument(None, help="Model/train overrides, e.g. model.d_model=128 "
+                                                 "model.n_layers=4 train.batch_size=16."),
+    compile_model: bool = typer.Option(False, "--compile", help="Time the torch.compile'd step."),
+    rounds: int = typer.Option(5, "--rounds", min=1, help="Timed rounds (of 4 steps each)."),
+) -> None:
+    """Training-step speed of a model on this device: tokens/s, step time, MFU (FLOPs from flops.py over the
+    device's measured matmul peak)."""
+    from scaling import flops
+    from scaling.config import ConfigError, compose
+    from scaling.device import peak_flops
+    from scaling.probe import measure
+
+    try:
+        run = compose(overrides or [])
+    except ConfigError as e:
+        _fail(str(e))
+    r = measure(run.model, run.train.batch_size, run.train.device, rounds=rounds, compile=compile_model)
+    model_flops = flops.count(run.model).flops_per_token["M_with_head"]  # every matmul the step runs
+    peak = peak_flops(r["device_str"], r["low_precision"])
+    mfu = r["tokens_per_s"] * model_flops / peak if peak else None
+    print(f"device {r['device']}; batch {run.train.batch_size} x {run.model.seq_len} tokens"
+          + (" (compiled)" if compile_model else ""))
+    print(f"step {r['step_s'] * 1e3:.1f} ms (min {r['step_s_min'] * 1e3:.1f}, max {r['step_s_max'] * 1e3:.1f}); "
+          f"{r['tokens_per_s']:,.0f} tokens/s; {model_flops:,.0f} FLOPs/token with the head; "
+          + (f"MFU {mfu:.1%} of a measured peak of {peak / 1e9:,.0f} GFLOP/s" if mfu else "MFU unknown (no peak)"))
+
+
+@app.command()
 def status(
     sweep: str | None = typer.Argument(None, help="Sweep name (its folder under the results directory)."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),

@@ -46,3 +46,49 @@ def tokens_per_second(model_cfg: ModelConfig, batch_size: int, device: str = "au
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     return steps * batch_size * model_cfg.seq_len / (time.perf_counter() - t0)
+
+
+def measure(model_cfg: ModelConfig, batch_size: int, device: str = "auto", rounds: int = 5, steps: int = 4,
+            warmup: int = 2, compile: bool = False) -> dict:
+    """Training-step time over `rounds` rounds of `steps` steps (after `warmup`): median, min and max seconds per
+    step, tokens per second at the median, and the device."""
+    import statistics
+
+    import torch
+    import torch.nn.functional as F
+
+    from scaling import device as device_mod
+    from scaling.model import build_model
+
+    dev = device_mod.pick(device)
+    torch.manual_seed(0)
+    model = build_model(model_cfg).to(dev)
+    forward = torch.compile(model) if compile else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
+    x = torch.randint(0, model_cfg.vocab_size, (batch_size, model_cfg.seq_len + 1), device=dev)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast(
+        "cpu", enabled=False)
+
+    def step():
+        with autocast:
+            logits = forward(x[:, :-1])
+        F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(rounds):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append((time.perf_counter() - t0) / steps)
+    median = statistics.median(times)
+    return {"step_s": median, "step_s_min": min(times), "step_s_max": max(times),
+            "tokens_per_s": batch_size * model_cfg.seq_len / median, "device": device_mod.describe(dev),
+            "low_precision": dev.type == "cuda", "device_str": str(dev)}

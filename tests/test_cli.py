@@ -66,3 +66,12 @@ def test_acceptance_default_tiny_moe_at_3e11(tmp_path):
     assert max(max(layer) for layer in shares) <= 2.0 / n_experts  # no expert above twice its fair share
     start, end = record["results"]["expert_load_steps"]
     assert end == record["derived"]["steps"] and end - start == round(0.1 * end)
+
+
+def test_bench_reports_speed_and_mfu():
+    out = run_cli("bench", "model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64",
+                  "train.batch_size=4", "--rounds", "1")
+    assert out.returncode == 0, out.stderr
+    assert "tokens/s" in out.stdout and "MFU" in out.stdout and "ms" in out.stdout
+    bad = run_cli("bench", "model.top_k=99")
+    assert bad.returncode == 2 and "model.top_k" in bad.stderr
