@@ -318,7 +318,13 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
     wall_start = time.perf_counter()
     try:
         forward = torch.compile(model) if t.compile else model  # same parameters; records use `model`
-        _train_loop(plan, model, forward, optimizer, state, device, ckpt_path, tracker, show_progress, console)
+
+        def on_checkpoint(step: int) -> None:  # the record shows progress while the run goes on
+            record["results"] = {**record.get("results", {}), "steps_done": step}
+            store.write_record(rec_path, record)
+
+        _train_loop(plan, model, forward, optimizer, state, device, ckpt_path, tracker, show_progress, console,
+                    on_checkpoint)
         val_loss = _evaluate(model, plan.data, run, device)
         state["evals"].append({"step": plan.steps, "val_loss": val_loss})
         record["status"] = "completed"
@@ -371,7 +377,7 @@ def _finish(record, rec_path, state, plan: RunPlan, model, device, val_loss, wal
 
 
 def _train_loop(plan: RunPlan, model, forward, optimizer, state: dict, device, ckpt_path: Path, tracker,
-                show_progress: bool, console) -> None:
+                show_progress: bool, console, on_checkpoint=None) -> None:
     import torch
     import torch.nn.functional as F
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -440,4 +446,6 @@ def _train_loop(plan: RunPlan, model, forward, optimizer, state: dict, device, c
                 tracker.log({"val/loss": val}, step=done)
             if t.checkpoint_every and done % t.checkpoint_every == 0 and done < plan.steps:
                 _save_checkpoint(ckpt_path, model, optimizer, state)
+                if on_checkpoint is not None:
+                    on_checkpoint(done)
             progress.update(task, completed=done, loss=f"{smoothed:.3f}", tps=f"{tokens_per_s:,.0f}")
