@@ -100,11 +100,13 @@ def matched_hyperparameters(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep]
 
 
-def leverage_table(df: pd.DataFrame, dense: str = "dense") -> pd.DataFrame:
+def leverage_table(df: pd.DataFrame, dense: str = "dense",
+                   curves: dict[str, LawFit] | None = None) -> pd.DataFrame:
     """EL of every MoE family at each budget it was run at, with its activation ratio and granularity (runs at
-    matched hyperparameters when the families share some)."""
+    matched hyperparameters when the families share some). `curves`: the families' loss-compute curves, when
+    already fitted on those runs."""
     df = matched_hyperparameters(df)
-    curves = family_curves(df)
+    curves = curves if curves is not None else family_curves(df)
     rows = []
     for family, g in df.groupby("family"):
         if str(family) == dense or str(family) not in curves:

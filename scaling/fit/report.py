@@ -157,10 +157,11 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
 
     # MoE leverage
     if only is not None and "leverage" not in only:
-        pass
-    elif "dense" in set(df["family"]) and "activation_ratio" in df.columns:
+        return _with_check(report, runs, optimum, n_boot, seed, check)
+    if "dense" in set(df["family"]) and "activation_ratio" in df.columns:
         try:
-            table = lev.leverage_table(df)
+            curves = lev.family_curves(lev.matched_hyperparameters(df))  # fitted once, used twice below
+            table = lev.leverage_table(df, curves=curves)
             report.leverage = table
             if table.empty:
                 raise FitError("no MoE family with runs at >= 2 budgets beside the dense baseline")
@@ -175,13 +176,16 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
             attempt("leverage_granularity", granularity)
             top = table[table["budget"] == table["budget"].max()]
             best_family = str(top.loc[top["el"].idxmax(), "family"])
-            attempt("leverage_compute", lambda: lev.el_vs_compute(
-                lev.family_curves(lev.matched_hyperparameters(df)), best_family))
+            attempt("leverage_compute", lambda: lev.el_vs_compute(curves, best_family))
             attempt("ling_joint", lambda: lev.fit_ling_joint(table))
         except FitError as e:
             report.excluded["leverage"] = str(e)
     else:
         report.excluded["leverage"] = "no dense baseline runs (family 'dense') to measure leverage against"
+    return _with_check(report, runs, optimum, n_boot, seed, check)
+
+
+def _with_check(report: FitReport, runs: Runs, optimum: str, n_boot: int, seed: int, check: bool) -> FitReport:
     if check:
         report.held_out = held_out_check(runs, optimum, n_boot=min(n_boot, 100), seed=seed)
     return report
