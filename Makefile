@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Override with `make install TORCH=torch` to let pip choose (e.g. on a GPU machine).
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-slurm lint clean
 
 install: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,slurm]"
 	touch $(STAMP)
 
 demo: install
@@ -27,7 +27,18 @@ lint: install
 	$(BIN)/ruff check scaling tests analysis
 
 test: lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m "not slurm" tests
+	$(MAKE) test-slurm
+
+# The Slurm integration tests on a real one-node cluster (Debian's slurmctld, slurmd, munge), started here and
+# stopped on exit, every step bounded by a timeout. Needs root and apt-get (CI has both); skipped otherwise.
+SLURM_CI_DIR ?= /tmp/slurmci
+test-slurm: install
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "test-slurm: skipped (starting a one-node Slurm cluster needs root and apt-get)"; exit 0; fi; \
+	trap 'SLURM_CI_DIR=$(SLURM_CI_DIR) timeout 60 bash tests/slurm/slurm_down.sh' EXIT; \
+	SLURM_CI_DIR=$(SLURM_CI_DIR) timeout 120 bash tests/slurm/slurm_up.sh && \
+	. $(SLURM_CI_DIR)/env.sh && timeout 240 $(BIN)/python -m pytest -q -m slurm tests
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache

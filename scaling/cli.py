@@ -124,8 +124,12 @@ def sweep(
     wandb_mode: str | None = typer.Option(None, "--wandb", help="W&B mode for every cell: auto, online, "
                                              "offline or disabled (default: the config's)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the live progress display."),
+    wait: bool = typer.Option(False, "--wait", help="launcher=slurm: follow the submitted cells until they "
+                              "settle (Ctrl-C stops following; the jobs go on)."),
 ) -> None:
-    """Plan a sweep of MoE runs (budgets x axes), print it, and train every cell not yet done."""
+    """Plan a sweep of MoE runs (budgets x axes), print it, and train every cell not yet done: here
+    (launcher=local, the default) or as a Slurm job array (launcher=slurm; see README, Running on a Slurm
+    cluster)."""
 
     from scaling.config import ConfigError
     from scaling.data import DataError
@@ -146,9 +150,25 @@ def sweep(
         raise typer.Exit(2) from None
     except (ConfigError, DataError, StoreError) as e:
         _fail(str(e))
+    from scaling.sweep import launcher
+
+    problems = launcher.check(cfg.launcher)
+    if problems:
+        _fail(f"bad launcher config: {'; '.join(problems)}")
+    slurm = cfg.launcher.kind == "slurm"
+    if slurm:
+        from scaling.sweep.slurm import SlurmError, require_slurm
+
+        try:
+            require_slurm()
+        except SlurmError as e:
+            _fail(str(e))
     estimates = estimate_sweep_seconds(plan, device, workers) if probe else {}
     console.print(sweep_table(plan, estimates, workers))
     if dry_run:
+        return
+    if slurm:
+        _submit_to_slurm(plan, results, cfg.launcher, retry_failed, wait, progress, config, console)
         return
     from scaling.sweep.launch import LaunchOptions, launch
 
@@ -169,6 +189,39 @@ def sweep(
         raise typer.Exit(1)
     if counts.get("skipped"):
         console.print(f"{counts['skipped']} cell(s) were taken by another launcher")
+
+
+def _submit_to_slurm(plan, results, launcher_cfg, retry_failed: bool, wait: bool, progress: bool, config: str,
+                     console) -> None:
+    from scaling.store import StoreError
+    from scaling.sweep.slurm import SlurmError, submit
+    from scaling.sweep.slurm import wait as follow
+    from scaling.sweep.status import status_table
+
+    try:
+        sub = submit(plan, results, launcher_cfg, retry_failed=retry_failed, console=console)
+    except (SlurmError, StoreError) as e:
+        _fail(str(e))
+    busy = f"; {sub['busy']} cell(s) already queued or running" if sub["busy"] else ""
+    if sub["job"] is None:
+        console.print(f"sweep {plan.name}: nothing to submit{busy}")
+    else:
+        console.print(f"sweep {plan.name}: submitted {sub['cells']} cell(s) as Slurm job array {sub['job']} "
+                      f"({sub['tasks']} task(s), {sub['time_min']} min limit each){busy}. Follow it with "
+                      f"`scaling status {plan.name}`")
+    print(sub["job"] or "")  # stdout: the job id alone, for scripts
+    if not wait:
+        return
+    try:
+        n = follow(results, plan.name, [c.run_id for c in plan.cells], console=console, show_progress=progress)
+    except KeyboardInterrupt:
+        _fail(f"stopped following; the jobs go on (`scaling status {plan.name}`)", code=130)
+    table, _ = status_table(results, plan.name)
+    console.print(table)
+    if n["failed"]:
+        console.print(f"{n['failed']} cell(s) failed: see their logs; `scaling sweep {config} launcher=slurm "
+                      f"--retry-failed` retries them")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -204,16 +257,25 @@ def bench(
 def status(
     sweep: str | None = typer.Argument(None, help="Sweep name (its folder under the results directory)."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per cell (state, detail, steps, "
+                                 "log) instead of the table."),
 ) -> None:
-    """Per-cell state of a sweep (or a summary of every sweep): done, running, failed, pending, with log paths."""
+    """Per-cell state of a sweep (or a summary of every sweep): done, running, queued (Slurm), failed, pending,
+    with Slurm job ids and log paths."""
+    import json
 
     from scaling.store import StoreError
-    from scaling.sweep.status import status_table, sweeps_table
+    from scaling.sweep.status import cell_states, status_table, sweeps_table
 
     console = _console(stderr=False)
     results = _results_dir(results_dir)
     try:
-        if sweep is None:
+        if as_json:
+            if sweep is None:
+                _fail("--json needs a sweep name")
+            for cell in cell_states(results, sweep):
+                print(json.dumps(cell))
+        elif sweep is None:
             console.print(sweeps_table(results))
         else:
             console.print(status_table(results, sweep)[0])

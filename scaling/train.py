@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from scaling import __version__, flops, store
+from scaling import __version__, flops, scheduler, store
 from scaling.config import ConfigError, RunConfig, identity_dict, resolve_results_dir, to_dict
 from scaling.data import DataError, TokenData
 from scaling.schedule import lr_at, warmup_steps
@@ -182,6 +182,39 @@ class Diverged(Exception):
         self.step, self.reason = step, reason
 
 
+class Preempted(Exception):
+    """Training stopped at a step boundary on a scheduler's request (its warning signal); a checkpoint was saved,
+    so the next attempt resumes there."""
+
+
+_REQUESTS = {"checkpoint": False, "stop": None}
+"""Asked by signal handlers, served by the training loop at the next step boundary (see handle_scheduler_signals)."""
+
+
+def request_checkpoint() -> None:
+    """Save a checkpoint at the next step boundary and go on training."""
+    _REQUESTS["checkpoint"] = True
+
+
+def request_stop(reason: str) -> None:
+    """Save a checkpoint at the next step boundary and stop (Preempted); a process that asked takes no new run."""
+    _REQUESTS["stop"] = reason
+
+
+def stop_requested() -> str | None:
+    return _REQUESTS["stop"]
+
+
+def handle_scheduler_signals() -> None:
+    """In a batch job's training process: SIGTERM (a cancel or pre-emption is coming) saves a checkpoint at the
+    next step and goes on; SIGUSR2 (Slurm's time-limit / pre-emption warning, as submitit asks for it) saves one
+    and stops, so the requeued job resumes from it. Call from the main thread."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: request_checkpoint())
+    signal.signal(signal.SIGUSR2, lambda signum, frame: request_stop(f"preempted ({signal.Signals(signum).name})"))
+
+
 def _param_groups(model) -> list[dict]:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -275,7 +308,8 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
     record["config"], record["derived"] = to_dict(run), plan.derived()
     record["status"], record["error"] = "running", None
     record["provenance"].update({
-        "host": socket.gethostname(), "pid": os.getpid(), "python": platform.python_version(),
+        "host": socket.gethostname(), "pid": os.getpid(), "batch_job": scheduler.batch_job_id(),
+        "restart": scheduler.restart_count(), "python": platform.python_version(),
         "torch": torch.__version__, "started": _now(), "attempts": record["provenance"].get("attempts", 0) + 1,
     })
     store.write_record(rec_path, record)
@@ -335,8 +369,8 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
         val_loss = None
     except BaseException as e:
         record["status"] = "failed"
-        interrupted = isinstance(e, KeyboardInterrupt)
-        reason = "interrupted" if interrupted else f"{type(e).__name__}: {e}"
+        interrupted = isinstance(e, (KeyboardInterrupt, Preempted))
+        reason = str(e) if isinstance(e, Preempted) else "interrupted" if interrupted else f"{type(e).__name__}: {e}"
         record["error"] = {"kind": "interrupted" if interrupted else "exception", "step": state["step"],
                            "reason": reason.splitlines()[0], "traceback": traceback.format_exc()}
         _finish(record, rec_path, state, plan, model, device, None, wall_start)
@@ -449,3 +483,10 @@ def _train_loop(plan: RunPlan, model, forward, optimizer, state: dict, device, c
                 if on_checkpoint is not None:
                     on_checkpoint(done)
             progress.update(task, completed=done, loss=f"{smoothed:.3f}", tps=f"{tokens_per_s:,.0f}")
+            if (_REQUESTS["checkpoint"] or _REQUESTS["stop"]) and done < plan.steps:
+                _REQUESTS["checkpoint"] = False
+                _save_checkpoint(ckpt_path, model, optimizer, state)
+                if on_checkpoint is not None:
+                    on_checkpoint(done)
+                if _REQUESTS["stop"]:
+                    raise Preempted(f"{_REQUESTS['stop']} at step {done}; checkpoint saved")

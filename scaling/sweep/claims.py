@@ -4,7 +4,8 @@ A claim is `<results>/<sweep>/claims/<run_id>.claim`, a small JSON naming its ow
 atomically (written to a temporary file, then hard-linked into place: `link` fails if the claim exists, so exactly
 one worker wins). The owner touches it every few seconds (heartbeat). A claim is stale when its owner is a dead
 process on this host, or when its heartbeat is older than `stale_after` seconds (an owner on another host that
-died); a stale claim is taken over under a short steal lock, so two launchers cannot both take it.
+died), or an earlier run of the same requeued Slurm job; a stale claim is taken over under a short steal lock,
+so two launchers cannot both take it.
 The results directory, not the launcher, holds this state: it survives a killed launcher.
 """
 
@@ -18,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+from scaling import scheduler
 from scaling.store import sweep_dir
 
 STALE_AFTER_S = 60.0
@@ -35,7 +37,7 @@ def claim_path(results_dir: Path, sweep: str, run_id: str) -> Path:
 
 def new_owner(worker: str = "") -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "worker": worker,
-            "claimed": time.time()}
+            "claimed": time.time(), "batch_job": scheduler.batch_job_id(), "restart": scheduler.restart_count()}
 
 
 def read_claim(path: Path) -> tuple[dict, float] | None:
@@ -59,9 +61,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def is_live(owner: dict, age: float, stale_after: float = STALE_AFTER_S) -> bool:
+def is_live(owner: dict, age: float, stale_after: float = STALE_AFTER_S, job_states: dict | None = None) -> bool:
+    """Whether a claim's owner may still be training. An owner in a Slurm job is dead once Slurm says the job
+    ended (cancelled, failed, timed out: its processes are being killed), whatever its heartbeat; `job_states`
+    are states already queried (else Slurm is asked, bounded)."""
     if age > stale_after:
         return False
+    job = scheduler.batch_job_id()
+    if job and owner.get("batch_job") == job and owner.get("restart", 0) < scheduler.restart_count():
+        return False  # an earlier run of this requeued Slurm job: Slurm ended it before requeueing
+    if owner.get("batch_job") and owner["batch_job"] != job:
+        from scaling.sweep import slurm_queue
+
+        states = job_states if job_states is not None else slurm_queue.job_states([owner["batch_job"]])
+        if states.get(owner["batch_job"]) in slurm_queue.ENDED:
+            return False
     if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
         return _pid_alive(owner["pid"])
     return True
@@ -81,6 +95,7 @@ def _create(path: Path, owner: dict) -> bool:
 
 
 def try_claim(path: Path, owner: dict, stale_after: float = STALE_AFTER_S) -> bool:
+    # (a claim's liveness may ask Slurm about its owner's job: only when the claim is contested)
     """Claim a cell for `owner`: True when this owner now holds it, False when someone live does."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if _create(path, owner):

@@ -77,6 +77,9 @@ def _worker(worker: str, env: dict, threads: int | None, cells: list[tuple[str, 
     os.environ.update(env)
     import torch
 
+    from scaling.train import handle_scheduler_signals
+
+    handle_scheduler_signals()  # SIGTERM: checkpoint now; SIGUSR2: checkpoint and stop (a batch job's warning)
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -89,12 +92,12 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
                   parent: int) -> None:
     from rich.console import Console
 
-    from scaling.train import train
+    from scaling.train import Preempted, stop_requested, train
 
     owner = claims.new_owner(worker)
     for run_id, name, run_dict in cells:
-        if os.getppid() != parent:
-            return  # launcher gone (non-Linux fallback)
+        if os.getppid() != parent or stop_requested():
+            return  # launcher gone (non-Linux fallback), or asked to stop (a batch job's warning signal)
         try:
             if not cell_todo(results, sweep, run_id, retry_failed):
                 continue
@@ -121,6 +124,9 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
                     raise
             val = (record.get("results") or {}).get("val_loss")
             events.put((record["status"], worker, run_id, name, "" if val is None else f"{val:.4f}", str(log)))
+        except Preempted as e:
+            events.put(("preempted", worker, run_id, name, str(e), str(log)))
+            return
         except Exception as e:
             events.put(("failed", worker, run_id, name, f"{type(e).__name__}: {e}".splitlines()[0], str(log)))
         finally:
@@ -162,9 +168,24 @@ def worker_slots(options: LaunchOptions) -> list[tuple[str, dict, int | None]]:
         ids = visible.split(",") if visible else [str(i) for i in range(n_gpus)]
         return [(f"gpu{g}.{r}", {"CUDA_VISIBLE_DEVICES": g}, None)
                 for g in ids[:n_gpus] for r in range(options.runs_per_gpu)]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
     threads = max(1, cores // options.workers)
     return [(f"cpu{i}", {"CUDA_VISIBLE_DEVICES": ""}, threads) for i in range(options.workers)]
+
+
+def start_workers(slots, cells: list[tuple[str, str, dict]], results_dir: Path, sweep: str, options: LaunchOptions):
+    """Start one spawned worker process per slot, each walking `cells` (run id, name, run dict) in order; returns
+    (processes, event queue). Events are (kind, worker, run_id, name, info, log) with kind start, completed,
+    diverged, failed or preempted."""
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(name, env, threads, cells, str(results_dir), sweep,
+                                               options.retry_failed, options.stale_after, events), daemon=False)
+             for name, env, threads in slots]
+    for p in procs:
+        p.start()
+    return procs, events
 
 
 def write_plan(plan: SweepPlan, results_dir: Path) -> Path:
@@ -193,16 +214,10 @@ def launch(plan: SweepPlan, results_dir: Path, options: LaunchOptions, console=N
     slots = worker_slots(options)[: len(todo)]
     console.print(f"sweep {plan.name}: {len(todo)} of {len(plan.cells)} cells to run ({already} done), "
                   f"{len(slots)} worker(s): {', '.join(s[0] for s in slots)}")
-    cell_args = [(c.run_id, c.name, to_dict(c.run)) for c in todo]
-    ctx = mp.get_context("spawn")
-    events = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(name, env, threads, cell_args, str(results_dir), plan.name,
-                                               options.retry_failed, options.stale_after, events), daemon=False)
-             for name, env, threads in slots]
-    for p in procs:
-        p.start()
+    procs, events = start_workers(slots, [(c.run_id, c.name, to_dict(c.run)) for c in todo], results_dir,
+                                  plan.name, options)
 
-    counts = {"completed": 0, "diverged": 0, "failed": 0}
+    counts = {"completed": 0, "diverged": 0, "failed": 0, "preempted": 0}
     running: dict[str, str] = {}
     tokens_of = {c.run_id: c.plan.tokens for c in todo}
     tokens_total, tokens_done, t0 = sum(tokens_of.values()), 0, time.time()
@@ -229,6 +244,8 @@ def launch(plan: SweepPlan, results_dir: Path, options: LaunchOptions, console=N
                                       + (f" — log {log}" if log else ""))
                     elif kind == "diverged":
                         console.print(f"[yellow]⚠ diverged[/] {name} ({run_id}) — log {log}")
+                    elif kind == "preempted":
+                        console.print(f"[magenta]⏸ stopped[/] {name} ({run_id}): {info}")
                 finished = sum(counts.values())
                 elapsed = time.time() - t0
                 eta = elapsed * (tokens_total - tokens_done) / tokens_done if tokens_done else None
@@ -242,5 +259,5 @@ def launch(plan: SweepPlan, results_dir: Path, options: LaunchOptions, console=N
             if p.is_alive():
                 p.kill()
     counts["launched"] = len(todo)
-    counts["skipped"] = len(todo) - sum(counts[k] for k in ("completed", "diverged", "failed"))
+    counts["skipped"] = len(todo) - sum(counts[k] for k in ("completed", "diverged", "failed", "preempted"))
     return counts

@@ -42,6 +42,8 @@ from typing import Any
 from scaling.config import CONFIG_DIR, ConfigError, RunConfig, compose, hydra_compose, with_updates
 from scaling.data import DataError
 from scaling.flops import count
+from scaling.sweep import launcher
+from scaling.sweep.launcher import LauncherConfig
 
 NAME_KEYS = {"train.lr": "lr", "model.d_model": "d", "model.n_layers": "L", "train.schedule": "", "seed": "s"}
 
@@ -64,6 +66,9 @@ class GridAxis:
 @dataclass
 class SweepConfig:
     """A sweep: compute budgets times axes (see the module docstring for what each axis means)."""
+
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"launcher": "local"}])
+    """Hydra's defaults list of the schema: the launcher group (override with `launcher=slurm`)."""
 
     name: str = "sweep"
     """Sweep name: its folder under the results directory and its W&B group."""
@@ -99,6 +104,8 @@ class SweepConfig:
     """Wind tunnel: model shapes (model-key groups, spaced by a power law in size), each trained at its
     compute-optimal budget from the laws: C = (N / a)^(1/b) with `n_opt` (N = active non-embedding params), or
     C = (M / a)^(1/b) with `m_opt` (M = FLOPs per token, Ling's form). Replaces `budgets` and `shapes`."""
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    """Where the cells run: `launcher=local` (this machine) or `launcher=slurm` (scaling/sweep/launcher.py)."""
     parts: list[dict[str, Any]] = field(default_factory=list)
     """Sub-sweeps: each entry overrides some of the fields above (e.g. its own lr, batch or activation_ratios);
     the sweep is the union of their cells (a cell in two parts runs once). Empty = the fields above alone."""
@@ -165,6 +172,7 @@ def compose_sweep(config: str, overrides: list[str] | tuple[str, ...] = ()) -> S
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)
+    launcher.register()
     path = Path(config)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():

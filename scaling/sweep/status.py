@@ -2,7 +2,10 @@
 
 States: `completed`, `diverged`, `failed` (from records), `running` (a live claim), `interrupted` (a record left
 `running`, or failed by an interrupt, with no live claim: the next launch resumes it from its checkpoint),
-`pending` (no record yet). Importable for notebooks: `cell_states(results_dir, sweep)` returns one dict per cell.
+`pending` (no record yet). Cells submitted to Slurm (slurm_queue.py) add the scheduler's view: `queued` (its
+job is waiting, or running other cells first), `running` with the job id, and `failed` when its job ended
+(cancelled, timed out, node failure) without finishing it; the next `scaling sweep` picks such cells up again.
+Importable for notebooks: `cell_states(results_dir, sweep)` returns one dict per cell.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ import json
 from pathlib import Path
 
 from scaling import store
-from scaling.sweep import claims
+from scaling.sweep import claims, slurm_queue
 from scaling.sweep.launch import log_path, plan_path
 
 MARKS = {"completed": "[green]✓[/]", "diverged": "[yellow]⚠[/]", "failed": "[red]✗[/]", "running": "[cyan]▶[/]",
-         "interrupted": "[magenta]⏸[/]", "pending": "[dim]·[/]"}
+         "queued": "[blue]…[/]", "interrupted": "[magenta]⏸[/]", "pending": "[dim]·[/]"}
 
 
 def list_sweeps(results_dir: Path) -> list[str]:
@@ -37,6 +40,10 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
     if not cells:
         raise store.StoreError(f"no sweep {sweep!r} under {results_dir}: launch it with `scaling sweep`, or check "
                                f"the results directory (existing: {', '.join(list_sweeps(results_dir)) or 'none'})")
+    tasks = slurm_queue.cell_tasks(results_dir, sweep)
+    seen_claims = {rid: claims.read_claim(claims.claim_path(results_dir, sweep, rid)) for rid in cells}
+    owners_jobs = [seen[0]["batch_job"] for seen in seen_claims.values() if seen and seen[0].get("batch_job")]
+    jobs = slurm_queue.job_states([tasks[rid] for rid in cells if rid in tasks] + owners_jobs)
     out = []
     for rid, cell in cells.items():
         state, detail = "pending", ""
@@ -55,11 +62,22 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
             detail = err.get("reason", "")
             if state == "running" or (state == "failed" and err.get("kind") == "interrupted"):
                 state = "interrupted"
-        seen = claims.read_claim(claims.claim_path(results_dir, sweep, rid))
-        if seen is not None and claims.is_live(*seen) and state not in store.FINAL_STATUSES:
+        seen = seen_claims[rid]
+        task = tasks.get(rid)
+        job_state = jobs.get(task or "")
+        if state in store.FINAL_STATUSES:
+            pass
+        elif seen is not None and claims.is_live(*seen, job_states=jobs):
             state = "running"
             owner = seen[0]
             detail = f"{owner.get('worker', '')} on {owner.get('host', '?')} pid {owner.get('pid', '?')}"
+            if owner.get("batch_job"):
+                detail += f", Slurm job {owner['batch_job']}"
+        elif job_state in slurm_queue.ACTIVE:
+            state, detail = "queued", f"Slurm job {task} {job_state}"
+        elif job_state is not None and state != "failed":
+            state = "failed"
+            detail = f"Slurm job {task} {job_state} before the cell finished; `scaling sweep` picks it up again"
         res = (rec or {}).get("results") or {}
         log = log_path(results_dir, sweep, rid)
         out.append({**cell, "state": state, "detail": detail, "val_loss": res.get("val_loss"),

@@ -1,0 +1,218 @@
+"""Run a sweep's cells on a Slurm cluster: a submitit job array whose tasks each train a few cells.
+
+`submit` deals the cells still to do (not done, not already queued or running in a live job) to array tasks,
+balancing their estimated times (budget FLOPs), and submits the array. Each task (`SweepTask`) trains its cells in
+`lanes` worker processes (launch.py's workers: several per GPU with `runs_per_gpu`), so claims, records, per-cell
+logs and resume work exactly as with the local launcher. The results directory on the shared file system stays
+the only source of truth; the submissions index (slurm_queue.py) only adds job ids to `scaling status`.
+
+Pre-emption and time limits: Slurm sends SIGUSR2 `signal_delay_s` before the limit (and submitit's interrupt does
+too). The workers checkpoint at the next step and stop; the task's `checkpoint` waits for them and submitit
+requeues the task, whose next run resumes each cell from its checkpoint. SIGTERM alone (scancel, or a cluster's
+own pre-emption) makes the workers checkpoint and go on until killed. A cancelled task's cells are shown as failed
+by `scaling status` and picked up again by the next `scaling sweep` (with or without --retry-failed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import signal
+import time
+from pathlib import Path
+
+from scaling import store
+from scaling.config import to_dict
+from scaling.sweep import claims, slurm_queue
+from scaling.sweep.launch import LaunchOptions, cell_todo, start_workers, worker_slots, write_plan
+from scaling.sweep.launcher import LauncherConfig
+from scaling.sweep.plan import Cell, SweepPlan
+
+
+class SlurmError(RuntimeError):
+    """Slurm or submitit is missing, or a submission was refused; the message says what to do."""
+
+
+def lanes_per_task(launcher: LauncherConfig) -> int:
+    """Cells one array task trains side by side."""
+    gpus = max(1, launcher.gpus_per_task)
+    return max(1, gpus // launcher.gpus_per_run) * launcher.runs_per_gpu
+
+
+def deal_cells(cells: list[Cell], launcher: LauncherConfig) -> list[list[Cell]]:
+    """Cells grouped into array tasks of at most lanes x cells_per_lane cells, balancing estimated time (budget
+    FLOPs, tokens x M): largest first, each to the least loaded task with room. In a task, largest first too."""
+    if not cells:
+        return []
+    per_task = lanes_per_task(launcher) * launcher.cells_per_lane
+    n_tasks = math.ceil(len(cells) / per_task)
+    tasks: list[list[Cell]] = [[] for _ in range(n_tasks)]
+    load = [0.0] * n_tasks
+    for cell in sorted(cells, key=lambda c: (-cell_flops(c), c.index)):
+        i = min((i for i in range(n_tasks) if len(tasks[i]) < per_task), key=lambda i: (load[i], i))
+        tasks[i].append(cell)
+        load[i] += cell_flops(cell)
+    return tasks
+
+
+def cell_flops(cell: Cell) -> float:
+    return cell.plan.tokens * cell.plan.counts.M
+
+
+def task_minutes(tasks: list[list[Cell]], launcher: LauncherConfig) -> int:
+    """Slurm time limit of every task: the per-cell limit times the most cells one lane runs in turn."""
+    lanes = lanes_per_task(launcher)
+    return launcher.time_per_cell_min * max(math.ceil(len(t) / lanes) for t in tasks)
+
+
+def require_slurm() -> None:
+    """Fail early, before anything is planned on the cluster, when this machine cannot submit."""
+    import shutil
+
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise SlurmError("launcher=slurm needs submitit: pip install -e '.[slurm]'") from None
+    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+        raise SlurmError("launcher=slurm but this machine has no Slurm (sbatch/squeue not on PATH): run on the "
+                         "cluster's login node, or drop launcher=slurm to train here") from None
+
+
+class SweepTask:
+    """One array task: trains its cells in worker processes. submitit calls it in the job; `checkpoint` is what
+    submitit calls on the warning signal before it requeues the task."""
+
+    def __init__(self, results_dir: str, sweep: str, lanes: int, runs_per_gpu: int, cpu_only: bool,
+                 retry_failed: bool, stop_wait_s: float):
+        self.results_dir, self.sweep, self.lanes, self.runs_per_gpu = results_dir, sweep, lanes, runs_per_gpu
+        self.cpu_only, self.retry_failed, self.stop_wait_s = cpu_only, retry_failed, stop_wait_s
+        self._procs: list = []
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_procs"] = []  # processes of this run; the requeued run starts its own
+        return state
+
+    def __call__(self, cells: list[tuple[str, str, dict]]) -> dict:
+        options = LaunchOptions(workers=self.lanes, runs_per_gpu=self.runs_per_gpu, retry_failed=self.retry_failed,
+                                device="cpu" if self.cpu_only else "auto")
+        slots = worker_slots(options)[: max(1, min(self.lanes, len(cells)))]
+        print(f"task {os.environ.get('SLURM_ARRAY_JOB_ID')}_{os.environ.get('SLURM_ARRAY_TASK_ID')} "
+              f"(restart {os.environ.get('SLURM_RESTART_COUNT', 0)}): {len(cells)} cells on "
+              f"{', '.join(s[0] for s in slots)}", flush=True)
+        self._procs, events = start_workers(slots, cells, Path(self.results_dir), self.sweep, options)
+        counts: dict[str, int] = {}
+        while True:
+            try:
+                kind, worker, run_id, name, info, log = events.get(timeout=0.5)
+            except queue.Empty:
+                if not any(p.is_alive() for p in self._procs):
+                    break
+                continue
+            print(f"{time.strftime('%H:%M:%S')} {kind:9s} {name} ({run_id}) on {worker} {info} {log}", flush=True)
+            if kind != "start":
+                counts[kind] = counts.get(kind, 0) + 1
+        for p in self._procs:
+            p.join()
+        return counts
+
+    def checkpoint(self, cells):
+        """On the warning signal: make every worker checkpoint and stop (bounded wait), then ask to be requeued."""
+        import submitit
+
+        print(f"{time.strftime('%H:%M:%S')} warning signal: stopping {len(self._procs)} worker(s) at their next "
+              f"step", flush=True)
+        for p in self._procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGUSR2)
+        deadline = time.time() + self.stop_wait_s
+        for p in self._procs:
+            p.join(timeout=max(0.0, deadline - time.time()))
+        return submitit.helpers.DelayedSubmission(self, cells)
+
+
+def todo_cells(plan: SweepPlan, results_dir: Path, retry_failed: bool) -> tuple[list[Cell], int]:
+    """(cells to submit, cells already queued or running in live jobs or claimed elsewhere)."""
+    tasks = slurm_queue.cell_tasks(results_dir, plan.name)
+    seen = {c.run_id: claims.read_claim(claims.claim_path(results_dir, plan.name, c.run_id)) for c in plan.cells}
+    owners = [s[0]["batch_job"] for s in seen.values() if s and s[0].get("batch_job")]
+    states = slurm_queue.job_states([tasks[c.run_id] for c in plan.cells if c.run_id in tasks] + owners)
+    todo, busy = [], 0
+    for c in plan.cells:
+        if not cell_todo(results_dir, plan.name, c.run_id, retry_failed):
+            continue
+        claim = seen[c.run_id]
+        if states.get(tasks.get(c.run_id, ""), "") in slurm_queue.ACTIVE or (
+                claim and claims.is_live(*claim, job_states=states)):
+            busy += 1
+            continue
+        todo.append(c)
+    return todo, busy
+
+
+def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_failed: bool = False,
+           console=None) -> dict:
+    """Submit the cells still to do as one job array; returns {"job": id, "tasks": n, "cells": n, "busy": n}
+    (job None when nothing needed submitting)."""
+    import submitit
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    require_slurm()
+    results_dir = Path(results_dir).resolve()
+    write_plan(plan, results_dir)
+    todo, busy = todo_cells(plan, results_dir, retry_failed)
+    if not todo:
+        return {"job": None, "tasks": 0, "cells": 0, "busy": busy}
+    tasks = deal_cells(todo, launcher)
+    folder = store.sweep_dir(results_dir, plan.name) / "slurm" / "jobs" / "%j"
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=launcher.max_requeues)
+    params = {"job_name": f"scaling-{plan.name}", "time": task_minutes(tasks, launcher), "nodes": 1,
+              "ntasks_per_node": 1, "cpus_per_task": launcher.cpus_per_task, "mem": f"{int(launcher.mem_gb * 1024)}M",
+              "array_parallelism": launcher.array_parallelism, "signal_delay_s": launcher.signal_delay_s,
+              "setup": list(launcher.setup), "additional_parameters": dict(launcher.sbatch)}
+    if launcher.gpus_per_task:
+        params["gpus_per_node"] = launcher.gpus_per_task
+    for key in ("partition", "account", "qos"):
+        if getattr(launcher, key):
+            params[key] = getattr(launcher, key)
+    executor.update_parameters(**params)
+    task = SweepTask(str(results_dir), plan.name, lanes_per_task(launcher), launcher.runs_per_gpu,
+                     launcher.gpus_per_task == 0, retry_failed, stop_wait_s=max(5.0, launcher.signal_delay_s - 10))
+    args = [[(c.run_id, c.name, to_dict(c.run)) for c in t] for t in tasks]
+    try:
+        jobs = executor.map_array(task, args)
+    except Exception as e:  # sbatch refused (bad partition, account, limits): its own message says why
+        raise SlurmError(f"sbatch refused the job array: {str(e).strip().splitlines()[-1][:300]}") from None
+    job = jobs[0].job_id.split("_")[0]
+    slurm_queue.record_submission(results_dir, plan.name, job, {j.job_id: [rid for rid, _, _ in a]
+                                                                for j, a in zip(jobs, args, strict=True)},
+                                  {"time_min": params["time"], "lanes": lanes_per_task(launcher),
+                                   "folder": str(folder.parent)})
+    return {"job": job, "tasks": len(tasks), "cells": len(todo), "busy": busy, "time_min": params["time"]}
+
+
+def wait(results_dir: Path, sweep: str, run_ids: list[str], console=None, poll_s: float = 3.0,
+         show_progress: bool = True) -> dict:
+    """Follow the cells until none is queued or running; returns the final counts by state."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from scaling.sweep.status import cell_states, counts
+
+    console = console or Console(stderr=True)
+    wanted = set(run_ids)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[state]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=console, disable=not show_progress) as progress:
+        bar = progress.add_task(sweep, total=len(wanted), state="")
+        while True:
+            states = [s for s in cell_states(results_dir, sweep) if s["id"] in wanted]
+            n = counts(states)
+            settled = n["completed"] + n["diverged"] + n["failed"]
+            progress.update(bar, completed=settled, state=" · ".join(f"{k} {v}" for k, v in n.items() if v))
+            if not any(s["state"] in ("running", "queued") for s in states):
+                return n
+            time.sleep(poll_s)
+

@@ -1,0 +1,174 @@
+"""The Slurm launcher. Unit tests (dealing cells to tasks, time limits, launcher configs, clear errors) run
+anywhere; the integration tests (marked `slurm`) submit real job arrays to the one-node cluster that
+`make test-slurm` starts (tests/slurm/slurm_up.sh), and skip cleanly without one. Every wait is bounded."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scaling.sweep import launcher as launcher_mod
+from scaling.sweep.launcher import LauncherConfig
+from scaling.sweep.plan import compose_sweep, plan_sweep
+from scaling.sweep.slurm import deal_cells, lanes_per_task, task_minutes
+
+SWEEPS = Path(__file__).parent / "sweeps"
+TINY, LONG = str(SWEEPS / "tiny.yaml"), str(SWEEPS / "long.yaml")
+CPU_TASKS = ["launcher=slurm", "launcher.gpus_per_task=0", "launcher.cpus_per_task=1", "launcher.mem_gb=1",
+             "launcher.time_per_cell_min=5", "launcher.signal_delay_s=30"]
+
+
+# ---- units --------------------------------------------------------------------------------------------------
+def test_launcher_group_is_composed_from_the_command_line():
+    sweep = compose_sweep(TINY, ["launcher=slurm", "launcher.partition=gpu", "launcher.runs_per_gpu=4",
+                                 "launcher.setup=[module load cuda]"])
+    assert (sweep.launcher.kind, sweep.launcher.partition, sweep.launcher.runs_per_gpu) == ("slurm", "gpu", 4)
+    assert sweep.launcher.setup == ["module load cuda"]
+    assert compose_sweep(TINY).launcher.kind == "local"
+
+
+def test_cells_are_dealt_to_tasks_balancing_their_flops():
+    cells = plan_sweep(compose_sweep(TINY)).cells  # 3 cells at 2e9 FLOPs, 3 at 6e9
+    tasks = deal_cells(cells, LauncherConfig(kind="slurm", cells_per_lane=2))
+    assert sorted(len(t) for t in tasks) == [2, 2, 2]
+    loads = [sum(c.run.budget_flops for c in t) for t in tasks]
+    assert max(loads) == min(loads) == 8e9  # each task: one 6e9 cell and one 2e9 cell
+    assert sorted(c.run_id for t in tasks for c in t) == sorted(c.run_id for c in cells)
+    packed = LauncherConfig(kind="slurm", gpus_per_task=2, runs_per_gpu=3)
+    assert lanes_per_task(packed) == 6 and len(deal_cells(cells, packed)) == 1
+    assert task_minutes(deal_cells(cells, packed), packed) == 60  # six lanes: one cell each
+    assert task_minutes(tasks, LauncherConfig(kind="slurm", cells_per_lane=2, time_per_cell_min=30)) == 60
+
+
+def test_bad_launcher_settings_are_named():
+    problems = launcher_mod.check(LauncherConfig(kind="slurm", gpus_per_task=3, gpus_per_run=2, runs_per_gpu=2,
+                                                 signal_delay_s=1))
+    text = "; ".join(problems)
+    assert "gpus_per_task=3 is not a multiple" in text and "runs_per_gpu must be 1" in text
+    assert "signal_delay_s=1" in text
+    assert launcher_mod.check(LauncherConfig(kind="pbs"))
+
+
+def test_launcher_slurm_without_slurm_fails_before_anything_runs(tmp_path):
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # python, but no sbatch/squeue
+    out = subprocess.run([sys.executable, "-m", "scaling.cli", "sweep", TINY, "--results-dir", str(tmp_path),
+                          "--no-probe", *CPU_TASKS], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2
+    assert "no Slurm (sbatch/squeue not on PATH)" in out.stderr and "drop launcher=slurm" in out.stderr
+    assert not (tmp_path / "tiny" / "runs").exists()
+
+
+# ---- integration, on a real one-node Slurm -------------------------------------------------------------------
+def sweep(config, results, *extra, timeout=240):
+    cmd = [sys.executable, "-m", "scaling.cli", "sweep", config, "--results-dir", str(results), "--no-probe",
+           "--no-progress", *CPU_TASKS, *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def records(results, name) -> dict:
+    return {p.stem: json.loads(p.read_text()) for p in (Path(results) / name / "runs").glob("*.json")}
+
+
+def states(results, name) -> dict:
+    out = subprocess.run([sys.executable, "-m", "scaling.cli", "status", name, "--results-dir", str(results),
+                          "--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return {c["id"]: c for c in map(json.loads, out.stdout.splitlines())}
+
+
+def wait_for(what, check, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def task_of(results, name, run_id) -> str:
+    index = Path(results) / name / "slurm" / "submissions"
+    entries = sorted((json.loads(p.read_text()) for p in index.glob("*.json")), key=lambda e: e["submitted"])
+    return [t for e in entries for t, ids in e["tasks"].items() if run_id in ids][-1]
+
+
+def checkpointed(results, name, run_id) -> bool:
+    rec = records(results, name).get(run_id)
+    return bool(rec and rec["status"] == "running" and (rec.get("results") or {}).get("steps_done", 0) >= 100)
+
+
+@pytest.mark.slurm
+def test_slurm_sweep_records_equal_the_local_launchers(tmp_path):
+    sweep(TINY, tmp_path / "slurm", "launcher.cells_per_lane=3", "--wait")
+    local = subprocess.run([sys.executable, "-m", "scaling.cli", "sweep", TINY, "--results-dir",
+                            str(tmp_path / "local"), "--no-probe", "--no-progress", "--workers", "2"],
+                           capture_output=True, text=True, timeout=240)
+    assert local.returncode == 0, local.stderr
+    on_slurm, here = records(tmp_path / "slurm", "tiny"), records(tmp_path / "local", "tiny")
+    assert len(on_slurm) == 6 and sorted(on_slurm) == sorted(here)
+    for rid, rec in on_slurm.items():
+        assert rec["status"] == here[rid]["status"] == "completed"
+        for key in ("steps_done", "tokens_done"):
+            assert rec["results"][key] == here[rid]["results"][key]
+        assert rec["derived"] == here[rid]["derived"]
+        assert rec["provenance"]["batch_job"] and here[rid]["provenance"]["batch_job"] is None
+    assert len({r["provenance"]["batch_job"] for r in on_slurm.values()}) == 2  # 3 cells per task
+    again = sweep(TINY, tmp_path / "slurm")
+    assert "nothing to submit" in again.stderr and records(tmp_path / "slurm", "tiny") == on_slurm
+
+
+@pytest.mark.slurm
+def test_cells_packed_in_one_task_all_complete_and_are_recorded_separately(tmp_path):
+    sweep(TINY, tmp_path, "name=packed", "launcher.runs_per_gpu=3", "launcher.cells_per_lane=2", "--wait")
+    recs = records(tmp_path, "packed")
+    assert len(recs) == 6 and all(r["status"] == "completed" for r in recs.values())
+    assert len({r["provenance"]["batch_job"] for r in recs.values()}) == 1  # one task
+    assert len({r["provenance"]["pid"] for r in recs.values()}) == 3  # three lanes side by side
+    assert all((tmp_path / "packed" / "logs" / f"{rid}.log").exists() for rid in recs)
+
+
+@pytest.mark.slurm
+def test_preempted_cell_checkpoints_is_requeued_and_resumes(tmp_path):
+    sweep(LONG, tmp_path)
+    (run_id,) = [c.run_id for c in plan_sweep(compose_sweep(LONG)).cells]
+    wait_for("a first checkpoint", lambda: checkpointed(tmp_path, "long", run_id), 90)
+    task = task_of(tmp_path, "long", run_id)
+    for sig in ("TERM", "USR2"):  # what submitit's interrupt sends; USR2 alone is the time-limit warning
+        subprocess.run(["scancel", f"--signal={sig}", task], check=True, timeout=30)
+    wait_for("the requeued task to finish the cell",
+             lambda: records(tmp_path, "long")[run_id]["status"] == "completed", 150)
+    rec = records(tmp_path, "long")[run_id]
+    assert rec["provenance"]["attempts"] == 2 and rec["provenance"]["restart"] == 1
+    (resumed,) = rec["provenance"]["resumed_from_steps"]
+    assert 100 <= resumed < rec["derived"]["steps"]  # resumed from a checkpoint, not retrained from scratch
+    assert rec["results"]["steps_done"] == rec["derived"]["steps"]
+    log = (tmp_path / "long" / "logs" / f"{run_id}.log").read_text()
+    assert log.count("=== ") == 2 and f"resuming from checkpoint at step {resumed}" in log
+
+
+@pytest.mark.slurm
+def test_cancelled_cell_is_reported_and_retried_without_touching_completed_ones(tmp_path):
+    extra = ["budgets=[2e9,1e11]"]
+    sweep(LONG, tmp_path, *extra)  # two tasks: the 1e11 cell (long) and the 2e9 cell (short)
+    short, long_ = [c.run_id for c in plan_sweep(compose_sweep(LONG, extra)).cells]
+    wait_for("the short cell to complete and the long one to checkpoint",
+             lambda: checkpointed(tmp_path, "long", long_)
+             and records(tmp_path, "long").get(short, {}).get("status") == "completed", 90)
+    short_bytes = (tmp_path / "long" / "runs" / f"{short}.json").read_bytes()
+    subprocess.run(["scancel", task_of(tmp_path, "long", long_)], check=True, timeout=30)
+    t0 = time.time()
+    cell = wait_for("status to report the cancelled cell",
+                    lambda: (s := states(tmp_path, "long")[long_])["state"] == "failed" and s, 30)
+    assert "CANCELLED" in cell["detail"] and time.time() - t0 < 30
+    assert states(tmp_path, "long")[short]["state"] == "completed"
+    sweep(LONG, tmp_path, *extra, "--retry-failed", "--wait")
+    rec = records(tmp_path, "long")[long_]
+    assert rec["status"] == "completed" and rec["provenance"]["attempts"] == 2
+    assert rec["provenance"]["resumed_from_steps"][0] >= 100
+    assert (tmp_path / "long" / "runs" / f"{short}.json").read_bytes() == short_bytes
