@@ -117,6 +117,8 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (cells, totals, time estimate); no runs."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on CPU."),
     runs_per_gpu: int = typer.Option(1, "--runs-per-gpu", min=1, help="Cells run side by side on each GPU."),
+    gpus_per_run: int = typer.Option(1, "--gpus-per-run", min=1, help="GPUs per cell (torchrun, data parallel; "
+                                     "on CPU: processes per cell). Local launcher; on Slurm: launcher.gpus_per_run."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Also retry cells whose last attempt failed."),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="Time a few steps per model for the estimate."),
     device: str = typer.Option("auto", "--device", help="auto (all visible GPUs, else CPU) or cpu."),
@@ -172,7 +174,10 @@ def sweep(
         return
     from scaling.sweep.launch import LaunchOptions, launch
 
-    options = LaunchOptions(workers=workers, runs_per_gpu=runs_per_gpu, retry_failed=retry_failed, device=device)
+    if gpus_per_run > 1 and runs_per_gpu > 1:
+        _fail("--gpus-per-run > 1 needs --runs-per-gpu 1 (a cell spread over GPUs does not share them)")
+    options = LaunchOptions(workers=workers, runs_per_gpu=runs_per_gpu, retry_failed=retry_failed, device=device,
+                            procs_per_run=gpus_per_run)
     try:
         counts = launch(plan, results, options, console=console, show_progress=progress)
     except StoreError as e:

@@ -296,9 +296,23 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
     import torch
 
     from scaling import device as device_mod
-    from scaling import tracking
+    from scaling import distributed, tracking
     from scaling.model import build_model
 
+    ranks, rank_device = distributed.setup(run.train.device)  # several processes (torchrun), else None
+    try:
+        return _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress,
+                      console, torch, device_mod, tracking, build_model)
+    finally:
+        if ranks is not None:
+            distributed.teardown()
+
+
+def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress, console, torch,
+           device_mod, tracking, build_model) -> dict:
+    main = ranks is None or ranks.main
+    save = (lambda rec: store.write_record(rec_path, rec)) if main else (lambda rec: None)  # rank 0 writes
+    show_progress = show_progress and main
     if record is None:
         record = store.new_record(
             plan.run_id, run.sweep, plan.name, to_dict(run), plan.derived(),
@@ -311,14 +325,15 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
         "host": socket.gethostname(), "pid": os.getpid(), "batch_job": scheduler.batch_job_id(),
         "restart": scheduler.restart_count(), "python": platform.python_version(),
         "torch": torch.__version__, "started": _now(), "attempts": record["provenance"].get("attempts", 0) + 1,
+        "processes": ranks.world if ranks else 1,
     })
-    store.write_record(rec_path, record)
+    save(record)
 
     t = run.train
     try:  # a failure here (no such device, unreadable checkpoint) is recorded like one in training
         if t.threads:
             torch.set_num_threads(t.threads)
-        device = device_mod.pick(t.device)
+        device = rank_device or device_mod.pick(t.device)
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -333,12 +348,12 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
         record["error"] = {"kind": "exception", "step": 0, "reason": f"{type(e).__name__}: {e}".splitlines()[0],
                            "traceback": traceback.format_exc()}
         record["provenance"]["finished"] = _now()
-        store.write_record(rec_path, record)
+        save(record)
         raise
-    if state["resumed_from"]:
+    if state["resumed_from"] and main:
         console.print(f"run {plan.run_id}: resuming from checkpoint at step {state['step']}/{plan.steps}")
     record["provenance"].update({"device": device_mod.describe(device), "resumed_from_steps": state["resumed_from"]})
-    store.write_record(rec_path, record)
+    save(record)
 
     tags = [f"C={short_number(run.budget_flops)}", f"A={plan.counts.activation_ratio:.3g}",
             f"G={plan.counts.granularity:.3g}", f"lr={short_number(t.lr)}", f"B={plan.batch_tokens}"]
@@ -346,7 +361,7 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
     wandb_id = f"{plan.run_id}-{hashlib.sha256(run.sweep.encode()).hexdigest()[:6]}"
     tracker = tracking.start(run.wandb, wandb_id, plan.name, run.sweep,
                              {**record["config"], "derived": record["derived"]}, tags,
-                             store.sweep_dir(results_dir, run.sweep) / "wandb")
+                             store.sweep_dir(results_dir, run.sweep) / "wandb") if main else tracking.NullTracker()
     if tracker.run_url:
         record["provenance"]["wandb_url"] = tracker.run_url
     wall_start = time.perf_counter()
@@ -355,10 +370,10 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
 
         def on_checkpoint(step: int) -> None:  # the record shows progress while the run goes on
             record["results"] = {**record.get("results", {}), "steps_done": step}
-            store.write_record(rec_path, record)
+            save(record)
 
         _train_loop(plan, model, forward, optimizer, state, device, ckpt_path, tracker, show_progress, console,
-                    on_checkpoint)
+                    on_checkpoint, ranks)
         val_loss = _evaluate(model, plan.data, run, device)
         state["evals"].append({"step": plan.steps, "val_loss": val_loss})
         record["status"] = "completed"
@@ -373,22 +388,29 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
         reason = str(e) if isinstance(e, Preempted) else "interrupted" if interrupted else f"{type(e).__name__}: {e}"
         record["error"] = {"kind": "interrupted" if interrupted else "exception", "step": state["step"],
                            "reason": reason.splitlines()[0], "traceback": traceback.format_exc()}
-        _finish(record, rec_path, state, plan, model, device, None, wall_start)
+        _finish(record, save, state, plan, model, device, None, wall_start, ranks)
         tracker.finish(exit_code=1)
         raise
-    _finish(record, rec_path, state, plan, model, device, val_loss, wall_start)
+    _finish(record, save, state, plan, model, device, val_loss, wall_start, ranks)
     tracker.finish(exit_code=0 if record["status"] == "completed" else 1)
-    if record["status"] in store.FINAL_STATUSES and ckpt_path.exists() and not t.keep_checkpoint:
+    if main and record["status"] in store.FINAL_STATUSES and ckpt_path.exists() and not t.keep_checkpoint:
         ckpt_path.unlink()
     return record
 
 
-def _finish(record, rec_path, state, plan: RunPlan, model, device, val_loss, wall_start) -> None:
+def _finish(record, save, state, plan: RunPlan, model, device, val_loss, wall_start, ranks=None) -> None:
     from scaling import device as device_mod
 
     tokens_done = plan.tokens_after(state["step"])
     tokens_per_s = tokens_done / state["train_s"] if state["train_s"] > 0 else None
     peak = device_mod.peak_flops(str(device), device.type == "cuda")
+    if peak and ranks is not None:
+        peak *= ranks.world
+    if ranks is not None and val_loss is not None:  # every rank got here: sum their expert loads
+        from scaling import distributed
+
+        for load_E in model.expert_load_buffers():
+            distributed.sum_(load_E)
     loads = model.expert_load()
     shares = [[c / max(1.0, sum(layer)) for c in layer] for layer in loads]
     record["results"] = {
@@ -407,14 +429,16 @@ def _finish(record, rec_path, state, plan: RunPlan, model, device, val_loss, wal
         "max_expert_load_ratio": max((max(s) * len(s) for s in shares if s), default=None),
     }
     record["provenance"]["finished"] = _now()
-    store.write_record(rec_path, record)
+    save(record)
 
 
 def _train_loop(plan: RunPlan, model, forward, optimizer, state: dict, device, ckpt_path: Path, tracker,
-                show_progress: bool, console, on_checkpoint=None) -> None:
+                show_progress: bool, console, on_checkpoint=None, ranks=None) -> None:
     import torch
     import torch.nn.functional as F
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from scaling import distributed
 
     run, t = plan.run, plan.run.train
     m = run.model
@@ -436,17 +460,37 @@ def _train_loop(plan: RunPlan, model, forward, optimizer, state: dict, device, c
             lr = lr_at(step, plan.steps, t)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            x_np, y_np = plan.data.train_batch(step, plan.batch_size_at(step), m.seq_len, run.seed)
-            x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
-            with _autocast(device):
-                logits = forward(x)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-            aux, z = model.router_losses()
-            total = loss + m.aux_loss_coef * aux.to(device) + m.z_loss_coef * z.to(device)
-            loss_value = loss.item()
+            n_rows = plan.batch_size_at(step)
+            x_np, y_np = plan.data.train_batch(step, n_rows, m.seq_len, run.seed)
+            if ranks is not None:  # this rank's rows of the global batch
+                x_np, y_np = x_np[ranks.rows(n_rows)], y_np[ranks.rows(n_rows)]
+            share = len(x_np) / n_rows
+            if share:  # (a rank may get no rows of a last, partial batch smaller than the number of ranks)
+                x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+                with _autocast(device):
+                    logits = forward(x)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                aux, z = model.router_losses()
+                total = loss + m.aux_loss_coef * aux.to(device) + m.z_loss_coef * z.to(device)
+                (total * share if ranks is not None else total).backward()
+            else:
+                loss = torch.zeros(())
+                for load_E in model.step_load_buffers():
+                    load_E.zero_()
+            checkpoint_asked, stop_asked = _REQUESTS["checkpoint"], _REQUESTS["stop"]
+            if ranks is None:
+                loss_value = loss.item()
+            else:  # summed gradients = the single-process gradient; one more collective agrees on the rest
+                distributed.sum_gradients(list(model.parameters()))
+                for load_E in model.step_load_buffers():
+                    distributed.sum_(load_E)
+                agreed = distributed.sum_(torch.tensor([loss.item() * share, bool(checkpoint_asked),
+                                                        bool(stop_asked)], dtype=torch.float64, device=device))
+                loss_value = float(agreed[0])
+                checkpoint_asked = bool(agreed[1] > 0)
+                stop_asked = (stop_asked or "preempted (signal to another rank)") if agreed[2] > 0 else None
             if not math.isfinite(loss_value):
                 raise Diverged(step, f"non-finite train loss ({loss_value}) at step {step}")
-            total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip else math.inf)
             grad_norm = float(grad_norm)
             if not math.isfinite(grad_norm):
@@ -478,15 +522,13 @@ def _train_loop(plan: RunPlan, model, forward, optimizer, state: dict, device, c
                 val = _evaluate(model, plan.data, run, device)
                 state["evals"].append({"step": done, "val_loss": val})
                 tracker.log({"val/loss": val}, step=done)
-            if t.checkpoint_every and done % t.checkpoint_every == 0 and done < plan.steps:
-                _save_checkpoint(ckpt_path, model, optimizer, state)
-                if on_checkpoint is not None:
-                    on_checkpoint(done)
-            progress.update(task, completed=done, loss=f"{smoothed:.3f}", tps=f"{tokens_per_s:,.0f}")
-            if (_REQUESTS["checkpoint"] or _REQUESTS["stop"]) and done < plan.steps:
+            periodic = t.checkpoint_every and done % t.checkpoint_every == 0
+            if (periodic or checkpoint_asked or stop_asked) and done < plan.steps:
                 _REQUESTS["checkpoint"] = False
-                _save_checkpoint(ckpt_path, model, optimizer, state)
+                if ranks is None or ranks.main:
+                    _save_checkpoint(ckpt_path, model, optimizer, state)
                 if on_checkpoint is not None:
                     on_checkpoint(done)
-                if _REQUESTS["stop"]:
-                    raise Preempted(f"{_REQUESTS['stop']} at step {done}; checkpoint saved")
+                if stop_asked:
+                    raise Preempted(f"{stop_asked} at step {done}; checkpoint saved")
+            progress.update(task, completed=done, loss=f"{smoothed:.3f}", tps=f"{tokens_per_s:,.0f}")

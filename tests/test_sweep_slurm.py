@@ -172,3 +172,18 @@ def test_cancelled_cell_is_reported_and_retried_without_touching_completed_ones(
     assert rec["status"] == "completed" and rec["provenance"]["attempts"] == 2
     assert rec["provenance"]["resumed_from_steps"][0] >= 100
     assert (tmp_path / "long" / "runs" / f"{short}.json").read_bytes() == short_bytes
+
+
+@pytest.mark.slurm
+def test_a_cell_over_two_processes_runs_with_torchrun_inside_its_task(tmp_path):
+    sweep(TINY, tmp_path, "name=ddp", "budgets=[2e9]", "lr.values=[3e-3]", "launcher.gpus_per_run=2",
+          "launcher.cpus_per_task=2", "--wait")
+    ((run_id, rec),) = records(tmp_path, "ddp").items()
+    assert rec["status"] == "completed" and rec["provenance"]["processes"] == 2
+    assert rec["provenance"]["batch_job"]
+    local = subprocess.run([sys.executable, "-m", "scaling.cli", "sweep", TINY, "--results-dir", str(tmp_path / "one"),
+                            "--no-probe", "--no-progress", "name=ddp", "budgets=[2e9]", "lr.values=[3e-3]"],
+                           capture_output=True, text=True, timeout=240)
+    assert local.returncode == 0, local.stderr
+    one = records(tmp_path / "one", "ddp")[run_id]  # the same cell on one process
+    assert rec["results"]["val_loss"] == pytest.approx(one["results"]["val_loss"], abs=1e-4)

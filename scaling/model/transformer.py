@@ -119,6 +119,14 @@ class Transformer(nn.Module):
         """Tokens routed to each expert of each MoE layer since the last reset (a list per layer)."""
         return [m.load_E.tolist() for m in self.moe_layers]
 
+    def expert_load_buffers(self) -> list[torch.Tensor]:
+        """The load counters themselves (one per MoE layer), e.g. to sum them across data-parallel ranks."""
+        return [m.load_E for m in self.moe_layers]
+
+    def step_load_buffers(self) -> list[torch.Tensor]:
+        """Each MoE layer's load of the last forward pass (what the bias update reads), to sum across ranks."""
+        return [m._step_load_E for m in self.moe_layers]
+
     def reset_expert_load(self) -> None:
         for m in self.moe_layers:
             m.reset_load()

@@ -38,6 +38,8 @@ class LaunchOptions:
     """Seconds without a heartbeat after which another launcher may take a cell over."""
     device: str = "auto"
     """'auto' (every visible GPU, else CPU) or 'cpu'."""
+    procs_per_run: int = 1
+    """Processes (GPUs) per cell; more than 1 trains each cell with torchrun, data parallel (on CPU: gloo)."""
 
 
 def log_path(results_dir: Path, sweep: str, run_id: str) -> Path:
@@ -71,7 +73,7 @@ def _die_with_parent() -> None:
 
 
 def _worker(worker: str, env: dict, threads: int | None, cells: list[tuple[str, str, dict]], results_dir: str,
-            sweep: str, retry_failed: bool, stale_after: float, events) -> None:
+            sweep: str, retry_failed: bool, stale_after: float, events, procs_per_run: int = 1) -> None:
     _die_with_parent()
     parent = os.getppid()
     os.environ.update(env)
@@ -83,13 +85,14 @@ def _worker(worker: str, env: dict, threads: int | None, cells: list[tuple[str, 
     if threads:
         torch.set_num_threads(threads)
     try:
-        _work_through(worker, cells, Path(results_dir), sweep, retry_failed, stale_after, events, parent)
+        _work_through(worker, cells, Path(results_dir), sweep, retry_failed, stale_after, events, parent,
+                      procs_per_run)
     except KeyboardInterrupt:
         return  # Ctrl-C: the cell's record says 'interrupted' and its claim is released; the launcher reports it
 
 
 def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: bool, stale_after: float, events,
-                  parent: int) -> None:
+                  parent: int, procs_per_run: int = 1) -> None:
     from rich.console import Console
 
     from scaling.train import Preempted, stop_requested, train
@@ -116,8 +119,11 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
             with claims.Heartbeat(claim), open(log, "a") as f, _redirect_fds(f):
                 print(f"=== {name} ({run_id}) worker {worker} pid {os.getpid()} {time.ctime()}", flush=True)
                 try:
-                    record = train(from_dict(run_dict), show_progress=False,
-                                   console=Console(file=sys.stdout, force_terminal=False, width=120))
+                    if procs_per_run > 1:
+                        record = _train_with_torchrun(run_dict, procs_per_run, results, sweep, run_id)
+                    else:
+                        record = train(from_dict(run_dict), show_progress=False,
+                                       console=Console(file=sys.stdout, force_terminal=False, width=120))
                 except BaseException:
                     traceback.print_exc()
                     sys.stdout.flush()
@@ -131,6 +137,46 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
             events.put(("failed", worker, run_id, name, f"{type(e).__name__}: {e}".splitlines()[0], str(log)))
         finally:
             claims.release(claim, owner)
+
+
+def _train_with_torchrun(run_dict: dict, nproc: int, results: Path, sweep: str, run_id: str) -> dict:
+    """Train one cell on `nproc` processes (torchrun, one node) and return its record (rank 0 wrote it).
+
+    torchrun's own agent ignores SIGTERM and SIGUSR2 (dispositions set to ignore survive exec): the training
+    processes receive the scheduler's signals themselves and stop together (scaling/distributed.py)."""
+    import json
+    import subprocess
+
+    from scaling.train import Preempted
+
+    run_file = store.checkpoint_path(results, sweep, run_id).with_suffix(".run.json")
+    store.atomic_write_text(run_file, json.dumps(run_dict))
+
+    def ignore_scheduler_signals() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "scaling.sweep.run_cell", str(run_file)]
+    sys.stdout.flush()
+    code = subprocess.run(cmd, preexec_fn=ignore_scheduler_signals,
+                          env={**os.environ, "OMP_NUM_THREADS": str(torch_threads())}).returncode
+    rec_path = store.record_path(results, sweep, run_id)
+    record = store.read_record(rec_path) if rec_path.exists() else None
+    error = (record or {}).get("error") or {}
+    if record is not None and record["status"] == "failed" and error.get("kind") == "interrupted":
+        raise Preempted(error.get("reason", "preempted"))
+    if record is None or record["status"] not in store.FINAL_STATUSES:
+        raise RuntimeError(f"torchrun exited with code {code} before the run finished (its log: above)")
+    run_file.unlink(missing_ok=True)
+    return record
+
+
+def torch_threads() -> int:
+    """This worker's torch threads (its share of the cores, already divided by the processes per run)."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 class _redirect_fds:
@@ -163,14 +209,16 @@ def worker_slots(options: LaunchOptions) -> list[tuple[str, dict, int | None]]:
         import torch
 
         n_gpus = torch.cuda.device_count()
+    per_run = max(1, options.procs_per_run)
     if n_gpus:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        ids = visible.split(",") if visible else [str(i) for i in range(n_gpus)]
-        return [(f"gpu{g}.{r}", {"CUDA_VISIBLE_DEVICES": g}, None)
-                for g in ids[:n_gpus] for r in range(options.runs_per_gpu)]
+        ids = (visible.split(",") if visible else [str(i) for i in range(n_gpus)])[:n_gpus]
+        groups = [",".join(ids[i: i + per_run]) for i in range(0, len(ids) - per_run + 1, per_run)]
+        return [(f"gpu{g.replace(',', '+')}.{r}", {"CUDA_VISIBLE_DEVICES": g}, None)
+                for g in groups for r in range(options.runs_per_gpu)]
     cores = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-    threads = max(1, cores // options.workers)
+    threads = max(1, cores // (options.workers * per_run))
     return [(f"cpu{i}", {"CUDA_VISIBLE_DEVICES": ""}, threads) for i in range(options.workers)]
 
 
@@ -181,7 +229,8 @@ def start_workers(slots, cells: list[tuple[str, str, dict]], results_dir: Path, 
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(name, env, threads, cells, str(results_dir), sweep,
-                                               options.retry_failed, options.stale_after, events), daemon=False)
+                                               options.retry_failed, options.stale_after, events,
+                                               options.procs_per_run), daemon=False)
              for name, env, threads in slots]
     for p in procs:
         p.start()

@@ -39,8 +39,9 @@ class LauncherConfig:
     """(slurm) Cells trained side by side on each GPU of a task (on CPU-only tasks: side by side in the task).
     Packing small cells fills a GPU that one small model leaves idle."""
     gpus_per_run: int = 1
-    """(slurm) GPUs per cell. More than 1 launches each cell with torchrun (DDP) on that many GPUs of the task;
-    gpus_per_task must then be a multiple of it and runs_per_gpu 1."""
+    """(slurm) GPUs per cell. More than 1 launches each cell with torchrun (data parallel) on that many GPUs of
+    the task; gpus_per_task must then be a multiple of it and runs_per_gpu 1. On CPU-only tasks
+    (gpus_per_task=0): processes per cell (gloo)."""
     cells_per_lane: int = 1
     """(slurm) Cells each lane trains in turn. Cells are dealt to tasks so that their estimated times (budget
     FLOPs) balance; more cells per lane = fewer, longer tasks (less queueing and start-up per cell)."""

@@ -22,7 +22,7 @@ import signal
 import time
 from pathlib import Path
 
-from scaling import store
+from scaling import scheduler, store
 from scaling.config import to_dict
 from scaling.sweep import claims, slurm_queue
 from scaling.sweep.launch import LaunchOptions, cell_todo, start_workers, worker_slots, write_plan
@@ -83,9 +83,10 @@ class SweepTask:
     """One array task: trains its cells in worker processes. submitit calls it in the job; `checkpoint` is what
     submitit calls on the warning signal before it requeues the task."""
 
-    def __init__(self, results_dir: str, sweep: str, lanes: int, runs_per_gpu: int, cpu_only: bool,
-                 retry_failed: bool, stop_wait_s: float):
+    def __init__(self, results_dir: str, sweep: str, lanes: int, runs_per_gpu: int, procs_per_run: int,
+                 cpu_only: bool, retry_failed: bool, stop_wait_s: float):
         self.results_dir, self.sweep, self.lanes, self.runs_per_gpu = results_dir, sweep, lanes, runs_per_gpu
+        self.procs_per_run = procs_per_run
         self.cpu_only, self.retry_failed, self.stop_wait_s = cpu_only, retry_failed, stop_wait_s
         self._procs: list = []
 
@@ -96,10 +97,9 @@ class SweepTask:
 
     def __call__(self, cells: list[tuple[str, str, dict]]) -> dict:
         options = LaunchOptions(workers=self.lanes, runs_per_gpu=self.runs_per_gpu, retry_failed=self.retry_failed,
-                                device="cpu" if self.cpu_only else "auto")
+                                device="cpu" if self.cpu_only else "auto", procs_per_run=self.procs_per_run)
         slots = worker_slots(options)[: max(1, min(self.lanes, len(cells)))]
-        print(f"task {os.environ.get('SLURM_ARRAY_JOB_ID')}_{os.environ.get('SLURM_ARRAY_TASK_ID')} "
-              f"(restart {os.environ.get('SLURM_RESTART_COUNT', 0)}): {len(cells)} cells on "
+        print(f"task {scheduler.batch_job_id()} (restart {scheduler.restart_count()}): {len(cells)} cells on "
               f"{', '.join(s[0] for s in slots)}", flush=True)
         self._procs, events = start_workers(slots, cells, Path(self.results_dir), self.sweep, options)
         counts: dict[str, int] = {}
@@ -179,7 +179,8 @@ def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_f
             params[key] = getattr(launcher, key)
     executor.update_parameters(**params)
     task = SweepTask(str(results_dir), plan.name, lanes_per_task(launcher), launcher.runs_per_gpu,
-                     launcher.gpus_per_task == 0, retry_failed, stop_wait_s=max(5.0, launcher.signal_delay_s - 10))
+                     launcher.gpus_per_run, launcher.gpus_per_task == 0, retry_failed,
+                     stop_wait_s=max(5.0, launcher.signal_delay_s - 10))
     args = [[(c.run_id, c.name, to_dict(c.run)) for c in t] for t in tasks]
     try:
         jobs = executor.map_array(task, args)

@@ -1,0 +1,100 @@
+"""Data parallel training over several processes (torchrun, gloo on CPU): the same run as one process, and every
+rank stops at the same step when only one of them gets the scheduler's signal."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scaling import store
+from scaling.config import compose, to_dict
+from scaling.train import plan_run, train
+
+pytestmark = pytest.mark.slow
+TINY = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",
+        "data.val_tokens=2048", "train.device=cpu", "train.threads=1", "sweep=ddp"]
+
+
+def torchrun(run_file: Path, nproc: int = 2, **popen):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "scaling.sweep.run_cell", str(run_file)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def write_run(tmp_path, overrides):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    run = compose(overrides + [f"results_dir={tmp_path / 'ddp'}"])
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(to_dict(run)))
+    return run, path
+
+
+def test_two_processes_train_the_same_run_as_one(tmp_path):
+    overrides = TINY + ["budget_flops=6e9", "train.batch_size=5"]  # 5 rows: ranks get 3 and 2 (unequal shares)
+    run, path = write_run(tmp_path, overrides)
+    proc = torchrun(path)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    plan = plan_run(run)
+    ddp = store.read_record(store.record_path(tmp_path / "ddp", "ddp", plan.run_id))
+    single = train(compose(overrides + [f"results_dir={tmp_path / 'single'}"]), show_progress=False)
+    assert ddp["status"] == single["status"] == "completed" and ddp["provenance"]["processes"] == 2
+    assert ddp["results"]["steps_done"] == single["results"]["steps_done"] == plan.steps
+    assert ddp["results"]["tokens_done"] == single["results"]["tokens_done"]
+    assert ddp["results"]["val_loss"] == pytest.approx(single["results"]["val_loss"], abs=1e-4)
+    for a, b in zip(ddp["results"]["curve"], single["results"]["curve"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)  # summation order differs
+    flat = [share for layer in ddp["results"]["expert_load"] for share in layer]  # loads summed over ranks
+    assert flat == pytest.approx([share for layer in single["results"]["expert_load"] for share in layer], abs=0.01)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_and_the_run_resumes(tmp_path):
+    overrides = TINY + ["budget_flops=4e10", "train.checkpoint_every=100000"]
+    run, path = write_run(tmp_path, overrides)
+    plan = plan_run(run)
+    rec_path = store.record_path(tmp_path / "ddp", "ddp", plan.run_id)
+    proc = torchrun(path)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (rec_path.exists() and store.read_record(rec_path)["provenance"].get(
+            "resumed_from_steps") is not None):
+        time.sleep(0.05)  # training has started once rank 0 recorded its device
+    time.sleep(1.0)
+    ranks = sorted(_children(proc.pid))
+    assert len(ranks) == 2, ranks
+    os.kill(ranks[-1], signal.SIGUSR2)  # one rank only
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    rec = store.read_record(rec_path)
+    assert rec["status"] == "failed" and rec["error"]["kind"] == "interrupted", rec["error"]
+    stopped = rec["error"]["step"]
+    assert 0 < stopped < plan.steps and "preempted" in rec["error"]["reason"]
+    assert store.checkpoint_path(tmp_path / "ddp", "ddp", plan.run_id).exists()
+
+    again = torchrun(path)
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out
+    rec = store.read_record(rec_path)
+    assert rec["status"] == "completed" and rec["provenance"]["resumed_from_steps"] == [stopped]
+    _, clean_path = write_run(tmp_path / "clean", overrides)  # the same run on two processes, uninterrupted
+    clean = torchrun(clean_path)
+    out, _ = clean.communicate(timeout=300)
+    assert clean.returncode == 0, out
+    reference = store.read_record(store.record_path(tmp_path / "clean" / "ddp", "ddp", plan.run_id))
+    assert rec["results"]["val_loss"] == pytest.approx(reference["results"]["val_loss"], abs=1e-5)
