@@ -158,7 +158,7 @@ def sweep(
     if problems:
         _fail(f"bad launcher config: {'; '.join(problems)}")
     slurm = cfg.launcher.kind == "slurm"
-    if slurm:
+    if slurm and not dry_run:
         from scaling.sweep.slurm import SlurmError, require_slurm
 
         try:

@@ -31,6 +31,16 @@ def test_launcher_group_is_composed_from_the_command_line():
     assert compose_sweep(TINY).launcher.kind == "local"
 
 
+def test_a_clusters_settings_file_next_to_the_sweep_is_a_launcher_option(tmp_path):
+    (tmp_path / "launcher").mkdir()
+    (tmp_path / "tiny.yaml").write_text(Path(TINY).read_text())
+    (tmp_path / "launcher" / "mycluster.yaml").write_text(
+        "defaults: [slurm, _self_]\npartition: gpu\nsetup: ['module load cuda/12.4']\nsbatch: {constraint: h100}\n")
+    launcher = compose_sweep(str(tmp_path / "tiny.yaml"), ["launcher=mycluster", "launcher.runs_per_gpu=2"]).launcher
+    assert (launcher.kind, launcher.partition, launcher.runs_per_gpu) == ("slurm", "gpu", 2)
+    assert launcher.setup == ["module load cuda/12.4"] and launcher.sbatch == {"constraint": "h100"}
+
+
 def test_cells_are_dealt_to_tasks_balancing_their_flops():
     cells = plan_sweep(compose_sweep(TINY)).cells  # 3 cells at 2e9 FLOPs, 3 at 6e9
     tasks = deal_cells(cells, LauncherConfig(kind="slurm", cells_per_lane=2))
