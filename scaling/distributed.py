@@ -68,8 +68,12 @@ def sum_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def teardown() -> None:
+def teardown(clean: bool) -> None:
+    """Leave the process group; after a clean finish, together (a barrier: no rank tears down while another is
+    still in a collective). After an exception the other ranks may be gone: no barrier."""
     import torch.distributed as dist
 
     if dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()

@@ -20,6 +20,28 @@ def tokens_per_second(model_cfg: ModelConfig, batch_size: int, device: str = "au
     return measure(model_cfg, batch_size, device, rounds=1, steps=steps, warmup=warmup)["tokens_per_s"]
 
 
+def train_step(forward, optimizer, x_BT1, after_step=None):
+    """One training step as a callable: next-token cross-entropy of `forward(x[:, :-1])` (logits), backward,
+    optimizer step (bf16 autocast on CUDA). Shared by the probe and analysis/bench_moe.py, so every model is timed
+    on the same step."""
+    import torch
+    import torch.nn.functional as F
+
+    cuda = x_BT1.device.type == "cuda"
+    inputs_BT, targets_BT = x_BT1[:, :-1], x_BT1[:, 1:]
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            logits_BTV = forward(inputs_BT)
+        F.cross_entropy(logits_BTV.float().flatten(0, 1), targets_BT.flatten()).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step()
+
+    return step
+
+
 def measure(model_cfg: ModelConfig, batch_size: int, device: str = "auto", rounds: int = 5, steps: int = 4,
             warmup: int = 2, compile: bool = False) -> dict:
     """Training-step time over `rounds` rounds of `steps` steps (after `warmup`): median, min and max seconds per
@@ -27,7 +49,6 @@ def measure(model_cfg: ModelConfig, batch_size: int, device: str = "auto", round
     import statistics
 
     import torch
-    import torch.nn.functional as F
 
     from scaling import device as device_mod
     from scaling.model import build_model
@@ -38,15 +59,7 @@ def measure(model_cfg: ModelConfig, batch_size: int, device: str = "auto", round
     forward = torch.compile(model) if compile else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
     x = torch.randint(0, model_cfg.vocab_size, (batch_size, model_cfg.seq_len + 1), device=dev)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast(
-        "cpu", enabled=False)
-
-    def step():
-        with autocast:
-            logits = forward(x[:, :-1])
-        F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten()).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    step = train_step(forward, opt, x, model.update_expert_bias)
 
     for _ in range(warmup):
         step()

@@ -300,12 +300,18 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
     from scaling.model import build_model
 
     ranks, rank_device = distributed.setup(run.train.device)  # several processes (torchrun), else None
+    clean = False
     try:
-        return _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress,
-                      console, torch, device_mod, tracking, build_model)
+        record = _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress,
+                        console, torch, device_mod, tracking, build_model)
+        clean = True
+        return record
+    except Preempted:
+        clean = True  # every rank stopped at the same step
+        raise
     finally:
         if ranks is not None:
-            distributed.teardown()
+            distributed.teardown(clean)
 
 
 def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress, console, torch,

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# gpu_check.sh: every GPU check in one run, for a lent NVIDIA GPU (the device tool runs it as one command).
+#   1. the tests marked `gpu` (bf16 training on CUDA);
+#   2. MFU of the compiled bf16 training step at d_model 512 and 1024 (`scaling bench --compile`);
+#   3. sweep throughput, runs per hour, with 1 and with 4 cells packed on the GPU (analysis/gpu_packing.yaml).
+# Results go to $OUT (or ./gpu_check_out): gpu_check.txt with every number, and the logs.
+#   bash analysis/gpu_check.sh                 # on the GPU machine, from the repository root
+#   GPU_CHECK_SMOKE=1 bash analysis/gpu_check.sh   # on a CPU: the same steps, tiny, to check the script itself
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_check_out}
+mkdir -p "$OUT"
+REPORT="$OUT/gpu_check.txt"
+export WANDB_MODE=disabled SCALING_RESULTS="$OUT/results" SCALING_CACHE="$OUT/cache"
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+SMOKE=${GPU_CHECK_SMOKE:-0}
+say() { echo "$*" | tee -a "$REPORT"; }
+: > "$REPORT"
+say "== gpu_check $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
+say "torch: $($PY -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())')"
+
+# 1. tests marked gpu
+if [ "$SMOKE" = 1 ]; then say "-- 1. gpu tests: skipped (smoke)"; else
+  timeout 300 $PY -m pytest -q -m gpu tests >"$OUT/gpu_tests.log" 2>&1; say "-- 1. gpu tests: exit $? ($(tail -1 "$OUT/gpu_tests.log"))"
+fi
+
+# 2. MFU, compiled bf16, at d_model 512 and 1024
+for d in 512 1024; do
+  if [ "$SMOKE" = 1 ]; then shape="model.d_model=64 model.n_layers=2 model.d_expert=64 train.batch_size=4"
+  else shape="model.d_model=$d model.n_layers=8 model.n_heads=$((d / 64)) model.d_expert=$((d / 2)) model.n_experts=16 model.top_k=4 model.seq_len=1024 train.batch_size=32"; fi
+  timeout 600 $PY -m scaling.cli bench $shape --compile --rounds 5 >"$OUT/bench_d$d.log" 2>&1
+  say "-- 2. bench d_model=$d (compiled): exit $? | $(tr '\n' ' ' < "$OUT/bench_d$d.log" | tail -c 400)"
+done
+
+# 3. runs per hour, 1 vs 4 cells per GPU
+budget=${GPU_CHECK_BUDGET:-1e14}; [ "$SMOKE" = 1 ] && budget=2e10
+extra=(); [ "$SMOKE" = 1 ] && extra=("base=['model.d_model=32','model.n_heads=2','model.d_expert=32','train.batch_size=4','wandb.mode=disabled']")
+for packed in 1 4; do
+  name="packing_$packed"
+  t0=$(date +%s.%N)
+  if [ "$SMOKE" = 1 ]; then opts=(--workers "$packed" --device cpu); else opts=(--runs-per-gpu "$packed"); fi
+  timeout 900 $PY -m scaling.cli sweep analysis/gpu_packing.yaml "budgets=[$budget]" "name=$name" "${extra[@]}" \
+    --no-probe --no-progress "${opts[@]}" >"$OUT/sweep_$packed.log" 2>&1
+  rc=$?
+  t1=$(date +%s.%N)
+  n=$(ls "$SCALING_RESULTS/$name/runs" 2>/dev/null | wc -l)
+  say "-- 3. $packed run(s) per GPU: exit $rc, $n cells in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s = $(awk -v a="$t0" -v b="$t1" -v n="$n" 'BEGIN{printf "%.0f", n*3600/(b-a)}') runs/hour"
+done
+say "== done"
