@@ -4,7 +4,9 @@ Shapes in names: T tokens (batch x time flattened), D model width, E routed expe
 
 Dispatch is dropless and sort-based: the T*K (token, expert) assignments are sorted by expert once, the sorted
 tokens go through every expert as one grouped matmul (`torch._grouped_mm`) or a matmul per contiguous slice, and
-the weighted outputs are added back to their tokens with one `index_add_`. No boolean mask over all tokens per expert.
+the outputs are put back in assignment order and summed per token with their weights. Both moves are row
+permutations whose backward is the inverse permutation (row gathers, no scatter-add), and there is no boolean
+mask over all tokens per expert. With E = 1 (the dense baseline) the layer is a plain SwiGLU: no routing at all.
 
 Balancing: 'aux_free' adds a per-expert bias to the scores used for *selection* only (DeepSeek-V3); after every
 optimizer step `update_bias()` moves it by `bias_update_rate` towards equal load. 'aux_loss' adds the Switch loss
@@ -79,6 +81,21 @@ def grouped_matmul(x_ND: torch.Tensor, w_EDF: torch.Tensor, counts_E: torch.Tens
     # gradient once per expert in backward).
     slices = x_ND.split(counts_E.tolist())
     return torch.cat([xs @ w for xs, w in zip(slices, w_EDF.unbind(0), strict=True)])
+
+
+class _PermuteRows(torch.autograd.Function):
+    """x[perm] for a permutation `perm` whose inverse is `inv`: the backward is g[inv], a gather, where indexing's
+    own backward would scatter-add (slower on CPU, and atomics on GPU)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, perm: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inv)
+        return x.index_select(0, perm)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inv,) = ctx.saved_tensors
+        return grad.index_select(0, inv), None, None
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -179,29 +196,44 @@ class MoE(nn.Module):
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
         B, T_, D = x_BTD.shape
         x_TD = x_BTD.reshape(-1, D)
-        ids_TK, weights_TK = self.route(x_TD)
-        out_TD = self.experts(x_TD, ids_TK, weights_TK)
+        if self.router is None:  # E = 1: the dense baseline, a plain SwiGLU on the single expert's weights
+            self._record_load_dense(x_TD.shape[0])
+            out_TD = self._dense(x_TD)
+        else:
+            ids_TK, weights_TK = self.route(x_TD)
+            out_TD = self.experts(x_TD, ids_TK, weights_TK)
         if self.shared is not None:
             out_TD = out_TD + self.shared(x_TD)
         return out_TD.view(B, T_, D)
 
+    def _dense(self, x_TD: torch.Tensor) -> torch.Tensor:
+        gate_TF, up_TF = (x_TD @ self.w_gate_up_EDF[0]).chunk(2, dim=-1)
+        return (F.silu(gate_TF) * up_TF) @ self.w_down_EFD[0]
+
+    def _record_load_dense(self, n_tokens: int) -> None:
+        if self.training:
+            self._step_load_E = torch.full((1,), float(n_tokens))
+            self.load_E += n_tokens
+
     def experts(self, x_TD: torch.Tensor, ids_TK: torch.Tensor, weights_TK: torch.Tensor) -> torch.Tensor:
-        """Sort (token, expert) pairs by expert, run each expert on its contiguous rows, add back weighted."""
-        K = ids_TK.shape[1]
-        flat_ids_N = ids_TK.flatten()  # N = T * K assignments
-        order_N = flat_ids_N.argsort(stable=True)
-        token_of_N = order_N // K
+        """Sort (token, expert) pairs by expert, run each expert on its contiguous rows, put the rows back in
+        assignment order and sum each token's K outputs with their weights."""
+        T, K = ids_TK.shape
+        D = x_TD.shape[1]
+        flat_ids_N = ids_TK.flatten()  # N = T * K assignments, n = t * K + k
+        order_N = flat_ids_N.argsort(stable=True)  # sorted position -> assignment
+        inverse_N = order_N.argsort()  # assignment -> sorted position
         counts_E = torch.zeros(self.n_experts, dtype=torch.long, device=x_TD.device).scatter_add_(
             0, flat_ids_N, torch.ones_like(flat_ids_N))
         offs_E = counts_E.cumsum(0).to(torch.int32)
         dtype = _compute_dtype(x_TD)
-        x_ND = x_TD[token_of_N].to(dtype)
+        x_ND = _PermuteRows.apply(x_TD.to(dtype).repeat_interleave(K, dim=0), order_N, inverse_N)
         h_NF2 = grouped_matmul(x_ND, self.w_gate_up_EDF.to(dtype), counts_E, offs_E, self.use_grouped_mm)
         gate_NF, up_NF = h_NF2.chunk(2, dim=-1)
         y_ND = grouped_matmul(F.silu(gate_NF) * up_NF, self.w_down_EFD.to(dtype), counts_E, offs_E,
                               self.use_grouped_mm)
-        w_N1 = weights_TK.flatten()[order_N].unsqueeze(-1)
-        return torch.zeros_like(x_TD).index_add_(0, token_of_N, (y_ND.float() * w_N1).to(x_TD.dtype))
+        y_TKD = _PermuteRows.apply(y_ND, inverse_N, order_N).view(T, K, D)
+        return (y_TKD.float() * weights_TK.unsqueeze(-1)).sum(1).to(x_TD.dtype)
 
 
 def reference_moe_forward(moe: MoE, x_BTD: torch.Tensor) -> torch.Tensor:
