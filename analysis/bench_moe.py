@@ -1,7 +1,8 @@
 """Benchmark: our MoE training step against Hugging Face's OLMoE and against our dense model of equal active FLOPs.
 
 In one process, interleaved (every round times each variant in turn, the order rotated each round), medians with
-min and max over rounds; fp32, batch 16 x 256 tokens, AdamW, random init from configs (nothing is downloaded).
+min and max over rounds; fp32, batch 16 x 256 tokens, fused AdamW for every variant (what scaling/train.py uses),
+random init from configs (nothing is downloaded).
 Variants at each size:
 
 - ours, eager and torch.compile'd (sorted dispatch on `torch._grouped_mm`, scaling/model/moe.py);
@@ -65,11 +66,11 @@ def variants(size: dict, x_BT1: torch.Tensor) -> dict:
         torch.manual_seed(0)
         model = build_model(ours(size, dense))
         forward = torch.compile(model) if compiled else model
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)  # as scaling/train.py
         steps[name] = train_step(forward, opt, x_BT1, model.update_expert_bias)
     torch.manual_seed(0)
     hf = hf_olmoe(size)
-    opt = torch.optim.AdamW(hf.parameters(), lr=3e-4)
+    opt = torch.optim.AdamW(hf.parameters(), lr=3e-4, fused=True)  # the same optimizer: the models are compared
     steps["HF OLMoE"] = train_step(lambda ids: hf(input_ids=ids).logits, opt, x_BT1)
     return steps
 
