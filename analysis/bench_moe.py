@@ -1,12 +1,15 @@
 """Benchmark: our MoE training step against Hugging Face's OLMoE and against our dense model of equal active FLOPs.
 
 In one process, interleaved (every round times each variant in turn, the order rotated each round), medians with
-min and max over rounds; fp32, batch 16 x 256 tokens, fused AdamW for every variant (what scaling/train.py uses),
-random init from configs (nothing is downloaded).
+min and max over rounds; fp32, batch 16 x 256 tokens, random init from configs (nothing is downloaded). Our
+variants use fused AdamW (what scaling/train.py uses). HF runs twice: with torch's default AdamW (foreach), the
+baseline of ../shared/notes/cpu_moe_perf.md and of the ratios `ours_vs_hf`, and with fused AdamW
+(`*_same_optimizer`: the models alone compared).
 Variants at each size:
 
 - ours, eager and torch.compile'd (sorted dispatch on `torch._grouped_mm`, scaling/model/moe.py);
-- HF `OlmoeForCausalLM` built from an `OlmoeConfig` of the same shape (transformers' default experts kernel);
+- HF `OlmoeForCausalLM` built from an `OlmoeConfig` of the same shape (transformers' default experts kernel),
+  with default and with fused AdamW;
 - our dense model with the same active FLOPs (one expert of width top_k x d_expert, no router), eager and compiled.
 
 Sizes: small = d_model 128, 4 layers, 4 heads, 8 experts top-2, expert width 128; large = d_model 256, 6 layers,
@@ -68,10 +71,11 @@ def variants(size: dict, x_BT1: torch.Tensor) -> dict:
         forward = torch.compile(model) if compiled else model
         opt = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)  # as scaling/train.py
         steps[name] = train_step(forward, opt, x_BT1, model.update_expert_bias)
-    torch.manual_seed(0)
-    hf = hf_olmoe(size)
-    opt = torch.optim.AdamW(hf.parameters(), lr=3e-4, fused=True)  # the same optimizer: the models are compared
-    steps["HF OLMoE"] = train_step(lambda ids: hf(input_ids=ids).logits, opt, x_BT1)
+    for name, fused in (("HF OLMoE", False), ("HF OLMoE fused AdamW", True)):
+        torch.manual_seed(0)
+        hf = hf_olmoe(size)
+        opt = torch.optim.AdamW(hf.parameters(), lr=3e-4, fused=fused)
+        steps[name] = train_step(lambda ids, hf=hf: hf(input_ids=ids).logits, opt, x_BT1)
     return steps
 
 
@@ -102,7 +106,9 @@ def ratios(results: dict) -> dict:
         return {s: round(results[s][a]["tok_s"] / results[s][b]["tok_s"], 3) for s in results}
 
     return {"ours_vs_hf": r("ours compiled", "HF OLMoE"), "ours_eager_vs_hf": r("ours", "HF OLMoE"),
-            "moe_vs_dense": r("ours compiled", "ours dense compiled"), "moe_vs_dense_eager": r("ours", "ours dense")}
+            "moe_vs_dense": r("ours compiled", "ours dense compiled"), "moe_vs_dense_eager": r("ours", "ours dense"),
+            "ours_vs_hf_same_optimizer": r("ours compiled", "HF OLMoE fused AdamW"),
+            "ours_eager_vs_hf_same_optimizer": r("ours", "HF OLMoE fused AdamW")}
 
 
 def main() -> None:
@@ -126,8 +132,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(out))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, batch {BATCH} x {SEQ} tokens, AdamW; "
-          f"tokens/s median [min-max] over interleaved rounds")
+    import transformers
+
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
+          f"fp32, batch {BATCH} x {SEQ} tokens; tokens/s median [min-max] over interleaved rounds; vs HF = vs HF "
+          f"OLMoE with default AdamW")
     for s, res in results.items():
         hf = res["HF OLMoE"]["tok_s"]
         print(f"\n{s}: " + ", ".join(f"{k}={v}" for k, v in SIZES[s].items() if k not in ("rounds", "steps")))
