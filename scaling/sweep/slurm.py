@@ -160,7 +160,7 @@ def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_f
 
     console = console or Console(stderr=True)
     require_slurm()
-    results_dir = Path(results_dir).resolve()
+    results_dir = Path(results_dir).resolve()  # the jobs may start in another directory
     write_plan(plan, results_dir)
     todo, busy = todo_cells(plan, results_dir, retry_failed)
     if not todo:
@@ -181,7 +181,7 @@ def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_f
     task = SweepTask(str(results_dir), plan.name, lanes_per_task(launcher), launcher.runs_per_gpu,
                      launcher.gpus_per_run, launcher.gpus_per_task == 0, retry_failed,
                      stop_wait_s=max(5.0, launcher.signal_delay_s - 10))
-    args = [[(c.run_id, c.name, to_dict(c.run)) for c in t] for t in tasks]
+    args = [[(c.run_id, c.name, {**to_dict(c.run), "results_dir": str(results_dir)}) for c in t] for t in tasks]
     try:
         jobs = executor.map_array(task, args)
     except Exception as e:  # sbatch refused (bad partition, account, limits): its own message says why
