@@ -10,6 +10,17 @@ def corpus_cache(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """A run with train.threads=N sets torch's threads for the whole process: give the next test the default back
+    (a reference run on other threads sums in another order, and tiny differences grow over a run)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path, corpus_cache):
     monkeypatch.setenv("SCALING_CACHE", str(corpus_cache))
     monkeypatch.setenv("SCALING_RESULTS", str(tmp_path / "results"))
