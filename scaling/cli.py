@@ -204,7 +204,7 @@ def _submit_to_slurm(plan, results, launcher_cfg, retry_failed: bool, wait: bool
     from scaling.sweep.status import status_table
 
     try:
-        sub = submit(plan, results, launcher_cfg, retry_failed=retry_failed, console=console)
+        sub = submit(plan, results, launcher_cfg, retry_failed=retry_failed)
     except (SlurmError, StoreError) as e:
         _fail(str(e))
     busy = f"; {sub['busy']} cell(s) already queued or running" if sub["busy"] else ""

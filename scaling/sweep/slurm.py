@@ -151,14 +151,11 @@ def todo_cells(plan: SweepPlan, results_dir: Path, retry_failed: bool) -> tuple[
     return todo, busy
 
 
-def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_failed: bool = False,
-           console=None) -> dict:
+def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_failed: bool = False) -> dict:
     """Submit the cells still to do as one job array; returns {"job": id, "tasks": n, "cells": n, "busy": n}
     (job None when nothing needed submitting)."""
     import submitit
-    from rich.console import Console
 
-    console = console or Console(stderr=True)
     require_slurm()
     results_dir = Path(results_dir).resolve()  # the jobs may start in another directory
     write_plan(plan, results_dir)
