@@ -142,7 +142,8 @@ class TrainConfig:
     """torch.compile the training forward/backward. Measured on the 2-core CPU with the default tiny MoE (batch 16):
     62k -> 78k tokens/s in steady state (1.26x), but a whole 1e12-FLOP run took 15.3 s eager, 29.9 s compiled from
     a cold cache and 14.2 s from the warm on-disk cache: a cold compile costs more than a small cell, so off by
-    default; worth it for long runs."""
+    default; worth it for long runs. Its cache lives under the corpus cache (`<cache_dir>/inductor`), so it
+    persists and, on a cluster with a shared home, is shared by every node."""
     threads: int | None = None
     """CPU threads for torch (None = torch's default)."""
 

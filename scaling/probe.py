@@ -56,7 +56,14 @@ def measure(model_cfg: ModelConfig, batch_size: int, device: str = "auto", round
     dev = device_mod.pick(device)
     torch.manual_seed(0)
     model = build_model(model_cfg).to(dev)
-    forward = torch.compile(model) if compile else model
+    if compile:
+        from scaling.config import DataConfig
+        from scaling.data import cache_dir
+        from scaling.train import compile_model
+
+        forward = compile_model(model, cache_dir(DataConfig()))
+    else:
+        forward = model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type in ("cuda", "cpu"))  # as train.py
     x = torch.randint(0, model_cfg.vocab_size, (batch_size, model_cfg.seq_len + 1), device=dev)
     step = train_step(forward, opt, x, model.update_expert_bias)

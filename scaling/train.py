@@ -23,6 +23,7 @@ from pathlib import Path
 from scaling import __version__, flops, scheduler, store
 from scaling.config import ConfigError, RunConfig, identity_dict, resolve_results_dir, to_dict
 from scaling.data import DataError, TokenData
+from scaling.data import cache_dir as data_cache_dir
 from scaling.schedule import lr_at, warmup_steps
 
 EMA_DECAY = 0.9
@@ -215,6 +216,16 @@ def handle_scheduler_signals() -> None:
     signal.signal(signal.SIGUSR2, lambda signum, frame: request_stop(f"preempted ({signal.Signals(signum).name})"))
 
 
+def compile_model(model, cache_root: Path):
+    """torch.compile with its caches under `cache_root`/inductor (the corpus cache: ~/.cache/scaling by default,
+    persistent, and shared by a cluster's nodes when home is) instead of /tmp: a warm cache turns a 12-26 s cold
+    compile into ~1.5 s. An explicit $TORCHINDUCTOR_CACHE_DIR wins."""
+    import torch
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(cache_root) / "inductor"))
+    return torch.compile(model)
+
+
 def _param_groups(model) -> list[dict]:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -374,7 +385,8 @@ def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_devi
         record["provenance"]["wandb_url"] = tracker.run_url
     wall_start = time.perf_counter()
     try:
-        forward = torch.compile(model) if t.compile else model  # same parameters; records use `model`
+        # same parameters; records use `model`
+        forward = compile_model(model, data_cache_dir(run.data)) if t.compile else model
 
         def on_checkpoint(step: int) -> None:  # the record shows progress while the run goes on
             record["results"] = {**record.get("results", {}), "steps_done": step}

@@ -143,3 +143,16 @@ def test_compiled_training_matches_eager(tmp_path):
     assert compiled["id"] == eager["id"]  # compiling does not change what is trained
     assert compiled["status"] == "completed"
     assert compiled["results"]["val_loss"] == pytest.approx(eager["results"]["val_loss"], abs=0.02)
+
+
+def test_compile_cache_lives_under_the_corpus_cache_unless_set(tmp_path, monkeypatch):
+    import torch
+
+    from scaling.train import compile_model
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    compile_model(torch.nn.Linear(2, 2), tmp_path)  # lazy: nothing is compiled until the first call
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/else")
+    compile_model(torch.nn.Linear(2, 2), tmp_path)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/else"
