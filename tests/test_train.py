@@ -150,7 +150,8 @@ def test_compile_cache_lives_under_the_corpus_cache_unless_set(tmp_path, monkeyp
 
     from scaling.train import compile_model
 
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "")  # so that monkeypatch restores the original afterwards
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     compile_model(torch.nn.Linear(2, 2), tmp_path)  # lazy: nothing is compiled until the first call
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/else")
