@@ -184,14 +184,7 @@ def sweep(
         _fail(str(e))
     except KeyboardInterrupt:
         _fail(f"interrupted; re-run the same command to resume (state: `scaling status {plan.name}`)", code=130)
-    from scaling.sweep.status import status_table
-
-    table, n = status_table(results, plan.name)
-    console.print(table)
-    if n["failed"]:
-        console.print(f"{n['failed']} cell(s) failed: see their logs; `scaling sweep {config} --retry-failed` "
-                      f"retries them")
-        raise typer.Exit(1)
+    _show_final_status(results, plan.name, f"scaling sweep {config} --retry-failed", console)
     if counts.get("skipped"):
         console.print(f"{counts['skipped']} cell(s) were taken by another launcher")
 
@@ -201,7 +194,6 @@ def _submit_to_slurm(plan, results, launcher_cfg, retry_failed: bool, wait: bool
     from scaling.store import StoreError
     from scaling.sweep.slurm import SlurmError, submit
     from scaling.sweep.slurm import wait as follow
-    from scaling.sweep.status import status_table
 
     try:
         sub = submit(plan, results, launcher_cfg, retry_failed=retry_failed)
@@ -218,14 +210,20 @@ def _submit_to_slurm(plan, results, launcher_cfg, retry_failed: bool, wait: bool
     if not wait:
         return
     try:
-        n = follow(results, plan.name, [c.run_id for c in plan.cells], console=console, show_progress=progress)
+        follow(results, plan.name, [c.run_id for c in plan.cells], console=console, show_progress=progress)
     except KeyboardInterrupt:
         _fail(f"stopped following; the jobs go on (`scaling status {plan.name}`)", code=130)
-    table, _ = status_table(results, plan.name)
+    _show_final_status(results, plan.name, f"scaling sweep {config} launcher=slurm --retry-failed", console)
+
+
+def _show_final_status(results, sweep: str, retry_command: str, console) -> None:
+    """The sweep's status table; exit 1 when cells failed, naming the command that retries them."""
+    from scaling.sweep.status import status_table
+
+    table, n = status_table(results, sweep)
     console.print(table)
     if n["failed"]:
-        console.print(f"{n['failed']} cell(s) failed: see their logs; `scaling sweep {config} launcher=slurm "
-                      f"--retry-failed` retries them")
+        console.print(f"{n['failed']} cell(s) failed: see their logs; `{retry_command}` retries them")
         raise typer.Exit(1)
 
 

@@ -25,7 +25,8 @@ class Ranks:
         return self.rank == 0
 
     def rows(self, n_rows: int) -> slice:
-        """This rank's rows of a global batch of n_rows (every rank gets at least one: batch >= world)."""
+        """This rank's rows of a global batch of n_rows (none when a last, partial batch has fewer rows than
+        ranks)."""
         return slice(self.rank, n_rows, self.world)
 
 

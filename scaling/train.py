@@ -304,17 +304,13 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
                       f"(record {rec_path})")
         return record
 
-    import torch
-
-    from scaling import device as device_mod
-    from scaling import distributed, tracking
-    from scaling.model import build_model
+    from scaling import distributed
 
     ranks, rank_device = distributed.setup(run.train.device)  # several processes (torchrun), else None
     clean = False
     try:
         record = _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress,
-                        console, torch, device_mod, tracking, build_model)
+                        console)
         clean = True
         return record
     except Preempted:
@@ -325,8 +321,13 @@ def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
             distributed.teardown(clean)
 
 
-def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress, console, torch,
-           device_mod, tracking, build_model) -> dict:
+def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress, console) -> dict:
+    import torch
+
+    from scaling import device as device_mod
+    from scaling import tracking
+    from scaling.model import build_model
+
     main = ranks is None or ranks.main
     save = (lambda rec: store.write_record(rec_path, rec)) if main else (lambda rec: None)  # rank 0 writes
     show_progress = show_progress and main

@@ -95,8 +95,8 @@ def _create(path: Path, owner: dict) -> bool:
 
 
 def try_claim(path: Path, owner: dict, stale_after: float = STALE_AFTER_S) -> bool:
-    # (a claim's liveness may ask Slurm about its owner's job: only when the claim is contested)
-    """Claim a cell for `owner`: True when this owner now holds it, False when someone live does."""
+    """Claim a cell for `owner`: True when this owner now holds it, False when someone live does (only a
+    contested claim may ask Slurm about its owner's job)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if _create(path, owner):
         return True

@@ -159,8 +159,11 @@ def _train_with_torchrun(run_dict: dict, nproc: int, results: Path, sweep: str, 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "scaling.sweep.run_cell", str(run_file)]
     sys.stdout.flush()
+    import torch
+
+    threads = torch.get_num_threads()  # this worker's share of the cores, already divided by the processes per run
     code = subprocess.run(cmd, preexec_fn=ignore_scheduler_signals,
-                          env={**os.environ, "OMP_NUM_THREADS": str(torch_threads())}).returncode
+                          env={**os.environ, "OMP_NUM_THREADS": str(threads)}).returncode
     rec_path = store.record_path(results, sweep, run_id)
     record = store.read_record(rec_path) if rec_path.exists() else None
     error = (record or {}).get("error") or {}
@@ -170,13 +173,6 @@ def _train_with_torchrun(run_dict: dict, nproc: int, results: Path, sweep: str, 
         raise RuntimeError(f"torchrun exited with code {code} before the run finished (its log: above)")
     run_file.unlink(missing_ok=True)
     return record
-
-
-def torch_threads() -> int:
-    """This worker's torch threads (its share of the cores, already divided by the processes per run)."""
-    import torch
-
-    return torch.get_num_threads()
 
 
 class _redirect_fds:

@@ -83,11 +83,8 @@ class SweepTask:
     """One array task: trains its cells in worker processes. submitit calls it in the job; `checkpoint` is what
     submitit calls on the warning signal before it requeues the task."""
 
-    def __init__(self, results_dir: str, sweep: str, lanes: int, runs_per_gpu: int, procs_per_run: int,
-                 cpu_only: bool, retry_failed: bool, stop_wait_s: float):
-        self.results_dir, self.sweep, self.lanes, self.runs_per_gpu = results_dir, sweep, lanes, runs_per_gpu
-        self.procs_per_run = procs_per_run
-        self.cpu_only, self.retry_failed, self.stop_wait_s = cpu_only, retry_failed, stop_wait_s
+    def __init__(self, results_dir: str, sweep: str, options: LaunchOptions, stop_wait_s: float):
+        self.results_dir, self.sweep, self.options, self.stop_wait_s = results_dir, sweep, options, stop_wait_s
         self._procs: list = []
 
     def __getstate__(self):
@@ -96,12 +93,10 @@ class SweepTask:
         return state
 
     def __call__(self, cells: list[tuple[str, str, dict]]) -> dict:
-        options = LaunchOptions(workers=self.lanes, runs_per_gpu=self.runs_per_gpu, retry_failed=self.retry_failed,
-                                device="cpu" if self.cpu_only else "auto", procs_per_run=self.procs_per_run)
-        slots = worker_slots(options)[: max(1, min(self.lanes, len(cells)))]
+        slots = worker_slots(self.options)[: max(1, len(cells))]
         print(f"task {scheduler.batch_job_id()} (restart {scheduler.restart_count()}): {len(cells)} cells on "
               f"{', '.join(s[0] for s in slots)}", flush=True)
-        self._procs, events = start_workers(slots, cells, Path(self.results_dir), self.sweep, options)
+        self._procs, events = start_workers(slots, cells, Path(self.results_dir), self.sweep, self.options)
         counts: dict[str, int] = {}
         while True:
             try:
@@ -134,10 +129,9 @@ class SweepTask:
 
 def todo_cells(plan: SweepPlan, results_dir: Path, retry_failed: bool) -> tuple[list[Cell], int]:
     """(cells to submit, cells already queued or running in live jobs or claimed elsewhere)."""
-    tasks = slurm_queue.cell_tasks(results_dir, plan.name)
-    seen = {c.run_id: claims.read_claim(claims.claim_path(results_dir, plan.name, c.run_id)) for c in plan.cells}
-    owners = [s[0]["batch_job"] for s in seen.values() if s and s[0].get("batch_job")]
-    states = slurm_queue.job_states([tasks[c.run_id] for c in plan.cells if c.run_id in tasks] + owners)
+    from scaling.sweep.status import scheduler_view
+
+    tasks, seen, states = scheduler_view(results_dir, plan.name, [c.run_id for c in plan.cells])
     todo, busy = [], 0
     for c in plan.cells:
         if not cell_todo(results_dir, plan.name, c.run_id, retry_failed):
@@ -175,9 +169,10 @@ def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_f
         if getattr(launcher, key):
             params[key] = getattr(launcher, key)
     executor.update_parameters(**params)
-    task = SweepTask(str(results_dir), plan.name, lanes_per_task(launcher), launcher.runs_per_gpu,
-                     launcher.gpus_per_run, launcher.gpus_per_task == 0, retry_failed,
-                     stop_wait_s=max(5.0, launcher.signal_delay_s - 10))
+    options = LaunchOptions(workers=lanes_per_task(launcher), runs_per_gpu=launcher.runs_per_gpu,
+                            retry_failed=retry_failed, device="cpu" if launcher.gpus_per_task == 0 else "auto",
+                            procs_per_run=launcher.gpus_per_run)  # workers: the lanes of a CPU-only task
+    task = SweepTask(str(results_dir), plan.name, options, stop_wait_s=max(5.0, launcher.signal_delay_s - 10))
     args = [[(c.run_id, c.name, {**to_dict(c.run), "results_dir": str(results_dir)}) for c in t] for t in tasks]
     try:
         jobs = executor.map_array(task, args)

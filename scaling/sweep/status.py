@@ -21,6 +21,16 @@ MARKS = {"completed": "[green]✓[/]", "diverged": "[yellow]⚠[/]", "failed": "
          "queued": "[blue]…[/]", "interrupted": "[magenta]⏸[/]", "pending": "[dim]·[/]"}
 
 
+def scheduler_view(results_dir: Path, sweep: str, run_ids: list[str]) -> tuple[dict, dict, dict]:
+    """(run id -> array task of its latest submission, run id -> its claim or None, job or task id -> Slurm
+    state) for these cells: one squeue/sacct query covers their tasks and their claims' owners."""
+    tasks = slurm_queue.cell_tasks(results_dir, sweep)
+    seen = {rid: claims.read_claim(claims.claim_path(results_dir, sweep, rid)) for rid in run_ids}
+    owners = [s[0]["batch_job"] for s in seen.values() if s and s[0].get("batch_job")]
+    states = slurm_queue.job_states([tasks[rid] for rid in run_ids if rid in tasks] + owners)
+    return tasks, seen, states
+
+
 def list_sweeps(results_dir: Path) -> list[str]:
     root = Path(results_dir)
     if not root.is_dir():
@@ -40,10 +50,7 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
     if not cells:
         raise store.StoreError(f"no sweep {sweep!r} under {results_dir}: launch it with `scaling sweep`, or check "
                                f"the results directory (existing: {', '.join(list_sweeps(results_dir)) or 'none'})")
-    tasks = slurm_queue.cell_tasks(results_dir, sweep)
-    seen_claims = {rid: claims.read_claim(claims.claim_path(results_dir, sweep, rid)) for rid in cells}
-    owners_jobs = [seen[0]["batch_job"] for seen in seen_claims.values() if seen and seen[0].get("batch_job")]
-    jobs = slurm_queue.job_states([tasks[rid] for rid in cells if rid in tasks] + owners_jobs)
+    tasks, seen_claims, jobs = scheduler_view(results_dir, sweep, list(cells))
     out = []
     for rid, cell in cells.items():
         state, detail = "pending", ""
