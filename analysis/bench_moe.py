@@ -12,6 +12,10 @@ Variants at each size:
   with default and with fused AdamW;
 - our dense model with the same active FLOPs (one expert of width top_k x d_expert, no router), eager and compiled.
 
+Everything runs in one process, so HF and ours share one BLAS: on an AMD CPU with AVX-512, MKL's AVX-512 kernels
+(scaling/cpu_blas.py, on by default) speed HF's matmuls up as much as ours. `SCALING_MKL_AVX512=0 python
+analysis/bench_moe.py` measures both on MKL's AVX2 kernels instead.
+
 Sizes: small = d_model 128, 4 layers, 4 heads, 8 experts top-2, expert width 128; large = d_model 256, 6 layers,
 4 heads, 16 experts top-2, expert width 256 (../shared/notes/cpu_moe_perf.md measured HF at 14.7k and 4.2k tok/s).
 
@@ -28,7 +32,10 @@ import statistics
 import sys
 import time
 
+# isort: off
+import scaling  # first: scaling.cpu_blas must act before torch loads MKL (AVX-512 kernels on AMD CPUs)
 import torch
+# isort: on
 
 from scaling.config import ModelConfig
 from scaling.model import build_model
@@ -108,7 +115,8 @@ def ratios(results: dict) -> dict:
     return {"ours_vs_hf": r("ours compiled", "HF OLMoE"), "ours_eager_vs_hf": r("ours", "HF OLMoE"),
             "moe_vs_dense": r("ours compiled", "ours dense compiled"), "moe_vs_dense_eager": r("ours", "ours dense"),
             "ours_vs_hf_same_optimizer": r("ours compiled", "HF OLMoE fused AdamW"),
-            "ours_eager_vs_hf_same_optimizer": r("ours", "HF OLMoE fused AdamW")}
+            "ours_eager_vs_hf_same_optimizer": r("ours", "HF OLMoE fused AdamW"),
+            "mkl_avx512": scaling.cpu_blas.state().active}
 
 
 def main() -> None:
@@ -136,7 +144,7 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, "
           f"fp32, batch {BATCH} x {SEQ} tokens; tokens/s median [min-max] over interleaved rounds; vs HF = vs HF "
-          f"OLMoE with default AdamW")
+          f"OLMoE with default AdamW\nCPU matmuls (scaling.cpu_blas): {scaling.cpu_blas.state().reason}")
     for s, res in results.items():
         hf = res["HF OLMoE"]["tok_s"]
         print(f"\n{s}: " + ", ".join(f"{k}={v}" for k, v in SIZES[s].items() if k not in ("rounds", "steps")))

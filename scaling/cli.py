@@ -251,6 +251,10 @@ def bench(
     mfu = r["tokens_per_s"] * model_flops / peak if peak else None
     print(f"device {r['device']}; batch {run.train.batch_size} x {run.model.seq_len} tokens"
           + (" (compiled)" if compile_model else ""))
+    if not r["device_str"].startswith("cuda"):
+        from scaling import cpu_blas
+
+        print(f"CPU matmuls: {cpu_blas.state().reason}")
     print(f"step {r['step_s'] * 1e3:.1f} ms (min {r['step_s_min'] * 1e3:.1f}, max {r['step_s_max'] * 1e3:.1f}); "
           f"{r['tokens_per_s']:,.0f} tokens/s; {model_flops:,.0f} FLOPs/token with the head; "
           + (f"MFU {mfu:.1%} of a measured peak of {peak / 1e9:,.0f} GFLOP/s" if mfu else "MFU unknown (no peak)"))

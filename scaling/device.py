@@ -23,7 +23,10 @@ def pick(spec: str = "auto") -> torch.device:
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    from scaling import cpu_blas
+
+    blas = ", MKL AVX-512 on AMD" if cpu_blas.state().active else ""
+    return f"cpu ({torch.get_num_threads()} threads{blas})"
 
 
 @functools.cache

@@ -2,6 +2,8 @@
 
 import pytest
 
+import scaling  # noqa: F401  (first, as in every entry point: scaling.cpu_blas must act before torch loads)
+
 
 @pytest.fixture(scope="session")
 def corpus_cache(tmp_path_factory):

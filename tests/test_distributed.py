@@ -34,8 +34,8 @@ def write_run(tmp_path, overrides):
     return run, path
 
 
-def test_two_processes_train_the_same_run_as_one(tmp_path):
-    overrides = TINY + ["budget_flops=6e9", "train.batch_size=5"]  # 5 rows: ranks get 3 and 2 (unequal shares)
+def _ddp_and_single(tmp_path, overrides):
+    """The same run trained by torchrun over 2 processes and by one process: (plan, 2-process record, record)."""
     run, path = write_run(tmp_path, overrides)
     proc = torchrun(path)
     out, _ = proc.communicate(timeout=300)
@@ -47,11 +47,31 @@ def test_two_processes_train_the_same_run_as_one(tmp_path):
     assert ddp["status"] == single["status"] == "completed" and ddp["provenance"]["processes"] == 2
     assert ddp["results"]["steps_done"] == single["results"]["steps_done"] == plan.steps
     assert ddp["results"]["tokens_done"] == single["results"]["tokens_done"]
+    return plan, ddp, single
+
+
+def test_two_processes_train_the_same_run_as_one(tmp_path):
+    """A dense model (no routing): the 2-process run follows the 1-process one to rounding over the whole run.
+    5 rows per batch, so the ranks get 3 and 2 (unequal shares, weighted by rows)."""
+    overrides = TINY + ["budget_flops=6e9", "train.batch_size=5", "model.n_experts=1", "model.top_k=1"]
+    _, ddp, single = _ddp_and_single(tmp_path, overrides)
     assert ddp["results"]["val_loss"] == pytest.approx(single["results"]["val_loss"], abs=1e-4)
     for a, b in zip(ddp["results"]["curve"], single["results"]["curve"], strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)  # summation order differs
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)  # summation order differs
+
+
+def test_two_processes_train_the_same_moe_run_as_one(tmp_path):
+    """An MoE, with the expert loads summed over ranks for the bias update and the record. Short: a last-bit
+    difference of summation order sometimes flips a top-k choice, and aux-free balancing then moves a bias by a
+    whole step, after which the runs only agree statistically (seen after 20 to 90 steps of this model)."""
+    overrides = TINY + ["budget_flops=6e8", "train.batch_size=5"]
+    plan, ddp, single = _ddp_and_single(tmp_path, overrides)
+    assert 8 <= plan.steps <= 15
+    assert ddp["results"]["val_loss"] == pytest.approx(single["results"]["val_loss"], abs=1e-4)
+    for a, b in zip(ddp["results"]["curve"], single["results"]["curve"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     flat = [share for layer in ddp["results"]["expert_load"] for share in layer]  # loads summed over ranks
-    assert flat == pytest.approx([share for layer in single["results"]["expert_load"] for share in layer], abs=0.01)
+    assert flat == pytest.approx([share for layer in single["results"]["expert_load"] for share in layer], abs=1e-6)
 
 
 def _children(pid: int) -> list[int]:

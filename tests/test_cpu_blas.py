@@ -1,0 +1,113 @@
+"""scaling.cpu_blas: when MKL is switched to its AVX-512 kernels, and that training gives the same numbers."""
+
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scaling import cpu_blas
+
+AMD_AVX512 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512bw\n"
+AMD_AVX2 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 fma\n"
+INTEL = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse avx2 avx512f\n"
+
+
+def test_reads_vendor_and_flags_of_the_first_processor():
+    vendor, flags = cpu_blas.cpu_vendor_and_flags(AMD_AVX512 + "\nprocessor\t: 1\nvendor_id\t: Other\nflags\t: x\n")
+    assert vendor == "AuthenticAMD"
+    assert {"avx512f", "avx2"} <= flags and "x" not in flags
+
+
+@pytest.mark.parametrize("cpuinfo, switch, torch_imported, expected", [
+    (AMD_AVX512, None, False, None),
+    (AMD_AVX512, "1", False, None),
+    (AMD_AVX512, "0", False, "SCALING_MKL_AVX512=0"),
+    (AMD_AVX512, "off", False, "SCALING_MKL_AVX512=off"),
+    (AMD_AVX512, None, True, "torch was imported before scaling"),
+    (AMD_AVX2, None, False, "no AVX-512"),
+    (INTEL, None, False, "GenuineIntel CPU"),
+    ("", None, False, "unknown CPU"),
+])
+def test_decides_only_for_amd_cpus_with_avx512_before_torch(cpuinfo, switch, torch_imported, expected):
+    why_not = cpu_blas.decide(cpuinfo, switch, torch_imported)
+    if expected is None:
+        assert why_not is None
+    else:
+        assert expected in why_not
+
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+
+
+@needs_cc
+def test_builds_a_shim_that_says_intel(tmp_path):
+    path = cpu_blas.shim_path(tmp_path)
+    assert cpu_blas.build_shim(path) is None
+    assert path.exists() and not list(path.parent.glob("tmp*"))  # built in a temp dir, renamed into place
+    lib = ctypes.CDLL(str(path))  # RTLD_LOCAL: this process's MKL is left as it is
+    assert lib.mkl_serv_intel_cpu_true() == 1
+
+
+def test_a_missing_compiler_is_a_reason_not_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert "no C compiler" in cpu_blas.build_shim(cpu_blas.shim_path(tmp_path))
+
+
+CHILD = """
+import json
+import scaling
+import torch
+from scaling.config import ModelConfig
+from scaling.model import build_model
+from scaling.probe import train_step
+
+torch.manual_seed(0)
+a, b = torch.randn(300, 500), torch.randn(500, 200)
+err = ((a @ b).double() - a.double() @ b.double()).abs().max().item()
+model = build_model(ModelConfig(d_model=64, n_layers=2, n_heads=4, seq_len=64, vocab_size=256, n_experts=4,
+                                top_k=2, d_expert=64))
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+x = torch.randint(0, 256, (8, 65), generator=torch.Generator().manual_seed(1))
+losses = []
+def forward(ids):
+    logits = model(ids)
+    losses.append(torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten()).item())
+    return logits
+step = train_step(forward, opt, x, model.update_expert_bias)
+for _ in range(20):
+    step()
+print(json.dumps({"active": scaling.cpu_blas.state().active, "mm_err": err, "losses": losses}))
+"""
+
+
+def _train_in_child(switch: str, cache: Path) -> dict:
+    env = {**os.environ, "SCALING_MKL_AVX512": switch, "SCALING_CACHE": str(cache)}
+    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _switch_applies_here() -> bool:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return cpu_blas.decide(cpuinfo, None, False) is None
+
+
+@needs_cc
+@pytest.mark.skipif(not _switch_applies_here(), reason="not an AMD CPU with AVX-512: the switch is a no-op here")
+def test_avx512_kernels_train_like_the_default_ones(tmp_path):
+    """20 steps of a tiny MoE in two processes, MKL's AVX2 kernels against its AVX-512 ones: same losses."""
+    default, fast = _train_in_child("0", tmp_path), _train_in_child("1", tmp_path)
+    assert (default["active"], fast["active"]) == (False, True)
+    assert fast["mm_err"] < 1e-4 and default["mm_err"] < 1e-4  # an fp32 product of 500 terms, against fp64
+    assert fast["losses"][0] == pytest.approx(default["losses"][0], rel=1e-6)
+    assert fast["losses"] == pytest.approx(default["losses"], rel=1e-4)
+    assert fast["losses"][-1] < fast["losses"][0] - 0.5  # it learnt something: the comparison is not vacuous
