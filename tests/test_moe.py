@@ -110,3 +110,22 @@ def test_dense_single_expert_equals_swiglu():
     w_gu, w_dn = moe.w_gate_up_EDF[0], moe.w_down_EFD[0]
     gate, up = (x @ w_gu).chunk(2, -1)
     torch.testing.assert_close(moe(x), (torch.nn.functional.silu(gate) * up) @ w_dn, atol=1e-5, rtol=1e-5)
+
+
+def _swiglu_formula(h):
+    gate, up = h.chunk(2, dim=-1)
+    return torch.nn.functional.silu(gate) * up
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_swiglu_activation_backward_matches_autograd_of_the_formula(compiled):
+    """The eager activation writes both gradient halves into one tensor; under compile the formula is traced."""
+    from scaling.model.moe import swiglu
+
+    fn = torch.compile(swiglu, fullgraph=True) if compiled else swiglu
+    h = torch.randn(37, 2 * 24, dtype=torch.float64 if not compiled else torch.float32, requires_grad=True)
+    grad = torch.randn(37, 24, dtype=h.dtype)
+    (got,), out = torch.autograd.grad(fn(h), h, grad), fn(h)
+    (want,), ref = torch.autograd.grad(_swiglu_formula(h), h, grad), _swiglu_formula(h)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)

@@ -4,9 +4,11 @@ Shapes in names: T tokens (batch x time flattened), D model width, E routed expe
 
 Dispatch is dropless and sort-based: the T*K (token, expert) assignments are sorted by expert once, the sorted
 tokens go through every expert as one grouped matmul (`torch._grouped_mm`) or a matmul per contiguous slice, and
-the outputs are put back in assignment order and summed per token with their weights. Both moves are row
-permutations whose backward is the inverse permutation (row gathers, no scatter-add), and there is no boolean
-mask over all tokens per expert. With E = 1 (the dense baseline) the layer is a plain SwiGLU: no routing at all.
+the outputs are put back in assignment order and summed per token with their weights. Both moves are row gathers
+whose backward gathers by the inverse permutation (no scatter-add), and there is no boolean mask over all tokens
+per expert. In eager mode the SwiGLU activation and RoPE have hand-written backwards with fewer element-wise
+passes; under torch.compile the plain formulas are traced and fused. With E = 1 (the dense baseline) the layer is
+a plain SwiGLU: no routing at all.
 
 Balancing: 'aux_free' adds a per-expert bias to the scores used for *selection* only (DeepSeek-V3); after every
 optimizer step `update_bias()` moves it by `bias_update_rate` towards equal load. 'aux_loss' adds the Switch loss
@@ -68,8 +70,37 @@ class SwiGLU(nn.Module):
         self.w_down = nn.Linear(d_hidden, d_model, bias=False)
 
     def forward(self, x_TD: torch.Tensor) -> torch.Tensor:
-        gate_TF, up_TF = self.w_gate_up(x_TD).chunk(2, dim=-1)
-        return self.w_down(F.silu(gate_TF) * up_TF)
+        return self.w_down(swiglu(self.w_gate_up(x_TD)))
+
+
+def swiglu(h_T2F: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up of a fused gate|up projection (gate is the first half of the last dimension)."""
+    if torch.compiler.is_compiling():  # the formula: inductor fuses it and derives the backward
+        gate_TF, up_TF = h_T2F.chunk(2, dim=-1)
+        return F.silu(gate_TF) * up_TF
+    return _SwiGLUActivation.apply(h_T2F)
+
+
+class _SwiGLUActivation(torch.autograd.Function):
+    """Eager silu(gate) * up whose backward writes the gate and up gradients straight into the two halves of one
+    tensor: autograd of the formula would make them separately and then concatenate them (one more pass)."""
+
+    @staticmethod
+    def forward(ctx, h_T2F):
+        gate_TF, up_TF = h_T2F.chunk(2, dim=-1)
+        silu_TF = F.silu(gate_TF)
+        ctx.save_for_backward(h_T2F, silu_TF)
+        return silu_TF * up_TF
+
+    @staticmethod
+    def backward(ctx, grad_TF):
+        h_T2F, silu_TF = ctx.saved_tensors
+        gate_TF, up_TF = h_T2F.chunk(2, dim=-1)
+        grad_T2F = torch.empty_like(h_T2F)
+        grad_gate_TF, grad_up_TF = grad_T2F.chunk(2, dim=-1)
+        torch.mul(grad_TF, silu_TF, out=grad_up_TF)
+        torch.ops.aten.silu_backward.grad_input(grad_TF * up_TF, gate_TF, grad_input=grad_gate_TF)
+        return grad_T2F
 
 
 def grouped_matmul(x_ND: torch.Tensor, w_EDF: torch.Tensor, counts_E: torch.Tensor, offs_E: torch.Tensor,
@@ -81,6 +112,24 @@ def grouped_matmul(x_ND: torch.Tensor, w_EDF: torch.Tensor, counts_E: torch.Tens
     # gradient once per expert in backward).
     slices = x_ND.split(counts_E.tolist())
     return torch.cat([xs @ w for xs, w in zip(slices, w_EDF.unbind(0), strict=True)])
+
+
+class _DispatchRows(torch.autograd.Function):
+    """x[token_N] for the N = T * K assignments in sorted order (token_N = order_N // K), each token's row once per
+    expert it goes to. The backward gathers each token's K gradient rows back into assignment order (by the inverse
+    permutation) and sums them: no repeat_interleave copy in the forward, no scatter-add in the backward."""
+
+    @staticmethod
+    def forward(ctx, x_TD: torch.Tensor, token_N: torch.Tensor, inverse_N: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse_N)
+        ctx.T = x_TD.shape[0]
+        return x_TD.index_select(0, token_N)
+
+    @staticmethod
+    def backward(ctx, grad_ND: torch.Tensor):
+        (inverse_N,) = ctx.saved_tensors
+        grad_TKD = grad_ND.index_select(0, inverse_N).view(ctx.T, -1, grad_ND.shape[1])
+        return grad_TKD.sum(1), None, None
 
 
 class _PermuteRows(torch.autograd.Function):
@@ -207,8 +256,7 @@ class MoE(nn.Module):
         return out_TD.view(B, T_, D)
 
     def _dense(self, x_TD: torch.Tensor) -> torch.Tensor:
-        gate_TF, up_TF = (x_TD @ self.w_gate_up_EDF[0]).chunk(2, dim=-1)
-        return (F.silu(gate_TF) * up_TF) @ self.w_down_EFD[0]
+        return swiglu(x_TD @ self.w_gate_up_EDF[0]) @ self.w_down_EFD[0]
 
     def _record_load_dense(self, n_tokens: int) -> None:
         if self.training:
@@ -227,11 +275,9 @@ class MoE(nn.Module):
             0, flat_ids_N, torch.ones_like(flat_ids_N))
         offs_E = counts_E.cumsum(0).to(torch.int32)
         dtype = _compute_dtype(x_TD)
-        x_ND = _PermuteRows.apply(x_TD.to(dtype).repeat_interleave(K, dim=0), order_N, inverse_N)
+        x_ND = _DispatchRows.apply(x_TD.to(dtype), order_N.div(K, rounding_mode="floor"), inverse_N)
         h_NF2 = grouped_matmul(x_ND, self.w_gate_up_EDF.to(dtype), counts_E, offs_E, self.use_grouped_mm)
-        gate_NF, up_NF = h_NF2.chunk(2, dim=-1)
-        y_ND = grouped_matmul(F.silu(gate_NF) * up_NF, self.w_down_EFD.to(dtype), counts_E, offs_E,
-                              self.use_grouped_mm)
+        y_ND = grouped_matmul(swiglu(h_NF2), self.w_down_EFD.to(dtype), counts_E, offs_E, self.use_grouped_mm)
         y_TKD = _PermuteRows.apply(y_ND, inverse_N, order_N).view(T, K, D)
         return (y_TKD.float() * weights_TK.unsqueeze(-1)).sum(1).to(x_TD.dtype)
 

@@ -23,11 +23,38 @@ def rope_tables(seq_len: int, dim: int, base: float) -> tuple[torch.Tensor, torc
 
 
 def apply_rope(x_BHTD: torch.Tensor, cos_TF: torch.Tensor, sin_TF: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (first half, second half) of each head's features by position-dependent angles."""
-    x1, x2 = x_BHTD.float().chunk(2, dim=-1)
+    """Rotate pairs (first half, second half) of each head's features by position-dependent angles (in fp32)."""
     T = x_BHTD.shape[-2]
-    cos, sin = cos_TF[:T], sin_TF[:T]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x_BHTD.dtype)
+    cos_TF, sin_TF = cos_TF[:T], sin_TF[:T]
+    if torch.compiler.is_compiling():  # the formula: inductor fuses it and derives the backward
+        x1, x2 = x_BHTD.float().chunk(2, dim=-1)
+        return torch.cat([x1 * cos_TF - x2 * sin_TF, x1 * sin_TF + x2 * cos_TF], dim=-1).to(x_BHTD.dtype)
+    return _Rotate.apply(x_BHTD, cos_TF, sin_TF)
+
+
+def _rotate(x_BHTD: torch.Tensor, cos_TF: torch.Tensor, sin_TF: torch.Tensor, sign: float) -> torch.Tensor:
+    """(x1, x2) -> (x1 cos - sign x2 sin, x2 cos + sign x1 sin), written into one output (no cat)."""
+    x1, x2 = x_BHTD.chunk(2, dim=-1)
+    out_BHTD = torch.empty_like(x_BHTD)
+    o1, o2 = out_BHTD.chunk(2, dim=-1)
+    torch.mul(x1, cos_TF, out=o1).addcmul_(x2, sin_TF, value=-sign)
+    torch.mul(x2, cos_TF, out=o2).addcmul_(x1, sin_TF, value=sign)
+    return out_BHTD
+
+
+class _Rotate(torch.autograd.Function):
+    """Eager RoPE whose backward is the inverse rotation: fewer element-wise passes than autograd makes of the
+    formula (muls, adds, chunk and cat each way)."""
+
+    @staticmethod
+    def forward(ctx, x_BHTD, cos_TF, sin_TF):
+        ctx.save_for_backward(cos_TF, sin_TF)
+        return _rotate(x_BHTD.float(), cos_TF, sin_TF, 1.0).to(x_BHTD.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_BHTD):
+        cos_TF, sin_TF = ctx.saved_tensors
+        return _rotate(grad_BHTD.float(), cos_TF, sin_TF, -1.0).to(grad_BHTD.dtype), None, None
 
 
 class Attention(nn.Module):
