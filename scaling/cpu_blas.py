@@ -97,7 +97,8 @@ def build_shim(path: Path) -> str | None:
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"building the shim failed ({e})"
         if done.returncode != 0:
-            return f"building the shim failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}"
+            last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            return f"building the shim failed: {last}"
         os.replace(out, path)
     return None
 

@@ -111,3 +111,13 @@ def test_avx512_kernels_train_like_the_default_ones(tmp_path):
     assert fast["losses"][0] == pytest.approx(default["losses"][0], rel=1e-6)
     assert fast["losses"] == pytest.approx(default["losses"], rel=1e-4)
     assert fast["losses"][-1] < fast["losses"][0] - 0.5  # it learnt something: the comparison is not vacuous
+
+
+def test_a_failing_compiler_is_a_reason_not_an_error(tmp_path, monkeypatch):
+    fake = tmp_path / "cc"
+    fake.write_text("#!/bin/sh\necho 'cc: fatal error: no input files' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    why = cpu_blas.build_shim(cpu_blas.shim_path(tmp_path))
+    assert why == "building the shim failed: cc: fatal error: no input files"
+    assert not cpu_blas.shim_path(tmp_path).exists()
