@@ -34,11 +34,11 @@ def child() -> None:
     import torch
     # isort: on
 
-    from scaling.config import ModelConfig
-    from scaling.model import build_model
-    from scaling.probe import train_step
+    from bench_moe import BATCH, SIZES, ours
 
-    def best_of(fn, reps: int) -> float:
+    from scaling.probe import measure
+
+    def median_time(fn, reps: int) -> float:
         fn()
         times = []
         for _ in range(reps):
@@ -50,17 +50,10 @@ def child() -> None:
     gflops = {}
     for m, k, n in SHAPES:
         a, b = torch.randn(m, k), torch.randn(k, n)
-        gflops[f"{m}x{k}x{n}"] = 2 * m * k * n / best_of(lambda a=a, b=b: a @ b, 20) / 1e9
-    torch.manual_seed(0)
-    cfg = ModelConfig(d_model=128, n_layers=4, n_heads=4, seq_len=256, vocab_size=256, n_experts=8, top_k=2,
-                      d_expert=128)
-    model = build_model(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)
-    step = train_step(model, opt, torch.randint(0, 256, (16, 257)), model.update_expert_bias)
-    step()
-    step_s = best_of(step, 8)
+        gflops[f"{m}x{k}x{n}"] = 2 * m * k * n / median_time(lambda a=a, b=b: a @ b, 20) / 1e9
+    step = measure(ours(SIZES["small"], dense=False), BATCH, "cpu", rounds=8, steps=1, warmup=1)
     print(json.dumps({"active": scaling.cpu_blas.state().active, "reason": scaling.cpu_blas.state().reason,
-                      "gflops": gflops, "step_ms": 1e3 * step_s}))
+                      "gflops": gflops, "step_ms": 1e3 * step["step_s"]}))
 
 
 def main() -> None:

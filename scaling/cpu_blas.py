@@ -25,6 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from scaling.cache import default_cache_dir
+
 ENV_SWITCH = "SCALING_MKL_AVX512"
 SHIM_SOURCE = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
 
@@ -106,19 +108,18 @@ def build_shim(path: Path) -> str | None:
 def enable() -> BlasState:
     """Load the shim when this is an AMD CPU with AVX-512 and torch is not imported yet; never raises."""
     global _STATE
+    if platform.machine() not in ("x86_64", "AMD64"):
+        _STATE = BlasState(False, f"not needed ({platform.machine()} CPU)")
+        return _STATE
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text() if sys.platform == "linux" else ""
     except OSError:
         cpuinfo = ""
-    if platform.machine() not in ("x86_64", "AMD64"):
-        _STATE = BlasState(False, f"not needed ({platform.machine()} CPU)")
-        return _STATE
     why_not = decide(cpuinfo, os.environ.get(ENV_SWITCH), "torch" in sys.modules)
     if why_not is not None:
         _STATE = BlasState(False, why_not)
         return _STATE
-    cache = Path(os.environ.get("SCALING_CACHE") or Path.home() / ".cache" / "scaling")  # as data.cache_dir
-    path = shim_path(cache)
+    path = shim_path(default_cache_dir())
     try:
         failed = None if path.exists() else build_shim(path)
         if failed is None:

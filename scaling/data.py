@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scaling.cache import default_cache_dir
 from scaling.config import DataConfig
 from scaling.store import atomic_write_bytes, atomic_write_text
 
@@ -74,7 +75,7 @@ def load(cfg: DataConfig) -> TokenData:
 
 # ---- embedded corpus ---------------------------------------------------------------------------------------
 def cache_dir(cfg: DataConfig) -> Path:
-    return Path(cfg.cache_dir or os.environ.get("SCALING_CACHE") or Path.home() / ".cache" / "scaling")
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
 
 
 def stdlib_files(root: Path | None = None) -> list[Path]:

@@ -1,0 +1,12 @@
+"""The cache directory: the built embedded corpus, inductor's compile cache and the MKL shim (cpu_blas) live under
+it. Standard library only: cpu_blas reads it on `import scaling`, before torch loads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    """$SCALING_CACHE, else ~/.cache/scaling (a data config's `cache_dir` overrides it for the corpus)."""
+    return Path(os.environ.get("SCALING_CACHE") or Path.home() / ".cache" / "scaling")
