@@ -334,6 +334,18 @@ def runs(
         sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
 
 
+def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        _fail(f"{what} {text!r}: give comma-separated numbers, e.g. 0.5,1,2")
+    if not values:
+        _fail(f"{what} {text!r}: give at least one number")
+    return values
+
+
 @app.command()
 def fit(
     sweep: str | None = typer.Argument(None, help="Sweep name in the results directory; all sweeps when omitted."),
@@ -346,51 +358,52 @@ def fit(
     optimum: str = typer.Option("quadratic", "--optimum", help="quadratic, or near-optimal[:TOL] (default 0.0025)."),
     convention: str = typer.Option("M", "--convention", help="FLOPs convention of C: M, M_with_head, 6N_total, "
                                    "6N_active, 6N_active_attn."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for the intervals."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Run-level resamples for the intervals (0: "
+                                  "intervals from the fitted points alone, Student-t)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
     output: str | None = typer.Option(None, "--output", "-o", help="Folder for fit.json (default: "
                                       "<results>/<sweep>/fit, or ./fit for other sources)."),
     allow_mixed_data: bool = typer.Option(False, "--allow-mixed-data", help="Fit runs of different data sets."),
     target_flops: float | None = typer.Option(None, "--target-flops", help="Recommend lr, batch, A, G, size, "
-                                              "tokens and loss for a run of this many FLOPs."),
+                                              "tokens and loss for a run of this many FLOPs (and judge the laws "
+                                              "there; default 3x the largest budget)."),
+    verify_at: float | None = typer.Option(None, "--verify-at", help="Budget of the verification sweep written "
+                                           "to verify.yaml (default 3x the largest fitted budget)."),
+    verify_lrs: str | None = typer.Option(None, "--verify-lrs", help="Factors of the predicted lr the "
+                                          "verification sweep trains (default 0.5,1,2)."),
+    verify_seeds: str | None = typer.Option(None, "--verify-seeds", help="Seeds of the verification sweep "
+                                            "(default: as swept), e.g. 0,1."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write figures (PNG and SVG) to the output folder."),
-    check: str | None = typer.Option(None, "--check", help="Wind-tunnel check of this (ladder) sweep: the laws' "
-                                     "predicted final loss against the achieved one, rung by rung."),
+    check: str | None = typer.Option(None, "--check", help="Check a verification or wind-tunnel sweep: the laws' "
+                                     "predicted optimum lr and loss against the measured ones."),
     laws: str | None = typer.Option(None, "--laws", help="With --check: the fit JSON to predict with (default: "
                                     "the sweep's own `laws`)."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
 ) -> None:
-    """Fit scaling laws (lr and batch optima, loss vs compute, L(N, D), IsoFLOP, MoE leverage) with intervals."""
+    """Fit scaling laws (lr and batch optima, loss vs compute, L(N, D), IsoFLOP, MoE leverage), each with its
+    interval and verdict; recommend a run; write the sweep that verifies the predictions."""
     import json
     import sys
     from pathlib import Path
 
     from scaling.fit.inputs import InputError, load_runs
     from scaling.fit.optima import parse_method
-    from scaling.fit.report import fit_all
-    from scaling.store import StoreError, atomic_write_text
-    from scaling.tables import frame_table, laws_table
+    from scaling.fit.outputs import default_output_dir, write_fit_outputs
+    from scaling.fit.report import fit_all, json_safe
+    from scaling.store import StoreError
+    from scaling.tables import held_out_table, laws_table, leverage_table, optima_table
 
     results = _results_dir(results_dir)
     if check is not None:
-        from scaling.fit.check import wind_tunnel_check
-
-        try:
-            table = wind_tunnel_check(results, check, Path(laws) if laws else None)
-        except (InputError, StoreError) as e:
-            _fail(str(e))
-        if as_json:
-            sys.stdout.write(table.to_json(orient="records", indent=1) + "\n")
-        else:
-            cols = ["name", "budget", "params", "tokens", "predicted", "achieved", "difference", "law"]
-            _console(stderr=False).print(frame_table(f"wind tunnel {check}: predicted vs achieved final loss",
-                                                      table, cols))
+        _check(results, check, laws, as_json, bootstrap)
         return
+    lr_factors = _floats(verify_lrs, "--verify-lrs")
+    seeds = _floats(verify_seeds, "--verify-seeds")
     try:
         parse_method(optimum)  # a bad option fails before any data is read
         runs = load_runs(source, results, sweep, mapping, seq_len, convention, allow_mixed_data)
-        report = fit_all(runs, optimum=optimum, n_boot=bootstrap)
-        if not report.laws:
+        report = fit_all(runs, optimum=optimum, n_boot=bootstrap, target_flops=target_flops)
+        if not report.laws and report.optima is None:
             n_budgets = runs.df["budget"].nunique()
             first = next(iter(report.excluded.values()), "")
             raise InputError(f"no law can be fitted from {len(runs.df)} runs at {n_budgets} budget(s) "
@@ -400,50 +413,86 @@ def fit(
             from scaling.fit.recommend import recommend
 
             recommendation = recommend(report, runs.df, target_flops)
+        out_dir = Path(output) if output else default_output_dir(results, sweep, source)
+        verify = {"budget_flops": verify_at, "seeds": tuple(int(s) for s in seeds) if seeds else None}
+        if lr_factors:
+            verify["lr_factors"] = lr_factors
+        written = write_fit_outputs(report, runs, out_dir, recommendation, plots=plots, verify=verify)
     except (InputError, StoreError, ValueError) as e:
         _fail(str(e))
-    payload = report.as_json()
-    out_dir = Path(output) if output else (results / (sweep or "all") / "fit" if source is None else Path("fit"))
-    if recommendation is not None:
-        payload["recommendation"] = recommendation.as_dict()
-        atomic_write_text(out_dir / "recommended.overrides", "\n".join(recommendation.overrides) + "\n")
-    atomic_write_text(out_dir / "fit.json", json.dumps(payload, indent=1))
-    figures = []
-    if plots:
-        from scaling.plots import plot_all
-
-        figures = plot_all(report, runs.df, out_dir)
     if as_json:
-        sys.stdout.write(json.dumps(payload, indent=1) + "\n")
+        payload = report.as_json()
+        if recommendation is not None:
+            payload["recommendation"] = json_safe(recommendation.as_dict())
+        sys.stdout.write(json.dumps(payload, indent=1, allow_nan=False) + "\n")
         return
     console = _console(stderr=False)
     if report.optima is not None and not report.optima.empty:
-        console.print(frame_table("optima per group (params, tokens)", report.optima,
-                                   ["params", "tokens", "lr", "batch_tokens", "loss", "n_runs", "note"]))
+        console.print(optima_table(report))
     if report.leverage is not None and not report.leverage.empty:
-        console.print(frame_table("efficiency leverage against the dense baseline", report.leverage,
-                                   ["family", "activation_ratio", "granularity", "budget", "el"]))
+        console.print(leverage_table(report))
     console.print(laws_table(report))
     if report.held_out:
-        import pandas as pd
-
-        h = report.held_out
-        cols = ["quantity", "predicted", "achieved", "relative_error"]
-        rows = [(k, v["predicted"], v["achieved"], v["relative_error"]) for k, v in h.items() if isinstance(v, dict)]
-        console.print(frame_table(f"held-out check: fitted without C = {h['budget']:.3g}, predicted there",
-                                   pd.DataFrame(rows, columns=cols), cols))
+        console.print(held_out_table(report.held_out))
+    if report.structure:
+        for key, item in report.structure.items():
+            if isinstance(item, dict):
+                console.print(f"structure: {key} = {item['slope']:.3g} {item['interval'] or ''}: {item['reading']}")
     for line in report.notes:
-        console.print(f"note: {line}")
-    console.print(f"wrote {out_dir / 'fit.json'} (usable as a sweep's lr/batch `law:`)")
-    if figures:
-        console.print(f"wrote {len(figures)} figure files in {out_dir}: "
-                      f"{', '.join(sorted({p.stem for p in figures}))}")
+        console.print(f"note: {line}", highlight=False)
+    if not report.laws:
+        n_budgets = runs.df["budget"].nunique()
+        console.print(f"[bold]no law can be fitted from {len(runs.df)} runs at {n_budgets} budget(s)[/]: sweep more "
+                      f"budgets or learning rates (the reasons are in the table above)")
+    console.print(f"wrote {written['fit']}")
+    if written.get("figures"):
+        console.print(f"wrote {len(written['figures'])} figure files in {out_dir}: "
+                      f"{', '.join(sorted({p.stem for p in written['figures']}))}")
     if recommendation is not None:
         from scaling.fit.recommend import recommendation_table
 
         console.print(recommendation_table(recommendation))
-        console.print(f"wrote {out_dir / 'recommended.overrides'}: `scaling train --overrides-file "
-                      f"{out_dir / 'recommended.overrides'}` trains it")
+        for line in recommendation.warnings:
+            console.print(f"[yellow]warning:[/] {line}", highlight=False)
+        trains = "lr included" if "lr" in recommendation.items else "no lr: the lr law is not usable"
+        console.print(f"wrote {written['overrides']} ({trains}): `scaling train --overrides-file "
+                      f"{written['overrides']}` trains it")
+    if "verify" in written:
+        console.print(f"wrote {written['verify']}: verify the predictions by training there, `scaling sweep "
+                      f"{written['verify']}`, then `scaling fit --check {written['verify_name']}`")
+    elif "verify_skipped" in written:
+        console.print(f"no verification sweep: {written['verify_skipped']}", highlight=False)
+
+
+def _check(results, sweep: str, laws: str | None, as_json: bool, n_boot: int) -> None:
+    import sys
+    from pathlib import Path
+
+    from scaling.fit.check import check_predictions
+    from scaling.fit.inputs import InputError
+    from scaling.store import StoreError
+    from scaling.tables import check_table
+
+    try:
+        table = check_predictions(results, sweep, Path(laws) if laws else None, n_boot=max(n_boot, 200))
+    except (InputError, StoreError) as e:
+        _fail(str(e))
+    if as_json:
+        sys.stdout.write(table.to_json(orient="records", indent=1) + "\n")
+        return
+    console = _console(stderr=False)
+    console.print(check_table(f"predictions checked by training ({sweep}): predicted [95%] against measured [95%]",
+                              table))
+    for _, r in table.iterrows():
+        parts = []
+        if r.get("lr_ratio") == r.get("lr_ratio") and r.get("lr_ratio") is not None:
+            parts.append(f"lr predicted {r['lr_predicted']:.3g}, measured {r['lr_measured']:.3g} "
+                         f"(x{max(r['lr_ratio'], 1 / r['lr_ratio']):.2f} apart)")
+        if r.get("loss_error") == r.get("loss_error") and r.get("loss_error") is not None:
+            parts.append(f"loss predicted {r['loss_predicted']:.4g}, measured {r['loss_measured']:.4g} "
+                         f"({r['loss_error']:+.3f} nats)")
+        if parts:
+            console.print(f"C = {r['C']:.3g}: " + "; ".join(parts), highlight=False)
 
 
 if __name__ == "__main__":

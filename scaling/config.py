@@ -291,6 +291,37 @@ def from_dict(d: dict) -> RunConfig:
     return RunConfig(**kwargs)
 
 
+def _override_value(v) -> str:
+    """A value as Hydra's override grammar reads it back unchanged (strings quoted unless plainly safe)."""
+    import re
+
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    s = str(v)
+    if re.fullmatch(r"[A-Za-z0-9_./:+-]+", s) and s.lower() not in ("null", "true", "false"):
+        return s
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def identity_overrides(config: dict, skip: tuple[str, ...] = ()) -> list[str]:
+    """Every field of a resolved config (a record's `config`) that determines what is trained, as `key=value`
+    overrides that `compose` turns back into the same model, data and optimisation (keys in `skip` left out)."""
+    run = from_dict(config)
+    lines = []
+    for section, fields in identity_dict(run).items():
+        if not isinstance(fields, dict):
+            continue
+        for key, value in fields.items():
+            name = f"{section}.{key}"
+            if name not in skip:
+                lines.append(f"{name}={_override_value(value)}")
+    return lines
+
+
 def identity_dict(run: RunConfig) -> dict:
     """The part of the config that determines what is trained: hashed into the run id."""
     d = to_dict(run)

@@ -1,5 +1,16 @@
-"""Figures of a fit (PNG and SVG): loss vs compute, lr and batch optima vs compute, per-budget lr x batch losses,
-IsoFLOP curves, efficiency leverage. Each is drawn only when its data are there; returns the files written."""
+"""Figures of a fit (PNG and SVG), each drawn only when its data are there; `plot_all` returns the files written.
+
+- ``lr_bowls``: loss against lr per budget, the runs (every seed), the fitted bowl, its vertex and the vertex's
+  95% run-level interval: the figure that shows whether an lr sweep found its optimum.
+- ``optima_vs_compute``: the optimum lr (and batch, when it was swept) per budget with intervals, the fitted law
+  and its 95% band, extended to the judged budget.
+- ``loss_vs_compute``: every run, each budget's bowl minimum with its interval, the loss law and its band.
+- ``lr_batch_losses``: per budget, loss over the (lr, batch) grid (only when the batch was swept).
+- ``isoflop``: IsoFLOP curves; ``leverage``: efficiency leverage with intervals, against A, G or compute.
+
+Log axes use matplotlib's log locators and plain-text log formatters, which label minor ticks when an axis spans
+less than a decade or two; every axis names its unit.
+"""
 
 from __future__ import annotations
 
@@ -11,146 +22,224 @@ import pandas as pd
 from scaling.fit.report import FitReport, main_family
 
 MAX_PANELS = 6
-"""At most this many budgets get a panel in the per-budget lr x batch figure."""
+"""At most this many budgets get a panel in the per-budget figures (the first, the last and evenly between)."""
+LOSS_LABEL = "validation loss (nats/token)"
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "svg"):
         path = out / f"{name}.{ext}"
         fig.savefig(path, dpi=120, bbox_inches="tight")
         paths.append(path)
-    import matplotlib.pyplot as plt
-
     plt.close(fig)
     return paths
 
 
-def _style(ax, xlog: bool = True, ylog: bool = False, **labels) -> None:
-    """Log axes with plain-text tick labels (matplotlib's default log labels are mathtext, parsed one by one:
-    seconds per figure with many panels), minor labels off."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+def _log(ax, x: bool = True, y: bool = False) -> None:
+    """Log scale with matplotlib's log locators and plain-text log formatters (minor ticks labelled when the axis
+    spans under about two decades, so a narrow axis keeps its labels)."""
+    from matplotlib.ticker import LogFormatter, LogLocator
 
-    ax.set(**labels)
-    for axis, log in ((ax.xaxis, xlog), (ax.yaxis, ylog)):
-        if log:
+    for on, set_scale, axis in ((x, ax.set_xscale, ax.xaxis), (y, ax.set_yscale, ax.yaxis)):
+        if on:
+            set_scale("log")
             axis.set_major_locator(LogLocator(base=10))
-            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-")))
-            axis.set_minor_formatter(NullFormatter())
+            axis.set_minor_locator(LogLocator(base=10, subs=np.arange(2, 10)))
+            axis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+            axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
-def _band(ax, fit, C_grid, fn, color):
-    lo, hi = [], []
-    for C in C_grid:
-        _, interval = fit.predict(lambda p, C=C: fn(p, C))
-        if interval is None:
-            return
-        lo.append(interval[0])
-        hi.append(interval[1])
-    ax.fill_between(C_grid, lo, hi, color=color, alpha=0.2, lw=0, label="95% band")
+def _pick(groups: list) -> list:
+    if len(groups) <= MAX_PANELS:
+        return groups
+    keep = np.unique(np.linspace(0, len(groups) - 1, MAX_PANELS).round().astype(int))
+    return [groups[i] for i in keep]
+
+
+def _verdict(report: FitReport, law: str) -> str:
+    v = (report.laws[law].verdict or {}).get("verdict") if law in report.laws else None
+    return f" [{v}]" if v else ""
+
+
+def _errorbars(ax, x, y, lo, hi, **kw) -> None:
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    y = np.asarray(y, float)
+    x = np.asarray(x, float)
+    if ok.any():
+        ax.errorbar(x[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="o", capsize=3, **kw)
+    if (~ok).any():
+        ax.scatter(x[~ok], y[~ok], **{k: v for k, v in kw.items() if k in ("color", "label", "zorder")})
+
+
+def _law_line(ax, report: FitReport, law: str, grid: np.ndarray, color: str) -> None:
+    fit = report.laws.get(law)
+    if fit is None:
+        return
+    band = fit.band(C=grid)
+    centre = band[0] if band is not None else fit.evaluate(fit.params, C=grid)
+    ax.plot(grid, centre, color=color, label=f"{fit.formula}{_verdict(report, law)}")
+    if band is not None:
+        ax.fill_between(grid, band[1], band[2], color=color, alpha=0.18, lw=0, label="95% band")
+    lo, hi = fit.fitted_range.get("C", [grid[0], grid[-1]])
+    ax.axvspan(hi, grid[-1], color="0.92", zorder=0, label="extrapolated")
+
+
+def _grid(report: FitReport, fam: pd.DataFrame) -> np.ndarray:
+    lo, hi = fam["flops"].min(), fam["flops"].max()
+    judged = [(law.verdict or {}).get("judged_at", {}).get("C") for law in report.laws.values()]
+    top = max([hi * 1.5] + [c * 1.2 for c in judged if c])
+    return np.geomspace(lo / 1.5, top, 80)
+
+
+def plot_lr_bowls(report: FitReport, fam: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    o = report.optima
+    groups = _pick(list(o.iterrows()))
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.4 * len(groups) + 0.6, 3.3), squeeze=False,
+                             layout="constrained")
+    for ax, (_, g) in zip(axes[0], groups, strict=True):
+        runs = fam[(fam["params"] == g["params"]) & (fam["tokens"] == g["tokens"])]
+        if "batch_tokens" in runs.columns and runs["batch_tokens"].nunique() > 1:  # the lr line at the batch with the most learning rates
+            best_b = runs.groupby("batch_tokens")["lr"].nunique().idxmax()
+            runs = runs[runs["batch_tokens"] == best_b]
+        ax.scatter(runs["lr"], runs["loss"], s=14, color="0.45", label="runs (every seed)", zorder=3)
+        x = np.log(runs["lr"].to_numpy(float))
+        if len(np.unique(x)) >= 3:
+            c = np.polyfit(x, runs["loss"].to_numpy(float), 2)
+            xs = np.linspace(x.min() - 0.3, x.max() + 0.3, 60)
+            ax.plot(np.exp(xs), np.polyval(c, xs), color="C0", lw=1.2, label="fitted bowl")
+        ax.scatter([g["lr"]], [g["loss"]], marker="*", s=90, color="C3", zorder=4, label="vertex (lr*)")
+        if np.isfinite(g["lr_lo"]) and np.isfinite(g["lr_hi"]):
+            ax.errorbar([g["lr"]], [g["loss"]], xerr=[[g["lr"] - g["lr_lo"]], [g["lr_hi"] - g["lr"]]], color="C3",
+                        capsize=3, lw=1, label="lr* 95%")
+        _log(ax)
+        ax.set(xlabel="peak learning rate", title=f"C = {g['C']:.3g} FLOPs" + ("" if g["interior"] else " (edge)"))
+    axes[0][0].set_ylabel(LOSS_LABEL)
+    axes[0][0].legend(fontsize=6)
+    return _save(fig, out, "lr_bowls")
+
+
+def plot_optima(report: FitReport, fam: pd.DataFrame, out: Path, grid: np.ndarray) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    o = report.optima
+    panels = [("lr", "lr_opt", "optimal peak learning rate")]
+    if o["batch_tokens"].nunique() > 1:
+        panels.append(("batch_tokens", "batch_opt", "optimal batch (tokens)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False, layout="constrained")
+    for ax, (col, law, label) in zip(axes[0], panels, strict=True):
+        if col in fam.columns:
+            ax.scatter(fam["flops"], fam[col], s=8, color="0.8", label="runs", rasterized=True)
+        _errorbars(ax, o["C"], o[col], o[f"{col}_lo"], o[f"{col}_hi"], color="C1", label="optimum (95%)", zorder=3)
+        _law_line(ax, report, law, grid, "C1")
+        _log(ax, y=True)
+        ax.set(xlabel=f"compute C (FLOPs, {report.convention})", ylabel=label, title=law)
+        ax.legend(fontsize=6)
+    return _save(fig, out, "optima_vs_compute")
+
+
+def plot_loss(report: FitReport, fam: pd.DataFrame, out: Path, grid: np.ndarray) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.8), layout="constrained")
+    ax.scatter(fam["flops"], fam["loss"], s=8, color="0.75", label="runs", rasterized=True)
+    if report.optima is not None:
+        o = report.optima.loc[report.optima.groupby("budget")["loss"].idxmin()]
+        _errorbars(ax, o["C"], o["loss"], o["loss_lo"], o["loss_hi"], color="C0", label="bowl minimum (95%)",
+                   zorder=3)
+    else:
+        best = fam.loc[fam.groupby("budget")["loss"].idxmin()]
+        ax.scatter(best["flops"], best["loss"], s=25, color="C0", label="best per budget", zorder=3)
+    _law_line(ax, report, "loss_vs_compute", grid, "C0")
+    _log(ax)
+    lo = min(fam["loss"].min(), report.laws["loss_vs_compute"].value(C=grid[-1])) if "loss_vs_compute" in \
+        report.laws else fam["loss"].min()
+    ax.set_ylim(lo * 0.95, fam["loss"].quantile(0.98) * 1.05)
+    ax.set(xlabel=f"compute C (FLOPs, {report.convention})", ylabel=LOSS_LABEL, title="loss vs compute")
+    ax.legend(fontsize=6)
+    return _save(fig, out, "loss_vs_compute")
+
+
+def plot_lr_batch(fam: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    groups = _pick(list(fam.groupby("budget")))
+    fig, axes = plt.subplots(1, len(groups), figsize=(3 * len(groups) + 1, 3), squeeze=False, layout="constrained")
+    sc = None
+    for ax, (budget, g) in zip(axes[0], groups, strict=True):
+        rel = g["loss"] / g["loss"].min() - 1  # loss above the budget's best, so one colour scale fits all
+        sc = ax.scatter(g["lr"], g["batch_tokens"], c=rel, cmap="viridis_r", s=40, rasterized=True,
+                        vmin=0, vmax=max(0.02, float(rel.quantile(0.9))))
+        _log(ax, y=True)
+        ax.set(xlabel="peak learning rate", ylabel="batch (tokens)", title=f"C = {budget:.3g} FLOPs")
+    fig.colorbar(sc, ax=axes[0].tolist(), label="loss / best - 1")
+    return _save(fig, out, "lr_batch_losses")
+
+
+def plot_isoflop(fam: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    iso = fam.groupby(["budget", "params"])["loss"].min().reset_index()
+    fig, ax = plt.subplots(figsize=(5, 3.6), layout="constrained")
+    for i, (budget, g) in enumerate(iso.groupby("budget")):
+        if g["params"].nunique() < 3:
+            continue
+        x = np.log(g["params"])
+        c = np.polyfit(x, g["loss"], 2)
+        xs = np.linspace(x.min(), x.max(), 50)
+        ax.scatter(g["params"], g["loss"], s=15, color=f"C{i % 10}")
+        ax.plot(np.exp(xs), np.polyval(c, xs), color=f"C{i % 10}", label=f"C = {budget:.2g}")
+    _log(ax)
+    ax.set(xlabel="active non-embedding parameters N", ylabel=LOSS_LABEL, title="IsoFLOP curves")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "isoflop")
+
+
+def plot_leverage(report: FitReport, out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    lev = report.leverage
+    cols = [c for c in ("activation_ratio", "granularity") if lev[c].nunique() > 1]
+    panels = cols or ["C"]  # one MoE configuration: EL against compute
+    labels = {"activation_ratio": "activation ratio A", "granularity": "granularity G (2 d_model / d_expert)",
+              "C": f"compute C (FLOPs, {report.convention})"}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False, layout="constrained")
+    for ax, col in zip(axes[0], panels, strict=True):
+        series = lev.groupby("family") if col == "C" else lev.groupby("budget")
+        for i, (key, g) in enumerate(series):
+            g = g.sort_values(col)
+            label = str(key) if col == "C" else f"C = {key:.2g}"
+            _errorbars(ax, g[col], g["el"], g["el_lo"], g["el_hi"], color=f"C{i % 10}", label=label)
+            ax.plot(g[col], g["el"], color=f"C{i % 10}", lw=0.8)
+        ax.axhline(1.0, color="0.5", lw=0.8, ls="--", label="EL = 1 (dense)")
+        _log(ax)
+        ax.set(xlabel=labels[col], ylabel="efficiency leverage C_dense / C_moe", title="leverage (95% intervals)")
+        ax.legend(fontsize=6)
+    return _save(fig, out, "leverage")
 
 
 def plot_all(report: FitReport, runs: pd.DataFrame, out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     written: list[Path] = []
-    fam = runs[runs["family"] == main_family(runs)]
-    C_grid = np.geomspace(fam["budget"].min() / 1.5, fam["budget"].max() * 3, 60)
-
-    # loss vs compute
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.scatter(fam["budget"], fam["loss"], s=10, color="0.6", label="runs", rasterized=True)
-    best = fam.groupby("budget")["loss"].min()
-    ax.scatter(best.index, best.values, s=25, color="C0", label="best per budget")
-    if "loss_vs_compute" in report.laws:
-        fit = report.laws["loss_vs_compute"]
-
-        def loss_fn(p, C):
-            return p["E"] + p["A"] * C ** -p["alpha"]
-
-        ax.plot(C_grid, [loss_fn(fit.params, C) for C in C_grid], color="C0", label=fit.formula)
-        _band(ax, fit, C_grid, loss_fn, "C0")
-    ax.set_xscale("log")
-    _style(ax, xlabel="compute C (FLOPs)", ylabel="loss", title="loss vs compute")
-    ax.legend(fontsize=7)
-    written += _save(fig, out, "loss_vs_compute")
-
-    # hyperparameter optima vs compute
+    fam = runs[runs["family"] == (report.family or main_family(runs))]
+    grid = _grid(report, fam)
     if report.optima is not None and not report.optima.empty:
-        budgets = fam.groupby(["params", "tokens"])["budget"].first()
-        opt = report.optima.assign(budget=[budgets[(p, t)] for p, t in zip(report.optima["params"],
-                                                                            report.optima["tokens"], strict=True)])
-        panels = [(c, law) for c, law in (("lr", "lr_opt"), ("batch_tokens", "batch_opt")) if c in fam.columns]
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-        for ax, (col, law) in zip(axes[0], panels, strict=True):
-            ax.scatter(fam["budget"], fam[col], s=8, color="0.75", label="runs", rasterized=True)
-            ax.scatter(opt["budget"], opt[col], s=25, color="C1", label="optimum")
-            if law in report.laws:
-                fit = report.laws[law]
-
-                def power(p, C):
-                    return p["a"] * C ** p["b"]
-
-                ax.plot(C_grid, [power(fit.params, C) for C in C_grid], color="C1",
-                        label=f"{fit.params['a']:.3g} C^{fit.params['b']:.3f}")
-                _band(ax, fit, C_grid, power, "C1")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            _style(ax, ylog=True, xlabel="compute C (FLOPs)", ylabel=col, title=law)
-            ax.legend(fontsize=7)
-        written += _save(fig, out, "optima_vs_compute")
-
-    # per-budget lr x batch losses
-    if {"lr", "batch_tokens"} <= set(fam.columns) and fam[["lr", "batch_tokens"]].notna().all().all():
-        groups = list(fam.groupby("budget"))
-        if len(groups) > MAX_PANELS:  # the first, the last and evenly spaced ones between
-            keep = np.unique(np.linspace(0, len(groups) - 1, MAX_PANELS).round().astype(int))
-            groups = [groups[i] for i in keep]
-        fig, axes = plt.subplots(1, len(groups), figsize=(3 * len(groups) + 1, 3), squeeze=False,
-                                 layout="constrained")
-        for ax, (budget, g) in zip(axes[0], groups, strict=True):
-            rel = g["loss"] / g["loss"].min() - 1  # loss above the budget's best, so one colour scale fits all
-            sc = ax.scatter(g["lr"], g["batch_tokens"], c=rel, cmap="viridis_r", s=40, rasterized=True,
-                            vmin=0, vmax=max(0.02, float(rel.quantile(0.9))))
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            _style(ax, ylog=True, xlabel="lr", ylabel="batch (tokens)", title=f"C = {budget:.2g}")
-        fig.colorbar(sc, ax=axes[0].tolist(), label="loss / best - 1")
-        written += _save(fig, out, "lr_batch_losses")
-
-    # IsoFLOP curves
-    iso = fam.groupby(["budget", "params"])["loss"].min().reset_index()
+        written += plot_lr_bowls(report, fam, out)
+        written += plot_optima(report, fam, out, grid)
+    written += plot_loss(report, fam, out, grid)
+    if {"lr", "batch_tokens"} <= set(fam.columns) and fam[["lr", "batch_tokens"]].notna().all().all() and \
+            fam["batch_tokens"].nunique() > 1 and fam["lr"].nunique() > 1:
+        written += plot_lr_batch(fam, out)
     if "n_opt" in report.laws:
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        for i, (budget, g) in enumerate(iso.groupby("budget")):
-            if g["params"].nunique() < 3:
-                continue
-            x = np.log(g["params"])
-            c = np.polyfit(x, g["loss"], 2)
-            xs = np.linspace(x.min(), x.max(), 50)
-            ax.scatter(g["params"], g["loss"], s=15, color=f"C{i % 10}")
-            ax.plot(np.exp(xs), np.polyval(c, xs), color=f"C{i % 10}", label=f"C = {budget:.2g}")
-        ax.set_xscale("log")
-        _style(ax, xlabel="params N", ylabel="loss", title="IsoFLOP curves")
-        ax.legend(fontsize=7)
-        written += _save(fig, out, "isoflop")
-
-    # efficiency leverage
+        written += plot_isoflop(fam, out)
     if report.leverage is not None and not report.leverage.empty:
-        lev = report.leverage
-        cols = [c for c in ("activation_ratio", "granularity") if lev[c].nunique() > 1] or ["activation_ratio"]
-        fig, axes = plt.subplots(1, len(cols), figsize=(4.5 * len(cols), 3.6), squeeze=False)
-        for ax, col in zip(axes[0], cols, strict=True):
-            for i, (budget, g) in enumerate(lev.groupby("budget")):
-                g = g.sort_values(col)
-                ax.plot(g[col], g["el"], "o-", color=f"C{i % 10}", label=f"C = {budget:.2g}")
-            ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
-            ax.set_xscale("log")
-            _style(ax, xlabel=col, ylabel="efficiency leverage", title=f"EL vs {col}")
-            ax.legend(fontsize=7)
-        written += _save(fig, out, "leverage")
+        written += plot_leverage(report, out)
     return written

@@ -75,7 +75,19 @@ def frame_table(title: str, df, columns: list[str]):
     return table
 
 
+def _g(v) -> str:
+    return "" if v is None or (isinstance(v, float) and v != v) else f"{v:.4g}"
+
+
+def _iv(lo, hi) -> str:
+    return "" if lo is None or hi is None or lo != lo or hi != hi else f"[{lo:.3g}, {hi:.3g}]"
+
+
+VERDICT_STYLE = {"reliable": "green", "weak": "yellow", "undetermined": "red"}
+
+
 def laws_table(report):
+    from rich.markup import escape
     from rich.table import Table
 
     def fmt(v):
@@ -83,16 +95,101 @@ def laws_table(report):
 
     table = Table(title=f"scaling laws from {report.n_runs} runs ({report.source}); optimum: {report.optimum_method}",
                   title_justify="left")
-    for col in ("law", "formula", "parameters (95% bootstrap interval)", "R^2", "points"):
+    for col in ("law", "formula", "parameters (95% interval)", "R^2", "n", "verdict (judged at)"):
         table.add_column(col, overflow="fold")
     for name, law in report.laws.items():
         params = ", ".join(f"{k}={fmt(v)}" + (f" [{fmt(law.interval[k][0])}, {fmt(law.interval[k][1])}]"
                                                if k in law.interval else "") for k, v in law.params.items())
-        if law.notes:
-            params += " (" + "; ".join(law.notes) + ")"
-        table.add_row(name, law.formula, params, "" if law.r2 is None else f"{law.r2:.3f}", str(law.n_points))
+        if law.method:
+            params += f" ({law.method})"
+        v = law.verdict or {}
+        at = ", ".join(f"{k} = {x:.3g}" for k, x in (v.get("judged_at") or {}).items())
+        level = v.get("verdict", "")
+        verdict = f"[{VERDICT_STYLE.get(level, 'white')}]{level}[/] ({at})"
+        if level != "reliable" and v.get("reasons"):
+            verdict += ": " + escape("; ".join(v["reasons"]))
+        table.add_row(name, law.formula, escape(params), "" if law.r2 is None else f"{law.r2:.3f}",
+                      str(law.n_points), verdict)
     for name, why in report.excluded.items():
-        table.add_row(f"[dim]{name}[/]", "[dim]not fitted[/]", f"[dim]{why}[/]", "", "")
+        table.add_row(f"[dim]{name}[/]", "[dim]not fitted[/]", f"[dim]{escape(why)}[/]", "", "", "")
     if report.runs_excluded:
         table.caption = "runs excluded: " + ", ".join(f"{v} {k}" for k, v in report.runs_excluded.items())
+    return table
+
+
+def optima_table(report):
+    """Per budget (model size, tokens): the optimum lr, batch and loss with run-level 95% intervals."""
+    from rich.table import Table
+
+    o = report.optima
+    table = Table(title=f"optima per budget ({report.family}; bowl vertex, 95% run-level interval)",
+                  title_justify="left")
+    varies_batch = o["batch_tokens"].nunique() > 1
+    cols = ["C (FLOPs)", "params", "tokens", "runs", "lr*", "lr 95%", "lr swept"]
+    cols += ["batch*", "batch 95%"] if varies_batch else []
+    cols += ["loss*", "loss 95%", "noise (nats)", "note"]
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for _, r in o.iterrows():
+        note = r["note"] or ("" if r["interior"] else f"optimum on the grid edge ({r['edge']})")
+        noise = r.get("seed_sd")
+        if noise is None or noise != noise:
+            noise = r.get("noise_sd")
+        row = [f"{r['C']:.3g}", f"{r['params']:.3g}", f"{r['tokens']:.3g}", str(int(r["n_runs"])), _g(r["lr"]),
+               _iv(r["lr_lo"], r["lr_hi"]), f"{r['lr_min']:.3g}..{r['lr_max']:.3g}"]
+        row += [_g(r["batch_tokens"]), _iv(r["batch_tokens_lo"], r["batch_tokens_hi"])] if varies_batch else []
+        row += [_g(r["loss"]), _iv(r["loss_lo"], r["loss_hi"]), _g(noise), note]
+        table.add_row(*row)
+    return table
+
+
+def leverage_table(report):
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="efficiency leverage against the dense baseline (EL = C_dense / C_moe at equal loss)",
+                  title_justify="left")
+    for c in ("family", "A", "G", "C (FLOPs)", "EL", "EL 95%", "dense - MoE loss", "verdict", "reading"):
+        table.add_column(c, overflow="fold")
+    for _, r in report.leverage.iterrows():
+        table.add_row(str(r["family"]), f"{r['activation_ratio']:.3g}", f"{r['granularity']:.3g}", f"{r['C']:.3g}",
+                      _g(r["el"]), _iv(r["el_lo"], r["el_hi"]), _g(r["loss_gap"]),
+                      f"[{VERDICT_STYLE.get(r['verdict'], 'white')}]{r['verdict']}[/]", escape(r["resolved"]))
+    return table
+
+
+def held_out_table(held: dict):
+    import pandas as pd
+
+    cols = ["quantity", "predicted", "95% interval", "achieved", "relative_error"]
+    rows = [(k, v["predicted"], _iv(*(v["interval"] or [None, None])), v["achieved"], v["relative_error"])
+            for k, v in held.items() if isinstance(v, dict)]
+    return frame_table(f"held-out check: fitted without C = {held['C']:.3g}, predicted there",
+                       pd.DataFrame(rows, columns=cols), cols)
+
+
+def check_table(title: str, df):
+    """Predicted against measured, per group of a verification (or wind-tunnel) sweep."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    cols = ["C (FLOPs)", "params", "runs", "lr predicted", "lr measured", "pred/meas", "lr held",
+            "loss predicted", "loss measured", "error (nats)", "loss held"]
+    for c in cols:
+        table.add_column(c, overflow="fold")
+
+    def held(v):
+        return "" if v is None or v != v else ("[green]yes[/]" if v else "[red]no[/]")
+
+    for _, r in df.iterrows():
+        get = r.get
+        table.add_row(
+            f"{r['C']:.3g}", f"{r['params']:.3g}", str(int(r["n_runs"])),
+            f"{_g(get('lr_predicted'))} {_iv(get('lr_predicted_lo'), get('lr_predicted_hi'))}",
+            f"{_g(get('lr_measured'))} {_iv(get('lr_measured_lo'), get('lr_measured_hi'))}"
+            if get("lr_measured") == get("lr_measured") and get("lr_measured") is not None else str(get("bowl", "")),
+            _g(get("lr_ratio")), held(get("lr_held")),
+            f"{_g(get('loss_predicted'))} {_iv(get('loss_predicted_lo'), get('loss_predicted_hi'))}",
+            f"{_g(get('loss_measured'))} {_iv(get('loss_measured_lo'), get('loss_measured_hi'))}",
+            _g(get("loss_error")), held(get("loss_held")))
     return table

@@ -39,11 +39,13 @@ def test_ladder_sweep_and_wind_tunnel_check(tmp_path):
     budgets = [r["budget"] for r in rows]
     assert budgets[0] == pytest.approx(2e9, rel=0.01) and budgets == sorted(budgets)  # bigger rungs, more compute
     for r in rows:
-        assert r["predicted"] == pytest.approx(1.0 + 2000.0 * r["budget"] ** -0.3)
-        assert r["difference"] == pytest.approx(r["achieved"] - r["predicted"])
+        assert r["loss_predicted"] == pytest.approx(1.0 + 2000.0 * r["C"] ** -0.3)
+        assert r["loss_error"] == pytest.approx(r["loss_measured"] - r["loss_predicted"])
+        assert r["loss_held"] is None  # a hand-written law has no resamples: no interval to hold to
+        assert r["lr_predicted"] == pytest.approx(0.3 * r["C"] ** -0.125)
     table = subprocess.run([*cli, "fit", "--check", "wind", "--results-dir", str(tmp_path / "r")],
                            capture_output=True, text=True, timeout=120)
-    assert table.returncode == 0 and "predicted vs achieved" in table.stdout
+    assert table.returncode == 0 and "predictions checked by training" in table.stdout
     missing = subprocess.run([*cli, "fit", "--check", "nope", "--results-dir", str(tmp_path / "r")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "names no laws" in missing.stderr

@@ -101,12 +101,23 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert "not 'quadratic'" in one_line_error(run("--from", str(csv), "--optimum", "argmin"))
 
 
-def test_a_single_budget_is_a_one_line_error(tmp_path):
-    csv = tmp_path / "one.csv"
-    pd.DataFrame({"params": [1e8] * 5, "flops": [1e18] * 5, "loss": [3.0, 2.9, 2.85, 2.9, 3.1],
-                  "lr": [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2]}).to_csv(csv, index=False)
-    msg = one_line_error(run("--from", str(csv), "-o", str(tmp_path / "fit")))
-    assert "no law can be fitted from 5 runs at 1 budget(s)" in msg and "need at least 3" in msg
+def test_too_few_budgets_still_show_the_optima_and_figures_and_refuse_only_the_laws(tmp_path):
+    """One or two budgets: no law, but the per-budget optima, the bowls figure and a full --json."""
+    csv = tmp_path / "two.csv"
+    lrs = [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2]
+    pd.DataFrame({"params": [1e8] * 10, "flops": [1e18] * 5 + [3e18] * 5,
+                  "loss": [3.0, 2.9, 2.85, 2.9, 3.1, 2.8, 2.7, 2.66, 2.72, 2.9], "lr": lrs * 2}).to_csv(csv, index=False)
+    out = run("--from", str(csv), "-o", str(tmp_path / "fit"))
+    assert out.returncode == 0, out.stderr
+    assert "optima per budget" in out.stdout and "no law can be fitted from 10 runs at 2 budget(s)" in out.stdout
+    assert (tmp_path / "fit" / "lr_bowls.png").exists()
+    report = json.loads(run("--from", str(csv), "-o", str(tmp_path / "fit2"), "--json").stdout)
+    assert report["laws"] == {} and len(report["optima"]) == 2 and "lr_opt" in report["excluded"]["laws"]
+    assert report["optima"][0]["lr"] == pytest.approx(4e-3, rel=0.3) and report["optima"][0]["interior"]
+    one = tmp_path / "one.csv"  # no lr grid and one budget: nothing to show at all
+    pd.DataFrame({"params": [1e8] * 2, "flops": [1e18] * 2, "loss": [3.0, 2.9]}).to_csv(one, index=False)
+    msg = one_line_error(run("--from", str(one), "-o", str(tmp_path / "fit3")))
+    assert "no law can be fitted from 2 runs at 1 budget(s)" in msg
 
 
 def test_recommendation_at_a_target_budget(tmp_path):
@@ -122,8 +133,11 @@ def test_recommendation_at_a_target_budget(tmp_path):
     assert rec["items"]["batch_tokens"]["value"] == pytest.approx(0.3 * 1e21**0.33, rel=0.15)
     assert "loss" in rec["items"] and rec["items"]["loss"]["value"] > 1.8
     assert "params_active" in rec["missing"]  # one size per budget: no allocation law, and it says so
-    overrides = (tmp_path / "fit" / "recommended.overrides").read_text().splitlines()
+    overrides = [line for line in (tmp_path / "fit" / "recommended.overrides").read_text().splitlines()
+                 if not line.startswith("#")]
     assert overrides[0] == "budget_flops=1e+21" and overrides[1].startswith("train.lr=")
+    assert rec["items"]["lr"]["verdict"] == "weak"  # 100x beyond the largest fitted budget: said so
+    assert any("100x beyond the fitted range" in r for r in rec["items"]["lr"]["reasons"])
     bad = run("--from", str(csv), "--map", "params=N,flops=C", "--target-flops", "-5", "-o", str(tmp_path / "x"))
     assert "must be a positive number of FLOPs" in one_line_error(bad)
 

@@ -102,7 +102,7 @@ def test_grids_from_a_fitted_law_and_factors(tmp_path):
     plan = plan_sweep(sweep)
     assert [c.run.train.lr for c in plan.cells] == pytest.approx([0.5 * 10**-2.5, 10**-2.5])  # 1.0 * C^-0.25
     assert plan.cells[0].plan.batch_tokens == 1024  # 0.01 * C^0.5 = 1000 tokens -> 16 whole sequences of 64
-    with pytest.raises(PlanError, match="no usable 'lr_opt' law"):
+    with pytest.raises(PlanError, match="no 'laws'"):
         bad = tmp_path / "bad.json"
         bad.write_text("{}")
         plan_sweep(SweepConfig(name="law", base=TINY_BASE, budgets=[1e10], lr=GridAxis(law=str(bad))))

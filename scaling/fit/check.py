@@ -1,35 +1,48 @@
-"""The wind-tunnel check: a fit's predicted final loss against what each rung of a ladder sweep achieved.
+"""Predict, then verify: a fit's predictions checked by training at budgets it has not seen.
 
-Reads the laws (a `scaling fit --json` output: the sweep's own `laws`, recorded in its plan.json, unless given)
-and the sweep's completed records; predicts each rung's loss with `loss_vs_compute` at its budget, or with
-`chinchilla` at its (N, D) when the fit has no loss-compute law. Numbers only: no formula is evaluated from text.
+One mechanism for both of the Ling team's checks:
+
+- the **verification sweep** (`verification_sweep`): from a fit, the swept family's run at a held-out larger budget
+  (by default 3x the largest fitted one), at the predicted lr times a few factors, with seeds; `scaling fit` writes
+  it as `verify.yaml` beside fit.json;
+- the **wind-tunnel ladder** (`sweeps/wind_tunnel.yaml`): model sizes at their compute-optimal budgets from a fit.
+
+Both sweeps name the fit they came from (`laws:`, kept in their plan.json). `check_predictions` then groups the
+sweep's completed runs by (budget, model) and reports, per group, the predicted optimum lr and loss (with their 95%
+intervals, from the fit's resamples) against what training measured there: the optimum of the group's lr bowl
+and its minimum loss (with run-level intervals) when the group has >= 3 learning rates, else the runs' mean loss.
+A prediction **held** when predicted and measured agree within their combined 95% uncertainty
+(|difference| <= sqrt(half-width_predicted^2 + half-width_measured^2), in ln lr for the learning rate).
+Numbers only: no formula is evaluated from text.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from scaling import store
-from scaling.fit.inputs import InputError
+from scaling.fit.inputs import InputError, from_store
+from scaling.fit.law import FitError, LawFit, read_laws
 
-
-def _laws(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())["laws"]
-    except FileNotFoundError:
-        raise InputError(f"laws file {path} not found: pass --laws PATH to a `scaling fit --json` output") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise InputError(f"{path} is not a `scaling fit --json` output (no 'laws')") from None
+DEFAULT_VERIFY_FACTOR = 3.0
+"""The verification budget, without one given: this many times the largest fitted budget."""
+DEFAULT_LR_FACTORS = (0.5, 1.0, 2.0)
 
 
 def laws_path_of(results_dir: Path, sweep: str) -> Path | None:
+    """The fit a sweep was built from (its plan.json's `laws`), resolved like the sweep resolved it."""
     plan = store.sweep_dir(results_dir, sweep) / "plan.json"
     if not plan.is_file():
         return None
-    laws = json.loads(plan.read_text()).get("laws")
+    try:
+        laws = json.loads(plan.read_text()).get("laws")
+    except (OSError, json.JSONDecodeError):
+        raise InputError(f"{plan} is not readable JSON: re-run `scaling sweep` for {sweep!r} to rewrite it") from None
     if not laws:
         return None
     from scaling.config import CONFIG_DIR
@@ -38,35 +51,171 @@ def laws_path_of(results_dir: Path, sweep: str) -> Path | None:
     return p if p.is_absolute() or p.exists() else CONFIG_DIR / p
 
 
-def wind_tunnel_check(results_dir: Path, sweep: str, laws_path: Path | None = None) -> pd.DataFrame:
-    """One row per completed rung: budget, N, D, predicted and achieved loss, their difference."""
+def _convention_of(path: Path) -> str:
+    try:
+        return json.loads(Path(path).read_text()).get("convention") or "M"
+    except (OSError, json.JSONDecodeError):
+        return "M"
+
+
+def _half_width(value: float, interval, log: bool) -> float:
+    if interval is None or not np.all(np.isfinite(interval)):
+        return float("nan")
+    lo, hi = interval
+    if log:
+        return max(math.log(hi / value), math.log(value / lo)) if lo > 0 and value > 0 else float("nan")
+    return max(hi - value, value - lo)
+
+
+def _held(pred: float, pred_iv, meas: float, meas_iv, log: bool) -> bool | None:
+    hp, hm = _half_width(pred, pred_iv, log), _half_width(meas, meas_iv, log)
+    if not np.isfinite(hp):
+        return None
+    hm = hm if np.isfinite(hm) else 0.0
+    diff = abs(math.log(pred / meas)) if log else abs(pred - meas)
+    return bool(diff <= math.hypot(hp, hm))
+
+
+def _predict_loss(laws: dict[str, LawFit], C: float, N: float, D: float):
+    if "loss_vs_compute" in laws:
+        return laws["loss_vs_compute"].predict(C=C), "loss_vs_compute"
+    if "chinchilla" in laws:
+        return laws["chinchilla"].predict(N=N, D=D), "chinchilla"
+    return None, None
+
+
+def check_predictions(results_dir: Path, sweep: str, laws_path: Path | None = None,
+                      n_boot: int = 1000) -> pd.DataFrame:
+    """One row per (budget, model) group of the sweep's completed runs: predicted against measured optimum lr and
+    loss, with intervals, errors and whether each prediction held."""
+    from scaling.fit.optima import group_optima
+    from scaling.fit.report import GROUP_COLS
+
     laws_path = laws_path or laws_path_of(results_dir, sweep)
     if laws_path is None:
-        raise InputError(f"sweep {sweep!r} names no laws: pass --laws PATH to the fit the ladder was built from")
-    laws = _laws(laws_path)
-    if "loss_vs_compute" in laws:
-        p = laws["loss_vs_compute"]["params"]
-
-        def predict(C, N, D):
-            return p["E"] + p["A"] * C ** -p["alpha"]
-        source = "loss_vs_compute"
-    elif "chinchilla" in laws:
-        p = laws["chinchilla"]["params"]
-
-        def predict(C, N, D):
-            return p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]
-        source = "chinchilla"
-    else:
-        raise InputError(f"{laws_path} has no loss law (loss_vs_compute or chinchilla) to predict the rungs with")
+        raise InputError(f"sweep {sweep!r} names no laws: pass --laws PATH to the fit it was built from")
+    try:
+        laws = read_laws(laws_path)
+    except FitError as e:
+        raise InputError(str(e)) from None
+    if "loss_vs_compute" not in laws and "chinchilla" not in laws and "lr_opt" not in laws:
+        raise InputError(f"{laws_path} has no law to check (lr_opt, loss_vs_compute or chinchilla)")
+    try:
+        runs = from_store(results_dir, sweep, convention=_convention_of(laws_path))
+    except InputError as e:
+        raise InputError(f"{e} (run the verification sweep first)") from None
+    df = runs.df
     rows = []
-    for _, rec in store.iter_records(results_dir, sweep):
-        if rec["status"] != "completed":
-            continue
-        d = rec["derived"]
-        C, N, D = d["budget_flops"], d["params_active_non_embedding"], d["tokens"]
-        predicted, achieved = predict(C, N, D), rec["results"]["val_loss"]
-        rows.append({"name": rec["name"], "budget": C, "params": N, "tokens": D, "predicted": predicted,
-                     "achieved": achieved, "difference": achieved - predicted, "law": source})
-    if not rows:
-        raise InputError(f"no completed runs in sweep {sweep!r} under {results_dir}: run the ladder first")
-    return pd.DataFrame(rows).sort_values("budget").reset_index(drop=True)
+    for (params, tokens), g in df.groupby(GROUP_COLS):
+        C, N, D = float(g["flops"].median()), float(params), float(tokens)
+        row = {"budget": float(g["budget"].iloc[0]), "C": C, "params": N, "tokens": D, "n_runs": len(g),
+               "name": str(g["id"].iloc[0]) if len(g) == 1 else f"{len(g)} runs"}
+        measured_lr = measured_lr_iv = None
+        if g["lr"].nunique() >= 3:
+            bowl = group_optima(g, GROUP_COLS, n_boot=n_boot)
+            opt = bowl.groups.iloc[0]
+            lr_rep, loss_rep = bowl.replicates.get("lr"), bowl.replicates.get("loss")
+            measured_lr = float(opt["lr"]) if opt["interior"] else None
+            measured_lr_iv = _interval(lr_rep)
+            measured_loss, measured_loss_iv = float(opt["loss"]), _interval(loss_rep)
+            row["bowl"] = "interior" if opt["interior"] else f"optimum on the grid edge ({opt['edge']})"
+        else:
+            losses = g.groupby(["lr", "batch_tokens"])["loss"].mean()
+            measured_loss, measured_loss_iv = float(losses.min()), None
+            if g["loss"].count() >= 2 and len(losses) == 1:
+                sd = float(g["loss"].std(ddof=1)) / math.sqrt(len(g))
+                measured_loss_iv = [measured_loss - 1.96 * sd, measured_loss + 1.96 * sd]
+            row["bowl"] = f"{g['lr'].nunique()} lr"
+        if "lr_opt" in laws:
+            p = laws["lr_opt"].predict(C=C)
+            row.update(lr_predicted=p.value, lr_predicted_lo=_lo(p.interval), lr_predicted_hi=_hi(p.interval))
+            if measured_lr is not None:
+                row.update(lr_measured=measured_lr, lr_measured_lo=_lo(measured_lr_iv),
+                           lr_measured_hi=_hi(measured_lr_iv), lr_ratio=p.value / measured_lr,
+                           lr_held=_held(p.value, p.interval, measured_lr, measured_lr_iv, log=True))
+        p, law = _predict_loss(laws, C, N, D)
+        row.update(loss_measured=measured_loss, loss_measured_lo=_lo(measured_loss_iv),
+                   loss_measured_hi=_hi(measured_loss_iv))
+        if p is not None:
+            row.update(loss_predicted=p.value, loss_predicted_lo=_lo(p.interval), loss_predicted_hi=_hi(p.interval),
+                       loss_error=measured_loss - p.value, loss_law=law,
+                       loss_held=_held(p.value, p.interval, measured_loss, measured_loss_iv, log=False),
+                       extrapolation=laws[law].extrapolation(C=C) if law == "loss_vs_compute" else None)
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["budget", "params"]).reset_index(drop=True)
+
+
+def _interval(rep) -> list[float] | None:
+    if rep is None:
+        return None
+    row = np.asarray(rep[0], float)
+    row = row[np.isfinite(row)]
+    if len(row) < 20:
+        return None
+    lo, hi = np.percentile(row, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def _lo(iv):
+    return None if iv is None else iv[0]
+
+
+def _hi(iv):
+    return None if iv is None else iv[1]
+
+
+# ---- the verification sweep ------------------------------------------------------------------------------------
+def verification_sweep(report, runs: pd.DataFrame, fit_json: Path, budget_flops: float | None = None,
+                       lr_factors: tuple[float, ...] = DEFAULT_LR_FACTORS, seeds: tuple[int, ...] | None = None,
+                       name: str | None = None) -> dict:
+    """A sweep config (as a dict) that trains the fit's family at a held-out budget C (in the fit's convention;
+    default 3x the largest fitted) at the predicted lr times `lr_factors`, with `seeds` (default: as swept)."""
+    from scaling.config import identity_overrides
+    from scaling.fit.recommend import SET_BY_RECOMMENDATION
+
+    if "lr_opt" not in report.laws:
+        raise InputError(f"no lr_opt law to verify ({report.excluded.get('lr_opt', 'not fitted')})")
+    fam = runs[runs["family"] == report.family]
+    if "config" not in fam.columns or not len(fam):
+        raise InputError("a verification sweep needs runs from the results store (their configs)")
+    law = report.laws["lr_opt"]
+    C = float(budget_flops) if budget_flops else DEFAULT_VERIFY_FACTOR * law.fitted_range["C"][1]
+    if not C > 0:
+        raise InputError(f"--verify-at {budget_flops}: must be a positive number of FLOPs")
+    row = fam.sort_values("budget").iloc[-1]
+    to_m = float(row["flops_M"] / row["flops"]) if pd.notna(row.get("flops_M")) else 1.0
+    lr = law.value(C=C)
+    seeds = tuple(seeds) if seeds else tuple(sorted(int(s) for s in fam["seed"].dropna().unique())) or (0,)
+    from scaling.config import from_dict
+
+    seq_len = from_dict(row["config"]).model.seq_len
+    batch = int(round(row["batch_tokens"]))
+    sweep = name or f"{row['group']}-verify"
+    return {
+        "defaults": ["sweep_schema", "_self_"],
+        "name": sweep,
+        "description": f"verify {Path(fit_json).name}: lr_opt and the loss law at C = {C:.3g} "
+                       f"({C / law.fitted_range['C'][1]:.3g}x the largest fitted budget), predicted lr {lr:.3g}",
+        "laws": str(Path(fit_json).resolve()),
+        "base": identity_overrides(row["config"], skip=SET_BY_RECOMMENDATION) + [
+            f"train.batch_size={max(1, batch // seq_len)}"] + [
+            f"model.{k}={int(row[k])}" for k in ("n_experts", "top_k", "n_shared_experts")
+            if k in row and pd.notna(row[k])],
+        "budgets": [float(f"{C * to_m:.4g}")],
+        "lr": {"values": [float(f"{lr * f:.4g}") for f in lr_factors]},
+        "batch": {"values": [batch]},
+        "seeds": list(seeds),
+    }
+
+
+def write_sweep_yaml(path: Path, config: dict) -> Path:
+    """A sweep config as YAML (flow-style values written as JSON, which YAML reads as is)."""
+    lines = [f"# generated by `scaling fit`: {config.get('description', '')}"]
+    for key, value in config.items():
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value) and key == "base":
+            lines.append(f"{key}:")
+            lines += [f"  - {json.dumps(v)}" for v in value]
+        else:
+            lines.append(f"{key}: {json.dumps(value)}")
+    store.atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    return Path(path)

@@ -1,10 +1,12 @@
 """Runs to fit, from the results store or from any CSV, as one canonical table (pandas, numpy; no torch).
 
-Canonical columns: `params` (N), `tokens` (D), `flops` (C), `budget` (the planned C of the run's cell, or C),
-`loss`, and when known `lr`, `batch_tokens`, `activation_ratio`, `granularity`, `family` (one MoE configuration,
-or 'dense'), `group`. Diverged, failed and unfinished runs, and runs with a non-finite loss, are excluded and
-counted by reason; records of different data fingerprints are refused unless asked for (their losses are not
-comparable).
+Canonical columns: `params` (N), `tokens` (D), `flops` (C: tokens x FLOPs per token under the chosen convention;
+every law is fitted against it), `budget` (the planned budget of the run's cell in the trainer's M convention, which
+groups runs; for a CSV, C), `loss`, and when known `lr`, `batch_tokens`, `activation_ratio`, `granularity`,
+`family` (one MoE configuration, or 'dense'), `group`; from the results store also `config` (the resolved run
+config), `flops_M` and `data_tokens` (the training split's size). Diverged, failed and unfinished runs, and runs
+with a non-finite loss, are excluded and counted by reason; records of different data fingerprints are refused
+unless asked for (their losses are not comparable).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Runs:
     source: str
     excluded: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    convention: str = "M"
+    """The FLOPs convention of the `flops` column (C)."""
 
 
 def parse_map(text: str | None) -> dict[str, str]:
@@ -72,6 +76,9 @@ def from_store(results_dir: Path, sweep: str | None = None, convention: str = "M
             "family": _family(d["activation_ratio"], d["granularity"], m["n_experts"]),
             "fingerprint": d.get("data_fingerprint"), "seq_len": d.get("seq_len"), "n_experts": m["n_experts"],
             "top_k": m.get("top_k"), "n_shared_experts": m.get("n_shared_experts", 0),
+            "flops_M": d["tokens"] * d["flops_per_token"]["M"] if "M" in d["flops_per_token"] else None,
+            "data_tokens": d["tokens"] / d["epochs"] if d.get("epochs") else None,
+            "config": rec["config"], "seed": rec["config"].get("seed"),
         })
     where = f"sweep {sweep!r} of {root}" if sweep else str(root)
     if not rows and not excluded:
@@ -84,7 +91,7 @@ def from_store(results_dir: Path, sweep: str | None = None, convention: str = "M
     if len(fingerprints) > 1 and not allow_mixed_data:
         raise InputError(f"runs from {len(fingerprints)} different data sets ({', '.join(fingerprints)}) are not "
                          f"comparable: fit one sweep (scaling fit SWEEP) or pass --allow-mixed-data")
-    runs = Runs(df=df, source=where, excluded=excluded,
+    runs = Runs(df=df, source=where, excluded=excluded, convention=convention,
                 notes=[f"N = active non-embedding parameters; C = tokens x FLOPs/token ({convention} convention)"])
     return _drop_bad_losses(runs)
 
@@ -136,7 +143,7 @@ def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | N
     df["loss"] = pd.to_numeric(df["loss"], errors="coerce")
     df["family"] = df["group"].astype(str) if "group" in df.columns else "all"
     df["id"] = [f"row{i}" for i in range(len(df))]
-    return _drop_bad_losses(Runs(df=df, source=str(path), notes=notes))
+    return _drop_bad_losses(Runs(df=df, source=str(path), notes=notes, convention="as given (CSV)"))
 
 
 def _drop_bad_losses(runs: Runs) -> Runs:
@@ -182,4 +189,5 @@ def from_wandb(project: str, convention: str = "M") -> Runs:
                      "family": _family(d["activation_ratio"], d["granularity"], cfg["model"]["n_experts"])})
     if not rows:
         raise InputError(f"W&B project {project!r} has no finished `scaling` runs with a val/loss")
-    return _drop_bad_losses(Runs(df=pd.DataFrame(rows), source=f"wandb:{project}", excluded=excluded))
+    return _drop_bad_losses(Runs(df=pd.DataFrame(rows), source=f"wandb:{project}", excluded=excluded,
+                                 convention=convention))

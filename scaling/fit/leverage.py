@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from scaling.fit.powerlaw import FitError, LawFit, fit_power_law, percentile_interval, r_squared
+from scaling.fit.law import FitError, LawFit, ling_joint, saturating_activation
+from scaling.fit.powerlaw import fit_power_law, r_squared
+from scaling.fit.uncertainty import percentile_interval, t_draws
 
 
 @dataclass(frozen=True)
@@ -37,18 +39,11 @@ class LingELCoefficients:
 LING_PUBLISHED = LingELCoefficients()
 
 
-def saturating_activation(A, A_start: float, A_max: float):
-    """Clark et al.'s transform: 1/Ahat = 1/(A + (1/A_start - 1/A_max)^-1) + 1/A_max."""
-    shift = 1.0 / (1.0 / A_start - 1.0 / A_max)
-    return 1.0 / (1.0 / (np.asarray(A, float) + shift) + 1.0 / A_max)
-
-
 def ling_el(A, G, C, k: LingELCoefficients = LING_PUBLISHED):
-    """Ling's joint efficiency-leverage law EL(A, G, C)."""
-    logG = np.log(np.asarray(G, float)) / math.log(k.log_base_G)
-    logC = np.log(np.asarray(C, float)) / math.log(k.log_base_C)
-    exponent = k.a + k.d * logC + k.gamma * logG**2 + k.beta * logG
-    return saturating_activation(A, k.A_start, k.A_max) ** exponent
+    """Ling's joint efficiency-leverage law EL(A, G, C) with coefficients k (the form lives in law.py)."""
+    params = {f: getattr(k, f) for f in ("a", "d", "gamma", "beta", "A_start", "A_max")}
+    return ling_joint(params, {"A": A, "G": G, "C": C}, ("A", "G", "C"),
+                      {"log_base_C": k.log_base_C, "log_base_G": k.log_base_G})
 
 
 def best_granularity(k: LingELCoefficients = LING_PUBLISHED) -> float:
@@ -59,37 +54,99 @@ def best_granularity(k: LingELCoefficients = LING_PUBLISHED) -> float:
 
 
 # ---- leverage from runs ------------------------------------------------------------------------------------------
-def family_curves(df: pd.DataFrame, n_boot: int = 200) -> dict[str, LawFit]:
-    """Per family (a 'family' column: one MoE configuration, or 'dense'): L(C) = k * C^-s on its best loss per
-    budget."""
+DENSE = "dense"
+LEVERAGE_GROUP = ["family", "budget"]
+
+
+def _setting_means(g: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> tuple[float, np.ndarray | None]:
+    """Best seed-mean loss over the (lr, batch) settings of one family at one budget, with resamples of the seeds
+    (None when no setting has two seeds)."""
+    cells = [c["loss"].to_numpy(float) for _, c in g.groupby(["lr", "batch_tokens"])]
+    value = min(float(c.mean()) for c in cells)
+    if n_boot <= 0 or max(len(c) for c in cells) < 2:
+        return value, None
+    reps = np.min([c[rng.integers(0, len(c), (n_boot, len(c)))].mean(axis=1) for c in cells], axis=0)
+    return value, reps
+
+
+def family_losses(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict, str]:
+    """Each family's loss per budget, with run-level resamples: (table, {family: (n budgets, R) array}, how).
+
+    how = 'tuned' when every family has an lr grid (>= 3 learning rates) at every budget: each family at its own
+    tuned lr (its bowl's minimum, `optima.group_optima`); otherwise 'matched': only the (lr, batch) settings every
+    family ran, each family's best seed-mean loss among them (a family swept over a grid must not be compared, by
+    its best cell, with one run once per budget)."""
+    from scaling.fit.optima import group_optima
+
+    rng = np.random.default_rng(seed)
+    has_grid = {"lr", "batch_tokens"} <= set(df.columns) and df[["lr", "batch_tokens"]].notna().all().all()
+    tuned = has_grid and bool((df.groupby(LEVERAGE_GROUP)["lr"].nunique() >= 3).all())
+    rows, reps = [], {}
+    if tuned:
+        for family, g in df.groupby("family"):
+            opt = group_optima(g, ["budget"], n_boot=n_boot, seed=seed)
+            C = g.groupby("budget")["flops"].median()
+            t = opt.groups.assign(family=family, C=[C[b] for b in opt.groups["budget"]])
+            rows.append(t[["family", "budget", "C", "loss", "lr", "n_runs"]])
+            if opt.replicates:
+                reps[str(family)] = opt.replicates["loss"]
+        return pd.concat(rows, ignore_index=True), reps, "tuned"
+    sub = matched_hyperparameters(df) if has_grid else df
+    for family, g in sub.groupby("family"):
+        fam_reps = []
+        for budget, gb in g.groupby("budget"):
+            if has_grid:
+                value, r = _setting_means(gb, rng, n_boot)
+            else:
+                value, r = float(gb["loss"].min()), None
+            rows.append({"family": family, "budget": budget, "C": float(gb["flops"].median()), "loss": value,
+                         "n_runs": len(gb)})
+            fam_reps.append(r)
+        if all(r is not None for r in fam_reps):
+            reps[str(family)] = np.array(fam_reps)
+    return pd.DataFrame(rows), reps, "matched"
+
+
+def family_curves(losses: pd.DataFrame, replicates: dict | None = None, n_boot: int = 1000,
+                  seed: int = 0) -> dict[str, LawFit]:
+    """Per family: L(C) = a * C^b (b < 0; Ling's form, no floor) through its loss per budget, refitted per
+    run-level resample when there are resamples (Student-t otherwise). Families with < 3 budgets are left out."""
     fits = {}
-    for family, g in df.groupby("family"):
-        best = g.groupby("budget")["loss"].min()
-        if len(best) < 2:
+    for family, g in losses.groupby("family"):
+        if g["C"].nunique() < 3:
             continue
-        fit = fit_power_law(f"loss_{family}", {"C": best.index.to_numpy(float)}, best.to_numpy(float),
-                            n_boot=n_boot)
-        fits[str(family)] = fit
+        rep = (replicates or {}).get(str(family))
+        fits[str(family)] = fit_power_law(f"loss_{family}", {"C": g["C"].to_numpy(float)}, g["loss"].to_numpy(float),
+                                          n_boot=n_boot, seed=seed, replicates=rep)
     return fits
 
 
-def compute_for_loss(fit: LawFit, loss: float) -> float:
-    """Inverse of L = a * C^b (b < 0): the compute at which the family reaches `loss`."""
-    return (loss / fit.params["a"]) ** (1.0 / fit.params["b"])
+def _paired(f: LawFit, d: LawFit) -> tuple[dict, dict] | None:
+    n = min(len(f.samples.get("a", [])), len(d.samples.get("a", [])))
+    if not n:
+        return None
+    return {k: np.asarray(v)[:n] for k, v in f.samples.items()}, {k: np.asarray(v)[:n] for k, v in d.samples.items()}
 
 
-def efficiency_leverage(curves: dict[str, LawFit], family: str, budget: float, dense: str = "dense") -> float:
-    """EL of `family` at `budget`: dense compute for the loss the family reaches at that budget, over the budget."""
+def efficiency_leverage(curves: dict[str, LawFit], family: str, C: float, dense: str = DENSE,
+                        level: float = 0.95) -> tuple[float, list[float] | None]:
+    """EL of `family` at compute C: dense compute for the loss the family reaches at C, over C; and its interval
+    over the two curves' resamples."""
     if dense not in curves:
-        raise FitError("efficiency leverage needs a dense baseline family with runs at >= 2 budgets")
-    fit = curves[family]
-    loss = fit.params["a"] * budget ** fit.params["b"]
-    return compute_for_loss(curves[dense], loss) / budget
+        raise FitError("efficiency leverage needs a dense baseline family with runs at >= 3 budgets")
+    f, d = curves[family], curves[dense]
+    value = float(d.inverse(f.value(C=C)) / C)
+    pairs = _paired(f, d)
+    if pairs is None:
+        return value, None
+    sf, sd = pairs
+    el = d.inverse(f.evaluate(sf, C=C), params=sd) / C
+    el = el[np.isfinite(el) & (el > 0)]
+    return value, (percentile_interval(el, level) if len(el) else None)
 
 
 def matched_hyperparameters(df: pd.DataFrame) -> pd.DataFrame:
-    """Only the runs at (lr, batch) settings that every family has, when there are such settings: a family swept
-    over a whole grid must not be compared, by its best cell, with one run once per budget."""
+    """Only the runs at (lr, batch) settings that every family has, when there are such settings."""
     if not {"lr", "batch_tokens"} <= set(df.columns) or df[["lr", "batch_tokens"]].isna().any().any():
         return df
     settings = [set(zip(g["lr"], g["batch_tokens"], strict=True)) for _, g in df.groupby("family")]
@@ -100,27 +157,56 @@ def matched_hyperparameters(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep]
 
 
-def leverage_table(df: pd.DataFrame, dense: str = "dense",
-                   curves: dict[str, LawFit] | None = None) -> pd.DataFrame:
-    """EL of every MoE family at each budget it was run at, with its activation ratio and granularity (runs at
-    matched hyperparameters when the families share some). `curves`: the families' loss-compute curves, when
-    already fitted on those runs."""
-    df = matched_hyperparameters(df)
-    curves = curves if curves is not None else family_curves(df)
+def leverage_table(df: pd.DataFrame, dense: str = DENSE, n_boot: int = 1000, seed: int = 0,
+                   curves: dict[str, LawFit] | None = None, losses: pd.DataFrame | None = None) -> pd.DataFrame:
+    """EL of every MoE family at each budget it was run at, with its 95% interval, the loss gap to the dense
+    baseline there, and what the interval allows one to say (`resolved`)."""
+    if curves is None or losses is None:
+        losses, reps, _ = family_losses(df, n_boot=n_boot, seed=seed)
+        curves = family_curves(losses, reps, n_boot=n_boot, seed=seed)
     rows = []
-    for family, g in df.groupby("family"):
+    meta = df.groupby("family")[["activation_ratio", "granularity"]].first()
+    dense_loss = losses[losses["family"] == dense].set_index("budget")["loss"]
+    for family, g in losses.groupby("family"):
         if str(family) == dense or str(family) not in curves:
             continue
-        for budget in sorted(g["budget"].unique()):
-            rows.append({"family": family, "activation_ratio": float(g["activation_ratio"].iloc[0]),
-                         "granularity": float(g["granularity"].iloc[0]), "budget": float(budget),
-                         "el": efficiency_leverage(curves, str(family), float(budget), dense)})
+        for _, r in g.sort_values("budget").iterrows():
+            el, interval = efficiency_leverage(curves, str(family), float(r["C"]), dense)
+            rows.append({"family": family, "activation_ratio": float(meta.loc[family, "activation_ratio"]),
+                         "granularity": float(meta.loc[family, "granularity"]), "budget": float(r["budget"]),
+                         "C": float(r["C"]), "el": el, "el_lo": interval[0] if interval else np.nan,
+                         "el_hi": interval[1] if interval else np.nan,
+                         "loss_gap": float(dense_loss.get(r["budget"], np.nan) - r["loss"]),
+                         "resolved": resolution(interval)})
     return pd.DataFrame(rows)
 
 
-def fit_el_vs_activation(table: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> LawFit:
-    """EL = Ahat^alpha with Clark's transform (A_start, A_max fitted, A_max bounded above by 1e20), least squares
-    in log EL."""
+def resolution(interval: list[float] | None) -> str:
+    """What an EL interval lets one say: above 1, below 1, or EL = 1 not excluded."""
+    if interval is None:
+        return "no interval"
+    lo, hi = interval
+    if lo > 1:
+        return "EL > 1 (MoE ahead)"
+    if hi < 1:
+        return "EL < 1 (dense ahead)"
+    return f"EL = 1 not excluded (this sweep resolves only EL outside [{lo:.2g}, {hi:.2g}])"
+
+
+def _t_samples(theta: np.ndarray, residual_fn, dof: int, seed: int, n: int = 2000) -> np.ndarray | None:
+    """Student-t draws around a nonlinear least-squares estimate (numerical Jacobian of the residuals)."""
+    if dof < 1:
+        return None
+    r0 = residual_fn(theta)
+    eps = 1e-6 * np.maximum(1.0, np.abs(theta))
+    J = np.column_stack([(residual_fn(theta + e) - r0) / h for e, h in zip(np.diag(eps), eps, strict=True)])
+    cov = (r0 @ r0 / dof) * np.linalg.pinv(J.T @ J)
+    return t_draws(theta, cov, dof, n, np.random.default_rng(seed))
+
+
+def fit_el_vs_activation(table: pd.DataFrame, seed: int = 0) -> LawFit:
+    """EL = Ahat^alpha with Clark's transform (A_start, A_max fitted), least squares in log EL, Student-t interval
+    (n - 3 dof)."""
     A = table["activation_ratio"].to_numpy(float)
     el = table["el"].to_numpy(float)
     if len(np.unique(A)) < 5 or np.any(el <= 0):
@@ -128,42 +214,31 @@ def fit_el_vs_activation(table: pd.DataFrame, n_boot: int = 200, seed: int = 0) 
                        f"has 3 parameters, need at least 5")
     logEL = np.log(el)
 
-    def solve(a, y, starts):
-        def obj(t):
-            alpha, log_start, log_max = t
-            if log_start >= log_max:
-                return 1e9
-            pred = alpha * np.log(saturating_activation(a, math.exp(log_start), math.exp(log_max)))
-            return float(np.sum((pred - y) ** 2))
+    def residuals(t):
+        alpha, log_start, log_max = t
+        return alpha * np.log(saturating_activation(A, math.exp(log_start), math.exp(log_max))) - logEL
 
-        best = min((minimize(obj, s, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-8,
-                                                                     "fatol": 1e-12}) for s in starts),
-                   key=lambda r: r.fun)
-        return best.x
+    def obj(t):
+        return 1e9 if t[1] >= t[2] else float(np.sum(residuals(t) ** 2))
 
     starts = [(-0.5, math.log(0.01), math.log(1e3)), (-1.0, math.log(0.05), math.log(10.0)),
               (-0.3, math.log(0.001), math.log(1e6))]
-    alpha, ls, lm = solve(A, logEL, starts)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):  # warm-started from the full fit
-        idx = rng.integers(0, len(A), len(A))
-        if len(np.unique(A[idx])) >= 4:
-            boots.append(solve(A[idx], logEL[idx], [(alpha, ls, lm)]))
-    boots = np.array(boots)
-    pred = alpha * np.log(saturating_activation(A, math.exp(ls), math.exp(lm)))
-    params = {"alpha": float(alpha), "A_start": float(math.exp(ls)), "A_max": float(math.exp(lm))}
-    interval = {}
-    if len(boots):
-        interval = {"alpha": percentile_interval(boots[:, 0]), "A_start": percentile_interval(np.exp(boots[:, 1])),
-                    "A_max": percentile_interval(np.exp(boots[:, 2]))}
-    return LawFit("leverage", "Ahat^alpha, 1/Ahat = 1/(A + (1/A_start - 1/A_max)^-1) + 1/A_max", params, interval,
-                  r_squared(logEL, pred), len(A))
+    best = min((minimize(obj, s, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-8, "fatol": 1e-12})
+                for s in starts), key=lambda r: r.fun)
+    theta = best.x
+    draws = _t_samples(theta, residuals, len(A) - 3, seed)
+    samples = {} if draws is None else {"alpha": draws[:, 0], "A_start": np.exp(draws[:, 1]),
+                                        "A_max": np.exp(draws[:, 2])}
+    params = {"alpha": float(theta[0]), "A_start": float(math.exp(theta[1])), "A_max": float(math.exp(theta[2]))}
+    return LawFit("leverage", "el_activation", ("A",), params,
+                  {k: percentile_interval(v) for k, v in samples.items()}, r_squared(logEL, residuals(theta) + logEL),
+                  len(A), samples=samples, method=f"Student-t (linearised), {len(A) - 3} dof" if samples else "none",
+                  fitted_range={"A": [float(A.min()), float(A.max())]}, diagnostics={"dof": len(A) - 3})
 
 
-def el_vs_compute(curves: dict[str, LawFit], family: str, dense: str = "dense") -> LawFit:
+def el_vs_compute(curves: dict[str, LawFit], family: str, dense: str = DENSE) -> LawFit:
     """EL(C) of a family, derived (not fitted) from the two loss-compute curves L = k C^s:
-    EL = C_dense(L_family(C)) / C = (k_f / k_d)^(1/s_d) * C^(s_f / s_d - 1); intervals from their bootstraps."""
+    EL = C_dense(L_family(C)) / C = (k_f / k_d)^(1/s_d) * C^(s_f / s_d - 1); resamples from the curves' own."""
     if dense not in curves or family not in curves:
         raise FitError(f"leverage_compute: needs loss-compute curves of {family!r} and the dense baseline")
     f, d = curves[family], curves[dense]
@@ -172,26 +247,31 @@ def el_vs_compute(curves: dict[str, LawFit], family: str, dense: str = "dense") 
         return (pf["a"] / pd_["a"]) ** (1 / pd_["b"]), pf["b"] / pd_["b"] - 1
 
     a, b = derive(f.params, d.params)
-    interval = {}
-    n = min(len(f.samples.get("a", [])), len(d.samples.get("a", [])))
-    if n:
-        sa, sb = derive({k: v[:n] for k, v in f.samples.items()}, {k: v[:n] for k, v in d.samples.items()})
+    samples, interval = {}, {}
+    pairs = _paired(f, d)
+    if pairs is not None:
+        sa, sb = derive(*pairs)
+        samples = {"a": sa, "b": sb}
         interval = {"a": percentile_interval(sa), "b": percentile_interval(sb)}
-    return LawFit("leverage_compute", "a * C^b", {"a": float(a), "b": float(b)}, interval, None,
-                  min(f.n_points, d.n_points), notes=[f"derived from the curves of {family} and {dense}"])
+    lo = max(f.fitted_range["C"][0], d.fitted_range["C"][0])
+    hi = min(f.fitted_range["C"][1], d.fitted_range["C"][1])
+    return LawFit("leverage_compute", "power", ("C",), {"a": float(a), "b": float(b)}, interval, None,
+                  min(f.n_points, d.n_points), notes=[f"derived from the curves of {family} and {dense}"],
+                  samples=samples, method=f"from the two curves' resamples ({f.method})" if samples else "none",
+                  fitted_range={"C": [lo, hi]}, diagnostics={"dof": min(f.n_points, d.n_points) - 2})
 
 
-def fit_el_vs_granularity(table: pd.DataFrame) -> tuple[LawFit, float]:
-    """ln EL = c0 + c1 ln G + c2 (ln G)^2 (+ c3 ln C when several budgets), least squares; the best G is where the
-    parabola peaks, G* = exp(-c1 / (2 c2)) (needs c2 < 0: a U-shaped loss, as Ling finds)."""
+def fit_el_vs_granularity(table: pd.DataFrame, seed: int = 0) -> tuple[LawFit, float]:
+    """ln EL = c0 + c1 ln G + c2 (ln G)^2 (+ c3 ln C when several budgets), least squares (Student-t interval);
+    the best G is where the parabola peaks, G* = exp(-c1 / (2 c2)) (needs c2 < 0: a U-shaped loss, as Ling finds)."""
     G = table["granularity"].to_numpy(float)
     if len(np.unique(G)) < 3:
         raise FitError(f"leverage_granularity: {len(np.unique(G))} granularities, need at least 3")
     g, y = np.log(G), np.log(table["el"].to_numpy(float))
     cols = [np.ones_like(g), g, g * g]
     names = ["c0", "c1", "c2"]
-    if table["budget"].nunique() > 1:
-        cols.append(np.log(table["budget"].to_numpy(float)))
+    if table["C"].nunique() > 1:
+        cols.append(np.log(table["C"].to_numpy(float)))
         names.append("c3")
     X = np.column_stack(cols)
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
@@ -199,8 +279,21 @@ def fit_el_vs_granularity(table: pd.DataFrame) -> tuple[LawFit, float]:
     if params["c2"] >= 0:
         raise FitError("leverage_granularity: EL does not peak in G over the swept range (no interior optimum)")
     best = float(np.exp(-params["c1"] / (2 * params["c2"])))
-    formula = "exp(c0 + c1 ln G + c2 (ln G)^2" + (" + c3 ln C)" if "c3" in params else ")")
-    return LawFit("leverage_granularity", formula, params, {}, r_squared(y, X @ coef), len(y)), best
+    dof = len(y) - len(names)
+    samples = {}
+    if dof >= 1:
+        resid = y - X @ coef
+        draws = t_draws(coef, (resid @ resid / dof) * np.linalg.pinv(X.T @ X), dof, 2000,
+                        np.random.default_rng(seed))
+        samples = {n: draws[:, j] for j, n in enumerate(names)}
+    ranges = {"G": [float(G.min()), float(G.max())]}
+    if "c3" in params:
+        ranges["C"] = [float(table["C"].min()), float(table["C"].max())]
+    fit = LawFit("leverage_granularity", "el_granularity", ("G", "C") if "c3" in params else ("G",), params,
+                 {k: percentile_interval(v) for k, v in samples.items()}, r_squared(y, X @ coef), len(y),
+                 samples=samples, method=f"Student-t, {dof} dof" if samples else "none", fitted_range=ranges,
+                 diagnostics={"dof": dof})
+    return fit, best
 
 
 def _ling_exponent(theta, A, logG, logC):
@@ -218,7 +311,7 @@ def fit_ling_joint(table: pd.DataFrame, log_base_C: float = 10.0, log_base_G: fl
     t = table[table["el"] < max_el]
     A = t["activation_ratio"].to_numpy(float)
     logG = np.log(t["granularity"].to_numpy(float)) / math.log(log_base_G)
-    logC = np.log(t["budget"].to_numpy(float)) / math.log(log_base_C)
+    logC = np.log(t["C"].to_numpy(float)) / math.log(log_base_C)
     if len(t) < 7 or len(np.unique(A)) < 3 or len(np.unique(logG)) < 3 or len(np.unique(logC)) < 2:
         raise FitError(f"ling_joint: {len(t)} points with {len(np.unique(A))} activation ratios, "
                        f"{len(np.unique(logG))} granularities and {len(np.unique(logC))} budgets (EL < {max_el:g}); "
@@ -241,9 +334,13 @@ def fit_ling_joint(table: pd.DataFrame, log_base_C: float = 10.0, log_base_G: fl
     params = {"a": float(a), "d": float(d), "gamma": float(gamma), "beta": float(beta),
               "A_start": float(math.exp(ls)), "A_max": float(math.exp(lm))}
     pred = _ling_exponent(best.x, A, logG, logC)
-    return LawFit("ling_joint", f"Ahat^(a + d log{log_base_C:g} C + gamma (log{log_base_G:g} G)^2 + "
-                  f"beta log{log_base_G:g} G)", params, {}, r_squared(y, pred), len(y))
+    return LawFit("ling_joint", "ling_joint", ("A", "G", "C"), params, {}, r_squared(y, pred), len(y),
+                  notes=["no interval (a 6-parameter Huber fit)"], method="none",
+                  constants={"log_base_C": log_base_C, "log_base_G": log_base_G},
+                  fitted_range={"A": [float(A.min()), float(A.max())], "C": [float(t["C"].min()), float(t["C"].max())]},
+                  diagnostics={"dof": len(y) - 6})
 
 
-def coefficients_from_fit(fit: LawFit, log_base_C: float = 10.0, log_base_G: float = 2.0) -> LingELCoefficients:
-    return LingELCoefficients(**fit.params, log_base_C=log_base_C, log_base_G=log_base_G)
+def coefficients_from_fit(fit: LawFit) -> LingELCoefficients:
+    return LingELCoefficients(**fit.params, log_base_C=fit.constants.get("log_base_C", 10.0),
+                              log_base_G=fit.constants.get("log_base_G", 2.0))

@@ -17,11 +17,16 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import huber, logsumexp
 
-from scaling.fit.powerlaw import FitError, LawFit, fit_power_law, percentile_interval, r_squared
+from scaling.fit.law import FitError, LawFit
+from scaling.fit.powerlaw import fit_power_law, r_squared
+from scaling.fit.uncertainty import lack_of_fit, percentile_interval, t_draws, t_interval, widen
 
 HUBER_DELTA = 1e-3
-MIN_POINTS_FOR_BOOTSTRAP = 6
-"""A 3-parameter law on fewer points has resamples that mostly repeat the full fit: no honest interval."""
+ALPHA_BOUNDS = (1e-4, 3.0)
+E_NEGLIGIBLE = 1e-3
+"""E below this fraction of the lowest loss is 'no floor resolved': the fit is a pure power law."""
+MAX_LOSS_RESAMPLES = 400
+"""Run-level resamples refitted for E + A C^-alpha (each is an L-BFGS solve)."""
 
 
 def _loss_vs_compute_objective(theta, logC, logL):
@@ -35,59 +40,91 @@ def _loss_vs_compute_objective(theta, logC, logL):
     return float(np.sum(r * r)), grad
 
 
-def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: int = 0,
-                        level: float = 0.95) -> LawFit:
-    """L(C) = E + A * C^-alpha (fitted as log L = logsumexp(log E, log A - alpha log C))."""
+def _solve_saturating(logC, logL, starts):
+    best = None
+    for start in starts:
+        r = minimize(_loss_vs_compute_objective, start, args=(logC, logL), method="L-BFGS-B", jac=True,
+                     bounds=[(None, logL.min()), (None, None), ALPHA_BOUNDS],
+                     options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})  # tiny residuals: tight tols
+        if best is None or r.fun < best.fun:
+            best = r
+    return best.x
+
+
+def _pinned(logE: float, alpha: float, logL: np.ndarray) -> list[str]:
+    out = []
+    if logE < np.log(E_NEGLIGIBLE) + logL.min():
+        out.append("E ~ 0 (no loss floor resolved: the fit is a pure power law)")
+    elif logE >= logL.min() - 1e-6:
+        out.append("E at the lowest measured loss (its upper bound)")
+    if alpha <= ALPHA_BOUNDS[0] * 1.01 or alpha >= ALPHA_BOUNDS[1] * 0.99:
+        out.append(f"alpha at its bound ({alpha:.3g})")
+    return out
+
+
+def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: int = 0, level: float = 0.95,
+                        replicates: np.ndarray | None = None) -> LawFit:
+    """L(C) = E + A * C^-alpha (fitted as log L = logsumexp(log E, log A - alpha log C)).
+
+    `replicates`: an (n points, R) array of run-level resamples of L (each budget's best loss re-estimated from
+    resampled runs): the law is refitted per resample. Without, Student-t on the points (linearised, n - 3 dof)."""
     C, L = np.asarray(C, float), np.asarray(L, float)
-    if len(np.unique(C)) < 4:
-        raise FitError(f"loss_vs_compute: {len(np.unique(C))} distinct budget(s); E + A C^-alpha has 3 parameters, "
-                       f"need at least 4 budgets")
+    n_budgets = len(np.unique(C))
+    need = 3 if replicates is not None else 4
+    if n_budgets < need:
+        raise FitError(f"loss_vs_compute: {n_budgets} distinct budget(s); E + A C^-alpha has 3 parameters, "
+                       f"need at least {need} budgets" + ("" if replicates is not None else
+                                                          " (3 when each budget's loss comes from an lr grid)"))
     logC, logL = np.log(C), np.log(L)
-
-    def solve(lc, ll, starts):
-        best = None
-        for start in starts:
-            r = minimize(_loss_vs_compute_objective, start, args=(lc, ll), method="L-BFGS-B", jac=True,
-                         bounds=[(None, ll.min()), (None, None), (1e-4, 3.0)],
-                         options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})  # tiny residuals: tight tols
-            if best is None or r.fun < best.fun:
-                best = r
-        return best.x
-
     starts = []
     for frac, alpha in itertools.product([0.1, 0.5, 0.9], [0.05, 0.2, 0.5]):
         logE = np.log(frac) + logL.min()
         starts.append([logE, np.log(max(np.exp(logL.max()) - np.exp(logE), 1e-6)) + alpha * logC.min(), alpha])
-    logE, logA, alpha = solve(logC, logL, starts)
-    rng = np.random.default_rng(seed)
-    boots = []
-    notes = []
-    if len(C) < MIN_POINTS_FOR_BOOTSTRAP:
-        n_boot = 0
-        notes.append(f"no interval: {len(C)} budgets are too few for a bootstrap of 3 parameters "
-                     f"(need {MIN_POINTS_FOR_BOOTSTRAP})")
-    for _ in range(n_boot):  # resamples start from the full fit (a warm start; the grid was searched once)
-        idx = rng.integers(0, len(C), len(C))
-        if len(np.unique(logC[idx])) >= 4:
-            boots.append(solve(logC[idx], logL[idx], [[min(logE, logL[idx].min()), logA, alpha]]))
-    boots = np.array(boots)
+    theta = _solve_saturating(logC, logL, starts)
+    logE, logA, alpha = theta
     pred = np.logaddexp(logE, logA - alpha * logC)
-    params = {"E": float(np.exp(logE)), "A": float(np.exp(logA)), "alpha": float(alpha)}
-    interval = {}
-    if len(boots):
-        interval = {"E": percentile_interval(np.exp(boots[:, 0]), level),
-                    "A": percentile_interval(np.exp(boots[:, 1]), level),
-                    "alpha": percentile_interval(boots[:, 2], level)}
+    resid = logL - pred
+    dof = len(C) - 3
+    notes: list[str] = []
+    diagnostics: dict = {"dof": dof, "pinned": _pinned(logE, alpha, logL)}
+    draws, method = None, ""
+    if replicates is not None and n_boot > 0:
+        rep = np.asarray(replicates, float)
+        rep = rep[:, np.all(np.isfinite(rep) & (rep > 0), axis=0)][:, :min(n_boot, MAX_LOSS_RESAMPLES)]
+        if rep.shape[1] >= 20:
+            logrep = np.log(rep)
+            draws = np.array([_solve_saturating(logC, col, [[min(logE, col.min()), logA, alpha], starts[4]])
+                              for col in logrep.T])
+            lof = lack_of_fit(resid, logrep.var(axis=1, ddof=1), dof)
+            diagnostics["lack_of_fit"] = lof
+            draws = widen(draws, theta, lof["birge"])
+            method = f"run-level bootstrap, {rep.shape[1]} resamples"
+            if lof["birge"] > 1:
+                method += f", widened x{lof['birge']:.2g} (scatter about the law beyond the runs' noise)"
+    interval: dict = {}
+    if draws is None and dof >= 1:
+        # Jacobian of the predicted log loss in (log E, log A, alpha), for the linearised t interval
+        w_E = np.exp(logE - pred)
+        J = np.column_stack([w_E, 1 - w_E, -(1 - w_E) * logC])
+        cov = (resid @ resid / dof) * np.linalg.pinv(J.T @ J)
+        draws = t_draws(theta, cov, dof, 2000, np.random.default_rng(seed))
+        method = f"Student-t (linearised), {dof} dof"
+        se = np.sqrt(np.clip(np.diag(cov), 0, None))
+        interval = {"E": list(np.exp(t_interval(logE, se[0], dof, level))),
+                    "A": list(np.exp(t_interval(logA, se[1], dof, level))),
+                    "alpha": t_interval(alpha, se[2], dof, level)}
     samples = {}
-    if len(boots):
-        samples = {"E": np.exp(boots[:, 0]), "A": np.exp(boots[:, 1]), "alpha": boots[:, 2]}
-    return LawFit("loss_vs_compute", "E + A * C^-alpha", params, interval, r_squared(logL, pred), len(C),
-                  notes=notes, samples=samples)
-
-
-def predict_loss_vs_compute(fit: LawFit, C: float) -> float:
-    p = fit.params
-    return p["E"] + p["A"] * C ** -p["alpha"]
+    if draws is not None:
+        samples = {"E": np.exp(draws[:, 0]), "A": np.exp(draws[:, 1]), "alpha": draws[:, 2]}
+        if not interval:
+            interval = {k: percentile_interval(v, level) for k, v in samples.items()}
+    else:
+        notes.append(f"no interval: {len(C)} budgets for 3 parameters and no run-level resamples")
+    params = {"E": float(np.exp(logE)), "A": float(np.exp(logA)), "alpha": float(alpha)}
+    return LawFit("loss_vs_compute", "saturating", ("C",), params,
+                  {k: [float(x) for x in v] for k, v in interval.items()}, r_squared(logL, pred), len(C),
+                  notes=notes, samples=samples, method=method or "none",
+                  fitted_range={"C": [float(C.min()), float(C.max())]}, diagnostics=diagnostics)
 
 
 # ---- Chinchilla approach 3 -------------------------------------------------------------------------------------
@@ -131,7 +168,10 @@ def fit_chinchilla(N: np.ndarray, D: np.ndarray, L: np.ndarray, delta: float = H
     pred = logsumexp([a - alpha * logN, b - beta * logD, e * np.ones_like(logN)], axis=0)
     params = {"E": float(np.exp(e)), "A": float(np.exp(a)), "B": float(np.exp(b)), "alpha": float(alpha),
               "beta": float(beta)}
-    return LawFit("chinchilla", "E + A / N^alpha + B / D^beta", params, {}, r_squared(logL, pred), len(L))
+    return LawFit("chinchilla", "chinchilla", ("N", "D"), params, {}, r_squared(logL, pred), len(L),
+                  notes=["no interval (each fit searches 5,400 starts)"], method="none",
+                  fitted_range={"N": [float(N.min()), float(N.max())], "D": [float(D.min()), float(D.max())]},
+                  diagnostics={"dof": len(L) - 5})
 
 
 # ---- IsoFLOP (approach 2) ---------------------------------------------------------------------------------------
@@ -159,8 +199,8 @@ def isoflop_optima(df: pd.DataFrame) -> pd.DataFrame:
 
 def fit_isoflop_laws(df: pd.DataFrame, n_boot: int = 1000) -> tuple[LawFit, LawFit, pd.DataFrame]:
     opt = isoflop_optima(df)
-    if len(opt) < 2:
-        raise FitError(f"isoflop: {len(opt)} budget(s) with a bowl over >= 3 model sizes; need at least 2")
+    if len(opt) < 3:
+        raise FitError(f"isoflop: {len(opt)} budget(s) with a bowl over >= 3 model sizes; need at least 3")
     n_fit = fit_power_law("n_opt", {"C": opt["budget"]}, opt["n_opt"], n_boot=n_boot)
     d_fit = fit_power_law("d_opt", {"C": opt["budget"]}, opt["d_opt"], n_boot=n_boot)
     return n_fit, d_fit, opt

@@ -1,22 +1,33 @@
-"""Hyperparameter optima per budget (or per (N, D) group), two ways (ARCHITECTURE section 8):
+"""Hyperparameter optima per budget (or per (N, D) group), with run-level resamples (ARCHITECTURE section 8).
 
-- ``quadratic`` (default): the minimum of a quadratic of loss in (ln lr, ln batch), or in ln lr alone when the
-  batch does not vary in the group. On small noisy sweeps the lowest-loss cell jumps between seeds (measured here:
-  seed-to-seed spread 0.03-0.09 nats at 3e11-1e12 FLOPs, as large as the gap between neighbouring learning rates),
-  while the fitted bowl's minimum is stable. A bowl that does not open upwards, or whose minimum lies far outside
-  the grid, falls back to the best run, with a note.
+Two ways to read a group's optimum:
+
+- ``quadratic`` (default): the vertex of a quadratic of loss in (ln lr, ln batch), or in ln lr alone when the batch
+  does not vary in the group. On small noisy sweeps the lowest-loss cell jumps between seeds (measured here:
+  seed-to-seed spread 0.02-0.09 nats at 1e11-1e12 FLOPs, as large as the gap between neighbouring learning rates),
+  while the fitted bowl's vertex is stable. A bowl that does not open upwards, or whose vertex lies more than
+  MAX_EXTRAPOLATION outside the grid, falls back to the best run, with a note.
 - ``near-optimal:TOL``: the published protocol of DeepSeek, Ling and Step-Law: every run whose loss is within TOL
   (default 0.25%) of its group's best is an optimum point; the laws are then fitted through all of them.
+
+Uncertainty comes from the runs, not from the handful of optimum points: each group's bowl is refitted to its
+fitted values plus resampled residuals (a residual bootstrap, residuals scaled by sqrt(n / (n - p)) for the
+parameters spent), and the vertex is re-read per resample (`group_optima`). For near-optimal points the runs of
+each group are resampled with replacement instead (`near_optimal_resamples`). The laws are refitted per resample.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 DEFAULT_TOL = 0.0025
 MAX_EXTRAPOLATION = 1.0
-"""A fitted optimum more than this many natural-log units (x e) outside the swept range falls back to the best run."""
+"""A fitted vertex more than this many natural-log units (x e) outside the swept range falls back to the best run."""
+MIN_RESIDUAL_DOF = 2
+"""A group whose bowl leaves fewer residual degrees of freedom borrows the pooled residuals of the other groups."""
 
 
 def parse_method(method: str) -> tuple[str, float]:
@@ -29,6 +40,8 @@ def parse_method(method: str) -> tuple[str, float]:
             value = float(tol.rstrip("%")) / (100 if tol.endswith("%") else 1) if tol else DEFAULT_TOL
         except ValueError:
             raise ValueError(f"--optimum {method!r}: TOL must be a number, e.g. near-optimal:0.0025") from None
+        if not 0 <= value < 1:
+            raise ValueError(f"--optimum {method!r}: TOL must be in [0, 1), e.g. near-optimal:0.0025")
         return "near-optimal", value
     raise ValueError(f"--optimum {method!r} is not 'quadratic' or 'near-optimal[:TOL]'")
 
@@ -39,92 +52,195 @@ def near_optimal(df: pd.DataFrame, group_cols: list[str], tol: float = DEFAULT_T
     return df[df["loss"] <= best * (1 + tol)]
 
 
-def _vertex_1d(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
-    c2, c1, c0 = np.polyfit(x, y, 2)
-    if c2 <= 0:
-        return None
-    xv = -c1 / (2 * c2)
-    return xv, c0 + c1 * xv + c2 * xv * xv
+# ---- one group's bowl, vectorised over resamples (columns of Y) ------------------------------------------------
+def _vertex_1d(v: np.ndarray, Y: np.ndarray):
+    """Vertex (position, value) of a least-squares parabola in v per column of Y, and whether it opens upwards."""
+    X = np.column_stack([np.ones_like(v), v, v * v])
+    c = np.linalg.pinv(X) @ Y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos = -c[1] / (2 * c[2])
+    return pos, c[0] + c[1] * pos + c[2] * pos * pos, c[2] > 0
 
 
-def _vertex_2d(x: np.ndarray, z: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
-    A = np.column_stack([np.ones_like(x), x, z, x * x, z * z, x * z])
-    c, *_ = np.linalg.lstsq(A, y, rcond=None)
-    H = np.array([[2 * c[3], c[5]], [c[5], 2 * c[4]]])
-    if np.any(np.linalg.eigvalsh(H) <= 0):
-        return None
-    xv, zv = np.linalg.solve(H, -c[1:3])
-    return xv, zv, float(np.array([1, xv, zv, xv * xv, zv * zv, xv * zv]) @ c)
+def _quadratic_2d(x, z):
+    return np.column_stack([np.ones_like(x), x, z, x * x, z * z, x * z])
 
 
-def quadratic_optimum(group: pd.DataFrame) -> dict:
-    """Optimal lr (and batch) of one group of runs: the fitted bowl's minimum, or the best run with a note."""
-    best = group.loc[group["loss"].idxmin()]
-    out = {"lr": float(best["lr"]), "batch_tokens": float(best["batch_tokens"]), "loss": float(best["loss"]),
-           "n_runs": len(group), "note": ""}
-    x = np.log(group["lr"].to_numpy(float))
-    z = np.log(group["batch_tokens"].to_numpy(float))
-    y = group["loss"].to_numpy(float)
-    n_lr, n_b = len(np.unique(x)), len(np.unique(z))
-    if n_b >= 3 and n_lr >= 3 and len(group) >= 6 and _full_rank_2d(x, z):
-        v = _vertex_2d(x, z, y)
-        if v is not None and _inside(v[0], x) and _inside(v[1], z):
-            out.update(lr=float(np.exp(v[0])), batch_tokens=float(np.exp(v[1])), loss=v[2])
-            return out
-    # Separable: a parabola in ln lr along the batch with the most lr values, and one in ln batch along the lr
-    # with the most batch values (a "cross" design, or a 2-D bowl that does not open upwards).
-    notes = []
-    lr_fit = _line_optimum(x, y, z)
-    if lr_fit is not None:
-        out.update(lr=float(np.exp(lr_fit[0])), loss=lr_fit[1])
-    else:
-        notes.append("lr: best run (no upward bowl inside the swept range)")
-    if n_b > 1:
-        b_fit = _line_optimum(z, y, x)
-        if b_fit is not None:
-            out.update(batch_tokens=float(np.exp(b_fit[0])), loss=min(out["loss"], b_fit[1]))
-        else:
-            notes.append("batch: best run (fewer than 3 batch values or no upward bowl)")
-    out["note"] = "; ".join(notes)
-    return out
+def _vertex_2d(x: np.ndarray, z: np.ndarray, Y: np.ndarray):
+    c = np.linalg.pinv(_quadratic_2d(x, z)) @ Y
+    h11, h22, h12 = 2 * c[3], 2 * c[4], c[5]
+    det = h11 * h22 - h12 * h12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xv = -(h22 * c[1] - h12 * c[2]) / det
+        zv = -(-h12 * c[1] + h11 * c[2]) / det
+    value = c[0] + c[1] * xv + c[2] * zv + c[3] * xv * xv + c[4] * zv * zv + c[5] * xv * zv
+    return xv, zv, value, (h11 > 0) & (det > 0)
 
 
-def _full_rank_2d(x: np.ndarray, z: np.ndarray) -> bool:
-    A = np.column_stack([np.ones_like(x), x, z, x * x, z * z, x * z])
-    return np.linalg.matrix_rank(A) == 6
+def _inside(v, values: np.ndarray, margin: float = MAX_EXTRAPOLATION):
+    return (values.min() - margin <= v) & (v <= values.max() + margin)
 
 
-def _line_optimum(v: np.ndarray, y: np.ndarray, other: np.ndarray) -> tuple[float, float] | None:
-    """Vertex of a parabola of y in v, among the runs at the value of `other` that has the most distinct v."""
-    values, counts = np.unique(other, return_counts=True)
-    best_line, best_n = None, 0
-    for val in values[counts >= 3]:
+def _longest_line(v: np.ndarray, other: np.ndarray) -> np.ndarray | None:
+    """Rows at the value of `other` with the most distinct values of v (at least 3), or None."""
+    best, best_n = None, 2
+    for val in np.unique(other):
         on = np.isclose(other, val)
         n = len(np.unique(v[on]))
         if n > best_n:
-            best_line, best_n = on, n
-    if best_line is None or best_n < 3:
+            best, best_n = on, n
+    return best
+
+
+@dataclass
+class _Design:
+    """How one group's runs are laid out, decided once and applied to every resample."""
+
+    x: np.ndarray
+    z: np.ndarray
+    two_d: bool
+    lr_line: np.ndarray | None
+    batch_line: np.ndarray | None
+    model: np.ndarray | None
+    """Design matrix of the bowl whose fitted values and residuals the bootstrap resamples (None: too few runs)."""
+
+
+def _design(x: np.ndarray, z: np.ndarray) -> _Design:
+    n_lr, n_b = len(np.unique(x)), len(np.unique(z))
+    two_d = n_lr >= 3 and n_b >= 3 and len(x) >= 6 and np.linalg.matrix_rank(_quadratic_2d(x, z)) == 6
+    candidates = []
+    if two_d:
+        candidates.append(_quadratic_2d(x, z))
+    if n_lr >= 3 and n_b >= 3:
+        candidates.append(np.column_stack([np.ones_like(x), x, x * x, z, z * z]))
+    if n_lr >= 3 and n_b == 2:
+        candidates.append(np.column_stack([np.ones_like(x), x, x * x, z]))
+    if n_lr >= 3:
+        candidates.append(np.column_stack([np.ones_like(x), x, x * x]))
+    model = next((X for X in candidates if np.linalg.matrix_rank(X) == X.shape[1] and len(x) > X.shape[1]), None)
+    return _Design(x, z, two_d, _longest_line(x, z), _longest_line(z, x) if n_b > 1 else None, model)
+
+
+def _optimum(d: _Design, Y: np.ndarray):
+    """(ln lr, ln batch, loss, lr from a bowl?) per column of Y, by the quadratic protocol."""
+    x, z = d.x, d.z
+    best = np.argmin(Y, axis=0)
+    lx, lz, loss = x[best].astype(float), z[best].astype(float), Y[best, np.arange(Y.shape[1])]
+    lr_ok = np.zeros(Y.shape[1], bool)
+    if d.lr_line is not None:
+        pos, val, up = _vertex_1d(x[d.lr_line], Y[d.lr_line])
+        ok = up & _inside(pos, x[d.lr_line])
+        lx, loss, lr_ok = np.where(ok, pos, lx), np.where(ok, val, loss), ok
+    if d.batch_line is not None:
+        pos, val, up = _vertex_1d(z[d.batch_line], Y[d.batch_line])
+        ok = up & _inside(pos, z[d.batch_line])
+        lz, loss = np.where(ok, pos, lz), np.where(ok, np.minimum(loss, val), loss)
+    if d.two_d:
+        xv, zv, val, pd_ = _vertex_2d(x, z, Y)
+        ok = pd_ & _inside(xv, x) & _inside(zv, z)
+        lx, lz, loss = np.where(ok, xv, lx), np.where(ok, zv, lz), np.where(ok, val, loss)
+        lr_ok |= ok
+    return lx, lz, loss, lr_ok
+
+
+@dataclass
+class Optima:
+    """Per-group optima (`groups`, one row per group) with aligned run-level resamples, and the points the laws
+    are fitted through (`points`: the groups' optima, or every near-optimal run)."""
+
+    groups: pd.DataFrame
+    points: pd.DataFrame
+    replicates: dict[str, np.ndarray] = field(default_factory=dict)
+    """'lr', 'batch_tokens', 'loss' -> (n groups, R) resamples, rows aligned with `groups` (quadratic method)."""
+    replicate_sets: list[pd.DataFrame] = field(default_factory=list)
+    """near-optimal method: the near-optimal runs of each resample of the runs."""
+    method: str = "quadratic"
+
+
+def _cell_spread(group: pd.DataFrame) -> float | None:
+    """Pooled standard deviation of the loss among runs of the same (lr, batch) cell (the seed-to-seed spread)."""
+    g = group.groupby(["lr", "batch_tokens"])["loss"]
+    n = g.count()
+    if (n >= 2).sum() == 0:
         return None
-    vertex = _vertex_1d(v[best_line], y[best_line])
-    if vertex is None or not _inside(vertex[0], v[best_line]):
-        return None
-    return vertex
+    ss = g.var(ddof=1).fillna(0) * (n - 1)
+    return float(np.sqrt(ss.sum() / (n - 1).clip(lower=0).sum()))
 
 
-def _inside(v: float, values: np.ndarray) -> bool:
-    return values.min() - MAX_EXTRAPOLATION <= v <= values.max() + MAX_EXTRAPOLATION
-
-
-def optimum_points(df: pd.DataFrame, group_cols: list[str], method: str = "quadratic") -> pd.DataFrame:
-    """Points (group columns, lr, batch_tokens, loss) to fit hyperparameter laws through.
-
-    quadratic: one point per group (its bowl's minimum). near-optimal: every near-optimal run."""
+def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadratic", n_boot: int = 1000,
+                 seed: int = 0) -> Optima:
+    """Each group's optimum lr, batch and loss, its diagnostics and its run-level resamples."""
     kind, tol = parse_method(method)
-    if kind == "near-optimal":
-        near = near_optimal(df, group_cols, tol)
-        return near.assign(note="near-optimal")
-    rows = []
-    for key, group in df.groupby(group_cols):
+    rng = np.random.default_rng(seed)
+    groups, designs, resid = [], [], []
+    for key, group in df.groupby(group_cols, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(group_cols, key, strict=True)), **quadratic_optimum(group)})
-    return pd.DataFrame(rows)
+        x = np.log(group["lr"].to_numpy(float))
+        z = np.log(group["batch_tokens"].to_numpy(float))
+        y = group["loss"].to_numpy(float)
+        d = _design(x, z)
+        lx, lz, loss, lr_ok = _optimum(d, y[:, None])
+        at = int(np.argmin(y))  # where the optimum is the best run, report that run's values exactly
+        lr = float(np.exp(lx[0])) if lr_ok[0] else float(group["lr"].iloc[at])
+        batch = float(np.exp(lz[0])) if not np.isclose(lz[0], z[at]) else float(group["batch_tokens"].iloc[at])
+        row = {**dict(zip(group_cols, key, strict=True)), "lr": lr,
+               "batch_tokens": batch, "loss": float(loss[0]), "n_runs": len(group),
+               "n_lr": len(np.unique(x)), "n_seeds": int(group.groupby(["lr", "batch_tokens"]).size().max()),
+               "lr_min": float(np.exp(x.min())), "lr_max": float(np.exp(x.max()))}
+        row["edge"] = ("below" if lx[0] < x.min() else "above" if lx[0] > x.max() else None) if lr_ok[0] else (
+            "below" if np.isclose(lx[0], x.min()) else "above" if np.isclose(lx[0], x.max()) else "none")
+        row["interior"] = bool(lr_ok[0] and row["edge"] is None)
+        row["note"] = "" if lr_ok[0] else "lr: best run (no upward bowl inside the swept range)"
+        r = None
+        if d.model is not None:
+            coef, *_ = np.linalg.lstsq(d.model, y, rcond=None)
+            fitted = d.model @ coef
+            dof = len(y) - d.model.shape[1]
+            r = (y - fitted) * np.sqrt(len(y) / dof)
+            row["noise_sd"] = float(np.sqrt(np.sum((y - fitted) ** 2) / dof))
+            row["resid_dof"] = dof
+            if d.lr_line is not None:  # the bowl's depth one grid step from its vertex: what the noise must resolve
+                c2 = np.polyfit(x[d.lr_line], y[d.lr_line], 2)[0]
+                steps = np.diff(np.unique(x[d.lr_line]))
+                row["step_gap"] = float(c2 * np.median(steps) ** 2) if c2 > 0 else 0.0
+        row["seed_sd"] = _cell_spread(group)
+        groups.append(row)
+        designs.append((d, y, None if d.model is None else fitted))
+        resid.append(r)
+    table = pd.DataFrame(groups)
+    out = Optima(groups=table, points=table.assign(note=table["note"]), method=method)
+    if kind == "near-optimal":
+        out.points = near_optimal(df, group_cols, tol).assign(note="near-optimal")
+        if n_boot > 0:
+            out.replicate_sets = near_optimal_resamples(df, group_cols, tol, n_boot, rng)
+        return out
+    if n_boot <= 0 or all(r is None for r in resid):
+        return out
+    pooled = np.concatenate([r for r in resid if r is not None])
+    reps = {k: np.full((len(groups), n_boot), np.nan) for k in ("lr", "batch_tokens", "loss")}
+    for i, ((d, y, fitted), r) in enumerate(zip(designs, resid, strict=True)):
+        if fitted is None:
+            continue
+        source = r if groups[i].get("resid_dof", 0) >= MIN_RESIDUAL_DOF else pooled
+        Y = fitted[:, None] + source[rng.integers(0, len(source), (len(y), n_boot))]
+        lx, lz, loss, _ = _optimum(d, Y)
+        reps["lr"][i], reps["batch_tokens"][i], reps["loss"][i] = np.exp(lx), np.exp(lz), loss
+    out.replicates = reps
+    return out
+
+
+def near_optimal_resamples(df: pd.DataFrame, group_cols: list[str], tol: float, n_boot: int,
+                           rng: np.random.Generator) -> list[pd.DataFrame]:
+    """Per resample: the runs of every group drawn with replacement, then their near-optimal set."""
+    index = [g.index.to_numpy() for _, g in df.groupby(group_cols)]
+    sets = []
+    for _ in range(n_boot):
+        rows = np.concatenate([ix[rng.integers(0, len(ix), len(ix))] for ix in index])
+        sets.append(near_optimal(df.loc[rows], group_cols, tol))
+    return sets
+
+
+def quadratic_optimum(group: pd.DataFrame) -> dict:
+    """Optimal lr (and batch) of one group of runs: the fitted bowl's vertex, or the best run with a note."""
+    opt = group_optima(group.assign(_g=0), ["_g"], n_boot=0).groups.iloc[0]
+    return {k: opt[k] for k in ("lr", "batch_tokens", "loss", "n_runs", "note")}

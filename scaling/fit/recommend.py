@@ -1,8 +1,11 @@
-"""From fitted laws to the hyperparameters of a run at a target budget, each with an interval and its source.
+"""From fitted laws to the hyperparameters of a run at a target budget, each with its interval, its source and
+its verdict.
 
-Every item says where it comes from (the law, or "best measured" when only the runs can speak) and is left out
-with the reason when nothing supports it. The recommendation is also written as Hydra overrides that
-`scaling train --overrides-file` reads (plain `key=value` lines, never evaluated).
+An item whose law is judged undetermined is never shown as a value: it is listed as missing, with the reasons and
+the sweep that would settle it. The recommendation is also written as Hydra overrides that
+`scaling train --overrides-file` reads (plain `key=value` lines, never evaluated): the swept family's whole model,
+data and optimisation config (so the recommended run is the sweep's run, scaled), then the budget, lr, batch and
+expert counts; a weak item is preceded by a `#` line that says why.
 """
 
 from __future__ import annotations
@@ -12,129 +15,198 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from scaling.fit.report import FitReport, main_family
+from scaling.fit.report import FitReport
 
 
 @dataclass
 class Recommendation:
     target_flops: float
     items: dict[str, dict] = field(default_factory=dict)
-    """name -> {"value", "interval" ([lo, hi] or None), "source"}."""
-    missing: dict[str, str] = field(default_factory=dict)
-    """name -> why there is no recommendation for it."""
+    """name -> {"value", "interval" ([lo, hi] or None), "source", "verdict", "reasons"}."""
+    missing: dict[str, dict] = field(default_factory=dict)
+    """name -> {"why": ..., "advice": [...]}: what no law supports, and which sweep would settle it."""
     overrides: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What stands between the recommendation and a run (e.g. the data holds too few tokens)."""
 
     def as_dict(self) -> dict:
         return {"target_flops": self.target_flops, "items": self.items, "missing": self.missing,
-                "overrides": self.overrides}
-
-
-def _power(C):
-    return lambda p: p["a"] * C ** p["b"]
+                "overrides": self.overrides, "warnings": self.warnings}
 
 
 def recommend(report: FitReport, runs: pd.DataFrame, target_flops: float, level: float = 0.95) -> Recommendation:
+    """The run at `target_flops` (C in the fit's FLOPs convention) that the laws support."""
     if not target_flops > 0:
         raise ValueError(f"--target-flops {target_flops} must be a positive number of FLOPs")
     rec = Recommendation(target_flops=target_flops)
     C = target_flops
     laws = report.laws
 
-    def from_law(item: str, law: str, fn, why_missing: str):
-        if law in laws:
-            value, interval = laws[law].predict(fn, level)
-            rec.items[item] = {"value": value, "interval": interval, "source": f"{law} ({laws[law].formula})"}
-        else:
-            rec.missing[item] = report.excluded.get(law, why_missing)
+    def from_law(item: str, law: str, why_missing: str, **at):
+        if law not in laws:
+            rec.missing[item] = {"why": report.excluded.get(law, why_missing), "advice": []}
+            return
+        fit = laws[law]
+        verdict = fit.verdict or {"verdict": "undetermined", "reasons": ["not judged"], "advice": []}
+        if verdict["verdict"] == "undetermined":
+            rec.missing[item] = {"why": f"{law} is undetermined: {'; '.join(verdict['reasons'])}",
+                                 "advice": verdict["advice"]}
+            return
+        p = fit.predict(level, **at)
+        rec.items[item] = {"value": p.value, "interval": p.interval, "source": f"{law} ({fit.formula})",
+                           "verdict": verdict["verdict"],
+                           "reasons": verdict["reasons"] if verdict["verdict"] != "reliable" else [],
+                           "extrapolation": fit.extrapolation(**at)}
 
-    from_law("lr", "lr_opt", _power(C), "no lr_opt law")
-    from_law("batch_tokens", "batch_opt", _power(C), "no batch_opt law")
-    from_law("loss", "loss_vs_compute", lambda p: p["E"] + p["A"] * C ** -p["alpha"], "no loss_vs_compute law")
-
-    # model size and tokens: IsoFLOP laws first, then the compute-optimal point of L(N, D)
+    from_law("lr", "lr_opt", "no lr_opt law", C=C)
+    from_law("batch_tokens", "batch_opt", "no batch_opt law", C=C)
+    from_law("loss", "loss_vs_compute", "no loss_vs_compute law", C=C)
     if "n_opt" in laws and "d_opt" in laws:
-        from_law("params_active", "n_opt", _power(C), "")
-        from_law("tokens", "d_opt", _power(C), "")
+        from_law("params_active", "n_opt", "", C=C)
+        from_law("tokens", "d_opt", "", C=C)
     elif "chinchilla" in laws:
-        p = laws["chinchilla"].params
-        # argmin_N E + A/N^alpha + B/(C/6N)^beta: N = G (C/6)^(beta/(alpha+beta)), G = (alpha A / beta B)^(1/(a+b))
-        G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
-        n = G * (C / 6) ** (p["beta"] / (p["alpha"] + p["beta"]))
-        src = "compute-optimal point of chinchilla with C = 6 N D"
-        rec.items["params_active"] = {"value": n, "interval": None, "source": src}
-        rec.items["tokens"] = {"value": C / (6 * n), "interval": None, "source": src}
-        if "loss" not in rec.items:
-            loss = p["E"] + p["A"] / n ** p["alpha"] + p["B"] / (C / (6 * n)) ** p["beta"]
-            rec.items["loss"] = {"value": loss, "interval": None, "source": "chinchilla at that point"}
-            rec.missing.pop("loss", None)
+        _chinchilla_allocation(rec, laws["chinchilla"], C)
     else:
         why = report.excluded.get("n_opt") or report.excluded.get("chinchilla") or "no allocation law"
-        rec.missing["params_active"] = rec.missing["tokens"] = f"no allocation law (IsoFLOP or L(N, D)): {why}"
-
-    # architecture: the best measured MoE configuration (leverage), else the runs' own
-    family = main_family(runs)
-    if report.leverage is not None and not report.leverage.empty:
-        top = report.leverage[report.leverage["budget"] == report.leverage["budget"].max()]
-        best = top.loc[top["el"].idxmax()]
-        family = str(best["family"])
-        src = f"best measured efficiency leverage (EL {best['el']:.3g} at C = {best['budget']:.3g})"
-    else:
-        src = "as swept (no leverage measured against a dense baseline)"
+        for item in ("params_active", "tokens"):
+            rec.missing[item] = {"why": f"no allocation law (IsoFLOP or L(N, D)): {why}",
+                                 "advice": ["sweep several model sizes per budget (an IsoFLOP sweep)"]}
+    family = _architecture(rec, report, runs, C)
     fam = runs[runs["family"] == family]
-    for col in ("activation_ratio", "granularity"):
-        if col in fam.columns and fam[col].notna().any():
-            rec.items[col] = {"value": float(fam[col].iloc[0]), "interval": None, "source": src}
-    if "leverage_granularity" in laws:
-        p = laws["leverage_granularity"].params
-        rec.items["granularity"] = {"value": float(np.exp(-p["c1"] / (2 * p["c2"]))), "interval": None,
-                                    "source": "leverage_granularity (EL peak in G)"}
-    if "ling_joint" in laws:  # the fitted joint law knows the best G at any budget, and the EL at the target
-        from scaling.fit.leverage import best_granularity, coefficients_from_fit, ling_el
-
-        k = coefficients_from_fit(laws["ling_joint"])
-        rec.items["granularity"] = {"value": best_granularity(k), "interval": None,
-                                    "source": "ling_joint (EL peak in G)"}
-        if "activation_ratio" in rec.items:
-            el = float(ling_el(rec.items["activation_ratio"]["value"], rec.items["granularity"]["value"], C, k))
-            rec.items["efficiency_leverage"] = {"value": el, "interval": None, "source": "ling_joint at (A, G, C)"}
     if "params_active" in rec.items and "params_total" in fam.columns:
         ratio = float((fam["params_total"] / fam["params"]).median())
         rec.items["params_total"] = {"value": rec.items["params_active"]["value"] * ratio, "interval": None,
-                                     "source": f"params_active x {ratio:.3g} (total/active of {family})"}
-
+                                     "source": f"params_active x {ratio:.3g} (total/active of {family})",
+                                     "verdict": rec.items["params_active"]["verdict"], "reasons": []}
     rec.overrides = _overrides(rec, fam)
     return rec
 
 
+def _chinchilla_allocation(rec: Recommendation, law, C: float) -> None:
+    """The compute-optimal point of L(N, D) with C = 6 N D (no interval: the fit has none)."""
+    p = law.params
+    # argmin_N E + A/N^alpha + B/(C/6N)^beta: N = G (C/6)^(beta/(alpha+beta)), G = (alpha A / beta B)^(1/(a+b))
+    G = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
+    n = G * (C / 6) ** (p["beta"] / (p["alpha"] + p["beta"]))
+    verdict = (law.verdict or {}).get("verdict", "weak")
+    src = "compute-optimal point of chinchilla with C = 6 N D"
+    for item, value in (("params_active", n), ("tokens", C / (6 * n))):
+        rec.items[item] = {"value": value, "interval": None, "source": src, "verdict": verdict,
+                           "reasons": ["no interval"]}
+    if "loss" not in rec.items:
+        rec.items["loss"] = {"value": law.value(N=n, D=C / (6 * n)), "interval": None,
+                             "source": "chinchilla at that point", "verdict": verdict, "reasons": ["no interval"]}
+        rec.missing.pop("loss", None)
+
+
+def _architecture(rec: Recommendation, report: FitReport, runs: pd.DataFrame, C: float) -> str:
+    """A and G: the best measured MoE configuration when its leverage is resolved, else the sweep's own."""
+    family = report.family or str(runs["family"].value_counts().idxmax())
+    src = "as swept (no leverage measured against a dense baseline)"
+    lev = report.leverage
+    if lev is not None and not lev.empty:
+        top = lev[lev["budget"] == lev["budget"].max()]
+        best = top.loc[top["el"].idxmax()]
+        el_iv = None if np.isnan(best["el_lo"]) else [float(best["el_lo"]), float(best["el_hi"])]
+        if best["verdict"] != "undetermined" and el_iv is not None and el_iv[0] > 1:
+            family = str(best["family"])
+            src = f"best measured efficiency leverage (EL {best['el']:.3g} [{el_iv[0]:.3g}, {el_iv[1]:.3g}] at C = " \
+                  f"{best['C']:.3g})"
+        else:
+            src = f"as swept: the measured leverage does not single out a configuration ({best['resolved']})"
+    fam = runs[runs["family"] == family]
+    for col in ("activation_ratio", "granularity"):
+        if col in fam.columns and fam[col].notna().any():
+            rec.items[col] = {"value": float(fam[col].iloc[0]), "interval": None, "source": src,
+                              "verdict": "as swept", "reasons": []}
+    for law, item in (("leverage_granularity", "granularity"), ("ling_joint", "granularity")):
+        fit = report.laws.get(law)
+        if fit is None or (fit.verdict or {}).get("verdict") == "undetermined":
+            continue
+        if law == "ling_joint":
+            from scaling.fit.leverage import best_granularity, coefficients_from_fit
+
+            value = best_granularity(coefficients_from_fit(fit))
+        else:
+            value = float(np.exp(-fit.params["c1"] / (2 * fit.params["c2"])))
+        rec.items[item] = {"value": value, "interval": None, "source": f"{law} (EL peak in G)",
+                           "verdict": fit.verdict["verdict"], "reasons": fit.verdict["reasons"]}
+        if law == "ling_joint" and "activation_ratio" in rec.items:
+            el = fit.value(A=rec.items["activation_ratio"]["value"], G=value, C=C)
+            rec.items["efficiency_leverage"] = {"value": el, "interval": None, "source": "ling_joint at (A, G, C)",
+                                                "verdict": fit.verdict["verdict"], "reasons": []}
+    return family
+
+
+SET_BY_RECOMMENDATION = ("train.lr", "train.batch_size", "model.n_experts", "model.top_k", "model.n_shared_experts")
+
+
 def _overrides(rec: Recommendation, fam: pd.DataFrame) -> list[str]:
-    """Hydra overrides for `scaling train` (budget, lr, batch in sequences, expert counts for A)."""
-    lines = [f"budget_flops={rec.target_flops:.6g}"]
+    """Hydra overrides for `scaling train`: the family's config (from its run at the largest budget), then the
+    budget (in the trainer's M convention), lr, batch in sequences and expert counts; weak items commented."""
+    from scaling.config import identity_overrides
+
+    lines: list[str] = []
+    row = fam.sort_values("budget").iloc[-1] if len(fam) else None
+    config = row["config"] if row is not None and "config" in fam.columns and isinstance(row["config"], dict) else None
+    if config is not None:
+        lines.append(f"# the swept family's model, data and optimisation (from run {row['id']})")
+        lines += identity_overrides(config, skip=SET_BY_RECOMMENDATION)
+    budget = rec.target_flops
+    if row is not None and "flops_M" in fam.columns and pd.notna(row.get("flops_M")) and row["flops"] > 0:
+        budget = rec.target_flops * float(row["flops_M"] / row["flops"])  # the trainer counts C in M
+        if abs(budget / rec.target_flops - 1) > 1e-3:
+            lines.append(f"# target C = {rec.target_flops:.6g} in the fit's convention = {budget:.6g} in the "
+                         f"trainer's M convention")
+    lines.append(f"budget_flops={budget:.6g}")
+
+    def weak_note(item):
+        it = rec.items[item]
+        if it.get("verdict") == "weak":
+            lines.append(f"# {item}: weak ({'; '.join(it['reasons'])})")
+
     if "lr" in rec.items:
+        weak_note("lr")
         lines.append(f"train.lr={rec.items['lr']['value']:.6g}")
     seq = fam["seq_len"].dropna() if "seq_len" in fam.columns else pd.Series(dtype=float)
-    if "batch_tokens" in rec.items and len(seq):
+    if len(seq):
         seq_len = int(seq.iloc[0])
-        lines.append(f"model.seq_len={seq_len}")
-        lines.append(f"train.batch_size={max(1, round(rec.items['batch_tokens']['value'] / seq_len))}")
-    if {"n_experts", "top_k", "n_shared_experts"} <= set(fam.columns) and fam["top_k"].notna().all():
-        row = fam.iloc[0]
-        lines += [f"model.n_experts={int(row['n_experts'])}", f"model.top_k={int(row['top_k'])}",
-                  f"model.n_shared_experts={int(row['n_shared_experts'])}"]
+        if "batch_tokens" in rec.items:
+            weak_note("batch_tokens")
+            lines.append(f"train.batch_size={max(1, round(rec.items['batch_tokens']['value'] / seq_len))}")
+        elif config is not None:
+            lines.append(f"train.batch_size={config['train']['batch_size']}")
+    if {"n_experts", "top_k", "n_shared_experts"} <= set(fam.columns) and len(fam) and fam["top_k"].notna().all():
+        r = fam.iloc[0]
+        lines += [f"model.n_experts={int(r['n_experts'])}", f"model.top_k={int(r['top_k'])}",
+                  f"model.n_shared_experts={int(r['n_shared_experts'])}"]
+    if row is not None and "data_tokens" in fam.columns and pd.notna(row.get("data_tokens")) and config is not None:
+        per_token = float(row["flops_M"] / row["tokens"]) if pd.notna(row.get("flops_M")) else None
+        if per_token and not config["data"].get("allow_repeat"):
+            need = budget / per_token
+            if need > row["data_tokens"]:
+                rec.warnings.append(f"the recommended run needs {need:,.0f} training tokens at the swept model's "
+                                    f"{per_token:,.0f} FLOPs/token; its data holds {row['data_tokens']:,.0f} "
+                                    f"({need / row['data_tokens']:.2f} epochs): use more data or add "
+                                    f"data.allow_repeat=true")
     return lines
 
 
 def recommendation_table(rec: Recommendation):
+    from rich.markup import escape
     from rich.table import Table
 
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, (float, int, np.floating)) else str(v)
 
     table = Table(title=f"recommendation at C = {rec.target_flops:.3g} FLOPs", title_justify="left")
-    for col in ("quantity", "value", "95% interval", "from"):
+    for col in ("quantity", "value", "95% interval", "verdict", "from"):
         table.add_column(col, overflow="fold")
     for name, item in rec.items.items():
         interval = f"[{fmt(item['interval'][0])}, {fmt(item['interval'][1])}]" if item["interval"] else ""
-        table.add_row(name, fmt(item["value"]), interval, item["source"])
-    for name, why in rec.missing.items():
-        table.add_row(f"[dim]{name}[/]", "[dim]-[/]", "", f"[dim]{why}[/]")
+        why = f" ({'; '.join(item['reasons'])})" if item.get("reasons") else ""
+        table.add_row(name, fmt(item["value"]), interval, item.get("verdict", ""), escape(item["source"] + why))
+    for name, miss in rec.missing.items():
+        advice = f" -> {'; '.join(miss['advice'])}" if miss.get("advice") else ""
+        table.add_row(f"[dim]{name}[/]", "[dim]-[/]", "", "[dim]missing[/]", f"[dim]{escape(miss['why'] + advice)}[/]")
     return table

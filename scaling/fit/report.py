@@ -1,11 +1,14 @@
-"""Every law the runs can support, fitted in one pass; the ones they cannot are listed with the reason.
+"""Every law the runs can support, fitted in one pass, each with its verdict; the ones they cannot are listed with
+the reason.
 
 `fit_all(runs)` returns a FitReport whose `as_json()` is the machine-readable object of `scaling fit --json`:
-``{"laws": {NAME: {"formula", "params", "interval", "r2", "n_points"}}, "excluded": {...}, ...}``.
+``{"laws": {NAME: {"kind", "formula", "params", "interval", "verdict", ...}}, "optima": [...], "leverage": [...],
+"excluded": {...}, ...}``. Compute C is the runs' FLOPs under the chosen convention (`inputs.py`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,12 +16,31 @@ import pandas as pd
 
 from scaling.fit import leverage as lev
 from scaling.fit.inputs import Runs
+from scaling.fit.law import FitError, LawFit
 from scaling.fit.loss_laws import fit_chinchilla, fit_isoflop_laws, fit_loss_vs_compute
-from scaling.fit.optima import optimum_points, parse_method
-from scaling.fit.powerlaw import FitError, LawFit, fit_power_law
+from scaling.fit.optima import Optima, group_optima, parse_method
+from scaling.fit.powerlaw import fit_power_law
+from scaling.fit.uncertainty import percentile_interval
+from scaling.fit.verdict import el_verdict, judge
 
 GROUP_COLS = ["params", "tokens"]
 """A hyperparameter group: runs of one model size and token count (one budget of one shape)."""
+HELD_OUT_LAWS = ("lr_opt", "batch_opt", "loss_vs_compute")
+
+
+def json_safe(obj):
+    """The object with every NaN / inf float as None and numpy scalars as Python ones (fit.json stays valid JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
 
 
 @dataclass
@@ -29,21 +51,63 @@ class FitReport:
     runs_excluded: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     optima: pd.DataFrame | None = None
+    """One row per hyperparameter group of the main family: its optimum lr, batch and loss, their 95% intervals,
+    and the diagnostics the verdicts use (interior bowl, grid edge, noise, seeds)."""
     leverage: pd.DataFrame | None = None
     n_runs: int = 0
     source: str = ""
     optimum_method: str = "quadratic"
+    family: str = ""
+    """The family (MoE configuration) the hyperparameter and loss laws describe."""
+    convention: str = "M"
+    """The FLOPs convention of every C."""
+    target_flops: float | None = None
     held_out: dict | None = None
     """Refit without the largest budget: predicted against achieved optimum lr, batch and loss there."""
+    structure: dict | None = None
+    """Whether the optima depend on the MoE structure (d ln lr* / d ln A, d ln lr* / d ln G), with intervals."""
 
     def as_json(self) -> dict:
-        return {
-            "source": self.source, "n_runs": self.n_runs, "optimum": self.optimum_method,
+        def records(df):
+            return None if df is None else df.to_dict(orient="records")
+
+        return json_safe({
+            "source": self.source, "n_runs": self.n_runs, "optimum": self.optimum_method, "family": self.family,
+            "convention": self.convention, "target_flops": self.target_flops,
             "laws": {name: fit.as_dict() for name, fit in self.laws.items()},
+            "optima": records(self.optima), "leverage": records(self.leverage), "structure": self.structure,
             "excluded": {"laws": self.excluded, "runs": self.runs_excluded},
             "held_out": self.held_out,
             "notes": self.notes,
-        }
+        })
+
+
+def main_family(df: pd.DataFrame) -> str:
+    """The family with the most runs: the one the hyperparameter and loss laws describe."""
+    return str(df["family"].value_counts().idxmax())
+
+
+def hyperparameter_optima(fam: pd.DataFrame, optimum: str, n_boot: int, seed: int) -> Optima:
+    """The groups' optima of one family, with their compute C (convention FLOPs), budget and 95% intervals."""
+    opt = group_optima(fam, GROUP_COLS, optimum, n_boot=n_boot, seed=seed)
+    by_group = fam.groupby(GROUP_COLS).agg(C=("flops", "median"), budget=("budget", "first"))
+    keys = list(zip(opt.groups["params"], opt.groups["tokens"], strict=True))
+    opt.groups["C"] = [float(by_group.loc[k, "C"]) for k in keys]
+    opt.groups["budget"] = [float(by_group.loc[k, "budget"]) for k in keys]
+    for col in ("lr", "batch_tokens", "loss"):
+        rep = opt.replicates.get(col)
+        lo, hi = [], []
+        for i in range(len(opt.groups)):
+            row = rep[i] if rep is not None else np.array([])
+            row = row[np.isfinite(row)]
+            iv = percentile_interval(row) if len(row) >= 20 else [np.nan, np.nan]
+            lo.append(iv[0])
+            hi.append(iv[1])
+        opt.groups[f"{col}_lo"], opt.groups[f"{col}_hi"] = lo, hi
+    C_point = fam.groupby(GROUP_COLS)["flops"].median()
+    opt.points = opt.points.assign(C=[float(C_point[(p, t)]) for p, t in zip(opt.points["params"],
+                                                                            opt.points["tokens"], strict=True)])
+    return opt
 
 
 def _attempt(report: FitReport, name: str, fn, only: tuple[str, ...] | None = None) -> None:
@@ -58,93 +122,89 @@ def _attempt(report: FitReport, name: str, fn, only: tuple[str, ...] | None = No
     report.laws[name] = fit
 
 
-def main_family(df: pd.DataFrame) -> str:
-    """The family with the most runs: the one the hyperparameter and loss laws describe."""
-    return str(df["family"].value_counts().idxmax())
+def _hyperparameter_laws(report: FitReport, opt: Optima, n_boot: int, seed: int, attempt) -> None:
+    g, kw = opt.groups, {"n_boot": n_boot, "seed": seed}
+    if opt.method == "quadratic":
+        def law(name, variables, col):
+            return fit_power_law(name, {v: g[c] for v, c in variables.items()}, g[col],
+                                 replicates=opt.replicates.get(col), **kw)
+    else:  # near-optimal: every near-optimal run is a point (its own FLOPs as C), resampled with the runs
+        def law(name, variables, col):
+            cols = {v: ("flops" if c == "C" else c) for v, c in variables.items()}
+            sets = [({v: s[c] for v, c in cols.items()}, s[col]) for s in opt.replicate_sets]
+            return fit_power_law(name, {v: opt.points[c] for v, c in cols.items()}, opt.points[col],
+                                 replicate_sets=sets, **kw)
+    attempt("lr_opt", lambda: law("lr_opt", {"C": "C"}, "lr"))
+    attempt("lr_opt_nd", lambda: law("lr_opt_nd", {"N": "params", "D": "tokens"}, "lr"))
+    if opt.points["batch_tokens"].nunique() >= 2:
+        attempt("batch_opt", lambda: law("batch_opt", {"C": "C"}, "batch_tokens"))
+        attempt("batch_opt_d", lambda: law("batch_opt_d", {"D": "tokens"}, "batch_tokens"))
+    else:
+        for name in ("batch_opt", "batch_opt_d"):
+            report.excluded[name] = "the batch size does not vary (need at least 2 batch values)"
 
 
-def held_out_check(runs: Runs, optimum: str = "quadratic", n_boot: int = 100, seed: int = 0) -> dict | None:
-    """Fit without the largest budget of the main family; predict lr, batch and loss there; compare with what the
-    runs at that budget achieved (their optimum by the same method, and their best loss). None when fewer than 4
-    budgets."""
-    df = runs.df
-    fam = df[df["family"] == main_family(df)]
-    budgets = sorted(fam["budget"].unique())
-    if len(budgets) < 4:
-        return None
-    top = budgets[-1]
-    rest = Runs(df=df[df["budget"] < top].reset_index(drop=True), source=runs.source)
-    report = fit_all(rest, optimum, n_boot=n_boot, seed=seed, check=False, only=HELD_OUT_LAWS)
-    at_top = fam[fam["budget"] == top]
-    out: dict = {"budget": float(top)}
-    achieved = {"loss": float(at_top["loss"].min())}
-    if report.optima is not None and "lr" in at_top and at_top["lr"].nunique() >= 3:
-        pts = optimum_points(at_top, GROUP_COLS, optimum)
-        achieved["lr"] = float(np.exp(np.log(pts["lr"]).mean()))
-        achieved["batch_tokens"] = float(np.exp(np.log(pts["batch_tokens"]).mean()))
-    predictions = {"lr": ("lr_opt", lambda p: p["a"] * top ** p["b"]),
-                   "batch_tokens": ("batch_opt", lambda p: p["a"] * top ** p["b"]),
-                   "loss": ("loss_vs_compute", lambda p: p["E"] + p["A"] * top ** -p["alpha"])}
-    for item, (law, fn) in predictions.items():
-        if law in report.laws and item in achieved:
-            predicted, interval = report.laws[law].predict(fn)
-            out[item] = {"predicted": predicted, "interval": interval, "achieved": achieved[item],
-                         "relative_error": predicted / achieved[item] - 1}
-    return out if len(out) > 1 else None
+def _budget_losses(fam: pd.DataFrame, opt: Optima | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(C, best loss, resamples or None) per budget: the bowl minima of an lr sweep (the lowest over the budget's
+    groups, per resample), else the best run."""
+    if opt is not None and opt.method == "quadratic":
+        g = opt.groups
+        rep = opt.replicates.get("loss")
+        C, L, R = [], [], []
+        for _, idx in g.groupby("budget").groups.items():
+            rows = g.loc[idx]
+            best = rows["loss"].idxmin()
+            C.append(float(g.loc[best, "C"]))
+            L.append(float(g.loc[best, "loss"]))
+            if rep is not None:
+                R.append(np.nanmin(rep[np.asarray(idx)], axis=0) if len(idx) > 1 else rep[best])
+        return np.array(C), np.array(L), (np.array(R) if rep is not None else None)
+    best = fam.loc[fam.groupby("budget")["loss"].idxmin()]
+    return best["flops"].to_numpy(float), best["loss"].to_numpy(float), None
 
 
-HELD_OUT_LAWS = ("lr_opt", "batch_opt", "loss_vs_compute")
-
-
-def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: int = 0,
-            check: bool = True, only: tuple[str, ...] | None = None) -> FitReport:
-    """Every law the runs support (or those in `only`); with `check`, also the held-out check on the largest
-    budget."""
+def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: int = 0, check: bool = True,
+            only: tuple[str, ...] | None = None, target_flops: float | None = None) -> FitReport:
+    """Every law the runs support (or those in `only`), each judged at `target_flops` (default 3x the largest
+    budget); with `check`, also the held-out check on the largest budget."""
     parse_method(optimum)  # a bad --optimum fails before any fitting
+    if target_flops is not None and not target_flops > 0:
+        raise ValueError(f"--target-flops {target_flops} must be a positive number of FLOPs")
+    if n_boot < 0:
+        raise ValueError(f"--bootstrap {n_boot} must be >= 0 (0: intervals from the points alone)")
 
     def attempt(name, fn):
         _attempt(report, name, fn, only)
 
     df = runs.df
-    report = FitReport(runs_excluded=dict(runs.excluded), notes=list(runs.notes), n_runs=len(df), source=runs.source,
-                       optimum_method=optimum)
     family = main_family(df)
+    report = FitReport(runs_excluded=dict(runs.excluded), notes=list(runs.notes), n_runs=len(df), source=runs.source,
+                       optimum_method=optimum, family=family, target_flops=target_flops, convention=runs.convention)
     fam = df[df["family"] == family]
     if df["family"].nunique() > 1:
         report.notes.append(f"hyperparameter and loss laws use family {family!r} ({len(fam)} of {len(df)} runs)")
 
     # hyperparameter laws
+    opt = None
     has_lr = "lr" in fam.columns and fam["lr"].notna().all()
     has_batch = "batch_tokens" in fam.columns and fam["batch_tokens"].notna().all()
     if has_lr and fam["lr"].nunique() >= 3:
         if not has_batch:
             fam = fam.assign(batch_tokens=1.0)
-        points = optimum_points(fam, GROUP_COLS, optimum)
-        report.optima = points
-        kw = {"n_boot": n_boot, "seed": seed}
-        attempt("lr_opt", lambda: fit_power_law("lr_opt", {"C": _flops(points, fam)}, points["lr"], **kw))
-        attempt("lr_opt_nd", lambda: fit_power_law("lr_opt_nd", {"N": points["params"],
-                                                                           "D": points["tokens"]}, points["lr"], **kw))
-        if has_batch and fam["batch_tokens"].nunique() >= 2:
-            attempt("batch_opt", lambda: fit_power_law("batch_opt", {"C": _flops(points, fam)},
-                                                                points["batch_tokens"], **kw))
-            attempt("batch_opt_d", lambda: fit_power_law("batch_opt_d", {"D": points["tokens"]},
-                                                                  points["batch_tokens"], **kw))
-        else:
-            for name in ("batch_opt", "batch_opt_d"):
-                report.excluded[name] = "the batch size does not vary (need at least 2 batch values)"
+        opt = hyperparameter_optima(fam, optimum, n_boot, seed)
+        report.optima = opt.groups
+        _hyperparameter_laws(report, opt, n_boot, seed, attempt)
     else:
         for name in ("lr_opt", "lr_opt_nd", "batch_opt", "batch_opt_d"):
             report.excluded[name] = "need runs at >= 3 learning rates (an lr column)"
 
     # loss laws
-    best_per_budget = fam.groupby("budget")["loss"].min()
-    attempt("loss_vs_compute", lambda: fit_loss_vs_compute(best_per_budget.index.to_numpy(float),
-                                                                    best_per_budget.to_numpy(float),
-                                                                    n_boot=min(n_boot, 200), seed=seed))
+    C, L, R = _budget_losses(fam, opt)
+    attempt("loss_vs_compute", lambda: fit_loss_vs_compute(C, L, n_boot=n_boot, seed=seed, replicates=R))
     best_nd = fam.groupby(["params", "tokens"])["loss"].min().reset_index()
     attempt("chinchilla", lambda: fit_chinchilla(best_nd["params"], best_nd["tokens"], best_nd["loss"]))
-    iso = fam.groupby(["budget", "params"]).agg(loss=("loss", "min"), tokens=("tokens", "median")).reset_index()
+    iso = fam.groupby(["budget", "params"]).agg(loss=("loss", "min"), tokens=("tokens", "median"),
+                                                flops=("flops", "median")).reset_index()
 
     def isoflop():
         n_fit, d_fit, _ = fit_isoflop_laws(iso, n_boot=n_boot)
@@ -155,43 +215,127 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
     if "n_opt" in report.excluded:
         report.excluded["d_opt"] = report.excluded["n_opt"]
 
-    # MoE leverage
-    if only is not None and "leverage" not in only:
-        return _with_check(report, runs, optimum, n_boot, seed, check)
-    if "dense" in set(df["family"]) and "activation_ratio" in df.columns:
-        try:
-            curves = lev.family_curves(lev.matched_hyperparameters(df))  # fitted once, used twice below
-            table = lev.leverage_table(df, curves=curves)
-            report.leverage = table
-            if table.empty:
-                raise FitError("no MoE family with runs at >= 2 budgets beside the dense baseline")
-            attempt("leverage", lambda: lev.fit_el_vs_activation(
-                table.groupby("activation_ratio", as_index=False)["el"].mean(), n_boot=min(n_boot, 200), seed=seed))
-
-            def granularity():
-                fit, best = lev.fit_el_vs_granularity(table)
-                report.notes.append(f"EL peaks at granularity G = {best:.3g} (leverage_granularity)")
-                return fit
-
-            attempt("leverage_granularity", granularity)
-            top = table[table["budget"] == table["budget"].max()]
-            best_family = str(top.loc[top["el"].idxmax(), "family"])
-            attempt("leverage_compute", lambda: lev.el_vs_compute(curves, best_family))
-            attempt("ling_joint", lambda: lev.fit_ling_joint(table))
-        except FitError as e:
-            report.excluded["leverage"] = str(e)
-    else:
-        report.excluded["leverage"] = "no dense baseline runs (family 'dense') to measure leverage against"
-    return _with_check(report, runs, optimum, n_boot, seed, check)
-
-
-def _with_check(report: FitReport, runs: Runs, optimum: str, n_boot: int, seed: int, check: bool) -> FitReport:
+    if only is None or "leverage" in only:
+        _leverage(report, df, n_boot, seed, attempt)
+        report.structure = structure_dependence(df, optimum, n_boot, seed)
     if check:
-        report.held_out = held_out_check(runs, optimum, n_boot=min(n_boot, 100), seed=seed)
+        report.held_out = held_out_check(runs, optimum, n_boot=min(n_boot, 200), seed=seed, full=report)
+    for law in report.laws.values():
+        law.verdict = judge(law, target_flops, report.optima, report.held_out)
     return report
 
 
-def _flops(points: pd.DataFrame, fam: pd.DataFrame) -> np.ndarray:
-    """The budget of each optimum point's (params, tokens) group."""
-    budgets = fam.groupby(GROUP_COLS)["budget"].first()
-    return np.array([budgets[(p, t)] for p, t in zip(points["params"], points["tokens"], strict=True)], float)
+def _leverage(report: FitReport, df: pd.DataFrame, n_boot: int, seed: int, attempt) -> None:
+    if "dense" not in set(df["family"]) or "activation_ratio" not in df.columns:
+        report.excluded["leverage"] = "no dense baseline runs (family 'dense') to measure leverage against"
+        return
+    try:
+        losses, reps, how = lev.family_losses(df, n_boot=n_boot, seed=seed)
+        curves = lev.family_curves(losses, reps, n_boot=n_boot, seed=seed)  # fitted once, used twice below
+        table = lev.leverage_table(df, curves=curves, losses=losses)
+        if table.empty:
+            raise FitError("no MoE family with runs at >= 3 budgets beside a dense baseline with runs at >= 3 "
+                           "budgets")
+        table["verdict"] = [el_verdict(r["el"], None if np.isnan(r["el_lo"]) else [r["el_lo"], r["el_hi"]])
+                            for _, r in table.iterrows()]
+        report.leverage = table
+        report.notes.append("efficiency leverage: each family at its own tuned lr (bowl minimum per budget)"
+                            if how == "tuned" else "efficiency leverage: families compared at the (lr, batch) "
+                                                   "settings they share (not every family has an lr grid)")
+        attempt("leverage", lambda: lev.fit_el_vs_activation(
+            table.groupby("activation_ratio", as_index=False)["el"].mean(), seed=seed))
+
+        def granularity():
+            fit, best = lev.fit_el_vs_granularity(table, seed=seed)
+            report.notes.append(f"EL peaks at granularity G = {best:.3g} (leverage_granularity)")
+            return fit
+
+        attempt("leverage_granularity", granularity)
+        top = table[table["budget"] == table["budget"].max()]
+        best_family = str(top.loc[top["el"].idxmax(), "family"])
+        attempt("leverage_compute", lambda: lev.el_vs_compute(curves, best_family))
+        attempt("ling_joint", lambda: lev.fit_ling_joint(table))
+    except FitError as e:
+        report.excluded["leverage"] = str(e)
+
+
+def structure_dependence(df: pd.DataFrame, optimum: str, n_boot: int, seed: int) -> dict | None:
+    """Do the optima depend on the MoE structure (Ling: they depend on compute, not on A or G)? With an lr grid
+    for >= 2 families: ln lr* = c0 + b ln C + g_A ln A (+ g_G ln G), refitted per run-level resample; the
+    slopes with 95% intervals, and what they mean over the swept range. None without such families."""
+    if not {"lr", "activation_ratio", "granularity"} <= set(df.columns) or df["lr"].isna().any():
+        return None
+    rows, reps = [], []
+    for family, g in df.groupby("family"):
+        if g.groupby("budget")["lr"].nunique().min() < 3 or g["budget"].nunique() < 2:
+            continue
+        g = g if g["batch_tokens"].notna().all() else g.assign(batch_tokens=1.0)
+        opt = hyperparameter_optima(g, "quadratic", n_boot, seed)
+        t = opt.groups.assign(A=float(g["activation_ratio"].iloc[0]), G=float(g["granularity"].iloc[0]),
+                              family=family)
+        rows.append(t)
+        reps.append(opt.replicates.get("lr"))
+    if len(rows) < 2:
+        return None
+    t = pd.concat(rows, ignore_index=True)
+    slopes = [c for c in ("A", "G") if t[c].nunique() > 1]
+    if not slopes:
+        return None
+    X = np.column_stack([np.ones(len(t)), np.log(t["C"]), *(np.log(t[c]) for c in slopes)])
+    if len(t) <= X.shape[1] or np.linalg.matrix_rank(X) < X.shape[1]:
+        return None
+    coef = np.linalg.lstsq(X, np.log(t["lr"]), rcond=None)[0]
+    draws = None
+    if all(r is not None for r in reps):
+        Y = np.log(np.concatenate(reps))
+        Y = Y[:, np.all(np.isfinite(Y), axis=0)]
+        draws = (np.linalg.pinv(X) @ Y).T if Y.shape[1] >= 20 else None
+    out = {"families": sorted(t["family"].astype(str).unique()), "n_optima": len(t)}
+    for j, c in enumerate(slopes, start=2):
+        interval = percentile_interval(draws[:, j]) if draws is not None else None
+        span = float(np.log(t[c].max() / t[c].min()))
+        item = {"slope": float(coef[j]), "interval": interval, "swept": [float(t[c].min()), float(t[c].max())]}
+        if interval is None:
+            item["reading"] = "no interval (no run-level resamples)"
+        elif interval[0] <= 0 <= interval[1]:
+            worst = math.exp(max(abs(interval[0]), abs(interval[1])) * span)
+            item["reading"] = (f"no dependence on {c} resolved: over {c} = {t[c].min():.3g}..{t[c].max():.3g} the "
+                               f"optimal lr moves less than x{worst:.3g} (95%); one lr law can serve these structures")
+        else:
+            moved = math.exp(abs(coef[j]) * span)
+            item["reading"] = (f"lr* depends on {c}: x{moved:.3g} over {c} = {t[c].min():.3g}..{t[c].max():.3g}; "
+                               f"each structure needs its own lr law")
+        out[f"d ln lr* / d ln {c}"] = item
+    return out
+
+
+def held_out_check(runs: Runs, optimum: str = "quadratic", n_boot: int = 200, seed: int = 0,
+                   full: FitReport | None = None) -> dict | None:
+    """Fit without the largest budget of the main family; predict lr, batch and loss there (with intervals);
+    compare with what the runs at that budget achieved (their bowl's optimum and minimum). None with fewer than
+    4 budgets."""
+    df = runs.df
+    family = main_family(df)
+    fam = df[df["family"] == family]
+    budgets = sorted(fam["budget"].unique())
+    if len(budgets) < 4:
+        return None
+    top = budgets[-1]
+    rest = Runs(df=df[df["budget"] < top].reset_index(drop=True), source=runs.source)
+    report = fit_all(rest, optimum, n_boot=n_boot, seed=seed, check=False, only=HELD_OUT_LAWS)
+    C_top = float(fam.loc[fam["budget"] == top, "flops"].median())
+    out: dict = {"budget": float(top), "C": C_top}
+    achieved: dict = {}
+    if full is not None and full.optima is not None:
+        g = full.optima[full.optima["budget"] == top]
+        if len(g) == 1 and bool(g["interior"].iloc[0]):
+            achieved["lr"], achieved["batch_tokens"] = float(g["lr"].iloc[0]), float(g["batch_tokens"].iloc[0])
+        if len(g):
+            achieved["loss"] = float(g["loss"].min())
+    achieved.setdefault("loss", float(fam.loc[fam["budget"] == top, "loss"].min()))
+    for item, law in (("lr", "lr_opt"), ("batch_tokens", "batch_opt"), ("loss", "loss_vs_compute")):
+        if law in report.laws and item in achieved:
+            p = report.laws[law].predict(C=C_top)
+            out[item] = {"predicted": p.value, "interval": p.interval, "achieved": achieved[item],
+                         "relative_error": p.value / achieved[item] - 1}
+    return out if len(out) > 2 else None

@@ -238,28 +238,29 @@ def dense_equivalent(run: RunConfig) -> dict:
 
 
 # ---- lr / batch grids ----------------------------------------------------------------------------------------
-def read_law(path: str, name: str) -> tuple[float, float]:
-    """(a, b) of the law `a * C^b` called `name` in a `scaling fit --json` output. Numbers only, never code."""
+def read_law(path: str, name: str):
+    """The law called `name` (a `scaling.fit.law.LawFit`) in a `scaling fit --json` output. Numbers only, never
+    code; relative paths also resolve against sweeps/ (e.g. laws/ling_moe.json)."""
+    from scaling.fit.law import FitError, read_laws
+
     p = Path(path)
     if not p.is_absolute() and not p.exists() and (CONFIG_DIR / p).exists():
-        p = CONFIG_DIR / p  # relative paths also resolve against sweeps/ (e.g. laws/ling_moe.json)
+        p = CONFIG_DIR / p
     try:
-        laws = json.loads(p.read_text())["laws"]
-        params = laws[name]["params"]
-        return float(params["a"]), float(params["b"])
-    except FileNotFoundError:
-        raise ConfigError(f"law file {p} not found: run `scaling fit --json > {p}` first") from None
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
-        raise ConfigError(f"law file {p} has no usable {name!r} law (laws.{name}.params.a and .b): "
-                          f"regenerate it with `scaling fit --json`") from None
+        laws = read_laws(p)
+    except FitError as e:
+        raise ConfigError(str(e)) from None
+    law = laws.get(name)
+    if law is None or law.kind != "power" or law.variables != ("C",):
+        raise ConfigError(f"law file {p} has no usable {name!r} law (a * C^b): regenerate it with `scaling fit`")
+    return law
 
 
 def grid_values(axis: GridAxis, budget: float, base_value: float, law_name: str) -> list[float]:
     if axis.values:
         return list(axis.values)
     if axis.law:
-        a, b = read_law(axis.law, law_name)
-        centre = a * budget**b
+        centre = read_law(axis.law, law_name).value(C=budget)
     else:
         centre = axis.centre if axis.centre is not None else base_value
     return [centre * f for f in axis.factors]
@@ -422,12 +423,10 @@ def compute_optimal_budget(run: RunConfig, laws_path: str) -> float:
     """The budget at which `run`'s model is compute-optimal by the fitted allocation law (3 significant digits)."""
     counts = count(run.model)
     try:
-        a, b = read_law(laws_path, "n_opt")
-        size = counts.params_active_non_embedding
+        law, size = read_law(laws_path, "n_opt"), counts.params_active_non_embedding
     except ConfigError:
-        a, b = read_law(laws_path, "m_opt")  # Ling's published form, in FLOPs per token
-        size = counts.M
-    return float(f"{(size / a) ** (1 / b):.3g}")
+        law, size = read_law(laws_path, "m_opt"), counts.M  # Ling's published form, in FLOPs per token
+    return float(f"{law.inverse(size):.3g}")
 
 
 def _ladder_to_shapes(sweep: SweepConfig) -> SweepConfig:

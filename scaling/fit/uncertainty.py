@@ -1,0 +1,65 @@
+"""How intervals are made (ARCHITECTURE section 8), in one place.
+
+Two sources of uncertainty, used in this order of preference:
+
+1. **Run-level resamples.** When each fitted point is itself estimated from runs (a budget's optimal lr is the
+   vertex of a bowl fitted to its runs; its best loss is the bowl's minimum), the runs are resampled (a residual
+   bootstrap of each bowl, `optima.py`), every point is re-estimated, and the law is refitted per resample. The
+   interval then carries the runs' noise, whatever the number of points. When the law has degrees of freedom left
+   (n - p >= 1), the scatter of the points about the law is compared with what that noise explains (a chi-square
+   test of lack of fit); if the points scatter significantly more, every resample's deviation from the estimate is
+   widened by the Birge ratio sqrt(chi2 / dof), and the law's diagnostics say so.
+2. **Student-t.** When the points are all there is (a CSV of published optima, IsoFLOP vertices), the interval of a
+   least-squares fit uses the residual variance with n - p degrees of freedom: parameters are drawn from the
+   multivariate t distribution of the estimate (linearised for nonlinear laws). With n = p there is no interval.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LACK_OF_FIT_P = 0.05
+"""The scatter about a law is 'more than the runs' noise explains' below this p-value of the chi-square test."""
+
+
+def percentile_interval(samples, level: float = 0.95) -> list[float]:
+    lo, hi = np.nanpercentile(np.asarray(samples, float), [50 * (1 - level), 50 * (1 + level)])
+    return [float(lo), float(hi)]
+
+
+def t_draws(theta: np.ndarray, cov: np.ndarray, dof: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n draws (rows) from the multivariate Student-t with `dof` degrees of freedom around `theta`."""
+    theta = np.asarray(theta, float)
+    w, V = np.linalg.eigh((cov + cov.T) / 2)
+    L = V * np.sqrt(np.clip(w, 0, None))
+    z = rng.standard_normal((n, len(theta))) @ L.T
+    scale = np.sqrt(rng.chisquare(dof, size=(n, 1)) / dof)
+    return theta + z / scale
+
+
+def t_interval(value: float, se: float, dof: int, level: float = 0.95) -> list[float]:
+    from scipy.stats import t
+
+    q = float(t.ppf(0.5 + level / 2, dof))
+    return [float(value - q * se), float(value + q * se)]
+
+
+def lack_of_fit(residuals: np.ndarray, variances: np.ndarray, dof: int) -> dict:
+    """Chi-square of the residuals about a law against the points' own (resampled) variances.
+
+    Returns {"chi2", "dof", "p", "birge"}: birge = sqrt(chi2 / dof) when the test rejects at LACK_OF_FIT_P
+    (the factor the intervals are widened by), else 1."""
+    from scipy.stats import chi2 as chi2_dist
+
+    variances = np.maximum(np.asarray(variances, float), 1e-300)
+    chi2 = float(np.sum(np.asarray(residuals, float) ** 2 / variances))
+    if dof < 1:
+        return {"chi2": chi2, "dof": dof, "p": None, "birge": 1.0}
+    p = float(chi2_dist.sf(chi2, dof))
+    birge = float(np.sqrt(chi2 / dof)) if p < LACK_OF_FIT_P else 1.0
+    return {"chi2": chi2, "dof": dof, "p": p, "birge": birge}
+
+
+def widen(samples: np.ndarray, centre: np.ndarray, factor: float) -> np.ndarray:
+    """Resamples (rows) with their deviation from `centre` multiplied by `factor`."""
+    return centre + factor * (np.asarray(samples, float) - centre)

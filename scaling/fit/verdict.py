@@ -1,0 +1,206 @@
+"""How far each law can be trusted: a verdict (reliable, weak or undetermined) from stated criteria, with the
+reasons and the sweep that would settle what is missing.
+
+A law is judged at a compute budget: the target of a recommendation, or, without one, DEFAULT_JUDGE_FACTOR times
+the largest fitted budget (the next rung of a x3 ladder). Each criterion below gives a level; the verdict is the
+worst of them. The thresholds are module constants, so a reader sees exactly what "reliable" means:
+
+criterion (where it applies)                                  reliable        weak          undetermined
+compute range of the fitted budgets (largest / smallest)      >= 10x          >= 3x         < 3x
+budgets with an lr bowl whose vertex is inside the grid (lr)   all, >= 3       >= 3          < 3
+95% interval at the judged budget, hyperparameter/size laws    <= x1.5         <= x4         wider, or none
+  (hi / value and value / lo)
+95% interval at the judged budget, loss laws                   <= 2%           <= 10%        wider, or none
+  (half-width / value)
+extrapolation (judged budget / largest fitted budget)          <= 10x          <= 100x       further
+scatter about the law vs the runs' noise (chi2, p < 0.05)      consistent      in excess
+degrees of freedom left to test the form (n - p)               >= 1            0
+parameters at a bound (a loss floor E ~ 0, alpha at a bound)   none            some
+held-out check (refit without the largest budget)              inside the 95%  outside
+
+Ranges are compared with 2% slack (a nominal 10x sweep spans 9.99x in spent FLOPs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from scaling.fit.law import LawFit
+
+LEVELS = ("reliable", "weak", "undetermined")
+RANGE_RELIABLE, RANGE_WEAK = 10.0, 3.0
+MIN_INTERIOR = 3
+FACTOR_RELIABLE, FACTOR_WEAK = 1.5, 4.0
+LOSS_RELIABLE, LOSS_WEAK = 0.02, 0.10
+EXTRAPOLATION_RELIABLE, EXTRAPOLATION_WEAK = 10.0, 100.0
+EL_RELIABLE, EL_WEAK = 1.25, 2.0
+"""Efficiency leverage at one budget: its 95% interval within x1.25 (reliable) or x2 (weak) of the value."""
+DEFAULT_JUDGE_FACTOR = 3.0
+SLACK = 0.02
+HYPERPARAMETER_LAWS = ("lr_opt", "batch_opt")
+LOSS_LAWS = ("loss_vs_compute",)
+
+
+def fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+class _Judgement:
+    def __init__(self):
+        self.level = 0
+        self.reasons: list[str] = []
+        self.advice: list[str] = []
+
+    def add(self, level: str, reason: str, advice: str | None = None) -> None:
+        self.level = max(self.level, LEVELS.index(level))
+        if level != "reliable":
+            self.reasons.append(reason)
+        if advice and advice not in self.advice:
+            self.advice.append(advice)
+
+    def result(self, at: dict) -> dict:
+        verdict = LEVELS[self.level]
+        reasons = self.reasons or ["every criterion met"]
+        return {"verdict": verdict, "reasons": reasons, "advice": self.advice, "judged_at": at}
+
+
+def judged_point(law: LawFit, target_flops: float | None) -> dict[str, float]:
+    """Where a law is judged: C = the target (or 3x the largest fitted C); D 3x its largest; other variables at
+    their largest fitted value."""
+    at = {}
+    for var in law.variables:
+        lo_hi = law.fitted_range.get(var)
+        if lo_hi is None:
+            continue
+        if var == "C":
+            at[var] = float(target_flops) if target_flops else DEFAULT_JUDGE_FACTOR * lo_hi[1]
+        elif var == "D":
+            at[var] = DEFAULT_JUDGE_FACTOR * lo_hi[1]
+        else:
+            at[var] = lo_hi[1]
+    return at
+
+
+def _range(j: _Judgement, law: LawFit) -> None:
+    var = "C" if "C" in law.fitted_range else next(iter(law.fitted_range), None)
+    if var is None:
+        return
+    lo, hi = law.fitted_range[var]
+    span = hi / lo if lo > 0 else float("inf")
+    text = f"the fitted {var} span {span:.3g}x ({fmt(lo)} to {fmt(hi)})"
+    advice = f"add a budget above {fmt(hi * 3)}" if var == "C" else None
+    if span < RANGE_WEAK * (1 - SLACK):
+        j.add("undetermined", f"{text}; a law needs >= {RANGE_WEAK:g}x", advice)
+    elif span < RANGE_RELIABLE * (1 - SLACK):
+        j.add("weak", f"{text}; reliable needs >= {RANGE_RELIABLE:g}x", advice)
+
+
+def _extrapolation(j: _Judgement, law: LawFit, at: dict) -> None:
+    factor = law.extrapolation(**at)
+    where = ", ".join(f"{k} = {fmt(v)}" for k, v in at.items())
+    if factor > EXTRAPOLATION_WEAK * (1 + SLACK):
+        j.add("undetermined", f"judged at {where}, {factor:.3g}x beyond the fitted range", "add larger budgets")
+    elif factor > EXTRAPOLATION_RELIABLE * (1 + SLACK):
+        j.add("weak", f"judged at {where}, {factor:.3g}x beyond the fitted range (reliable <= "
+                      f"{EXTRAPOLATION_RELIABLE:g}x)", "add larger budgets")
+
+
+def _interval_factor(j: _Judgement, law: LawFit, at: dict, relative: bool) -> None:
+    p = law.predict(**at)
+    where = ", ".join(f"{k} = {fmt(v)}" for k, v in at.items())
+    if p.interval is None:
+        j.add("undetermined", f"no interval at {where} ({'; '.join(law.notes) or law.method})",
+              "add budgets or seeds so the law has an interval")
+        return
+    lo, hi = p.interval
+    if relative:
+        half = max(hi - p.value, p.value - lo) / abs(p.value) if p.value else float("inf")
+        text = f"95% interval at {where} is [{fmt(lo)}, {fmt(hi)}], +-{half:.1%} of {fmt(p.value)}"
+        level = "reliable" if half <= LOSS_RELIABLE else "weak" if half <= LOSS_WEAK else "undetermined"
+        limit = LOSS_RELIABLE if level == "weak" else LOSS_WEAK
+        j.add(level, f"{text} (limit {limit:.0%})")
+        return
+    if p.value <= 0 or lo <= 0:
+        j.add("undetermined", f"95% interval at {where} reaches zero or below ([{fmt(lo)}, {fmt(hi)}])")
+        return
+    factor = max(hi / p.value, p.value / lo)
+    text = f"95% interval at {where} is [{fmt(lo)}, {fmt(hi)}], x{factor:.3g} around {fmt(p.value)}"
+    level = "reliable" if factor <= FACTOR_RELIABLE else "weak" if factor <= FACTOR_WEAK else "undetermined"
+    limit = FACTOR_RELIABLE if level == "weak" else FACTOR_WEAK
+    j.add(level, f"{text} (limit x{limit:g})")
+
+
+def _fit_quality(j: _Judgement, law: LawFit) -> None:
+    d = law.diagnostics or {}
+    lof = d.get("lack_of_fit") or {}
+    if lof.get("birge", 1.0) > 1:
+        j.add("weak", f"the points scatter about the law {lof['birge']:.2g}x more than the runs' noise explains "
+                      f"(chi2 {lof['chi2']:.3g} on {lof['dof']} dof, p = {lof['p']:.2g}); intervals widened by that",
+              "check the law's form, or add seeds")
+    if d.get("dof") == 0:
+        j.add("weak", f"{law.n_points} points for {law.n_points} parameters: the form itself is not tested",
+              "add a budget")
+    for p in d.get("pinned") or []:
+        j.add("weak", p, "add budgets above the largest: the loss is not yet bending towards a floor")
+
+
+def _held_out(j: _Judgement, item: dict | None, what: str) -> None:
+    if not item or item.get("interval") is None:
+        return
+    lo, hi = item["interval"]
+    if not lo <= item["achieved"] <= hi:
+        j.add("weak", f"held-out check: {what} predicted {fmt(item['predicted'])} [{fmt(lo)}, {fmt(hi)}], measured "
+                      f"{fmt(item['achieved'])}", "add budgets or seeds")
+
+
+def _optima(j: _Judgement, groups: pd.DataFrame | None) -> None:
+    if groups is None or groups.empty:
+        return
+    n_int = int(groups["interior"].sum())
+    for _, g in groups.iterrows():
+        where = f"C = {fmt(g['C'])}"
+        if g["edge"] == "below":
+            j.add("weak", f"the lr optimum at {where} is at or below the lowest lr swept ({fmt(g['lr_min'])})",
+                  f"widen lr downwards at {where} (below {fmt(g['lr_min'])})")
+        elif g["edge"] == "above":
+            j.add("weak", f"the lr optimum at {where} is at or above the highest lr swept ({fmt(g['lr_max'])})",
+                  f"widen lr upwards at {where} (above {fmt(g['lr_max'])})")
+        elif g["edge"] == "none":
+            j.add("weak", f"no upward lr bowl at {where} (the best run stands in)",
+                  f"add learning rates or seeds at {where}")
+        spread = g.get("seed_sd")
+        spread = spread if spread is not None and np.isfinite(spread) else g.get("noise_sd")
+        gap = g.get("step_gap")
+        if spread is not None and gap is not None and np.isfinite(spread) and np.isfinite(gap):
+            if spread / np.sqrt(max(1, g["n_seeds"])) > gap:
+                j.add("reliable", "", f"add a seed at {where}: spread {spread:.2g} nats against a {gap:.2g} gap "
+                                      f"between neighbouring learning rates")
+    if n_int < MIN_INTERIOR:
+        j.add("undetermined", f"{n_int} of {len(groups)} budgets have an lr bowl with its vertex inside the swept "
+                              f"range (need {MIN_INTERIOR})")
+
+
+def judge(law: LawFit, target_flops: float | None = None, groups: pd.DataFrame | None = None,
+          held_out: dict | None = None) -> dict:
+    """The verdict of one law (see the module docstring), judged at the target (or 3x the largest budget)."""
+    j = _Judgement()
+    at = judged_point(law, target_flops)
+    _range(j, law)
+    _extrapolation(j, law, at)
+    _interval_factor(j, law, at, relative=law.kind in ("saturating", "chinchilla"))
+    _fit_quality(j, law)
+    if law.name in HYPERPARAMETER_LAWS:
+        _optima(j, groups if law.name == "lr_opt" else None)
+    if held_out:
+        key = {"lr_opt": "lr", "batch_opt": "batch_tokens", "loss_vs_compute": "loss"}.get(law.name)
+        _held_out(j, held_out.get(key) if key else None, key or law.name)
+    return j.result(at)
+
+
+def el_verdict(el: float, interval: list[float] | None) -> str:
+    """reliable / weak / undetermined for one efficiency leverage with its interval."""
+    if interval is None or not np.all(np.isfinite(interval)) or interval[0] <= 0:
+        return "undetermined"
+    factor = max(interval[1] / el, el / interval[0])
+    return "reliable" if factor <= EL_RELIABLE else "weak" if factor <= EL_WEAK else "undetermined"
