@@ -25,7 +25,7 @@ HUBER_DELTA = 1e-3
 ALPHA_BOUNDS = (1e-4, 3.0)
 E_NEGLIGIBLE = 1e-3
 """E below this fraction of the lowest loss is 'no floor resolved': the fit is a pure power law."""
-MAX_LOSS_RESAMPLES = 400
+MAX_LOSS_RESAMPLES = 200
 """Run-level resamples refitted for E + A C^-alpha (each is an L-BFGS solve)."""
 
 
@@ -93,8 +93,8 @@ def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: i
         rep = rep[:, np.all(np.isfinite(rep) & (rep > 0), axis=0)][:, :min(n_boot, MAX_LOSS_RESAMPLES)]
         if rep.shape[1] >= 20:
             logrep = np.log(rep)
-            draws = np.array([_solve_saturating(logC, col, [[min(logE, col.min()), logA, alpha], starts[4]])
-                              for col in logrep.T])
+            draws = np.array([_solve_saturating(logC, col, [[min(logE, col.min()), logA, alpha]])
+                              for col in logrep.T])  # warm-started from the full fit (its grid searched once)
             lof = lack_of_fit(resid, logrep.var(axis=1, ddof=1), dof)
             diagnostics["lack_of_fit"] = lof
             draws = widen(draws, theta, lof["birge"])

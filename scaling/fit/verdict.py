@@ -12,7 +12,7 @@ budgets with an lr bowl whose vertex is inside the grid (lr)   all, >= 3       >
   (hi / value and value / lo)
 95% interval at the judged budget, loss laws                   <= 2%           <= 10%        wider, or none
   (half-width / value)
-extrapolation (judged budget / largest fitted budget)          <= 10x          <= 100x       further
+extrapolation (judged / largest fitted), against the span     <= span         <= span^2     further
 scatter about the law vs the runs' noise (chi2, p < 0.05)      consistent      in excess
 degrees of freedom left to test the form (n - p)               >= 1            0
 parameters at a bound (a loss floor E ~ 0, alpha at a bound)   none            some
@@ -33,7 +33,6 @@ RANGE_RELIABLE, RANGE_WEAK = 10.0, 3.0
 MIN_INTERIOR = 3
 FACTOR_RELIABLE, FACTOR_WEAK = 1.5, 4.0
 LOSS_RELIABLE, LOSS_WEAK = 0.02, 0.10
-EXTRAPOLATION_RELIABLE, EXTRAPOLATION_WEAK = 10.0, 100.0
 EL_RELIABLE, EL_WEAK = 1.25, 2.0
 """Efficiency leverage at one budget: its 95% interval within x1.25 (reliable) or x2 (weak) of the value."""
 DEFAULT_JUDGE_FACTOR = 3.0
@@ -97,13 +96,19 @@ def _range(j: _Judgement, law: LawFit) -> None:
 
 
 def _extrapolation(j: _Judgement, law: LawFit, at: dict) -> None:
+    """A law is trusted about as far beyond its data as its data reach: an extrapolation up to the fitted span
+    (judged C / largest fitted C <= largest / smallest fitted C) is reliable, up to its square weak."""
     factor = law.extrapolation(**at)
+    if factor <= 1.0:
+        return
+    spans = [hi / lo for var, (lo, hi) in law.fitted_range.items() if var in at and lo > 0]
+    span = max(spans) if spans else 1.0
     where = ", ".join(f"{k} = {fmt(v)}" for k, v in at.items())
-    if factor > EXTRAPOLATION_WEAK * (1 + SLACK):
-        j.add("undetermined", f"judged at {where}, {factor:.3g}x beyond the fitted range", "add larger budgets")
-    elif factor > EXTRAPOLATION_RELIABLE * (1 + SLACK):
-        j.add("weak", f"judged at {where}, {factor:.3g}x beyond the fitted range (reliable <= "
-                      f"{EXTRAPOLATION_RELIABLE:g}x)", "add larger budgets")
+    text = f"judged at {where}, {factor:.3g}x beyond the fitted range, which spans {span:.3g}x"
+    if factor > span**2 * (1 + SLACK):
+        j.add("undetermined", f"{text} (weak up to {span**2:.3g}x)", f"add budgets towards {where}")
+    elif factor > span * (1 + SLACK):
+        j.add("weak", f"{text} (reliable up to {span:.3g}x)", f"add budgets towards {where}")
 
 
 def _interval_factor(j: _Judgement, law: LawFit, at: dict, relative: bool) -> None:
