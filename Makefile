@@ -19,9 +19,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[dev,slurm]"
 	touch $(STAMP)
 
+# The demo: sweep, fit (laws, verdicts, recommendation, verify.yaml), train the verification sweep at 3x the
+# largest budget, and check the predictions against it.
+RESULTS ?= $(or $(SCALING_RESULTS),results)
 demo: install
-	$(BIN)/scaling sweep demo --workers 2
-	$(BIN)/scaling fit demo --target-flops 5e13
+	$(BIN)/scaling sweep demo --workers 2 --results-dir $(RESULTS)
+	$(BIN)/scaling fit demo --target-flops 3e12 --results-dir $(RESULTS)
+	$(BIN)/scaling sweep $(RESULTS)/demo/fit/verify.yaml --workers 2 --results-dir $(RESULTS)
+	$(BIN)/scaling fit --check demo-verify --results-dir $(RESULTS)
 
 lint: install
 	$(BIN)/ruff check scaling tests analysis

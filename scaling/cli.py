@@ -437,7 +437,9 @@ def fit(
     if report.structure:
         for key, item in report.structure.items():
             if isinstance(item, dict):
-                console.print(f"structure: {key} = {item['slope']:.3g} {item['interval'] or ''}: {item['reading']}")
+                iv = item["interval"]
+                iv = f" [{iv[0]:.3g}, {iv[1]:.3g}]" if iv else ""
+                console.print(f"structure: {key} = {item['slope']:.3g}{iv}: {item['reading']}", highlight=False)
     for line in report.notes:
         console.print(f"note: {line}", highlight=False)
     if not report.laws:

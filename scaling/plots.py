@@ -105,7 +105,7 @@ def plot_lr_bowls(report: FitReport, fam: pd.DataFrame, out: Path) -> list[Path]
                              layout="constrained")
     for ax, (_, g) in zip(axes[0], groups, strict=True):
         runs = fam[(fam["params"] == g["params"]) & (fam["tokens"] == g["tokens"])]
-        if "batch_tokens" in runs.columns and runs["batch_tokens"].nunique() > 1:  # the lr line at the batch with the most learning rates
+        if "batch_tokens" in runs.columns and runs["batch_tokens"].nunique() > 1:  # the batch with the most lrs
             best_b = runs.groupby("batch_tokens")["lr"].nunique().idxmax()
             runs = runs[runs["batch_tokens"] == best_b]
         ax.scatter(runs["lr"], runs["loss"], s=14, color="0.45", label="runs (every seed)", zorder=3)

@@ -130,3 +130,30 @@ def load(results_dir: Path, sweep: str | None = None):
 
 def _without_lists(d: dict) -> dict:
     return {k: _without_lists(v) if isinstance(v, dict) else v for k, v in d.items() if not isinstance(v, list)}
+
+
+CURVE_COLUMNS = ("run", "name", "sweep", "status", "budget_flops", "peak_lr", "batch_tokens", "seed",
+                 "activation_ratio", "granularity", "step", "tokens", "flops", "loss", "smoothed_loss", "lr",
+                 "val_loss")
+
+
+def curves(results_dir: Path, sweep: str | None = None):
+    """Every run's training curve as one long-format DataFrame, a row per logged step: the run (id, name, sweep,
+    status, budget, peak lr, batch, seed, A, G), the step, tokens and FLOPs so far (tokens x M), the train loss,
+    its smoothed value, the lr at that step, and the run's final validation loss (nats per token)."""
+    import pandas as pd
+
+    rows = []
+    for _, rec in iter_records(Path(results_dir), sweep):
+        d, r, cfg = rec.get("derived") or {}, rec.get("results") or {}, rec.get("config") or {}
+        M = (d.get("flops_per_token") or {}).get("M")
+        run = {"run": rec["id"], "name": rec.get("name"), "sweep": rec.get("sweep"), "status": rec["status"],
+               "budget_flops": d.get("budget_flops"), "peak_lr": (cfg.get("train") or {}).get("lr"),
+               "batch_tokens": d.get("batch_tokens"), "seed": cfg.get("seed"),
+               "activation_ratio": d.get("activation_ratio"), "granularity": d.get("granularity"),
+               "val_loss": r.get("val_loss")}
+        for p in r.get("curve") or []:
+            rows.append({**run, "step": p.get("step"), "tokens": p.get("tokens"),
+                         "flops": p["tokens"] * M if M and p.get("tokens") is not None else None,
+                         "loss": p.get("train_loss"), "smoothed_loss": p.get("smoothed_loss"), "lr": p.get("lr")})
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))

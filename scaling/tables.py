@@ -149,11 +149,12 @@ def leverage_table(report):
 
     table = Table(title="efficiency leverage against the dense baseline (EL = C_dense / C_moe at equal loss)",
                   title_justify="left")
-    for c in ("family", "A", "G", "C (FLOPs)", "EL", "EL 95%", "dense - MoE loss", "verdict", "reading"):
+    for c in ("family", "A", "G", "C (FLOPs)", "EL", "EL 95%", "dense - MoE loss", "gap 95%", "verdict", "reading"):
         table.add_column(c, overflow="fold")
     for _, r in report.leverage.iterrows():
         table.add_row(str(r["family"]), f"{r['activation_ratio']:.3g}", f"{r['granularity']:.3g}", f"{r['C']:.3g}",
                       _g(r["el"]), _iv(r["el_lo"], r["el_hi"]), _g(r["loss_gap"]),
+                      _iv(r.get("loss_gap_lo"), r.get("loss_gap_hi")),
                       f"[{VERDICT_STYLE.get(r['verdict'], 'white')}]{r['verdict']}[/]", escape(r["resolved"]))
     return table
 
@@ -173,22 +174,25 @@ def check_table(title: str, df):
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    cols = ["C (FLOPs)", "params", "runs", "lr predicted", "lr measured", "pred/meas", "lr held",
-            "loss predicted", "loss measured", "error (nats)", "loss held"]
+    cols = ["C (FLOPs)", "params", "runs", "lr law", "lr predicted", "lr measured", "pred/meas", "lr held",
+            "loss law", "loss predicted", "loss measured", "error (nats)", "loss held"]
     for c in cols:
         table.add_column(c, overflow="fold")
 
     def held(v):
         return "" if v is None or v != v else ("[green]yes[/]" if v else "[red]no[/]")
 
+    def verdict(v):
+        return "" if not isinstance(v, str) else f"[{VERDICT_STYLE.get(v, 'white')}]{v}[/]"
+
     for _, r in df.iterrows():
         get = r.get
         table.add_row(
-            f"{r['C']:.3g}", f"{r['params']:.3g}", str(int(r["n_runs"])),
+            f"{r['C']:.3g}", f"{r['params']:.3g}", str(int(r["n_runs"])), verdict(get("lr_verdict")),
             f"{_g(get('lr_predicted'))} {_iv(get('lr_predicted_lo'), get('lr_predicted_hi'))}",
             f"{_g(get('lr_measured'))} {_iv(get('lr_measured_lo'), get('lr_measured_hi'))}"
             if get("lr_measured") == get("lr_measured") and get("lr_measured") is not None else str(get("bowl", "")),
-            _g(get("lr_ratio")), held(get("lr_held")),
+            _g(get("lr_ratio")), held(get("lr_held")), verdict(get("loss_verdict")),
             f"{_g(get('loss_predicted'))} {_iv(get('loss_predicted_lo'), get('loss_predicted_hi'))}",
             f"{_g(get('loss_measured'))} {_iv(get('loss_measured_lo'), get('loss_measured_hi'))}",
             _g(get("loss_error")), held(get("loss_held")))

@@ -57,3 +57,46 @@ def test_a_ladder_without_laws_is_refused():
 
     with pytest.raises(ConfigError, match="ladder but no laws"):
         plan_sweep(SweepConfig(name="w", base=BASE, ladder=LADDER))
+
+
+@pytest.mark.slow
+def test_sweep_fit_recommend_and_verify_end_to_end(tmp_path):
+    """The loop a user runs, from the CLI on a tiny model: an lr sweep at 3 budgets, `scaling fit` (laws with
+    verdicts, a recommendation that trains the swept model, verify.yaml), the verification sweep, and the check."""
+    cli = [sys.executable, "-m", "scaling.cli"]
+    results = tmp_path / "r"
+
+    def ok(*args, timeout=300):
+        out = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=timeout)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out
+
+    (tmp_path / "e2e.yaml").write_text(
+        "defaults:\n  - sweep_schema\n  - _self_\nname: e2e\n"
+        f"base: {json.dumps(BASE)}\nbudgets: [2e9, 6e9, 2e10]\n"
+        "lr: {values: [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]}\n")
+    ok("sweep", str(tmp_path / "e2e.yaml"), "--results-dir", str(results), "--no-probe", "--no-progress",
+       "--workers", "2")
+    fit = ok("fit", "e2e", "--results-dir", str(results), "--target-flops", "6e10", "--bootstrap", "200")
+    out_dir = results / "e2e" / "fit"
+    payload = json.loads((out_dir / "fit.json").read_text())
+    assert payload["laws"]["lr_opt"]["verdict"]["verdict"] in ("reliable", "weak", "undetermined")
+    assert len(payload["optima"]) == 3 and "samples" in payload["laws"]["lr_opt"]
+    assert "verify the predictions by training there" in fit.stdout
+    overrides = (out_dir / "recommended.overrides").read_text()
+    assert "model.d_model=32" in overrides and "data.val_tokens=2048" in overrides  # the swept model, not defaults
+    dry = ok("train", "--dry-run", "--overrides-file", str(out_dir / "recommended.overrides"),
+             f"results_dir={tmp_path / 'rec'}")
+    tiny_M = count(compose(BASE).model).M
+    assert f"{tiny_M:,.0f}" in dry.stderr and "6e+10" in dry.stderr  # the swept tiny model, at the target budget
+    assert not (tmp_path / "rec").exists()
+    ok("sweep", str(out_dir / "verify.yaml"), "--results-dir", str(results), "--no-probe", "--no-progress",
+       "--workers", "2")
+    check = json.loads(ok("fit", "--check", "e2e-verify", "--results-dir", str(results), "--json").stdout)
+    [row] = check
+    assert row["C"] == pytest.approx(6e10, rel=0.02) and row["n_runs"] == 3
+    assert row["lr_predicted"] == pytest.approx(payload["laws"]["lr_opt"]["params"]["a"] * row["C"]
+                                                ** payload["laws"]["lr_opt"]["params"]["b"], rel=1e-6)
+    assert row["loss_measured"] > 0 and "loss_predicted" in row
+    table = ok("fit", "--check", "e2e-verify", "--results-dir", str(results))
+    assert "predictions checked by training" in table.stdout

@@ -106,7 +106,8 @@ def test_too_few_budgets_still_show_the_optima_and_figures_and_refuse_only_the_l
     csv = tmp_path / "two.csv"
     lrs = [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2]
     pd.DataFrame({"params": [1e8] * 10, "flops": [1e18] * 5 + [3e18] * 5,
-                  "loss": [3.0, 2.9, 2.85, 2.9, 3.1, 2.8, 2.7, 2.66, 2.72, 2.9], "lr": lrs * 2}).to_csv(csv, index=False)
+                  "loss": [3.0, 2.9, 2.85, 2.9, 3.1, 2.8, 2.7, 2.66, 2.72, 2.9],
+                  "lr": lrs * 2}).to_csv(csv, index=False)
     out = run("--from", str(csv), "-o", str(tmp_path / "fit"))
     assert out.returncode == 0, out.stderr
     assert "optima per budget" in out.stdout and "no law can be fitted from 10 runs at 2 budget(s)" in out.stdout

@@ -2,36 +2,11 @@
 run-level intervals of the lr law cover the truth at their nominal rate (neither too narrow nor too wide); the
 FLOPs convention changes the fit as it must; small inputs still give optima."""
 
-import numpy as np
-import pandas as pd
 import pytest
+from synthetic import A_LR, B_LR, synthetic_sweep
 
 from scaling.fit.inputs import Runs
 from scaling.fit.report import fit_all
-
-A_LR, B_LR = 5.07, -0.26
-"""The lr law measured on this project's tiny MoE (issue 11): lr* = 5.07 C^-0.26."""
-
-
-def synthetic_sweep(seed: int, budgets=(1e11, 3e11, 1e12), n_lr: int = 5, seeds: int = 2,
-                    sigma: tuple[float, float] = (0.02, 0.09), curvature: float = 0.12) -> Runs:
-    """An lr sweep as the demo runs it: at each budget, n_lr learning rates x2 apart around the true optimum
-    (the grid's centre off by up to x1.65 either way), `seeds` runs each; loss = L(C) + curvature (ln lr/lr*)^2 plus
-    Gaussian noise whose sd, drawn per sweep from `sigma`, spans the seed-to-seed spread measured here
-    (0.02-0.09 nats)."""
-    rng = np.random.default_rng(seed)
-    sd = rng.uniform(*sigma)
-    rows = []
-    for C in budgets:
-        lr_star = A_LR * C**B_LR
-        lrs = lr_star * np.exp(rng.uniform(-0.5, 0.5)) * 2.0 ** (np.arange(n_lr) - (n_lr - 1) / 2)
-        for lr in lrs:
-            for s in range(seeds):
-                loss = 1.5 + 300 * C**-0.2 + curvature * np.log(lr / lr_star) ** 2 + rng.normal(0, sd)
-                rows.append({"params": 1.3e5, "tokens": C / 1.2e6, "flops": C, "budget": C, "loss": loss, "lr": lr,
-                             "batch_tokens": 2048.0, "family": "A0.25-G1", "seed": s})
-    return Runs(df=pd.DataFrame(rows), source=f"synthetic {seed}")
-
 
 def coverage(n_sweeps: int, **design) -> dict[str, float]:
     hits = {"b": 0, "b_half_width": 0, "b_double_width": 0, "lr_at_3x": 0}

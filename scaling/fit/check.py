@@ -128,7 +128,8 @@ def check_predictions(results_dir: Path, sweep: str, laws_path: Path | None = No
             row["bowl"] = f"{g['lr'].nunique()} lr"
         if "lr_opt" in laws:
             p = laws["lr_opt"].predict(C=C)
-            row.update(lr_predicted=p.value, lr_predicted_lo=_lo(p.interval), lr_predicted_hi=_hi(p.interval))
+            row.update(lr_verdict=(laws["lr_opt"].verdict or {}).get("verdict"), lr_predicted=p.value,
+                       lr_predicted_lo=_lo(p.interval), lr_predicted_hi=_hi(p.interval))
             if measured_lr is not None:
                 row.update(lr_measured=measured_lr, lr_measured_lo=_lo(measured_lr_iv),
                            lr_measured_hi=_hi(measured_lr_iv), lr_ratio=p.value / measured_lr,
@@ -137,7 +138,8 @@ def check_predictions(results_dir: Path, sweep: str, laws_path: Path | None = No
         row.update(loss_measured=measured_loss, loss_measured_lo=_lo(measured_loss_iv),
                    loss_measured_hi=_hi(measured_loss_iv))
         if p is not None:
-            row.update(loss_predicted=p.value, loss_predicted_lo=_lo(p.interval), loss_predicted_hi=_hi(p.interval),
+            row.update(loss_verdict=(laws[law].verdict or {}).get("verdict"), loss_predicted=p.value,
+                       loss_predicted_lo=_lo(p.interval), loss_predicted_hi=_hi(p.interval),
                        loss_error=measured_loss - p.value, loss_law=law,
                        loss_held=_held(p.value, p.interval, measured_loss, measured_loss_iv, log=False),
                        extrapolation=laws[law].extrapolation(C=C) if law == "loss_vs_compute" else None)

@@ -158,12 +158,19 @@ def matched_hyperparameters(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def leverage_table(df: pd.DataFrame, dense: str = DENSE, n_boot: int = 1000, seed: int = 0,
-                   curves: dict[str, LawFit] | None = None, losses: pd.DataFrame | None = None) -> pd.DataFrame:
-    """EL of every MoE family at each budget it was run at, with its 95% interval, the loss gap to the dense
-    baseline there, and what the interval allows one to say (`resolved`)."""
+                   curves: dict[str, LawFit] | None = None, losses: pd.DataFrame | None = None,
+                   replicates: dict | None = None) -> pd.DataFrame:
+    """EL of every MoE family at each budget it was run at, with its 95% interval; the loss gap to the dense
+    baseline at that budget (dense - MoE, measured, no curve involved) with its run-level interval; and what the
+    intervals allow one to say (`resolved`)."""
     if curves is None or losses is None:
-        losses, reps, _ = family_losses(df, n_boot=n_boot, seed=seed)
-        curves = family_curves(losses, reps, n_boot=n_boot, seed=seed)
+        losses, replicates, _ = family_losses(df, n_boot=n_boot, seed=seed)
+        curves = family_curves(losses, replicates, n_boot=n_boot, seed=seed)
+    reps_at = {}
+    for family, g in losses.groupby("family"):
+        rep = (replicates or {}).get(str(family))
+        if rep is not None:
+            reps_at[str(family)] = dict(zip(g["budget"], rep, strict=True))
     rows = []
     meta = df.groupby("family")[["activation_ratio", "granularity"]].first()
     dense_loss = losses[losses["family"] == dense].set_index("budget")["loss"]
@@ -172,25 +179,43 @@ def leverage_table(df: pd.DataFrame, dense: str = DENSE, n_boot: int = 1000, see
             continue
         for _, r in g.sort_values("budget").iterrows():
             el, interval = efficiency_leverage(curves, str(family), float(r["C"]), dense)
+            gap_iv = None
+            mine, theirs = reps_at.get(str(family), {}), reps_at.get(dense, {})
+            if r["budget"] in mine and r["budget"] in theirs:
+                n = min(len(mine[r["budget"]]), len(theirs[r["budget"]]))
+                diff = theirs[r["budget"]][:n] - mine[r["budget"]][:n]
+                diff = diff[np.isfinite(diff)]
+                gap_iv = percentile_interval(diff) if len(diff) >= 20 else None
+            gap = float(dense_loss.get(r["budget"], np.nan) - r["loss"])
             rows.append({"family": family, "activation_ratio": float(meta.loc[family, "activation_ratio"]),
                          "granularity": float(meta.loc[family, "granularity"]), "budget": float(r["budget"]),
                          "C": float(r["C"]), "el": el, "el_lo": interval[0] if interval else np.nan,
-                         "el_hi": interval[1] if interval else np.nan,
-                         "loss_gap": float(dense_loss.get(r["budget"], np.nan) - r["loss"]),
-                         "resolved": resolution(interval)})
+                         "el_hi": interval[1] if interval else np.nan, "loss_gap": gap,
+                         "loss_gap_lo": gap_iv[0] if gap_iv else np.nan,
+                         "loss_gap_hi": gap_iv[1] if gap_iv else np.nan,
+                         "resolved": resolution(interval, gap_iv)})
     return pd.DataFrame(rows)
 
 
-def resolution(interval: list[float] | None) -> str:
-    """What an EL interval lets one say: above 1, below 1, or EL = 1 not excluded."""
+def resolution(interval: list[float] | None, gap: list[float] | None = None) -> str:
+    """What the EL interval (and the measured loss gap's) let one say: MoE ahead, dense ahead, or not resolved."""
+    parts = []
     if interval is None:
-        return "no interval"
-    lo, hi = interval
-    if lo > 1:
-        return "EL > 1 (MoE ahead)"
-    if hi < 1:
-        return "EL < 1 (dense ahead)"
-    return f"EL = 1 not excluded (this sweep resolves only EL outside [{lo:.2g}, {hi:.2g}])"
+        parts.append("EL: no interval")
+    elif interval[0] > 1:
+        parts.append("EL > 1 (MoE ahead)")
+    elif interval[1] < 1:
+        parts.append("EL < 1 (dense ahead)")
+    else:
+        parts.append(f"EL = 1 not excluded (resolves only EL outside [{interval[0]:.2g}, {interval[1]:.2g}])")
+    if gap is not None:
+        if gap[0] > 0:
+            parts.append("MoE's loss lower at this budget")
+        elif gap[1] < 0:
+            parts.append("dense loss lower at this budget")
+        else:
+            parts.append(f"no loss gap resolved (95% within [{gap[0]:+.3f}, {gap[1]:+.3f}] nats)")
+    return "; ".join(parts)
 
 
 def _t_samples(theta: np.ndarray, residual_fn, dof: int, seed: int, n: int = 2000) -> np.ndarray | None:
@@ -244,7 +269,8 @@ def el_vs_compute(curves: dict[str, LawFit], family: str, dense: str = DENSE) ->
     f, d = curves[family], curves[dense]
 
     def derive(pf, pd_):
-        return (pf["a"] / pd_["a"]) ** (1 / pd_["b"]), pf["b"] / pd_["b"] - 1
+        with np.errstate(over="ignore", invalid="ignore"):  # extreme resamples overflow to inf: kept as such
+            return (pf["a"] / pd_["a"]) ** (1 / pd_["b"]), pf["b"] / pd_["b"] - 1
 
     a, b = derive(f.params, d.params)
     samples, interval = {}, {}

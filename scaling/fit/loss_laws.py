@@ -86,7 +86,13 @@ def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: i
     resid = logL - pred
     dof = len(C) - 3
     notes: list[str] = []
-    diagnostics: dict = {"dof": dof, "pinned": _pinned(logE, alpha, logL)}
+    pinned = _pinned(logE, alpha, logL)
+    order = np.argsort(logC)
+    slopes = np.diff(logL[order]) / np.diff(logC[order])
+    curvature = "concave" if np.all(np.diff(slopes) < 0) else "convex" if np.all(np.diff(slopes) > 0) else "mixed"
+    diagnostics: dict = {"dof": dof, "pinned": pinned, "curvature": curvature if len(slopes) >= 2 else None}
+    # a parameter held at its bound is not free: the points then leave that many more dof to test the form with
+    dof_test = dof + len(pinned)
     draws, method = None, ""
     if replicates is not None and n_boot > 0:
         rep = np.asarray(replicates, float)
@@ -95,7 +101,7 @@ def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: i
             logrep = np.log(rep)
             draws = np.array([_solve_saturating(logC, col, [[min(logE, col.min()), logA, alpha]])
                               for col in logrep.T])  # warm-started from the full fit (its grid searched once)
-            lof = lack_of_fit(resid, logrep.var(axis=1, ddof=1), dof)
+            lof = lack_of_fit(resid, logrep.var(axis=1, ddof=1), dof_test)
             diagnostics["lack_of_fit"] = lof
             draws = widen(draws, theta, lof["birge"])
             method = f"run-level bootstrap, {rep.shape[1]} resamples"

@@ -11,8 +11,9 @@ Two ways to read a group's optimum:
   (default 0.25%) of its group's best is an optimum point; the laws are then fitted through all of them.
 
 Uncertainty comes from the runs, not from the handful of optimum points: each group's bowl is refitted to its
-fitted values plus resampled residuals (a residual bootstrap with leverage-adjusted residuals), and the vertex is re-read per resample (`group_optima`). For near-optimal points the runs of
-each group are resampled with replacement instead (`near_optimal_resamples`). The laws are refitted per resample.
+fitted values plus resampled residuals (a residual bootstrap with leverage-adjusted residuals), and the vertex is
+re-read per resample (`group_optima`). For near-optimal points the runs of each group are resampled with
+replacement instead (`near_optimal_resamples`). The laws are refitted per resample.
 """
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ def _leverage(report: FitReport, df: pd.DataFrame, n_boot: int, seed: int, attem
     try:
         losses, reps, how = lev.family_losses(df, n_boot=n_boot, seed=seed)
         curves = lev.family_curves(losses, reps, n_boot=n_boot, seed=seed)  # fitted once, used twice below
-        table = lev.leverage_table(df, curves=curves, losses=losses)
+        table = lev.leverage_table(df, curves=curves, losses=losses, replicates=reps)
         if table.empty:
             raise FitError("no MoE family with runs at >= 3 budgets beside a dense baseline with runs at >= 3 "
                            "budgets")
@@ -282,6 +282,9 @@ def structure_dependence(df: pd.DataFrame, optimum: str, n_boot: int, seed: int)
     if not slopes:
         return None
     X = np.column_stack([np.ones(len(t)), np.log(t["C"]), *(np.log(t[c]) for c in slopes)])
+    if len(slopes) == 2 and np.linalg.matrix_rank(X) < X.shape[1]:  # A and G moved together (e.g. the dense
+        slopes = ["A"]                                              # baseline): one slope, read as A's
+        X = X[:, :3]
     if len(t) <= X.shape[1] or np.linalg.matrix_rank(X) < X.shape[1]:
         return None
     coef = np.linalg.lstsq(X, np.log(t["lr"]), rcond=None)[0]

@@ -139,11 +139,20 @@ def _interval_factor(j: _Judgement, law: LawFit, at: dict, relative: bool) -> No
 def _fit_quality(j: _Judgement, law: LawFit) -> None:
     d = law.diagnostics or {}
     lof = d.get("lack_of_fit") or {}
+    if lof.get("birge", 1.0) > 1 and d.get("pinned"):
+        hi = law.fitted_range.get("C", [0, 0])[1]
+        shape = (" (concave in log-log: the losses fall faster as C grows, an early-training transient rather than "
+                 "an approach to a floor)" if d.get("curvature") == "concave" else "")
+        j.add("undetermined", f"the losses do not follow {law.formula} over the fitted budgets{shape}: with "
+                              f"{'; '.join(d['pinned'])}, they still scatter {lof['birge']:.2g}x beyond the runs' "
+                              f"noise (chi2 {lof['chi2']:.3g} on {lof['dof']} dof)",
+              f"add budgets above {fmt(hi)}, where the losses start to flatten")
+        return
     if lof.get("birge", 1.0) > 1:
         j.add("weak", f"the points scatter about the law {lof['birge']:.2g}x more than the runs' noise explains "
                       f"(chi2 {lof['chi2']:.3g} on {lof['dof']} dof, p = {lof['p']:.2g}); intervals widened by that",
               "check the law's form, or add seeds")
-    if d.get("dof") == 0:
+    if d.get("dof") == 0 and not lof.get("dof"):
         j.add("weak", f"{law.n_points} points for {law.n_points} parameters: the form itself is not tested",
               "add a budget")
     for p in d.get("pinned") or []:

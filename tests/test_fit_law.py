@@ -1,0 +1,64 @@
+"""Laws as objects: one evaluator per kind, predictions with intervals that survive fit.json, nothing evaluated
+from text."""
+
+import json
+
+import numpy as np
+import pytest
+
+from scaling.fit.law import FitError, LawFit, laws_from_json, read_laws
+from scaling.fit.powerlaw import fit_power_law
+
+
+def lr_law():
+    rng = np.random.default_rng(0)
+    C = np.logspace(11, 12, 6)
+    return fit_power_law("lr_opt", {"C": C}, 5.07 * C**-0.26 * np.exp(rng.normal(0, 0.05, 6)))
+
+
+def test_a_law_read_back_from_fit_json_predicts_the_same_with_its_interval(tmp_path):
+    law = lr_law()
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps({"laws": {"lr_opt": law.as_dict()}}))
+    back = read_laws(path)["lr_opt"]
+    assert back.kind == "power" and back.variables == ("C",) and back.formula == "a * C^b"
+    p, q = law.predict(C=3e12), back.predict(C=3e12)
+    assert q.value == pytest.approx(p.value, rel=1e-12)
+    assert q.interval == pytest.approx(p.interval, rel=0.1)  # 200 kept resamples of 2000
+    assert back.fitted_range == law.fitted_range and back.extrapolation(C=3e12) == pytest.approx(3, rel=0.01)
+    assert back.inverse(back.value(C=5e11)) == pytest.approx(5e11, rel=1e-9)
+
+
+def test_every_kind_evaluates_its_formula():
+    cases = [
+        ("power", ("N", "D"), {"a": 2.0, "b": -0.5, "c": 0.25}, {"N": 4.0, "D": 16.0}, 2.0 * 0.5 * 2.0),
+        ("saturating", ("C",), {"E": 1.5, "A": 10.0, "alpha": 0.5}, {"C": 100.0}, 2.5),
+        ("chinchilla", ("N", "D"), {"E": 1.0, "A": 4.0, "B": 9.0, "alpha": 0.5, "beta": 0.5}, {"N": 4.0, "D": 9.0},
+         1.0 + 4.0 / 2 + 9.0 / 3),
+        ("el_granularity", ("G",), {"c0": 0.0, "c1": 1.0, "c2": -0.5}, {"G": np.e}, np.exp(0.5)),
+    ]
+    for kind, variables, params, at, expected in cases:
+        assert LawFit("x", kind, variables, params).value(**at) == pytest.approx(expected)
+
+
+def test_old_and_hand_written_law_files_are_read_without_evaluating_text():
+    laws = laws_from_json({"laws": {"lr_opt": {"formula": "a * C^b", "params": {"a": 1.0, "b": -0.25}},
+                                    "batch_opt": {"params": {"a": 0.01, "b": 0.5}},
+                                    "loss_vs_compute": {"formula": "E + A * C^-alpha",
+                                                        "params": {"E": 1.0, "A": 10.0, "alpha": 0.5}}}})
+    assert laws["lr_opt"].value(C=1e4) == pytest.approx(0.1)
+    assert laws["batch_opt"].value(C=1e4) == pytest.approx(1.0)
+    assert laws["loss_vs_compute"].value(C=100.0) == pytest.approx(2.0)
+    assert laws["lr_opt"].predict(C=1e4).interval is None  # no resamples: no interval, said by None
+    with pytest.raises(FitError, match="unknown formula"):
+        laws_from_json({"laws": {"x": {"formula": "__import__('os').system('true')", "params": {"a": 1.0}}}})
+    with pytest.raises(FitError, match="must be numbers"):
+        laws_from_json({"laws": {"x": {"kind": "power", "variables": ["C"], "params": {"a": "1e0+1", "b": 1}}}})
+
+
+def test_a_missing_or_corrupt_law_file_is_named(tmp_path):
+    with pytest.raises(FitError, match="not found"):
+        read_laws(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(FitError, match="bad.json is not readable JSON"):
+        read_laws(tmp_path / "bad.json")
