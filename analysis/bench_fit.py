@@ -1,7 +1,8 @@
 """Benchmark: `scaling fit` on 10,000 synthetic run records (the results store, as a sweep writes it).
 
 Prints the wall time of the whole command (a fresh process: imports, reading 10,000 JSON records, every fit with
-1,000 bootstrap resamples) next to the same fit on a CSV of the same runs, and the target (< 5 s).
+1,000 run-level resamples, the held-out refit, fit.json and the figures) next to the same fit on a CSV of the same
+runs, each also without the figures (--no-plots), and the target (< 5 s).
 
     python analysis/bench_fit.py [--records 10000]
 """
@@ -67,9 +68,11 @@ def main() -> None:
         cli = [sys.executable, "-m", "scaling.cli", "fit", "--json", "-o", str(Path(tmp) / "fit")]
         t_store = timed([*cli, "bench", "--results-dir", str(root)])
         t_csv = timed([*cli, "--from", str(csv)])
-    print(f"{'input':28s} {'records':>8s} {'wall s':>8s} {'target s':>9s}")
-    print(f"{'results store (JSON)':28s} {len(df):8d} {t_store:8.2f} {5.0:9.1f}")
-    print(f"{'CSV':28s} {len(df):8d} {t_csv:8.2f} {5.0:9.1f}")
+        t_store_np = timed([*cli, "bench", "--results-dir", str(root), "--no-plots"])
+        t_csv_np = timed([*cli, "--from", str(csv), "--no-plots"])
+    print(f"{'input':28s} {'records':>8s} {'wall s':>8s} {'no figures':>11s} {'target s':>9s}")
+    print(f"{'results store (JSON)':28s} {len(df):8d} {t_store:8.2f} {t_store_np:11.2f} {5.0:9.1f}")
+    print(f"{'CSV':28s} {len(df):8d} {t_csv:8.2f} {t_csv_np:11.2f} {5.0:9.1f}")
 
 
 if __name__ == "__main__":

@@ -26,9 +26,22 @@ MAX_PANELS = 6
 LOSS_LABEL = "validation loss (nats/token)"
 
 
+def _minor_labels_only_when_narrow(fig) -> None:
+    """Minor ticks (labelled) on log axes spanning under a decade only: on wider axes they say nothing and cost
+    seconds of text layout per figure."""
+    from matplotlib.ticker import NullLocator
+
+    for ax in fig.axes:
+        for axis, scale, lim in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()), (ax.yaxis, ax.get_yscale(),
+                                                                             ax.get_ylim())):
+            if scale == "log" and min(lim) > 0 and np.log10(max(lim) / min(lim)) >= 1.0:
+                axis.set_minor_locator(NullLocator())
+
+
 def _save(fig, out: Path, name: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
+    _minor_labels_only_when_narrow(fig)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "svg"):
@@ -108,7 +121,7 @@ def plot_lr_bowls(report: FitReport, fam: pd.DataFrame, out: Path) -> list[Path]
         if "batch_tokens" in runs.columns and runs["batch_tokens"].nunique() > 1:  # the batch with the most lrs
             best_b = runs.groupby("batch_tokens")["lr"].nunique().idxmax()
             runs = runs[runs["batch_tokens"] == best_b]
-        ax.scatter(runs["lr"], runs["loss"], s=14, color="0.45", label="runs (every seed)", zorder=3)
+        ax.scatter(runs["lr"], runs["loss"], s=14, color="0.45", label="runs (every seed)", zorder=3, rasterized=True)
         x = np.log(runs["lr"].to_numpy(float))
         if len(np.unique(x)) >= 3:
             c = np.polyfit(x, runs["loss"].to_numpy(float), 2)

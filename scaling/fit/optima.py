@@ -85,13 +85,11 @@ def _inside(v, values: np.ndarray, margin: float = MAX_EXTRAPOLATION):
 
 def _longest_line(v: np.ndarray, other: np.ndarray) -> np.ndarray | None:
     """Rows at the value of `other` with the most distinct values of v (at least 3), or None."""
-    best, best_n = None, 2
-    for val in np.unique(other):
-        on = np.isclose(other, val)
-        n = len(np.unique(v[on]))
-        if n > best_n:
-            best, best_n = on, n
-    return best
+    _, line = np.unique(other, return_inverse=True)
+    pairs = np.unique(np.column_stack([line, v]), axis=0)
+    distinct = np.bincount(pairs[:, 0].astype(int), minlength=line.max() + 1)
+    best = int(np.argmax(distinct))  # the first of the longest lines, as a scan in sorted order finds it
+    return line == best if distinct[best] >= 3 else None
 
 
 @dataclass
