@@ -8,6 +8,7 @@ from synthetic import A_LR, B_LR, synthetic_sweep
 from scaling.fit.inputs import Runs
 from scaling.fit.report import fit_all
 
+
 def coverage(n_sweeps: int, **design) -> dict[str, float]:
     hits = {"b": 0, "b_half_width": 0, "b_double_width": 0, "lr_at_3x": 0}
     for i in range(n_sweeps):
