@@ -50,14 +50,16 @@ def test_preset_plan_matches_snapshot_and_budgets(name, monkeypatch):
 
 
 def test_demo_has_the_stages_it_promises(monkeypatch):
+    """The lr law over a decade of compute with 2 seeds, and the dense baseline over the same lr grid."""
     plan = preset_plan("demo", monkeypatch)
-    assert len({c.run.budget_flops for c in plan.cells}) == 4  # enough budgets for E + A C^-alpha
-    base = [c for c in plan.cells if c.coords["A"] == 0.25 and c.run.budget_flops == 1e11]
-    assert {(c.run.train.lr, c.plan.batch_tokens) for c in base} == (
-        {(lr, 1024) for lr in (1.5e-3, 3e-3, 6e-3, 1.2e-2, 2.4e-2)} | {(6e-3, 512), (6e-3, 2048)})
-    assert {round(c.coords["A"], 4) for c in plan.cells} == {0.0625, 0.125, 0.25, 0.5, 1.0}
+    assert sorted({c.run.budget_flops for c in plan.cells}) == [1e11, 3e11, 1e12]
+    lrs = {1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2}
+    moe = [c for c in plan.cells if not c.coords["dense"]]
+    assert len(moe) == 30 and {c.run.train.lr for c in moe} == lrs and {c.run.seed for c in moe} == {0, 1}
+    assert {c.plan.batch_tokens for c in plan.cells} == {2048}
     dense = [c for c in plan.cells if c.coords["dense"]]
-    assert len(dense) == 4 and all(c.run.model.n_experts == 1 for c in dense)
+    assert len(dense) == 15 and all(c.run.model.n_experts == 1 for c in dense) and {c.run.seed for c in dense} == {0}
+    assert {c.run.train.lr for c in dense} == lrs  # each at its own tuned lr: the same bowl
     # the dense baseline spends the same FLOPs per token as the MoE (same active width, no router)
     moe_M = count(compose([]).model).M
     assert all(abs(c.plan.counts.M / moe_M - 1) < 0.01 for c in dense)
