@@ -1,6 +1,8 @@
 """Loss laws (ARCHITECTURE section 8).
 
-- ``loss_vs_compute``: L(C) = E + A * C^-alpha, least squares in log loss, from a grid of starts.
+- ``loss_vs_compute``: L(C) = E + A * C^-alpha, least squares in log loss, from a grid of starts; refitted per
+  run-level resample of each budget's best loss (3 budgets suffice then), else Student-t with n - 3 dof. A parameter
+  at its bound (E ~ 0 when the losses show no floor) frees a degree of freedom to test the form with.
 - ``chinchilla`` (approach 3): L(N, D) = E + A / N^alpha + B / D^beta, Huber loss (delta 1e-3) on log-loss
   residuals, *summed* (averaging makes L-BFGS stop early), L-BFGS-B from a grid of starts in (log A, log B, log E,
   alpha, beta) as Hoffmann et al. and Epoch AI do, with bounds.
