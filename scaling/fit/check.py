@@ -28,6 +28,7 @@ import pandas as pd
 from scaling import store
 from scaling.fit.inputs import InputError, from_store
 from scaling.fit.law import FitError, LawFit, read_laws
+from scaling.fit.uncertainty import MIN_RESAMPLES
 
 DEFAULT_VERIFY_FACTOR = 3.0
 """The verification budget, without one given: this many times the largest fitted budget."""
@@ -152,7 +153,7 @@ def _interval(rep) -> list[float] | None:
         return None
     row = np.asarray(rep[0], float)
     row = row[np.isfinite(row)]
-    if len(row) < 20:
+    if len(row) < MIN_RESAMPLES:
         return None
     lo, hi = np.percentile(row, [2.5, 97.5])
     return [float(lo), float(hi)]

@@ -21,7 +21,7 @@ from scipy.optimize import minimize
 
 from scaling.fit.law import FitError, LawFit, ling_joint, saturating_activation
 from scaling.fit.powerlaw import fit_power_law, r_squared
-from scaling.fit.uncertainty import percentile_interval, t_draws
+from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, t_draws
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def leverage_table(df: pd.DataFrame, dense: str = DENSE, n_boot: int = 1000, see
                 n = min(len(mine[r["budget"]]), len(theirs[r["budget"]]))
                 diff = theirs[r["budget"]][:n] - mine[r["budget"]][:n]
                 diff = diff[np.isfinite(diff)]
-                gap_iv = percentile_interval(diff) if len(diff) >= 20 else None
+                gap_iv = percentile_interval(diff) if len(diff) >= MIN_RESAMPLES else None
             gap = float(dense_loss.get(r["budget"], np.nan) - r["loss"])
             rows.append({"family": family, "activation_ratio": float(meta.loc[family, "activation_ratio"]),
                          "granularity": float(meta.loc[family, "granularity"]), "budget": float(r["budget"]),

@@ -21,7 +21,7 @@ from scipy.special import huber, logsumexp
 
 from scaling.fit.law import FitError, LawFit
 from scaling.fit.powerlaw import fit_power_law, r_squared
-from scaling.fit.uncertainty import lack_of_fit, percentile_interval, t_draws, t_interval, widen
+from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, run_level, t_draws, t_interval
 
 HUBER_DELTA = 1e-3
 ALPHA_BOUNDS = (1e-4, 3.0)
@@ -99,16 +99,11 @@ def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: i
     if replicates is not None and n_boot > 0:
         rep = np.asarray(replicates, float)
         rep = rep[:, np.all(np.isfinite(rep) & (rep > 0), axis=0)][:, :min(n_boot, MAX_LOSS_RESAMPLES)]
-        if rep.shape[1] >= 20:
+        if rep.shape[1] >= MIN_RESAMPLES:
             logrep = np.log(rep)
-            draws = np.array([_solve_saturating(logC, col, [[min(logE, col.min()), logA, alpha]])
-                              for col in logrep.T])  # warm-started from the full fit (its grid searched once)
-            lof = lack_of_fit(resid, logrep.var(axis=1, ddof=1), dof_test)
-            diagnostics["lack_of_fit"] = lof
-            draws = widen(draws, theta, lof["birge"])
-            method = f"run-level bootstrap, {rep.shape[1]} resamples"
-            if lof["birge"] > 1:
-                method += f", widened x{lof['birge']:.2g} (scatter about the law beyond the runs' noise)"
+            refits = np.array([_solve_saturating(logC, col, [[min(logE, col.min()), logA, alpha]])
+                               for col in logrep.T])  # warm-started from the full fit (its grid searched once)
+            draws, diagnostics["lack_of_fit"], method = run_level(refits, theta, resid, logrep, dof_test)
     interval: dict = {}
     if draws is None and dof >= 1:
         # Jacobian of the predicted log loss in (log E, log A, alpha), for the linearised t interval

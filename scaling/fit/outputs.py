@@ -45,7 +45,7 @@ def write_fit_outputs(report: FitReport, runs: Runs, out_dir: Path, recommendati
     atomic_write_text(fit_json, json.dumps(payload, indent=1, allow_nan=False))
     written["fit"] = fit_json
     if plots:
-        from scaling.plots import plot_all
+        from scaling.fit.plots import plot_all
 
         written["figures"] = plot_all(report, runs.df, out_dir)
     return written

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from scaling.fit.law import EXPONENT_NAMES, FitError, LawFit
-from scaling.fit.uncertainty import lack_of_fit, percentile_interval, t_draws, t_interval, widen
+from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, run_level, t_draws, t_interval
 
 T_DRAWS = 2000
 """Draws from the t distribution of the estimate, for prediction intervals (cheap: no refitting)."""
@@ -57,14 +57,8 @@ def fit_power_law(name: str, variables: dict[str, np.ndarray], y: np.ndarray, n_
         rep = np.asarray(replicates, float)[mask]
         ok = np.all(np.isfinite(rep) & (rep > 0), axis=0)
         rep = np.log(rep[:, ok])
-        if rep.shape[1] >= 20:
-            draws = (np.linalg.pinv(X) @ rep).T
-            lof = lack_of_fit(resid, rep.var(axis=1, ddof=1), dof)
-            diagnostics["lack_of_fit"] = lof
-            draws = widen(draws, coef, lof["birge"])
-            method = f"run-level bootstrap, {rep.shape[1]} resamples"
-            if lof["birge"] > 1:
-                method += f", widened x{lof['birge']:.2g} (scatter about the law beyond the runs' noise)"
+        if rep.shape[1] >= MIN_RESAMPLES:
+            draws, diagnostics["lack_of_fit"], method = run_level((np.linalg.pinv(X) @ rep).T, coef, resid, rep, dof)
     if replicate_sets:
         fits = []
         for rv, ry in replicate_sets:
@@ -72,7 +66,7 @@ def fit_power_law(name: str, variables: dict[str, np.ndarray], y: np.ndarray, n_
             lg = [np.log(np.asarray(rv[k], float)) for k in xs]
             if len(ry) > n_params and all(np.ptp(v) > 0 for v in lg) and np.all(ry > 0):
                 fits.append(np.linalg.lstsq(np.column_stack([np.ones(len(ry)), *lg]), np.log(ry), rcond=None)[0])
-        if len(fits) >= 20:
+        if len(fits) >= MIN_RESAMPLES:
             draws = np.array(fits)
             method = f"bootstrap of the runs within each group, {len(fits)} resamples"
     if draws is None:

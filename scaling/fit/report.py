@@ -20,7 +20,7 @@ from scaling.fit.law import FitError, LawFit
 from scaling.fit.loss_laws import fit_chinchilla, fit_isoflop_laws, fit_loss_vs_compute
 from scaling.fit.optima import Optima, group_optima, parse_method
 from scaling.fit.powerlaw import fit_power_law
-from scaling.fit.uncertainty import percentile_interval
+from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval
 from scaling.fit.verdict import el_verdict, judge
 
 GROUP_COLS = ["params", "tokens"]
@@ -100,7 +100,7 @@ def hyperparameter_optima(fam: pd.DataFrame, optimum: str, n_boot: int, seed: in
         for i in range(len(opt.groups)):
             row = rep[i] if rep is not None else np.array([])
             row = row[np.isfinite(row)]
-            iv = percentile_interval(row) if len(row) >= 20 else [np.nan, np.nan]
+            iv = percentile_interval(row) if len(row) >= MIN_RESAMPLES else [np.nan, np.nan]
             lo.append(iv[0])
             hi.append(iv[1])
         opt.groups[f"{col}_lo"], opt.groups[f"{col}_hi"] = lo, hi
@@ -292,7 +292,7 @@ def structure_dependence(df: pd.DataFrame, optimum: str, n_boot: int, seed: int)
     if all(r is not None for r in reps):
         Y = np.log(np.concatenate(reps))
         Y = Y[:, np.all(np.isfinite(Y), axis=0)]
-        draws = (np.linalg.pinv(X) @ Y).T if Y.shape[1] >= 20 else None
+        draws = (np.linalg.pinv(X) @ Y).T if Y.shape[1] >= MIN_RESAMPLES else None
     out = {"families": sorted(t["family"].astype(str).unique()), "n_optima": len(t)}
     for j, c in enumerate(slopes, start=2):
         interval = percentile_interval(draws[:, j]) if draws is not None else None

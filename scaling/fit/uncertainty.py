@@ -63,3 +63,19 @@ def lack_of_fit(residuals: np.ndarray, variances: np.ndarray, dof: int) -> dict:
 def widen(samples: np.ndarray, centre: np.ndarray, factor: float) -> np.ndarray:
     """Resamples (rows) with their deviation from `centre` multiplied by `factor`."""
     return centre + factor * (np.asarray(samples, float) - centre)
+
+
+MIN_RESAMPLES = 20
+"""Fewer usable run-level resamples than this and a fit falls back to its points alone (Student-t)."""
+
+
+def run_level(draws: np.ndarray, centre: np.ndarray, residuals: np.ndarray, point_resamples: np.ndarray,
+              dof: int) -> tuple[np.ndarray, dict, str]:
+    """A law's refits over run-level resamples, widened for lack of fit: (draws, the test, a description).
+
+    `point_resamples`: (n points, R) resamples of the fitted points, on the scale of the residuals."""
+    lof = lack_of_fit(residuals, point_resamples.var(axis=1, ddof=1), dof)
+    method = f"run-level bootstrap, {point_resamples.shape[1]} resamples"
+    if lof["birge"] > 1:
+        method += f", widened x{lof['birge']:.2g} (scatter about the law beyond the runs' noise)"
+    return widen(draws, centre, lof["birge"]), lof, method

@@ -7,8 +7,8 @@ matplotlib.use("Agg")
 
 from synthetic import synthetic_sweep  # noqa: E402
 
+from scaling.fit.plots import _log, plot_all  # noqa: E402
 from scaling.fit.report import fit_all  # noqa: E402
-from scaling.plots import _log, plot_all  # noqa: E402
 
 
 def test_a_log_axis_spanning_less_than_a_decade_keeps_tick_labels():
