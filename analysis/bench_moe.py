@@ -3,7 +3,7 @@
 In one process, interleaved (every round times each variant in turn, the order rotated each round), medians with
 min and max over rounds; fp32, batch 16 x 256 tokens, random init from configs (nothing is downloaded). Our
 variants use fused AdamW (what scaling/train.py uses). HF runs twice: with torch's default AdamW (foreach), the
-baseline of ../shared/notes/cpu_moe_perf.md and of the ratios `ours_vs_hf`, and with fused AdamW
+baseline of docs/notes/cpu_moe_perf.md and of the ratios `ours_vs_hf`, and with fused AdamW
 (`*_same_optimizer`: the models alone compared).
 Variants at each size:
 
@@ -17,7 +17,7 @@ Everything runs in one process, so HF and ours share one BLAS: on an AMD CPU wit
 analysis/bench_moe.py` measures both on MKL's AVX2 kernels instead.
 
 Sizes: small = d_model 128, 4 layers, 4 heads, 8 experts top-2, expert width 128; large = d_model 256, 6 layers,
-4 heads, 16 experts top-2, expert width 256 (../shared/notes/cpu_moe_perf.md measured HF at 14.7k and 4.2k tok/s).
+4 heads, 16 experts top-2, expert width 256 (docs/notes/cpu_moe_perf.md measured HF at 14.7k and 4.2k tok/s).
 
     pip install transformers              # the baseline (not a dependency of the package)
     python analysis/bench_moe.py          # one table with the ratios

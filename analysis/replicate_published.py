@@ -1,4 +1,4 @@
-"""Replications of published scaling-law fits with `scaling.fit`, on ../shared/reference (data nobody here made).
+"""Replications of published scaling-law fits with `scaling.fit`, on analysis/reference (data nobody here made).
 
 Prints ours next to the published numbers:
   1. Step-Law dense lr / batch laws (their near-optimal protocol) on their released dense file;
@@ -6,7 +6,7 @@ Prints ours next to the published numbers:
   3. Epoch AI's Chinchilla approach-3 refit (Huber on log loss, grid of starts);
   4. IsoFLOP approach 2 (N_opt ~ C^a, D_opt ~ C^b) on the Epoch Chinchilla, Marin and (Mis)fitting runs.
 
-    python analysis/replicate_published.py [--reference ../shared/reference]
+    python analysis/replicate_published.py [--reference analysis/reference]
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def isoflops(ref: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--reference", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "reference")
+    parser.add_argument("--reference", type=Path, default=Path(__file__).resolve().parent / "reference")
     ref = parser.parse_args().reference
     if not ref.is_dir():
         raise SystemExit(f"reference data not found at {ref}: pass --reference PATH")

@@ -1,4 +1,4 @@
-"""The fitter on published data nobody here made (../shared/reference; skipped when it is absent)."""
+"""The fitter on published data nobody here made (analysis/reference, with its sources in its README)."""
 
 import json
 import subprocess
@@ -11,8 +11,7 @@ import pytest
 
 from scaling.fit.loss_laws import fit_chinchilla, fit_isoflop_laws
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is not here")
+REFERENCE = Path(__file__).resolve().parents[1] / "analysis" / "reference"
 
 
 def scaling_fit_json(*args, tmp_path):

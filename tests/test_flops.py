@@ -38,8 +38,8 @@ def counted_flops(cfg: ModelConfig) -> tuple[int, dict]:
     model = build_model(cfg)
     idx = torch.randint(0, cfg.vocab_size, (BATCH, SEQ))
     counter = FlopCounterMode(display=False)
-    # The default CPU attention kernel and grouped_mm are invisible to the counter (see shared notes):
-    # count with the MATH attention backend and per-slice expert matmuls.
+    # The default CPU attention kernel and grouped_mm are invisible to the counter
+    # (docs/notes/flop_counter_pitfalls.md): count with the MATH attention backend and per-slice expert matmuls.
     with sdpa_kernel(SDPBackend.MATH), counter:
         logits = model(idx)
         logits.backward(torch.randn_like(logits))
@@ -107,5 +107,5 @@ def test_m_matches_deepseek_formula_for_a_4x_mlp_dense_model():
 
 
 def test_calibration_anchor_of_the_default_tiny_moe():
-    # ../shared/notes/cpu_training_calibration.md: M = 1,185,792 for d64 L2 E8 top-2 d_expert 128
+    # docs/notes/cpu_training_calibration.md: M = 1,185,792 for d64 L2 E8 top-2 d_expert 128
     assert flops.count(ModelConfig()).M == 1_185_792

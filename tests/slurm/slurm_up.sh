@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # slurm_up.sh: bring up a one-node Slurm cluster (munged + slurmctld + slurmd) from Debian packages, without
 # systemd, as root, for the Slurm integration tests (`make test-slurm`). The recipe and the measurements behind
-# each setting are in ../shared/notes/slurm_single_node.md. Idempotent: re-running while up is a quick no-op.
+# each setting are in docs/notes/slurm_single_node.md. Idempotent: re-running while up is a quick no-op.
 # No slurmdbd: a `sacct` stand-in answers from slurmctld's job table (`squeue -t all`, kept for a day).
 # Every wait is bounded. Knobs: SLURM_CI_DIR (state/logs, default /tmp/slurmci), SLURM_CI_CPUS (CPUs to
 # advertise, default nproc).
