@@ -389,7 +389,7 @@ def fit(
     from scaling.fit.inputs import InputError, load_runs
     from scaling.fit.optima import parse_method
     from scaling.fit.outputs import default_output_dir, write_fit_outputs
-    from scaling.fit.report import fit_all, json_safe
+    from scaling.fit.report import fit_all
     from scaling.store import StoreError
     from scaling.tables import held_out_table, laws_table, leverage_table, optima_table
 
@@ -421,10 +421,7 @@ def fit(
     except (InputError, StoreError, ValueError) as e:
         _fail(str(e))
     if as_json:
-        payload = report.as_json()
-        if recommendation is not None:
-            payload["recommendation"] = json_safe(recommendation.as_dict())
-        sys.stdout.write(json.dumps(payload, indent=1, allow_nan=False) + "\n")
+        sys.stdout.write(json.dumps(written["payload"], indent=1, allow_nan=False) + "\n")
         return
     console = _console(stderr=False)
     if report.optima is not None and not report.optima.empty:

@@ -28,7 +28,6 @@ import pandas as pd
 from scaling import store
 from scaling.fit.inputs import InputError, from_store
 from scaling.fit.law import FitError, LawFit, read_laws
-from scaling.fit.uncertainty import MIN_RESAMPLES
 
 DEFAULT_VERIFY_FACTOR = 3.0
 """The verification budget, without one given: this many times the largest fitted budget."""
@@ -89,8 +88,7 @@ def check_predictions(results_dir: Path, sweep: str, laws_path: Path | None = No
                       n_boot: int = 1000) -> pd.DataFrame:
     """One row per (budget, model) group of the sweep's completed runs: predicted against measured optimum lr and
     loss, with intervals, errors and whether each prediction held."""
-    from scaling.fit.optima import group_optima
-    from scaling.fit.report import GROUP_COLS
+    from scaling.fit.optima import GROUP_COLS, group_optima
 
     laws_path = laws_path or laws_path_of(results_dir, sweep)
     if laws_path is None:
@@ -115,10 +113,9 @@ def check_predictions(results_dir: Path, sweep: str, laws_path: Path | None = No
         if g["lr"].nunique() >= 3:
             bowl = group_optima(g, GROUP_COLS, n_boot=n_boot)
             opt = bowl.groups.iloc[0]
-            lr_rep, loss_rep = bowl.replicates.get("lr"), bowl.replicates.get("loss")
             measured_lr = float(opt["lr"]) if opt["interior"] else None
-            measured_lr_iv = _interval(lr_rep)
-            measured_loss, measured_loss_iv = float(opt["loss"]), _interval(loss_rep)
+            measured_lr_iv = bowl.interval("lr", 0)
+            measured_loss, measured_loss_iv = float(opt["loss"]), bowl.interval("loss", 0)
             row["bowl"] = "interior" if opt["interior"] else f"optimum on the grid edge ({opt['edge']})"
         else:
             losses = g.groupby(["lr", "batch_tokens"])["loss"].mean()
@@ -148,17 +145,6 @@ def check_predictions(results_dir: Path, sweep: str, laws_path: Path | None = No
     return pd.DataFrame(rows).sort_values(["budget", "params"]).reset_index(drop=True)
 
 
-def _interval(rep) -> list[float] | None:
-    if rep is None:
-        return None
-    row = np.asarray(rep[0], float)
-    row = row[np.isfinite(row)]
-    if len(row) < MIN_RESAMPLES:
-        return None
-    lo, hi = np.percentile(row, [2.5, 97.5])
-    return [float(lo), float(hi)]
-
-
 def _lo(iv):
     return None if iv is None else iv[0]
 
@@ -173,8 +159,8 @@ def verification_sweep(report, runs: pd.DataFrame, fit_json: Path, budget_flops:
                        name: str | None = None) -> dict:
     """A sweep config (as a dict) that trains the fit's family at a held-out budget C (in the fit's convention;
     default 3x the largest fitted) at the predicted lr times `lr_factors`, with `seeds` (default: as swept)."""
-    from scaling.config import identity_overrides
-    from scaling.fit.recommend import SET_BY_RECOMMENDATION
+    from scaling.config import from_dict
+    from scaling.fit.recommend import config_overrides, largest_run, trainer_budget
 
     if "lr_opt" not in report.laws:
         raise InputError(f"no lr_opt law to verify ({report.excluded.get('lr_opt', 'not fitted')})")
@@ -185,12 +171,9 @@ def verification_sweep(report, runs: pd.DataFrame, fit_json: Path, budget_flops:
     C = float(budget_flops) if budget_flops else DEFAULT_VERIFY_FACTOR * law.fitted_range["C"][1]
     if not C > 0:
         raise InputError(f"--verify-at {budget_flops}: must be a positive number of FLOPs")
-    row = fam.sort_values("budget").iloc[-1]
-    to_m = float(row["flops_M"] / row["flops"]) if pd.notna(row.get("flops_M")) else 1.0
+    row = largest_run(fam)
     lr = law.value(C=C)
     seeds = tuple(seeds) if seeds else tuple(sorted(int(s) for s in fam["seed"].dropna().unique())) or (0,)
-    from scaling.config import from_dict
-
     seq_len = from_dict(row["config"]).model.seq_len
     batch = int(round(row["batch_tokens"]))
     sweep = name or f"{row['group']}-verify"
@@ -200,11 +183,8 @@ def verification_sweep(report, runs: pd.DataFrame, fit_json: Path, budget_flops:
         "description": f"verify {Path(fit_json).name}: lr_opt and the loss law at C = {C:.3g} "
                        f"({C / law.fitted_range['C'][1]:.3g}x the largest fitted budget), predicted lr {lr:.3g}",
         "laws": str(Path(fit_json).resolve()),
-        "base": identity_overrides(row["config"], skip=SET_BY_RECOMMENDATION) + [
-            f"train.batch_size={max(1, batch // seq_len)}"] + [
-            f"model.{k}={int(row[k])}" for k in ("n_experts", "top_k", "n_shared_experts")
-            if k in row and pd.notna(row[k])],
-        "budgets": [float(f"{C * to_m:.4g}")],
+        "base": config_overrides(row) + [f"train.batch_size={max(1, batch // seq_len)}"],
+        "budgets": [float(f"{trainer_budget(row, C):.4g}")],
         "lr": {"values": [float(f"{lr * f:.4g}") for f in lr_factors]},
         "batch": {"values": [batch]},
         "seeds": list(seeds),

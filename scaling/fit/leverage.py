@@ -55,7 +55,6 @@ def best_granularity(k: LingELCoefficients = LING_PUBLISHED) -> float:
 
 # ---- leverage from runs ------------------------------------------------------------------------------------------
 DENSE = "dense"
-LEVERAGE_GROUP = ["family", "budget"]
 
 
 def _setting_means(g: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> tuple[float, np.ndarray | None]:
@@ -69,27 +68,26 @@ def _setting_means(g: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> tu
     return value, reps
 
 
-def family_losses(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict, str]:
+def family_losses(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                  optima: dict | None = None) -> tuple[pd.DataFrame, dict, str]:
     """Each family's loss per budget, with run-level resamples: (table, {family: (n budgets, R) array}, how).
 
     how = 'tuned' when every family has an lr grid (>= 3 learning rates) at every budget: each family at its own
-    tuned lr (its bowl's minimum, `optima.group_optima`); otherwise 'matched': only the (lr, batch) settings every
-    family ran, each family's best seed-mean loss among them (a family swept over a grid must not be compared, by
-    its best cell, with one run once per budget)."""
-    from scaling.fit.optima import group_optima
+    tuned lr (its bowl's minimum; `optima`: the families' `optima.lr_grid_optima`, computed here when not given);
+    otherwise 'matched': only the (lr, batch) settings every family ran, each family's best seed-mean loss among
+    them (a family swept over a grid must not be compared, by its best cell, with one run once per budget)."""
+    from scaling.fit.optima import lr_grid_optima
 
     rng = np.random.default_rng(seed)
     has_grid = {"lr", "batch_tokens"} <= set(df.columns) and df[["lr", "batch_tokens"]].notna().all().all()
-    tuned = has_grid and bool((df.groupby(LEVERAGE_GROUP)["lr"].nunique() >= 3).all())
+    optima = lr_grid_optima(df, n_boot, seed) if optima is None and has_grid else (optima or {})
     rows, reps = [], {}
-    if tuned:
-        for family, g in df.groupby("family"):
-            opt = group_optima(g, ["budget"], n_boot=n_boot, seed=seed)
-            C = g.groupby("budget")["flops"].median()
-            t = opt.groups.assign(family=family, C=[C[b] for b in opt.groups["budget"]])
-            rows.append(t[["family", "budget", "C", "loss", "lr", "n_runs"]])
-            if opt.replicates:
-                reps[str(family)] = opt.replicates["loss"]
+    if has_grid and all(str(f) in optima for f in df["family"].unique()):
+        for family in sorted(optima):
+            best, rep = optima[family].per_budget()
+            rows.append(best.assign(family=family))
+            if rep is not None:
+                reps[family] = rep
         return pd.concat(rows, ignore_index=True), reps, "tuned"
     sub = matched_hyperparameters(df) if has_grid else df
     for family, g in sub.groupby("family"):

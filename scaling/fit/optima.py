@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval
+
+GROUP_COLS = ["params", "tokens"]
+"""A hyperparameter group: runs of one model size and token count (one budget of one shape)."""
 DEFAULT_TOL = 0.0025
 MAX_EXTRAPOLATION = 1.0
 """A fitted vertex more than this many natural-log units (x e) outside the swept range falls back to the best run."""
@@ -156,6 +160,24 @@ class Optima:
     """near-optimal method: the near-optimal runs of each resample of the runs."""
     method: str = "quadratic"
 
+    def interval(self, col: str, i: int, level: float = 0.95) -> list[float] | None:
+        """The `level` interval of group i's `col` over its resamples (None with too few)."""
+        rep = self.replicates.get(col)
+        row = np.asarray(rep[i], float) if rep is not None else np.array([])
+        row = row[np.isfinite(row)]
+        return percentile_interval(row, level) if len(row) >= MIN_RESAMPLES else None
+
+    def per_budget(self) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """Each budget's best group (an IsoFLOP budget has several): budget, C, loss, lr, n_runs; and the budgets'
+        loss resamples (per resample, the lowest over the budget's groups), rows aligned."""
+        g, rep = self.groups, self.replicates.get("loss")
+        best = g.loc[g.groupby("budget")["loss"].idxmin()].sort_values("budget")
+        reps = None
+        if rep is not None:
+            reps = np.array([np.nanmin(rep[np.flatnonzero(g["budget"].to_numpy() == b)], axis=0)
+                             for b in best["budget"]])
+        return best[["budget", "C", "loss", "lr", "n_runs"]].reset_index(drop=True), reps
+
 
 def _cell_spread(group: pd.DataFrame) -> float | None:
     """Pooled standard deviation of the loss among runs of the same (lr, batch) cell (the seed-to-seed spread)."""
@@ -212,7 +234,7 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
         designs.append((d, y, None if d.model is None else fitted))
         resid.append(r)
     table = pd.DataFrame(groups)
-    out = Optima(groups=table, points=table.assign(note=table["note"]), method=method)
+    out = Optima(groups=table, points=table, method=method)
     if kind == "near-optimal":
         out.points = near_optimal(df, group_cols, tol).assign(note="near-optimal")
         if n_boot > 0:
@@ -250,6 +272,36 @@ def near_optimal_resamples(df: pd.DataFrame, group_cols: list[str], tol: float, 
         rows = np.concatenate([ix[rng.integers(0, len(ix), len(ix))] for ix in index])
         sets.append(near_optimal(df.loc[rows], group_cols, tol))
     return sets
+
+
+def budget_optima(fam: pd.DataFrame, method: str = "quadratic", n_boot: int = 1000, seed: int = 0) -> Optima:
+    """One family's optimum per budget (per (N, D) group), with its compute C (the runs' FLOPs under the chosen
+    convention), its budget and the 95% intervals of lr, batch and loss."""
+    if "batch_tokens" not in fam.columns or fam["batch_tokens"].isna().any():
+        fam = fam.assign(batch_tokens=1.0)  # no batch axis: every run the same batch
+    opt = group_optima(fam, GROUP_COLS, method, n_boot=n_boot, seed=seed)
+    by_group = fam.groupby(GROUP_COLS).agg(C=("flops", "median"), budget=("budget", "first"))
+    keys = list(zip(opt.groups["params"], opt.groups["tokens"], strict=True))
+    opt.groups["C"] = [float(by_group.loc[k, "C"]) for k in keys]
+    opt.groups["budget"] = [float(by_group.loc[k, "budget"]) for k in keys]
+    for col in ("lr", "batch_tokens", "loss"):
+        ivs = [opt.interval(col, i) or [np.nan, np.nan] for i in range(len(opt.groups))]
+        opt.groups[f"{col}_lo"], opt.groups[f"{col}_hi"] = [iv[0] for iv in ivs], [iv[1] for iv in ivs]
+    if method == "quadratic":
+        opt.points = opt.groups
+    else:
+        opt.points = opt.points.assign(C=[float(by_group.loc[(p, t), "C"]) for p, t in zip(
+            opt.points["params"], opt.points["tokens"], strict=True)])
+    return opt
+
+
+def lr_grid_optima(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, Optima]:
+    """`budget_optima` (quadratic) of every family with an lr grid (>= 3 learning rates) at each of its budgets:
+    computed once per fit, for the laws, the leverage and the structure readout alike."""
+    if "lr" not in df.columns or df["lr"].isna().any():
+        return {}
+    lrs = df.groupby(["family", "budget"])["lr"].nunique().groupby(level="family").min()
+    return {str(f): budget_optima(df[df["family"] == f], "quadratic", n_boot, seed) for f in lrs.index[lrs >= 3]}
 
 
 def quadratic_optimum(group: pd.DataFrame) -> dict:

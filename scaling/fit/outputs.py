@@ -19,7 +19,8 @@ def default_output_dir(results_dir: Path, sweep: str | None, source: str | None)
 def write_fit_outputs(report: FitReport, runs: Runs, out_dir: Path, recommendation=None, plots: bool = True,
                       verify: dict | None = None) -> dict[str, object]:
     """Write everything a fit produces under `out_dir`; returns what was written (paths, and why a verification
-    sweep could not be written). `verify`: keyword arguments of `check.verification_sweep`, or None for none."""
+    sweep could not be written) and the fit.json object itself ("payload"). `verify`: keyword arguments of
+    `check.verification_sweep`, or None for none."""
     from scaling.store import atomic_write_text
 
     out_dir = Path(out_dir)
@@ -43,7 +44,7 @@ def write_fit_outputs(report: FitReport, runs: Runs, out_dir: Path, recommendati
         except InputError as e:
             written["verify_skipped"] = str(e)
     atomic_write_text(fit_json, json.dumps(payload, indent=1, allow_nan=False))
-    written["fit"] = fit_json
+    written["fit"], written["payload"] = fit_json, payload
     if plots:
         from scaling.fit.plots import plot_all
 

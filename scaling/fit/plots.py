@@ -171,9 +171,10 @@ def plot_loss(report: FitReport, fam: pd.DataFrame, out: Path, grid: np.ndarray)
         ax.scatter(best["flops"], best["loss"], s=25, color="C0", label="best per budget", zorder=3)
     _law_line(ax, report, "loss_vs_compute", grid, "C0")
     _log(ax)
-    lo = min(fam["loss"].min(), report.laws["loss_vs_compute"].value(C=grid[-1])) if "loss_vs_compute" in \
-        report.laws else fam["loss"].min()
-    ax.set_ylim(lo * 0.95, fam["loss"].quantile(0.98) * 1.05)
+    floor = fam["loss"].min()
+    if "loss_vs_compute" in report.laws:  # keep the law's extrapolated part in view
+        floor = min(floor, report.laws["loss_vs_compute"].value(C=grid[-1]))
+    ax.set_ylim(floor * 0.95, fam["loss"].quantile(0.98) * 1.05)
     ax.set(xlabel=f"compute C (FLOPs, {report.convention})", ylabel=LOSS_LABEL, title="loss vs compute")
     ax.legend(fontsize=6)
     return _save(fig, out, "loss_vs_compute")

@@ -138,26 +138,46 @@ def _architecture(rec: Recommendation, report: FitReport, runs: pd.DataFrame, C:
     return family
 
 
-SET_BY_RECOMMENDATION = ("train.lr", "train.batch_size", "model.n_experts", "model.top_k", "model.n_shared_experts")
+SET_BY_RECOMMENDATION = ("train.lr", "train.batch_size")
+"""Keys a recommendation (or a verification sweep) sets itself; every other key is the swept family's own."""
+
+
+def largest_run(fam: pd.DataFrame) -> pd.Series | None:
+    """The family's run at its largest budget: the model, data and optimisation a recommendation scales up."""
+    return fam.sort_values("budget").iloc[-1] if len(fam) else None
+
+
+def config_overrides(row: pd.Series | None) -> list[str] | None:
+    """The run's whole model, data and optimisation config as overrides (lr and batch left to the caller); None
+    when the runs came without configs (a CSV, W&B)."""
+    from scaling.config import identity_overrides
+
+    if row is None or not isinstance(row.get("config"), dict):
+        return None
+    return identity_overrides(row["config"], skip=SET_BY_RECOMMENDATION)
+
+
+def trainer_budget(row: pd.Series | None, C: float) -> float:
+    """C in the fit's FLOPs convention as the trainer's budget_flops (the M convention) for that run's model."""
+    if row is None or pd.isna(row.get("flops_M")) or not row["flops"] > 0:
+        return C
+    return C * float(row["flops_M"] / row["flops"])
 
 
 def _overrides(rec: Recommendation, fam: pd.DataFrame) -> list[str]:
     """Hydra overrides for `scaling train`: the family's config (from its run at the largest budget), then the
-    budget (in the trainer's M convention), lr, batch in sequences and expert counts; weak items commented."""
-    from scaling.config import identity_overrides
-
+    budget (in the trainer's M convention), lr and batch in sequences; weak items commented."""
     lines: list[str] = []
-    row = fam.sort_values("budget").iloc[-1] if len(fam) else None
-    config = row["config"] if row is not None and "config" in fam.columns and isinstance(row["config"], dict) else None
-    if config is not None:
+    row = largest_run(fam)
+    family_lines = config_overrides(row)
+    config = row["config"] if family_lines is not None else None
+    if family_lines is not None:
         lines.append(f"# the swept family's model, data and optimisation (from run {row['id']})")
-        lines += identity_overrides(config, skip=SET_BY_RECOMMENDATION)
-    budget = rec.target_flops
-    if row is not None and "flops_M" in fam.columns and pd.notna(row.get("flops_M")) and row["flops"] > 0:
-        budget = rec.target_flops * float(row["flops_M"] / row["flops"])  # the trainer counts C in M
-        if abs(budget / rec.target_flops - 1) > 1e-3:
-            lines.append(f"# target C = {rec.target_flops:.6g} in the fit's convention = {budget:.6g} in the "
-                         f"trainer's M convention")
+        lines += family_lines
+    budget = trainer_budget(row, rec.target_flops)
+    if abs(budget / rec.target_flops - 1) > 1e-3:
+        lines.append(f"# target C = {rec.target_flops:.6g} in the fit's convention = {budget:.6g} in the "
+                     f"trainer's M convention")
     lines.append(f"budget_flops={budget:.6g}")
 
     def weak_note(item):
@@ -176,10 +196,6 @@ def _overrides(rec: Recommendation, fam: pd.DataFrame) -> list[str]:
             lines.append(f"train.batch_size={max(1, round(rec.items['batch_tokens']['value'] / seq_len))}")
         elif config is not None:
             lines.append(f"train.batch_size={config['train']['batch_size']}")
-    if {"n_experts", "top_k", "n_shared_experts"} <= set(fam.columns) and len(fam) and fam["top_k"].notna().all():
-        r = fam.iloc[0]
-        lines += [f"model.n_experts={int(r['n_experts'])}", f"model.top_k={int(r['top_k'])}",
-                  f"model.n_shared_experts={int(r['n_shared_experts'])}"]
     if row is not None and "data_tokens" in fam.columns and pd.notna(row.get("data_tokens")) and config is not None:
         per_token = float(row["flops_M"] / row["tokens"]) if pd.notna(row.get("flops_M")) else None
         if per_token and not config["data"].get("allow_repeat"):

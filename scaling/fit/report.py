@@ -18,13 +18,11 @@ from scaling.fit import leverage as lev
 from scaling.fit.inputs import Runs
 from scaling.fit.law import FitError, LawFit
 from scaling.fit.loss_laws import fit_chinchilla, fit_isoflop_laws, fit_loss_vs_compute
-from scaling.fit.optima import Optima, group_optima, parse_method
+from scaling.fit.optima import Optima, budget_optima, lr_grid_optima, parse_method
 from scaling.fit.powerlaw import fit_power_law
 from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval
 from scaling.fit.verdict import el_verdict, judge
 
-GROUP_COLS = ["params", "tokens"]
-"""A hyperparameter group: runs of one model size and token count (one budget of one shape)."""
 HELD_OUT_LAWS = ("lr_opt", "batch_opt", "loss_vs_compute")
 
 
@@ -87,29 +85,6 @@ def main_family(df: pd.DataFrame) -> str:
     return str(df["family"].value_counts().idxmax())
 
 
-def hyperparameter_optima(fam: pd.DataFrame, optimum: str, n_boot: int, seed: int) -> Optima:
-    """The groups' optima of one family, with their compute C (convention FLOPs), budget and 95% intervals."""
-    opt = group_optima(fam, GROUP_COLS, optimum, n_boot=n_boot, seed=seed)
-    by_group = fam.groupby(GROUP_COLS).agg(C=("flops", "median"), budget=("budget", "first"))
-    keys = list(zip(opt.groups["params"], opt.groups["tokens"], strict=True))
-    opt.groups["C"] = [float(by_group.loc[k, "C"]) for k in keys]
-    opt.groups["budget"] = [float(by_group.loc[k, "budget"]) for k in keys]
-    for col in ("lr", "batch_tokens", "loss"):
-        rep = opt.replicates.get(col)
-        lo, hi = [], []
-        for i in range(len(opt.groups)):
-            row = rep[i] if rep is not None else np.array([])
-            row = row[np.isfinite(row)]
-            iv = percentile_interval(row) if len(row) >= MIN_RESAMPLES else [np.nan, np.nan]
-            lo.append(iv[0])
-            hi.append(iv[1])
-        opt.groups[f"{col}_lo"], opt.groups[f"{col}_hi"] = lo, hi
-    C_point = fam.groupby(GROUP_COLS)["flops"].median()
-    opt.points = opt.points.assign(C=[float(C_point[(p, t)]) for p, t in zip(opt.points["params"],
-                                                                            opt.points["tokens"], strict=True)])
-    return opt
-
-
 def _attempt(report: FitReport, name: str, fn, only: tuple[str, ...] | None = None) -> None:
     if only is not None and name not in only:
         return
@@ -145,20 +120,10 @@ def _hyperparameter_laws(report: FitReport, opt: Optima, n_boot: int, seed: int,
 
 
 def _budget_losses(fam: pd.DataFrame, opt: Optima | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(C, best loss, resamples or None) per budget: the bowl minima of an lr sweep (the lowest over the budget's
-    groups, per resample), else the best run."""
+    """(C, best loss, resamples or None) per budget: the bowl minima of an lr sweep, else the best run."""
     if opt is not None and opt.method == "quadratic":
-        g = opt.groups
-        rep = opt.replicates.get("loss")
-        C, L, R = [], [], []
-        for _, idx in g.groupby("budget").groups.items():
-            rows = g.loc[idx]
-            best = rows["loss"].idxmin()
-            C.append(float(g.loc[best, "C"]))
-            L.append(float(g.loc[best, "loss"]))
-            if rep is not None:
-                R.append(np.nanmin(rep[np.asarray(idx)], axis=0) if len(idx) > 1 else rep[best])
-        return np.array(C), np.array(L), (np.array(R) if rep is not None else None)
+        best, reps = opt.per_budget()
+        return best["C"].to_numpy(float), best["loss"].to_numpy(float), reps
     best = fam.loc[fam.groupby("budget")["loss"].idxmin()]
     return best["flops"].to_numpy(float), best["loss"].to_numpy(float), None
 
@@ -186,12 +151,10 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
 
     # hyperparameter laws
     opt = None
-    has_lr = "lr" in fam.columns and fam["lr"].notna().all()
-    has_batch = "batch_tokens" in fam.columns and fam["batch_tokens"].notna().all()
-    if has_lr and fam["lr"].nunique() >= 3:
-        if not has_batch:
-            fam = fam.assign(batch_tokens=1.0)
-        opt = hyperparameter_optima(fam, optimum, n_boot, seed)
+    grids = lr_grid_optima(df, n_boot, seed)  # every family's bowls, resampled once
+    if "lr" in fam.columns and fam["lr"].notna().all() and fam["lr"].nunique() >= 3:
+        opt = grids.get(family) if optimum == "quadratic" else None
+        opt = opt or budget_optima(fam, optimum, n_boot, seed)
         report.optima = opt.groups
         _hyperparameter_laws(report, opt, n_boot, seed, attempt)
     else:
@@ -216,8 +179,8 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
         report.excluded["d_opt"] = report.excluded["n_opt"]
 
     if only is None or "leverage" in only:
-        _leverage(report, df, n_boot, seed, attempt)
-        report.structure = structure_dependence(df, optimum, n_boot, seed)
+        _leverage(report, df, grids, n_boot, seed, attempt)
+        report.structure = structure_dependence(df, grids)
     if check:
         report.held_out = held_out_check(runs, optimum, n_boot=min(n_boot, 200), seed=seed, full=report)
     for law in report.laws.values():
@@ -225,12 +188,13 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
     return report
 
 
-def _leverage(report: FitReport, df: pd.DataFrame, n_boot: int, seed: int, attempt) -> None:
+def _leverage(report: FitReport, df: pd.DataFrame, grids: dict[str, Optima], n_boot: int, seed: int,
+              attempt) -> None:
     if "dense" not in set(df["family"]) or "activation_ratio" not in df.columns:
         report.excluded["leverage"] = "no dense baseline runs (family 'dense') to measure leverage against"
         return
     try:
-        losses, reps, how = lev.family_losses(df, n_boot=n_boot, seed=seed)
+        losses, reps, how = lev.family_losses(df, n_boot=n_boot, seed=seed, optima=grids)
         curves = lev.family_curves(losses, reps, n_boot=n_boot, seed=seed)  # fitted once, used twice below
         table = lev.leverage_table(df, curves=curves, losses=losses, replicates=reps)
         if table.empty:
@@ -259,21 +223,20 @@ def _leverage(report: FitReport, df: pd.DataFrame, n_boot: int, seed: int, attem
         report.excluded["leverage"] = str(e)
 
 
-def structure_dependence(df: pd.DataFrame, optimum: str, n_boot: int, seed: int) -> dict | None:
+def structure_dependence(df: pd.DataFrame, grids: dict[str, Optima]) -> dict | None:
     """Do the optima depend on the MoE structure (Ling: they depend on compute, not on A or G)? With an lr grid
-    for >= 2 families: ln lr* = c0 + b ln C + g_A ln A (+ g_G ln G), refitted per run-level resample; the
-    slopes with 95% intervals, and what they mean over the swept range. None without such families."""
-    if not {"lr", "activation_ratio", "granularity"} <= set(df.columns) or df["lr"].isna().any():
+    for >= 2 families (`grids`, from `optima.lr_grid_optima`): ln lr* = c0 + b ln C + g_A ln A (+ g_G ln G),
+    refitted per run-level resample; the slopes with 95% intervals, and what they mean over the swept range. None
+    without such families."""
+    if not {"activation_ratio", "granularity"} <= set(df.columns):
         return None
     rows, reps = [], []
-    for family, g in df.groupby("family"):
-        if g.groupby("budget")["lr"].nunique().min() < 3 or g["budget"].nunique() < 2:
+    for family, opt in grids.items():
+        if opt.groups["budget"].nunique() < 2:
             continue
-        g = g if g["batch_tokens"].notna().all() else g.assign(batch_tokens=1.0)
-        opt = hyperparameter_optima(g, "quadratic", n_boot, seed)
-        t = opt.groups.assign(A=float(g["activation_ratio"].iloc[0]), G=float(g["granularity"].iloc[0]),
-                              family=family)
-        rows.append(t)
+        g = df[df["family"] == family]
+        rows.append(opt.groups.assign(A=float(g["activation_ratio"].iloc[0]), G=float(g["granularity"].iloc[0]),
+                                      family=family))
         reps.append(opt.replicates.get("lr"))
     if len(rows) < 2:
         return None

@@ -55,7 +55,12 @@ class _Judgement:
         self.level = max(self.level, LEVELS.index(level))
         if level != "reliable":
             self.reasons.append(reason)
-        if advice and advice not in self.advice:
+        if advice:
+            self.advise(advice)
+
+    def advise(self, advice: str) -> None:
+        """What would help, without lowering the verdict."""
+        if advice not in self.advice:
             self.advice.append(advice)
 
     def result(self, at: dict) -> dict:
@@ -188,8 +193,8 @@ def _optima(j: _Judgement, groups: pd.DataFrame | None) -> None:
         gap = g.get("step_gap")
         if spread is not None and gap is not None and np.isfinite(spread) and np.isfinite(gap):
             if spread / np.sqrt(max(1, g["n_seeds"])) > gap:
-                j.add("reliable", "", f"add a seed at {where}: spread {spread:.2g} nats against a {gap:.2g} gap "
-                                      f"between neighbouring learning rates")
+                j.advise(f"add a seed at {where}: spread {spread:.2g} nats against a {gap:.2g} gap between "
+                         f"neighbouring learning rates")
     if n_int < MIN_INTERIOR:
         j.add("undetermined", f"{n_int} of {len(groups)} budgets have an lr bowl with its vertex inside the swept "
                               f"range (need {MIN_INTERIOR})")
