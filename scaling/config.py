@@ -1,9 +1,9 @@
 """Run configuration: Hydra structured configs, composition from `sweeps/`, and validation.
 
-Every field carries a docstring with its unit. `load_run_config(overrides)` composes `sweeps/train.yaml` (or the
-built-in defaults when the package is installed without the config tree), applies command-line overrides, and
-validates the result: an impossible setting fails here, with a one-line message naming the key and the fix, before
-any compute is spent.
+Every field carries a docstring with its unit. `compose(overrides)` composes `train.yaml` along the search path
+(a user's --config-dir or ./sweeps first, then the presets shipped with the package), checks every override's key
+against the schema (a typo gets "did you mean"), and validates the result: an impossible or inconsistent setting
+fails here, with a one-line message naming the key and the fix, before any compute is spent.
 """
 
 from __future__ import annotations
@@ -13,8 +13,28 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "sweeps"
-"""The Hydra config tree (present in a source checkout / editable install)."""
+SOURCE_PRESETS = Path(__file__).resolve().parent.parent / "sweeps"
+"""The presets of a source checkout (the repo's top-level sweeps/)."""
+INSTALLED_PRESETS = Path(__file__).resolve().parent / "presets"
+"""The same presets inside an installed wheel (pyproject.toml maps sweeps/ to the package scaling.presets)."""
+USER_CONFIG_DIR = Path("sweeps")
+"""A user's own configs, searched before the presets when this folder exists in the working directory."""
+
+
+def preset_dir() -> Path:
+    """The shipped presets (train.yaml, the sweeps, model/, laws/): the checkout's sweeps/, else the installed copy."""
+    return SOURCE_PRESETS if (SOURCE_PRESETS / "train.yaml").is_file() else INSTALLED_PRESETS
+
+
+def search_path(config_dir: str | Path | None = None, *first: Path) -> list[Path]:
+    """Folders searched for configs, the first holding a name wins: `first` (e.g. a sweep file's own folder), then
+    `config_dir` (--config-dir; else ./sweeps when it exists), then the presets. Duplicates dropped."""
+    if config_dir is not None and not Path(config_dir).is_dir():
+        raise ConfigError(f"--config-dir {config_dir} is not a folder: give the folder holding your sweep YAMLs "
+                          f"(and their model/, launcher/ groups)")
+    user = Path(config_dir) if config_dir is not None else USER_CONFIG_DIR
+    dirs = [*first, *([user] if user.is_dir() else []), preset_dir()]
+    return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
 class ConfigError(ValueError):
@@ -195,34 +215,64 @@ def register_configs() -> None:
     cs.store(group="model", name="model_schema", node=ModelConfig)
 
 
-def hydra_compose(config_name: str, overrides: list[str] | tuple[str, ...] = (), config_dir: Path = CONFIG_DIR,
-                  fallback: str | None = None):
-    """Compose `config_name` from `config_dir` with Hydra overrides and return the typed object (dataclass).
+def find_config(name: str, search: list[Path]) -> Path | None:
+    """The first `<dir>/<name>.yaml` along the search path."""
+    return next((d / f"{name}.yaml" for d in search if (d / f"{name}.yaml").is_file()), None)
 
-    Without the config tree (package installed without `sweeps/`), `fallback` names a ConfigStore schema to use
-    instead. Every Hydra / OmegaConf error becomes a one-line ConfigError.
-    """
+
+def find_file(path: str | Path, search: list[Path]) -> Path:
+    """A file named in a config (a law JSON): as given when it exists or is absolute, else the first match along
+    the search path (`laws/ling_moe.json` is in the presets); unchanged when found nowhere (its reader reports)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return next((d / p for d in search if (d / p).exists()), p)
+
+
+def _declares(path: Path, schema: str) -> bool:
+    """Whether a YAML's own defaults list already names `schema` (the boilerplate older configs carry)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path} cannot be read as YAML ({_one_line(e)}): fix the file") from None
+    defaults = doc.get("defaults") if isinstance(doc, dict) else None
+    return isinstance(defaults, list) and schema in defaults
+
+
+def hydra_compose(config_name: str, overrides: list[str] | tuple[str, ...], search: list[Path],
+                  schema: str | None = None):
+    """Compose `config_name` (the first `<dir>/<name>.yaml` along `search`) with Hydra overrides and return the
+    typed object (a dataclass). Config groups (`model=wide`, `launcher=mycluster`) resolve along the same path, so
+    a user's folder composes with the presets. `schema` (a ConfigStore name) types the result when the file's
+    own defaults list does not name it. Every Hydra / OmegaConf error becomes a one-line ConfigError."""
     from hydra import compose as compose_
-    from hydra import initialize, initialize_config_dir
+    from hydra import initialize_config_dir
+    from hydra.core.config_store import ConfigStore
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     register_configs()
+    path = find_config(config_name, search)
+    if path is None:
+        raise ConfigError(f"no {config_name}.yaml in {', '.join(map(str, search))}: check the name, or pass "
+                          f"--config-dir DIR")
+    defaults = [config_name, "_self_"]
+    if schema and not _declares(path, schema):
+        defaults.insert(0, schema)
+    entry = f"_scaling_entry_{config_name}"
+    ConfigStore.instance().store(name=entry, node={"defaults": defaults})
+    searchpath = "hydra.searchpath=[" + ",".join(_override_value(f"file://{d}") for d in search[1:]) + "]"
     GlobalHydra.instance().clear()
     try:
-        if Path(config_dir).is_dir():
-            with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-                cfg = compose_(config_name=config_name, overrides=list(overrides))
-        elif fallback:
-            with initialize(version_base="1.3", config_path=None):
-                cfg = compose_(config_name=fallback, overrides=list(overrides))
-        else:
-            raise ConfigError(f"config folder {config_dir} not found: run from a source checkout or pass a path")
+        with initialize_config_dir(config_dir=str(search[0]), version_base="1.3"):
+            cfg = compose_(config_name=entry, overrides=[searchpath, *overrides])
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         raise ConfigError(f"bad config: {_one_line(e)} (the keys and their meaning: scaling/config.py)") from None
-    except Exception as e:  # hydra's own composition errors (unknown key, missing group option, bad syntax)
+    except Exception as e:  # hydra's own composition errors (missing group option, bad syntax)
         if type(e).__module__.startswith(("hydra", "omegaconf")):
             raise ConfigError(f"bad config: {_one_line(e)}") from None
         raise
@@ -230,9 +280,68 @@ def hydra_compose(config_name: str, overrides: list[str] | tuple[str, ...] = (),
         GlobalHydra.instance().clear()
 
 
-def compose(overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Compose a RunConfig from `sweeps/train.yaml` plus Hydra overrides (`key=value`); validated."""
-    run = hydra_compose("train", overrides, fallback="run_schema")
+RUN_GROUPS = ("model",)
+"""Config groups of a run (`model=tiny_dense` picks sweeps/model/tiny_dense.yaml or a user's model/NAME.yaml)."""
+RUN_SECTIONS = ("model", "data", "train", "wandb")
+"""The sections of a run config; a sweep's overrides of these keys apply to every cell (appended to its base)."""
+
+
+def override_key(override: str) -> str:
+    """The key an override sets: `+train.x=1` -> train.x, `~model.d_shared` -> model.d_shared, `model@a=b` -> model."""
+    key = override.split("=", 1)[0].lstrip("~+").strip()
+    return key.split("@", 1)[0]
+
+
+def schema_keys(cls) -> tuple[set[str], set[str]]:
+    """(keys, open keys) of a dataclass schema, dotted: `model.d_model`, ...; an open key (a list or dict field,
+    e.g. `base`, `axes`) accepts any sub-key. Section names (`model`) are keys too (group choices)."""
+    import typing
+
+    keys, open_keys = set(), set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        keys.add(f.name)
+        if dataclasses.is_dataclass(kind):
+            sub, sub_open = schema_keys(kind)
+            keys |= {f"{f.name}.{k}" for k in sub}
+            open_keys |= {f"{f.name}.{k}" for k in sub_open}
+        elif typing.get_origin(kind) in (list, dict):
+            open_keys.add(f.name)
+    return keys, open_keys
+
+
+def nearest_key(key: str, known: set[str]) -> str | None:
+    """The real key a typo most likely meant (`model.d_modle` -> model.d_model), or None."""
+    import difflib
+
+    near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    if near:
+        return near[0]
+    section, _, leaf = key.rpartition(".")
+    same_section = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == section}
+    near = difflib.get_close_matches(leaf, sorted(same_section), n=1, cutoff=0.5)
+    return same_section[near[0]] if near else None
+
+
+def check_keys(keys, schema, where: str = "") -> None:
+    """Refuse a key the schema does not have, naming the nearest real one (`did you mean model.d_model?`).
+    `hydra.*` keys are Hydra's own and pass."""
+    known, open_keys = schema_keys(schema)
+    for key in keys:
+        if key in known or key.startswith("hydra.") or any(key.startswith(k + ".") for k in open_keys):
+            continue
+        near = nearest_key(key, known)
+        hint = f"did you mean {near}?" if near else "no key is close"
+        raise ConfigError(f"unknown config key {key!r}{where}: {hint} (every key and its meaning: scaling/config.py; "
+                          f"`--show-config` prints a resolved config)")
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), search: list[Path] | None = None) -> RunConfig:
+    """Compose a RunConfig from `train.yaml` (the presets', or a user's along `search`) plus Hydra overrides
+    (`key=value`); every key checked against the schema, the result validated."""
+    check_keys([override_key(o) for o in overrides], RunConfig, where=" (in the run's overrides)")
+    run = hydra_compose("train", overrides, search or search_path(), schema="run_schema")
     validate(run)
     return run
 
@@ -243,6 +352,7 @@ def with_updates(run: RunConfig, updates: dict) -> RunConfig:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    check_keys(updates, RunConfig)
     try:
         cfg = OmegaConf.structured(run)
         for key, value in updates.items():
@@ -389,6 +499,7 @@ def validate(run: RunConfig) -> None:
     _choice("wandb.mode", run.wandb.mode, ("auto", "online", "offline", "disabled"))
     if d.source == "shards" and not d.path:
         raise ConfigError("data.source=shards needs data.path=FOLDER holding train.bin and val.bin")
+    _check_consistent(run)
     if d.source == "stdlib" and m.vocab_size < 256:
         raise ConfigError(f"model.vocab_size={m.vocab_size} is too small for the byte corpus: set it to 256")
     if not 0 < d.val_fraction < 0.5:
@@ -420,3 +531,28 @@ def validate(run: RunConfig) -> None:
             f"model.dispatch=grouped_mm needs d_model and d_expert divisible by 8 (got {m.d_model}, {m.d_expert}): "
             f"use model.dispatch=auto or slices"
         )
+
+
+def _check_consistent(run: RunConfig) -> None:
+    """Refuse a setting that the rest of the config would ignore without a word (each names the fix)."""
+    m, t, d = run.model, run.train, run.data
+    default = {"model": ModelConfig(), "train": TrainConfig(), "data": DataConfig()}
+    ignored = [  # (key, is set away from its default, the setting it needs)
+        ("data.path", d.path is not None, d.source == "shards", "data.source=shards"),
+        ("data.token_dtype", d.token_dtype != default["data"].token_dtype, d.source == "shards",
+         "data.source=shards"),
+        ("model.d_shared", m.d_shared is not None, m.n_shared_experts > 0, "model.n_shared_experts >= 1"),
+        ("model.d_ff_dense", m.d_ff_dense is not None, m.n_dense_layers > 0, "model.n_dense_layers >= 1"),
+        ("model.aux_loss_coef", m.aux_loss_coef != default["model"].aux_loss_coef, m.balancing == "aux_loss",
+         "model.balancing=aux_loss"),
+        ("model.bias_update_rate", m.bias_update_rate != default["model"].bias_update_rate,
+         m.balancing == "aux_free", "model.balancing=aux_free"),
+        ("train.decay_fraction", t.decay_fraction != default["train"].decay_fraction, t.schedule == "wsd",
+         "train.schedule=wsd"),
+        ("train.wsd_decay", t.wsd_decay != default["train"].wsd_decay, t.schedule == "wsd", "train.schedule=wsd"),
+    ]
+    for key, is_set, used, needs in ignored:
+        if is_set and not used:
+            section, field_name = key.split(".")
+            value = getattr(getattr(run, section), field_name)
+            raise ConfigError(f"{key}={value} has no effect without {needs}: set that too, or drop {key}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling.config import CONFIG_DIR, ConfigError, compose
+from scaling.config import ConfigError, compose, preset_dir
 from scaling.flops import count
 from scaling.sweep.plan import (
     GridAxis,
@@ -19,7 +19,7 @@ from scaling.sweep.plan import (
 )
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "train")
+PRESETS = sorted(p.stem for p in preset_dir().glob("*.yaml") if p.stem != "train")
 GPU_PRESETS = {"lr_batch", "activation_ratio", "granularity", "isoflop", "wind_tunnel"}
 TINY_BASE = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",
              "data.val_tokens=2048"]
@@ -139,7 +139,7 @@ def test_parts_union_dedupes_shared_cells():
 
 
 def test_preset_errors_name_the_fix():
-    with pytest.raises(ConfigError, match="no sweep preset 'nope'.*demo"):
+    with pytest.raises(ConfigError, match="no sweep 'nope' in .*demo"):
         compose_sweep("nope")
     with pytest.raises(ConfigError, match="not found"):
         compose_sweep("/no/such/file.yaml")

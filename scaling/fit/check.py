@@ -45,10 +45,9 @@ def laws_path_of(results_dir: Path, sweep: str) -> Path | None:
         raise InputError(f"{plan} is not readable JSON: re-run `scaling sweep` for {sweep!r} to rewrite it") from None
     if not laws:
         return None
-    from scaling.config import CONFIG_DIR
+    from scaling.config import find_file, search_path
 
-    p = Path(laws)
-    return p if p.is_absolute() or p.exists() else CONFIG_DIR / p
+    return find_file(laws, search_path())
 
 
 def _convention_of(path: Path) -> str:

@@ -35,11 +35,24 @@ from __future__ import annotations
 
 import itertools
 import json
+from difflib import get_close_matches
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaling.config import CONFIG_DIR, ConfigError, RunConfig, compose, hydra_compose, with_updates
+from scaling.config import (
+    RUN_SECTIONS,
+    ConfigError,
+    RunConfig,
+    check_keys,
+    compose,
+    find_config,
+    find_file,
+    hydra_compose,
+    override_key,
+    search_path,
+    with_updates,
+)
 from scaling.data import DataError
 from scaling.flops import count
 from scaling.sweep import launcher
@@ -109,6 +122,12 @@ class SweepConfig:
     parts: list[dict[str, Any]] = field(default_factory=list)
     """Sub-sweeps: each entry overrides some of the fields above (e.g. its own lr, batch or activation_ratios);
     the sweep is the union of their cells (a cell in two parts runs once). Empty = the fields above alone."""
+    config_dirs: list[str] = field(default_factory=list)
+    """Folders searched for the configs named in `base` (model=..., train.yaml) and for relative law paths, first
+    match wins; set by `compose_sweep` (the sweep file's folder, --config-dir or ./sweeps, then the presets).
+    Empty = ./sweeps when it exists, then the presets."""
+    notes: list[str] = field(default_factory=list)
+    """Remarks from composing the sweep (e.g. a base replaced from the command line), shown by the dry run."""
 
 
 class PlanError(ValueError):
@@ -167,8 +186,51 @@ class SweepPlan:
 
 
 # ---- composing a sweep config ---------------------------------------------------------------------------------
-def compose_sweep(config: str, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
-    """Load a sweep config by preset name (`demo` = sweeps/demo.yaml) or path, with Hydra overrides."""
+def sweep_names(search: list[Path]) -> list[str]:
+    """The sweep configs along a search path (every YAML but train.yaml), user folders first."""
+    names = {p.stem: None for d in search for p in sorted(d.glob("*.yaml")) if p.stem != "train"}
+    return list(names)
+
+
+def split_overrides(overrides) -> tuple[list[str], list[str], list[str] | None]:
+    """(overrides of the sweep config, run overrides appended to its base, a `base=` replacement or None).
+
+    Run keys (`model.n_experts=16`, `train.schedule=wsd`, `model=tiny_dense`) and `base+=ENTRY` (or
+    `base+=['a=1','b=2']`) extend the base; `base=[...]` replaces it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweep, appended, replaced = [], [], None
+    for o in overrides:
+        key = override_key(o)
+        if o.startswith("base+="):
+            value = o[len("base+="):]
+            if value.startswith("["):
+                try:
+                    appended += [str(v) for v in OverridesParser.create().parse_override("base=" + value).value()]
+                except Exception as e:
+                    raise ConfigError(f"{o}: not a list of quoted overrides ({_first_line(e)}): write "
+                                      f"base+=\"['model.n_experts=16','train.lr=1e-3']\" or one entry, "
+                                      f"base+=model.n_experts=16") from None
+            else:
+                appended.append(value)
+        elif key.split(".")[0] in RUN_SECTIONS and not o.startswith("~"):
+            appended.append(o)
+        else:
+            if key == "base" and not o.startswith("~"):
+                replaced = o
+            sweep.append(o)
+    return sweep, appended, replaced
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def compose_sweep(config: str, overrides: list[str] | tuple[str, ...] = (),
+                  config_dir: str | Path | None = None) -> SweepConfig:
+    """Load a sweep config by name or path, with overrides. A name is looked up in `config_dir` (else ./sweeps),
+    then in the presets; a path's own folder is searched first. The YAML needs no defaults list; its `model=...`
+    and `launcher=...` choices resolve along the same search path, user folders first."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)
@@ -176,17 +238,31 @@ def compose_sweep(config: str, overrides: list[str] | tuple[str, ...] = ()) -> S
     path = Path(config)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
-            raise ConfigError(f"sweep config {path} not found: give a preset name (e.g. demo) or a YAML path")
-        config_dir, name = path.resolve().parent, path.stem
+            raise ConfigError(f"sweep config {path} not found: give a sweep name (e.g. demo) or a YAML path")
+        search, name = search_path(config_dir, path.resolve().parent), path.stem
     else:
-        config_dir, name = CONFIG_DIR, config
-        if not (CONFIG_DIR / f"{name}.yaml").is_file():
-            presets = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "train")
-            raise ConfigError(f"no sweep preset {name!r} in {CONFIG_DIR}: choose one of {', '.join(presets)} "
-                              f"or give a YAML path")
-    sweep = hydra_compose(name, overrides, config_dir=config_dir)
+        search, name = search_path(config_dir), config
+        if find_config(name, search) is None or name == "train":
+            names = sweep_names(search)
+            near = get_close_matches(name, names, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise ConfigError(f"no sweep {name!r} in {', '.join(map(str, search))}: {hint}choose one of "
+                              f"{', '.join(names)}, or give a YAML path")
+    sweep_overrides, appended, replaced = split_overrides(overrides)
+    check_keys([override_key(o) for o in sweep_overrides], SweepConfig, where=" (in the sweep's overrides)")
+    sweep = hydra_compose(name, sweep_overrides, search, schema="sweep_schema")
     if not isinstance(sweep, SweepConfig):
-        raise ConfigError(f"{name}: not a sweep config (its defaults list must start with sweep_schema)")
+        raise ConfigError(f"{name}: not a sweep config (its defaults list must name sweep_schema, or have none)")
+    if replaced is not None:
+        preset = hydra_compose(name, [], search, schema="sweep_schema").base
+        dropped = [b for b in preset if b not in sweep.base]
+        if dropped:
+            sweep.notes.append(f"{replaced} replaced the config's base, dropping {', '.join(dropped)}; to add to "
+                               f"it instead, give the keys alone (model.n_experts=16) or base+=ENTRY")
+    sweep.base = [*sweep.base, *appended]
+    sweep.config_dirs = [str(d) for d in search]
+    if sweep.laws:  # absolute, so the plan (and `scaling fit --check`) finds it from anywhere
+        sweep.laws = str(find_file(sweep.laws, search).resolve())
     return sweep
 
 
@@ -233,19 +309,21 @@ def dense_equivalent(run: RunConfig) -> dict:
 
     m = run.model
     width = m.top_k * m.d_expert + m.n_shared_experts * d_shared(m)
+    from scaling.config import ModelConfig
+
+    default = ModelConfig()  # no router: its balancing settings go back to their defaults (they would do nothing)
     return {"model.n_experts": 1, "model.top_k": 1, "model.n_shared_experts": 0, "model.d_expert": width,
-            "model.d_shared": None, "model.balancing": "none"}
+            "model.d_shared": None, "model.balancing": "none", "model.aux_loss_coef": default.aux_loss_coef,
+            "model.bias_update_rate": default.bias_update_rate}
 
 
 # ---- lr / batch grids ----------------------------------------------------------------------------------------
-def read_law(path: str, name: str):
+def read_law(path: str, name: str, search: list[Path] | None = None):
     """The law called `name` (a `scaling.fit.law.LawFit`) in a `scaling fit --json` output. Numbers only, never
-    code; relative paths also resolve against sweeps/ (e.g. laws/ling_moe.json)."""
+    code; a relative path also resolves along the config search path (e.g. laws/ling_moe.json, a preset)."""
     from scaling.fit.law import FitError, read_laws
 
-    p = Path(path)
-    if not p.is_absolute() and not p.exists() and (CONFIG_DIR / p).exists():
-        p = CONFIG_DIR / p
+    p = find_file(path, search or search_path())
     try:
         laws = read_laws(p)
     except FitError as e:
@@ -256,11 +334,12 @@ def read_law(path: str, name: str):
     return law
 
 
-def grid_values(axis: GridAxis, budget: float, base_value: float, law_name: str) -> list[float]:
+def grid_values(axis: GridAxis, budget: float, base_value: float, law_name: str,
+                search: list[Path] | None = None) -> list[float]:
     if axis.values:
         return list(axis.values)
     if axis.law:
-        centre = read_law(axis.law, law_name).value(C=budget)
+        centre = read_law(axis.law, law_name, search).value(C=budget)
     else:
         centre = axis.centre if axis.centre is not None else base_value
     return [centre * f for f in axis.factors]
@@ -353,7 +432,8 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
         raise ConfigError(f"sweep {sweep.name!r} has no budgets: set budgets: [3e11, ...] (FLOPs)")
     if any(not (b > 0) for b in sweep.budgets):
         raise ConfigError(f"sweep {sweep.name!r}: every budget must be a positive number of FLOPs")
-    base = compose(list(sweep.base) + [f"sweep={sweep.name}"])
+    search = _search(sweep)
+    base = compose(list(sweep.base) + [f"sweep={sweep.name}"], search)
     top = {"sweep": sweep.name}
     if results_dir:
         top["results_dir"] = results_dir
@@ -382,8 +462,8 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
                         if arch["A"] is not None:
                             run = with_updates(run, reshape_activation(run, arch["A"]))
                     batches = grid_values(sweep.batch, budget, run.train.batch_size * run.model.seq_len,
-                                          "batch_opt")
-                    lrs = grid_values(sweep.lr, budget, run.train.lr, "lr_opt")
+                                          "batch_opt", search)
+                    lrs = grid_values(sweep.lr, budget, run.train.lr, "lr_opt", search)
                 except (ConfigError, DataError) as e:
                     variant = "dense" if kind == "dense" else "-".join(f"{k}{v:g}" for k, v in arch.items() if v)
                     problems.append((f"{label}-{variant}" if variant else label, str(e)))
@@ -419,13 +499,17 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
     return cells, problems
 
 
-def compute_optimal_budget(run: RunConfig, laws_path: str) -> float:
+def _search(sweep: SweepConfig) -> list[Path]:
+    return [Path(d) for d in sweep.config_dirs] or search_path()
+
+
+def compute_optimal_budget(run: RunConfig, laws_path: str, search: list[Path] | None = None) -> float:
     """The budget at which `run`'s model is compute-optimal by the fitted allocation law (3 significant digits)."""
     counts = count(run.model)
     try:
-        law, size = read_law(laws_path, "n_opt"), counts.params_active_non_embedding
+        law, size = read_law(laws_path, "n_opt", search), counts.params_active_non_embedding
     except ConfigError:
-        law, size = read_law(laws_path, "m_opt"), counts.M  # Ling's published form, in FLOPs per token
+        law, size = read_law(laws_path, "m_opt", search), counts.M  # Ling's published form, in FLOPs per token
     return float(f"{law.inverse(size):.3g}")
 
 
@@ -436,11 +520,12 @@ def _ladder_to_shapes(sweep: SweepConfig) -> SweepConfig:
     if not sweep.laws:
         raise ConfigError(f"sweep {sweep.name!r} has a ladder but no laws: pass laws=PATH to a `scaling fit --json` "
                           f"output with an n_opt (or m_opt) law")
-    base = compose(list(sweep.base))
+    search = _search(sweep)
+    base = compose(list(sweep.base), search)
     shapes, budgets = [], []
     for shape in sweep.ladder:
         run = with_updates(base, {f"model.{k}": v for k, v in shape.items() if k != "budgets"})
-        budget = compute_optimal_budget(run, sweep.laws)
+        budget = compute_optimal_budget(run, sweep.laws, search)
         shapes.append({**{k: v for k, v in shape.items() if k != "budgets"}, "budgets": [budget]})
         budgets.append(budget)
     return dataclasses.replace(sweep, ladder=[], shapes=shapes, budgets=sorted(set(budgets)))
