@@ -5,21 +5,51 @@ from __future__ import annotations
 import typer
 
 app = typer.Typer(
-    help="A laboratory for Mixture-of-Experts scaling laws: train, sweep and fit small MoE models.",
+    help="A laboratory for Mixture-of-Experts scaling laws: train, sweep and fit small MoE models. Results go to "
+         "stdout, progress and logs to stderr.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 OVERRIDES_HELP = (
     "Hydra overrides, e.g. budget_flops=1e12 train.lr=4e-3 model.n_experts=16 model=tiny_dense "
-    "results_dir=/tmp/r wandb.mode=disabled. Keys are documented in scaling/config.py."
+    "wandb.mode=disabled. Keys are documented in scaling/config.py; --show-config prints them resolved."
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from scaling import __version__
+
+        print(f"scaling {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
     """A laboratory for Mixture-of-Experts scaling laws."""
+
+
+RESULTS_HELP = "Results directory (default: $SCALING_RESULTS or ./results)."
+CONFIG_DIR_HELP = ("Folder of your own configs (sweep YAMLs, model/, launcher/), searched before the presets "
+                   "(default: ./sweeps when it exists).")
+SHOW_CONFIG_HELP = "Print the resolved config (YAML) on stdout and exit; Hydra's `--cfg job` does the same."
+
+
+def _wants_config(show_config: bool, cfg: str | None) -> bool:
+    if cfg is not None and cfg != "job":
+        _fail(f"--cfg {cfg!r}: only `--cfg job` (the resolved config) is supported")
+    return show_config or cfg == "job"
+
+
+def _print_yaml(config) -> None:
+    from omegaconf import OmegaConf
+
+    print(OmegaConf.to_yaml(OmegaConf.structured(config)), end="")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -36,41 +66,48 @@ def train(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the derived run (params, M, tokens, steps); train nothing."
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the live progress bar."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the live progress bar (stderr)."),
     overrides_file: str | None = typer.Option(None, "--overrides-file", help="A file of key=value overrides, one "
                                               "per line (e.g. a `scaling fit` recommendation), applied first."),
+    results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+    config_dir: str | None = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
+    show_config: bool = typer.Option(False, "--show-config", help=SHOW_CONFIG_HELP),
+    cfg: str | None = typer.Option(None, "--cfg", hidden=True),
 ) -> None:
     """Train one MoE run to a compute budget (FLOPs) and record it under the results directory."""
-    from rich.console import Console
-
-    from scaling.config import ConfigError, compose, resolve_results_dir
+    from scaling.config import ConfigError, compose, resolve_results_dir, search_path, with_updates
     from scaling.data import DataError
     from scaling.store import StoreError, record_path
     from scaling.tables import run_plan_table, run_result_line
 
-    console = Console(stderr=True)
+    out, err = _console(stderr=False), _console()
     try:
-        run = compose(_read_overrides_file(overrides_file) + list(overrides or []))
+        run = compose(_read_overrides_file(overrides_file) + list(overrides or []), search_path(config_dir))
+        if results_dir is not None:
+            run = with_updates(run, {"results_dir": results_dir})
+        if _wants_config(show_config, cfg):
+            _print_yaml(run)
+            return
         from scaling.train import plan_run
 
         plan = plan_run(run)
     except (ConfigError, DataError, StoreError) as e:
         _fail(str(e))
-    console.print(run_plan_table(plan))
+    out.print(run_plan_table(plan))
     if dry_run:
         return
     rec_path = record_path(resolve_results_dir(run), run.sweep, plan.run_id)
     from scaling.train import train as train_run
 
     try:
-        record = train_run(run, show_progress=progress, console=console)
+        record = train_run(run, show_progress=progress, console=err)
     except (ConfigError, DataError, StoreError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _fail(f"interrupted; re-run the same command to resume (record {rec_path})", code=130)
     except Exception as e:
         _fail(f"run {plan.run_id} failed: {type(e).__name__}: {e} (record {rec_path})", code=1)
-    console.print(run_result_line(record, rec_path))
+    out.print(run_result_line(record, rec_path))
     if record["status"] == "diverged":
         raise typer.Exit(3)
 
@@ -106,14 +143,14 @@ def _results_dir(option: str | None):
     return results_root(option)
 
 
-RESULTS_HELP = "Results directory (default: $SCALING_RESULTS or ./results)."
-
-
 @app.command()
 def sweep(
-    config: str = typer.Argument(..., help="Sweep preset name (e.g. demo = sweeps/demo.yaml) or a YAML path."),
-    overrides: list[str] | None = typer.Argument(None, help="Hydra overrides of the sweep config, "
-                                                     "e.g. 'budgets=[1e11,3e11]' name=my_sweep."),
+    config: str = typer.Argument(..., help="Sweep name (./sweeps/NAME.yaml or --config-dir, else a preset such "
+                                 "as demo) or a YAML path."),
+    overrides: list[str] | None = typer.Argument(None, help="Hydra overrides of the sweep config, e.g. "
+                                                 "'budgets=[1e11,3e11]' name=my_sweep; run keys "
+                                                 "(model.n_experts=16, train.schedule=wsd) and base+=ENTRY add "
+                                                 "to its base, base=[...] replaces it."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (cells, totals, time estimate); no runs."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on CPU."),
     runs_per_gpu: int = typer.Option(1, "--runs-per-gpu", min=1, help="Cells run side by side on each GPU."),
@@ -128,6 +165,9 @@ def sweep(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the live progress display."),
     wait: bool = typer.Option(False, "--wait", help="launcher=slurm: follow the submitted cells until they "
                               "settle (Ctrl-C stops following; the jobs go on)."),
+    config_dir: str | None = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
+    show_config: bool = typer.Option(False, "--show-config", help=SHOW_CONFIG_HELP),
+    cfg: str | None = typer.Option(None, "--cfg", hidden=True),
 ) -> None:
     """Plan a sweep of MoE runs (budgets x axes), print it, and train every cell not yet done: here
     (launcher=local, the default) or as a Slurm job array (launcher=slurm; see README, Running on a Slurm
@@ -136,15 +176,20 @@ def sweep(
     from scaling.config import ConfigError
     from scaling.data import DataError
     from scaling.store import StoreError
-    from scaling.sweep.estimate import estimate_sweep_seconds
+    from scaling.sweep.estimate import estimate_sweep_seconds, sweep_wall_seconds
     from scaling.sweep.plan import PlanError, compose_sweep, plan_sweep
     from scaling.tables import sweep_table
 
-    console = _console()
+    out, console = _console(stderr=False), _console()
     results = _results_dir(results_dir)
     try:
-        cfg = compose_sweep(config, overrides or [])
-        plan = plan_sweep(cfg, results_dir=str(results), wandb_mode=wandb_mode)
+        sweep_cfg = compose_sweep(config, overrides or [], config_dir)
+        if _wants_config(show_config, cfg):
+            _print_yaml(sweep_cfg)
+            return
+        for note in sweep_cfg.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+        plan = plan_sweep(sweep_cfg, results_dir=str(results), wandb_mode=wandb_mode)
     except PlanError as e:
         from rich.markup import escape
 
@@ -154,10 +199,10 @@ def sweep(
         _fail(str(e))
     from scaling.sweep import launcher
 
-    problems = launcher.check(cfg.launcher)
+    problems = launcher.check(sweep_cfg.launcher)
     if problems:
         _fail(f"bad launcher config: {'; '.join(problems)}")
-    slurm = cfg.launcher.kind == "slurm"
+    slurm = sweep_cfg.launcher.kind == "slurm"
     if slurm and not dry_run:
         from scaling.sweep.slurm import SlurmError, require_slurm
 
@@ -166,11 +211,12 @@ def sweep(
         except SlurmError as e:
             _fail(str(e))
     estimates = estimate_sweep_seconds(plan, device, workers) if probe else {}
-    console.print(sweep_table(plan, estimates, workers))
+    wall = sweep_wall_seconds(estimates, device, workers) if estimates else None
+    out.print(sweep_table(plan, estimates, workers, wall))
     if dry_run:
         return
     if slurm:
-        _submit_to_slurm(plan, results, cfg.launcher, retry_failed, wait, progress, config, console)
+        _submit_to_slurm(plan, results, sweep_cfg.launcher, retry_failed, wait, progress, config, console)
         return
     from scaling.sweep.launch import LaunchOptions, launch
 
@@ -184,7 +230,7 @@ def sweep(
         _fail(str(e))
     except KeyboardInterrupt:
         _fail(f"interrupted; re-run the same command to resume (state: `scaling status {plan.name}`)", code=130)
-    _show_final_status(results, plan.name, f"scaling sweep {config} --retry-failed", console)
+    _show_final_status(results, plan.name, f"scaling sweep {config} --retry-failed", out, console)
     if counts.get("skipped"):
         console.print(f"{counts['skipped']} cell(s) were taken by another launcher")
 
@@ -213,15 +259,16 @@ def _submit_to_slurm(plan, results, launcher_cfg, retry_failed: bool, wait: bool
         follow(results, plan.name, [c.run_id for c in plan.cells], console=console, show_progress=progress)
     except KeyboardInterrupt:
         _fail(f"stopped following; the jobs go on (`scaling status {plan.name}`)", code=130)
-    _show_final_status(results, plan.name, f"scaling sweep {config} launcher=slurm --retry-failed", console)
+    _show_final_status(results, plan.name, f"scaling sweep {config} launcher=slurm --retry-failed",
+                       _console(stderr=False), console)
 
 
-def _show_final_status(results, sweep: str, retry_command: str, console) -> None:
-    """The sweep's status table; exit 1 when cells failed, naming the command that retries them."""
+def _show_final_status(results, sweep: str, retry_command: str, out, console) -> None:
+    """The sweep's status table (stdout); exit 1 when cells failed, naming the command that retries them."""
     from scaling.sweep.status import status_table
 
     table, n = status_table(results, sweep)
-    console.print(table)
+    out.print(table)
     if n["failed"]:
         console.print(f"{n['failed']} cell(s) failed: see their logs; `{retry_command}` retries them")
         raise typer.Exit(1)
@@ -233,16 +280,17 @@ def bench(
                                                  "model.n_layers=4 train.batch_size=16."),
     compile_model: bool = typer.Option(False, "--compile", help="Time the torch.compile'd step."),
     rounds: int = typer.Option(5, "--rounds", min=1, help="Timed rounds (of 4 steps each)."),
+    config_dir: str | None = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
 ) -> None:
     """Training-step speed of a model on this device: tokens/s, step time, MFU (FLOPs from flops.py over the
     device's measured matmul peak)."""
     from scaling import flops
-    from scaling.config import ConfigError, compose
+    from scaling.config import ConfigError, compose, search_path
     from scaling.device import peak_flops
     from scaling.probe import measure
 
     try:
-        run = compose(overrides or [])
+        run = compose(overrides or [], search_path(config_dir))
     except ConfigError as e:
         _fail(str(e))
     r = measure(run.model, run.train.batch_size, run.train.device, rounds=rounds, compile=compile_model)
@@ -293,14 +341,19 @@ def status(
 @app.command()
 def runs(
     sweep: str | None = typer.Argument(None, help="Sweep name; all sweeps when omitted."),
-    fmt: str = typer.Option("table", "--format", help="table, csv, parquet or json."),
+    fmt: str = typer.Option("table", "--format", help="table, csv, parquet or json (csv, parquet and json hold "
+                            "every column)."),
+    columns: str | None = typer.Option(None, "--columns", help="Table columns to add, comma-separated record "
+                                       "fields (e.g. results.tokens_per_s,config.model.d_model), or 'all'."),
     output: str | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
 ) -> None:
-    """Every run record as one table (a pandas DataFrame: scaling.store.load), or exported as CSV/Parquet/JSON."""
+    """Every run record as one table (a pandas DataFrame: scaling.store.load), sorted by sweep coordinates, or
+    exported as CSV/Parquet/JSON."""
     import sys
 
     from scaling import store
+    from scaling.tables import RunsColumnsError, runs_frame
 
     if fmt not in ("table", "csv", "parquet", "json"):
         _fail(f"--format {fmt!r} is not one of table, csv, parquet, json")
@@ -312,17 +365,18 @@ def runs(
         _fail(str(e))
     if df.empty:
         _fail(f"no run records{' in sweep ' + sweep if sweep else ''} under {_results_dir(results_dir)}")
+    try:
+        shown = runs_frame(df, columns.split(",") if columns else [], every=fmt != "table")
+    except RunsColumnsError as e:
+        _fail(str(e))
     if fmt == "table":
-        cols = [c for c in ("sweep", "name", "id", "status", "derived.budget_flops", "derived.tokens",
-                            "config.train.lr", "derived.batch_tokens", "derived.activation_ratio",
-                            "results.val_loss") if c in df.columns]
-        text = df[cols].to_string(index=False)
+        text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
     elif fmt == "csv":
-        text = df.to_csv(index=False)
+        text = shown.to_csv(index=False)
     elif fmt == "json":
-        text = df.to_json(orient="records", indent=1)
+        text = shown.to_json(orient="records", indent=1)
     else:
-        df.to_parquet(output, index=False)
+        shown.to_parquet(output, index=False)
         return
     if output:
         from pathlib import Path
@@ -348,7 +402,12 @@ def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
 
 @app.command()
 def fit(
-    sweep: str | None = typer.Argument(None, help="Sweep name in the results directory; all sweeps when omitted."),
+    sweep: str | None = typer.Argument(None, help="Sweep to fit (its folder under the results directory, or its "
+                                       "W&B group with --from wandb:...); may be omitted when there is one."),
+    all_sweeps: bool = typer.Option(False, "--all", help="Pool the runs of every sweep (their losses must be "
+                                    "comparable: same data)."),
+    wandb_mode: str | None = typer.Option(None, "--wandb", help="Also log the fit (laws table, verdicts, figures) "
+                                          "to W&B as a run in the sweep's group: auto, online or offline."),
     source: str | None = typer.Option(None, "--from", help="A CSV of runs, or wandb:ENTITY/PROJECT (default: the "
                                       "results directory)."),
     mapping: str | None = typer.Option(None, "--map", help="Rename CSV columns: 'params=Model Size,flops=Training "
@@ -399,8 +458,14 @@ def fit(
         return
     lr_factors = _floats(verify_lrs, "--verify-lrs")
     seeds = _floats(verify_seeds, "--verify-seeds")
+    if wandb_mode is not None and wandb_mode not in ("auto", "online", "offline"):
+        _fail(f"--wandb {wandb_mode!r} is not one of auto, online, offline")
     try:
         parse_method(optimum)  # a bad option fails before any data is read
+        if sweep is not None and all_sweeps:
+            raise InputError(f"give a sweep ({sweep!r}) or --all, not both")
+        if sweep is None and not all_sweeps and source is None:
+            sweep = _only_sweep(results)
         runs = load_runs(source, results, sweep, mapping, seq_len, convention, allow_mixed_data)
         report = fit_all(runs, optimum=optimum, n_boot=bootstrap, target_flops=target_flops)
         if not report.laws and report.optima is None:
@@ -420,6 +485,10 @@ def fit(
         written = write_fit_outputs(report, runs, out_dir, recommendation, plots=plots, verify=verify)
     except (InputError, StoreError, ValueError) as e:
         _fail(str(e))
+    if wandb_mode is not None:
+        where = _log_fit_to_wandb(wandb_mode, runs, sweep, written, out_dir)
+        _console().print(f"logged the fit to W&B ({where})" if where else "the fit was not logged to W&B "
+                         "(disabled by WANDB_MODE, or W&B could not start: see above)", highlight=False)
     if as_json:
         sys.stdout.write(json.dumps(written["payload"], indent=1, allow_nan=False) + "\n")
         return
@@ -461,6 +530,33 @@ def fit(
                       f"{written['verify']}`, then `scaling fit --check {written['verify_name']}`")
     elif "verify_skipped" in written:
         console.print(f"no verification sweep: {written['verify_skipped']}", highlight=False)
+
+
+def _only_sweep(results) -> str:
+    """The one sweep of the results folder; several are refused (pooling them must be asked for)."""
+    from scaling.fit.inputs import InputError
+    from scaling.sweep.status import list_sweeps
+
+    sweeps = list_sweeps(results)
+    if len(sweeps) == 1:
+        return sweeps[0]
+    if not sweeps:
+        raise InputError(f"no sweep under {results}: run `scaling sweep` first, or pass --results-dir")
+    raise InputError(f"{len(sweeps)} sweeps under {results} ({', '.join(sweeps)}): name the one to fit, or pass "
+                     f"--all to pool them")
+
+
+def _log_fit_to_wandb(mode: str, runs, sweep: str | None, written: dict, out_dir) -> str | None:
+    """The fit as a W&B run in the sweep's group, in the project (and entity) its runs were logged to."""
+    from scaling.config import WandbConfig
+    from scaling.tracking import log_fit
+
+    wandb_cfg = WandbConfig(mode=mode)
+    if "config" in runs.df.columns and len(runs.df):
+        logged = runs.df["config"].iloc[0].get("wandb") or {}
+        wandb_cfg.project = logged.get("project") or wandb_cfg.project
+        wandb_cfg.entity = logged.get("entity")
+    return log_fit(wandb_cfg, sweep or "all", written["payload"], written.get("figures") or [], out_dir)
 
 
 def _check(results, sweep: str, laws: str | None, as_json: bool, n_boot: int) -> None:

@@ -34,7 +34,8 @@ def run_result_line(record: dict, rec_path) -> str:
             + (f" ({tps:,.0f} tok/s)" if tps else "") + f"; record {rec_path}")
 
 
-def sweep_table(plan, estimates: dict, workers: int):
+def sweep_table(plan, estimates: dict, workers: int, wall: tuple[float, int] | None = None):
+    """The plan, cell by cell, with its resolved base and totals; `wall` = (estimated seconds, cells at once)."""
     from rich.table import Table
 
     title = f"sweep {plan.name}: {len(plan.cells)} cells" + (f" — {plan.config.description}"
@@ -52,14 +53,15 @@ def sweep_table(plan, estimates: dict, workers: int):
         if estimates:
             row.append(f"{estimates.get(c.run_id, float('nan')):.1f}")
         table.add_row(*row)
-    caption = f"total {plan.total_flops:.3g} FLOPs"
+    caption = f"base: {' '.join(plan.config.base) or '(none: train.yaml as is)'}\ntotal {plan.total_flops:.3g} FLOPs"
     if plan.duplicates:
         caption += f"; {plan.duplicates} duplicate cell(s) dropped"
-    if estimates:
-        total = sum(estimates.values())
-        caption += (f"; estimated {total:.0f} s of training on this device (probe), about "
-                    f"{total / max(1, min(workers, len(plan.cells))):.0f} s with {workers} worker(s)")
+    if estimates and wall:
+        seconds, at_once = wall
+        caption += (f"; estimated {sum(estimates.values()):.0f} s of training on this device (probe), about "
+                    f"{seconds:.0f} s with {workers} worker(s) ({at_once} cell(s) at once)")
     table.caption = caption
+    table.caption_justify = "left"
     return table
 
 
@@ -197,3 +199,39 @@ def check_table(title: str, df):
             f"{_g(get('loss_measured'))} {_iv(get('loss_measured_lo'), get('loss_measured_hi'))}",
             _g(get("loss_error")), held(get("loss_held")))
     return table
+
+
+RUNS_COLUMNS = {"sweep": "sweep", "cell": "name", "status": "status", "C": "derived.budget_flops",
+                "A": "derived.activation_ratio", "G": "derived.granularity", "batch": "derived.batch_tokens",
+                "lr": "config.train.lr", "seed": "config.seed", "val loss": "results.val_loss",
+                "tok/s": "results.tokens_per_s", "id": "id"}
+"""The `scaling runs` table's default columns (shown name -> record field); --columns adds any other field."""
+RUNS_ORDER = ("sweep", "derived.budget_flops", "derived.activation_ratio", "derived.granularity",
+              "derived.batch_tokens", "config.train.lr", "config.seed", "name")
+"""Sort order of the runs: by sweep, then its coordinates."""
+
+
+class RunsColumnsError(ValueError):
+    """A --columns name that is not a record field."""
+
+
+def runs_frame(df, extra: list[str], every: bool = False):
+    """The runs sorted by sweep coordinates; the default columns plus `extra` (or, with `every` or
+    extra == ['all'], every field under its record name)."""
+    import difflib
+
+    order = [c for c in RUNS_ORDER if c in df.columns]
+    df = df.sort_values(order, kind="stable") if order else df
+    if every or extra == ["all"]:
+        return df.reset_index(drop=True)
+    extra = [c.strip() for c in extra if c.strip()]
+    for c in extra:
+        if c not in df.columns:
+            near = difflib.get_close_matches(c, list(df.columns), n=1, cutoff=0.5)
+            raise RunsColumnsError(f"--columns {c!r} is not a record field" + (f": did you mean {near[0]}?" if near
+                                   else "") + " (`scaling runs --format csv` shows every field)")
+    shown = {name: field for name, field in RUNS_COLUMNS.items() if field in df.columns}
+    shown.update({c: c for c in extra})
+    out = df[list(shown.values())].copy()
+    out.columns = list(shown)
+    return out.reset_index(drop=True)

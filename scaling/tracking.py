@@ -1,9 +1,12 @@
-"""Weights & Biases mirror of a run. The results store is the source of truth; W&B is a view of it.
+"""Weights & Biases mirror of runs and fits. The results store is the source of truth; W&B is a view of it.
 
-Mode 'auto' logs online when an API key is available (WANDB_API_KEY or a `wandb login`), offline otherwise; a
-WANDB_MODE environment variable wins over the config. A W&B failure never fails the run: it is reported once and
-the run goes on without the mirror. Nothing secret is logged: the W&B config is the run's resolved config and
-derived quantities, which hold no environment values.
+Mode: an explicit `wandb.mode` (online, offline, disabled) wins; 'auto' follows a WANDB_MODE environment variable
+when one is set, else logs online when an API key is available (WANDB_API_KEY or a `wandb login`), offline
+otherwise. Offline runs land in `<results>/<sweep>/wandb/offline-run-*`, where `wandb sync` run from the sweep
+folder (or given that path) expects them. A run's metrics are logged against `tokens` and `flops` (its x-axes in
+the W&B UI, set with define_metric) as well as the step; its summary holds the final held-out loss, tokens/s and
+MFU. A W&B failure never fails the run: it is reported once and the run goes on without the mirror. Nothing secret
+is logged: the W&B config is the run's resolved config and derived quantities, which hold no environment values.
 """
 
 from __future__ import annotations
@@ -14,11 +17,17 @@ from pathlib import Path
 
 from scaling.config import WandbConfig
 
+X_AXES = ("tokens", "flops")
+"""Metrics every logged point carries, usable as x-axes: training tokens seen, and training FLOPs spent (C)."""
+
 
 class NullTracker:
     run_url = None
 
     def log(self, metrics: dict, step: int) -> None:
+        pass
+
+    def summarize(self, values: dict) -> None:
         pass
 
     def finish(self, exit_code: int = 0) -> None:
@@ -30,28 +39,34 @@ class WandbTracker:
         self._run = wb_run
         self.run_url = wb_run.url if online else None  # offline runs have no URL (and wandb warns if asked)
 
-    def log(self, metrics: dict, step: int) -> None:
+    def _guard(self, what: str, call) -> None:
+        """Run a W&B call; on failure warn once and go on without the mirror (it must not kill the run)."""
+        if self._run is None:
+            return
         try:
-            self._run.log(metrics, step=step)
-        except Exception as e:  # the mirror must not kill the run
-            print(f"warning: W&B log failed ({e}); continuing without it", file=sys.stderr)
+            call(self._run)
+        except Exception as e:
+            print(f"warning: W&B {what} failed ({e}); continuing without it", file=sys.stderr)
             self._run = None
-            self.log = NullTracker().log
+
+    def log(self, metrics: dict, step: int) -> None:
+        self._guard("log", lambda run: run.log(metrics, step=step))
+
+    def summarize(self, values: dict) -> None:
+        """Set summary metrics (the run's row in the W&B table): e.g. the final held-out loss."""
+        self._guard("summary", lambda run: run.summary.update({k: v for k, v in values.items() if v is not None}))
 
     def finish(self, exit_code: int = 0) -> None:
-        if self._run is not None:
-            try:
-                self._run.finish(exit_code=exit_code)
-            except Exception as e:
-                print(f"warning: W&B finish failed ({e})", file=sys.stderr)
+        self._guard("finish", lambda run: run.finish(exit_code=exit_code))
 
 
 def resolve_mode(cfg: WandbConfig) -> str:
+    """online, offline or disabled: an explicit mode wins over the environment, which 'auto' follows."""
+    if cfg.mode != "auto":
+        return cfg.mode
     env = os.environ.get("WANDB_MODE")
     if env:
         return {"dryrun": "offline", "run": "online"}.get(env, env)
-    if cfg.mode != "auto":
-        return cfg.mode
     return "online" if _has_api_key() else "offline"
 
 
@@ -65,9 +80,9 @@ def _has_api_key() -> bool:
         return False
 
 
-def start(cfg: WandbConfig, run_id: str, name: str, sweep: str, config: dict, tags: list[str],
-          directory: Path):
-    """Start (or resume, same id) the W&B run of one record; a NullTracker when disabled or unavailable."""
+def _init(cfg: WandbConfig, directory: Path, **kwargs):
+    """(tracker, mode) for a new W&B run whose files go under `directory`/wandb; a NullTracker when disabled or
+    when W&B cannot start (reported on stderr)."""
     mode = resolve_mode(cfg)
     if mode == "disabled":
         return NullTracker()
@@ -75,13 +90,62 @@ def start(cfg: WandbConfig, run_id: str, name: str, sweep: str, config: dict, ta
         import wandb
 
         directory.mkdir(parents=True, exist_ok=True)
-        wb_run = wandb.init(
-            project=cfg.project, entity=cfg.entity, id=run_id, name=name, group=sweep, tags=tags,
-            config=config, dir=str(directory), mode=mode, resume="allow", reinit="finish_previous",
-            settings=wandb.Settings(silent=True, console="off", init_timeout=60),
-        )
+        wb_run = wandb.init(project=cfg.project, entity=cfg.entity, dir=str(directory), mode=mode,
+                            reinit="finish_previous",
+                            settings=wandb.Settings(silent=True, console="off", init_timeout=60), **kwargs)
         return WandbTracker(wb_run, online=mode == "online")
     except Exception as e:
-        print(f"warning: W&B could not start ({type(e).__name__}: {e}); the run goes on without it "
+        print(f"warning: W&B could not start ({type(e).__name__}: {e}); going on without it "
               f"(set wandb.mode=disabled to silence this)", file=sys.stderr)
         return NullTracker()
+
+
+def start(cfg: WandbConfig, run_id: str, name: str, sweep: str, config: dict, tags: list[str],
+          directory: Path):
+    """Start (or resume, same id) the W&B run of one record, its files under `directory`/wandb (the sweep's
+    folder); train/* and val/* metrics are plotted against `tokens` by default, `flops` being the other x-axis."""
+    tracker = _init(cfg, directory, id=run_id, name=name, group=sweep, tags=tags, config=config, resume="allow",
+                    job_type="train")
+    if isinstance(tracker, WandbTracker):
+        def define(run) -> None:
+            for axis in X_AXES:
+                run.define_metric(axis)
+            run.define_metric("train/*", step_metric="tokens")
+            run.define_metric("val/*", step_metric="tokens")
+            run.define_metric("val/loss", summary="last")
+
+        tracker._guard("define_metric", define)
+    return tracker
+
+
+def log_fit(cfg: WandbConfig, sweep: str, payload: dict, figures: list[Path], directory: Path) -> str | None:
+    """Log a fit as a W&B run in the sweep's group (job type 'fit'): a table of the laws (formula, parameters,
+    interval, verdict), the figures, and each law's parameters in the summary. Returns where it went (its URL, or
+    the offline folder to `wandb sync`), or None when W&B is disabled or could not start."""
+    tracker = _init(cfg, directory, name=f"fit-{sweep}", group=sweep, job_type="fit",
+                    config={"sweep": sweep, "n_runs": payload.get("n_runs"), "source": payload.get("source"),
+                            "convention": payload.get("convention")})
+    if not isinstance(tracker, WandbTracker):
+        return None
+
+    def log(run) -> None:
+        import wandb
+
+        columns = ["law", "formula", "params", "interval", "r2", "verdict", "reasons"]
+        rows = []
+        summary = {}
+        for name, law in (payload.get("laws") or {}).items():
+            verdict = law.get("verdict") or {}
+            params = law.get("params") or {}
+            rows.append([name, law.get("formula"), str(params), str(law.get("interval")), law.get("r2"),
+                         verdict.get("verdict"), "; ".join(verdict.get("reasons") or [])])
+            summary.update({f"{name}/{k}": v for k, v in params.items() if isinstance(v, (int, float))})
+            summary[f"{name}/verdict"] = verdict.get("verdict")
+        run.log({"laws": wandb.Table(columns=columns, data=rows),
+                 **{f"figures/{p.stem}": wandb.Image(str(p)) for p in figures if p.suffix == ".png"}})
+        run.summary.update(summary)
+
+    tracker._guard("fit log", log)
+    where = tracker.run_url or f"offline: `wandb sync {directory / 'wandb'}` uploads it"
+    tracker.finish()
+    return where

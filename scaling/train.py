@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from scaling import __version__, flops, scheduler, store
+from scaling import progress as progress_line
 from scaling.config import ConfigError, RunConfig, identity_dict, resolve_results_dir, to_dict
 from scaling.data import DataError, TokenData
 from scaling.data import cache_dir as data_cache_dir
@@ -381,7 +382,7 @@ def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_devi
     wandb_id = f"{plan.run_id}-{hashlib.sha256(run.sweep.encode()).hexdigest()[:6]}"
     tracker = tracking.start(run.wandb, wandb_id, plan.name, run.sweep,
                              {**record["config"], "derived": record["derived"]}, tags,
-                             store.sweep_dir(results_dir, run.sweep) / "wandb") if main else tracking.NullTracker()
+                             store.sweep_dir(results_dir, run.sweep)) if main else tracking.NullTracker()
     if tracker.run_url:
         record["provenance"]["wandb_url"] = tracker.run_url
     wall_start = time.perf_counter()
@@ -398,7 +399,7 @@ def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_devi
         val_loss = _evaluate(model, plan.data, run, device)
         state["evals"].append({"step": plan.steps, "val_loss": val_loss})
         record["status"] = "completed"
-        tracker.log({"val/loss": val_loss}, step=plan.steps)
+        tracker.log({"val/loss": val_loss, **_x_axes(plan, plan.steps)}, step=plan.steps)
     except Diverged as e:
         record["status"] = "diverged"
         record["error"] = {"kind": "diverged", "step": e.step, "reason": e.reason}
@@ -413,6 +414,11 @@ def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_devi
         tracker.finish(exit_code=1)
         raise
     _finish(record, save, state, plan, model, device, val_loss, wall_start, ranks)
+    res = record["results"]
+    tracker.summarize({"final/val_loss": res["val_loss"], "final/train_loss_smoothed": res["train_loss_smoothed"],
+                       "final/tokens_per_s": res["tokens_per_s"], "final/mfu": res["mfu"],
+                       "final/tokens": res["tokens_done"], "final/flops": res["tokens_done"] * plan.counts.M,
+                       "status": record["status"]})
     tracker.finish(exit_code=0 if record["status"] == "completed" else 1)
     if main and record["status"] in store.FINAL_STATUSES and ckpt_path.exists() and not t.keep_checkpoint:
         ckpt_path.unlink()
@@ -451,6 +457,12 @@ def _finish(record, save, state, plan: RunPlan, model, device, val_loss, wall_st
     }
     record["provenance"]["finished"] = _now()
     save(record)
+
+
+def _x_axes(plan: RunPlan, steps_done: int) -> dict:
+    """The W&B x-axes of a logged point (tracking.X_AXES): tokens seen and FLOPs spent after `steps_done` steps."""
+    tokens = plan.tokens_after(steps_done)
+    return {"tokens": tokens, "flops": tokens * plan.counts.M}
 
 
 def _train_loop(plan: RunPlan, model, forward, optimizer, state: dict, device, ckpt_path: Path, tracker,
@@ -538,11 +550,11 @@ def _train_loop(plan: RunPlan, model, forward, optimizer, state: dict, device, c
                 state["curve"].append(point)
                 tracker.log({"train/loss": loss_value, "train/smoothed_loss": smoothed, "train/lr": lr,
                              "train/grad_norm": grad_norm, "train/tokens_per_s": tokens_per_s,
-                             "train/tokens": point["tokens"]}, step=done)
+                             **_x_axes(plan, done)}, step=done)
             if t.eval_every and done % t.eval_every == 0 and done < plan.steps:
                 val = _evaluate(model, plan.data, run, device)
                 state["evals"].append({"step": done, "val_loss": val})
-                tracker.log({"val/loss": val}, step=done)
+                tracker.log({"val/loss": val, **_x_axes(plan, done)}, step=done)
             periodic = t.checkpoint_every and done % t.checkpoint_every == 0
             if (periodic or checkpoint_asked or stop_asked) and done < plan.steps:
                 _REQUESTS["checkpoint"] = False
@@ -553,3 +565,6 @@ def _train_loop(plan: RunPlan, model, forward, optimizer, state: dict, device, c
                 if stop_asked:
                     raise Preempted(f"{stop_asked} at step {done}; checkpoint saved")
             progress.update(task, completed=done, loss=f"{smoothed:.3f}", tps=f"{tokens_per_s:,.0f}")
+            if not show_progress and (ranks is None or ranks.main) and (done % t.log_every == 0 or done == plan.steps):
+                console.print(progress_line.line(done, plan.steps, loss_value, smoothed, lr, plan.tokens_after(done),
+                                                 tokens_per_s), highlight=False, soft_wrap=True)

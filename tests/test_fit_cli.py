@@ -176,32 +176,45 @@ def test_integer_columns_do_not_overflow(tmp_path):
     assert list(runs.df["flops"]) == [6e20, 6e20]
 
 
-def test_runs_from_a_wandb_project(monkeypatch):
+def test_runs_from_a_wandb_project(monkeypatch, tmp_path):
     """`--from wandb:ENTITY/PROJECT` reads the config and summary `scaling` logs to each W&B run (wandb.Api faked:
-    no network here)."""
+    no network here), keeps to the named sweep (its W&B group), skips fit runs, and refuses mixed data sets as the
+    results store does."""
     import types
 
     from scaling.fit.inputs import InputError, load_runs
+    from synthetic import write_sweep
 
-    def wb_run(i, state="finished", loss=3.0):
-        derived = {"params_active_non_embedding": 1e5, "tokens": 1e6 * (i + 1), "flops_per_token": {"M": 1e6},
-                   "budget_flops": 1e12 * (i + 1), "batch_tokens": 4096, "activation_ratio": 0.25,
-                   "granularity": 1.0}
-        return types.SimpleNamespace(id=f"r{i}", group="demo", state=state, summary={"val/loss": loss - 0.1 * i},
-                                     config={"derived": derived, "train": {"lr": 3e-3}, "model": {"n_experts": 8}})
+    def as_wandb(rec, state="finished", job_type="train"):
+        return types.SimpleNamespace(id=rec["id"], group=rec["sweep"], state=state, job_type=job_type,
+                                     summary={"val/loss": rec["results"]["val_loss"]},
+                                     config={**rec["config"], "derived": rec["derived"]})
+
+    demo = write_sweep(tmp_path, "demo", [1e11, 3e11], [2e-3, 4e-3], seeds=(0,))
+    other = write_sweep(tmp_path, "other", [1e11], [2e-3], seeds=(0,))
+    for rec in other:
+        rec["derived"]["data_fingerprint"] = "another-corpus"
+    wb_runs = [as_wandb(r) for r in demo] + [as_wandb(r) for r in other]
+    wb_runs += [as_wandb(demo[0], state="crashed"), types.SimpleNamespace(
+        id="fit1", group="demo", state="finished", job_type="fit", summary={}, config={"sweep": "demo"})]
 
     class Api:
-        def runs(self, project):
+        def runs(self, project, filters=None):
             assert project == "me/scaling"
-            return [wb_run(0), wb_run(1), wb_run(2, state="crashed")]
+            group = (filters or {}).get("group")
+            return [r for r in wb_runs if group is None or r.group == group]
 
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Api=Api))
-    runs = load_runs("wandb:me/scaling", results_dir=None)
-    assert list(runs.df["loss"]) == [3.0, 2.9] and runs.excluded == {"crashed": 1}
-    assert list(runs.df["flops"]) == [1e12, 2e12]
+    runs = load_runs("wandb:me/scaling", results_dir=None, sweep="demo")
+    assert sorted(runs.df["loss"]) == sorted(r["results"]["val_loss"] for r in demo)
+    assert runs.excluded == {"crashed": 1} and set(runs.df["group"]) == {"demo"}
+    assert sorted(runs.df["budget"]) == [1e11, 1e11, 3e11, 3e11]
+    with pytest.raises(InputError, match="different data sets"):
+        load_runs("wandb:me/scaling", results_dir=None)  # both sweeps: two corpora
+    assert len(load_runs("wandb:me/scaling", results_dir=None, allow_mixed_data=True).df) == 5
 
     class Broken:
-        def runs(self, project):
+        def runs(self, project, filters=None):
             raise ConnectionError("no network")
 
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Api=Broken))

@@ -58,31 +58,23 @@ def from_store(results_dir: Path, sweep: str | None = None, convention: str = "M
     root = Path(results_dir)
     if not root.is_dir():
         raise InputError(f"results directory {root} does not exist: run `scaling sweep` first or pass --results-dir")
+    where = f"sweep {sweep!r} of {root}" if sweep else str(root)
+    records = (rec for _, rec in store.iter_records(root, sweep))
+    return _from_records(records, where, convention, allow_mixed_data,
+                         empty="run `scaling sweep` first, or check --results-dir / SWEEP")
+
+
+def _from_records(records, where: str, convention: str, allow_mixed_data: bool, empty: str) -> Runs:
+    """Runs from run records (the store's, or rebuilt from W&B): completed ones kept, the rest counted by status;
+    records of different data sets refused unless `allow_mixed_data`."""
     rows, excluded = [], {}
-    for _, rec in store.iter_records(root, sweep):
+    for rec in records:
         if rec["status"] != "completed":
             excluded[rec["status"]] = excluded.get(rec["status"], 0) + 1
             continue
-        d, r, m = rec["derived"], rec["results"], rec["config"]["model"]
-        if convention not in d["flops_per_token"]:
-            raise InputError(f"FLOPs convention {convention!r} not in record {rec['id']}: choose one of "
-                             f"{', '.join(d['flops_per_token'])}")
-        rows.append({
-            "id": rec["id"], "group": rec["sweep"], "params": d["params_active_non_embedding"],
-            "params_total": d["params_non_embedding"], "tokens": d["tokens"],
-            "flops": d["tokens"] * d["flops_per_token"][convention], "budget": d["budget_flops"],
-            "loss": r.get("val_loss"), "lr": rec["config"]["train"]["lr"], "batch_tokens": d["batch_tokens"],
-            "activation_ratio": d["activation_ratio"], "granularity": d["granularity"],
-            "family": _family(d["activation_ratio"], d["granularity"], m["n_experts"]),
-            "fingerprint": d.get("data_fingerprint"), "seq_len": d.get("seq_len"), "n_experts": m["n_experts"],
-            "top_k": m.get("top_k"), "n_shared_experts": m.get("n_shared_experts", 0),
-            "flops_M": d["tokens"] * d["flops_per_token"]["M"] if "M" in d["flops_per_token"] else None,
-            "data_tokens": d["tokens"] / d["epochs"] if d.get("epochs") else None,
-            "config": rec["config"], "seed": rec["config"].get("seed"),
-        })
-    where = f"sweep {sweep!r} of {root}" if sweep else str(root)
+        rows.append(_row(rec, convention))
     if not rows and not excluded:
-        raise InputError(f"no run records in {where}: run `scaling sweep` first, or check --results-dir / SWEEP")
+        raise InputError(f"no run records in {where}: {empty}")
     if not rows:
         raise InputError(f"all {sum(excluded.values())} runs in {where} are "
                          f"{', '.join(f'{v} {k}' for k, v in excluded.items())}: nothing to fit")
@@ -94,6 +86,27 @@ def from_store(results_dir: Path, sweep: str | None = None, convention: str = "M
     runs = Runs(df=df, source=where, excluded=excluded, convention=convention,
                 notes=[f"N = active non-embedding parameters; C = tokens x FLOPs/token ({convention} convention)"])
     return _drop_bad_losses(runs)
+
+
+def _row(rec: dict, convention: str) -> dict:
+    """One completed run record as a row of the canonical table."""
+    d, r, m = rec["derived"], rec["results"], rec["config"]["model"]
+    if convention not in d["flops_per_token"]:
+        raise InputError(f"FLOPs convention {convention!r} not in record {rec['id']}: choose one of "
+                         f"{', '.join(d['flops_per_token'])}")
+    return {
+        "id": rec["id"], "group": rec["sweep"], "params": d["params_active_non_embedding"],
+        "params_total": d["params_non_embedding"], "tokens": d["tokens"],
+        "flops": d["tokens"] * d["flops_per_token"][convention], "budget": d["budget_flops"],
+        "loss": r.get("val_loss"), "lr": rec["config"]["train"]["lr"], "batch_tokens": d["batch_tokens"],
+        "activation_ratio": d["activation_ratio"], "granularity": d["granularity"],
+        "family": _family(d["activation_ratio"], d["granularity"], m["n_experts"]),
+        "fingerprint": d.get("data_fingerprint"), "seq_len": d.get("seq_len"), "n_experts": m["n_experts"],
+        "top_k": m.get("top_k"), "n_shared_experts": m.get("n_shared_experts", 0),
+        "flops_M": d["tokens"] * d["flops_per_token"]["M"] if "M" in d["flops_per_token"] else None,
+        "data_tokens": d["tokens"] / d["epochs"] if d.get("epochs") else None,
+        "config": rec["config"], "seed": rec["config"].get("seed"),
+    }
 
 
 def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | None = None) -> Runs:
@@ -158,36 +171,42 @@ def _drop_bad_losses(runs: Runs) -> Runs:
 
 def load_runs(source: str | None, results_dir: Path, sweep: str | None = None, mapping: str | None = None,
               seq_len: int | None = None, convention: str = "M", allow_mixed_data: bool = False) -> Runs:
-    """The runs of `source`: None = the results store (optionally one sweep), a .csv path, or wandb:ENTITY/PROJECT."""
+    """The runs of `source`: None = the results store, a .csv path, or wandb:ENTITY/PROJECT; `sweep` limits the
+    store or the W&B project to one sweep (None = all of them)."""
     if source is None:
         return from_store(results_dir, sweep, convention, allow_mixed_data)
     if source.startswith("wandb:"):
-        return from_wandb(source.removeprefix("wandb:"), convention)
+        return from_wandb(source.removeprefix("wandb:"), sweep, convention, allow_mixed_data)
+    if sweep is not None:
+        raise InputError(f"a CSV has no sweeps: drop SWEEP ({sweep!r}) or select its rows in the CSV")
     return from_csv(Path(source), parse_map(mapping), seq_len)
 
 
-def from_wandb(project: str, convention: str = "M") -> Runs:
-    """Runs logged to W&B by `scaling` (their config holds the record's config and derived quantities)."""
+def from_wandb(project: str, sweep: str | None = None, convention: str = "M", allow_mixed_data: bool = False) -> Runs:
+    """Runs logged to W&B by `scaling` (their config holds the record's config and its derived quantities), of
+    one sweep (its W&B group) or all; the same checks as the results store's (data sets, statuses)."""
     try:
         import wandb
 
-        api_runs = list(wandb.Api().runs(project))
+        api_runs = list(wandb.Api().runs(project, filters={"group": sweep} if sweep else None))
     except Exception as e:  # no network, no key, no such project
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise InputError(f"cannot read W&B project {project!r} ({reason})") from None
-    rows, excluded = [], {}
-    for r in api_runs:
-        cfg, summary = dict(r.config), dict(r.summary)
-        d = cfg.get("derived") or {}
-        if r.state != "finished" or "val/loss" not in summary or not d:
-            excluded[r.state] = excluded.get(r.state, 0) + 1
-            continue
-        rows.append({"id": r.id, "group": r.group, "params": d["params_active_non_embedding"], "tokens": d["tokens"],
-                     "flops": d["tokens"] * d["flops_per_token"][convention], "budget": d["budget_flops"],
-                     "loss": summary["val/loss"], "lr": cfg["train"]["lr"], "batch_tokens": d["batch_tokens"],
-                     "activation_ratio": d["activation_ratio"], "granularity": d["granularity"],
-                     "family": _family(d["activation_ratio"], d["granularity"], cfg["model"]["n_experts"])})
-    if not rows:
-        raise InputError(f"W&B project {project!r} has no finished `scaling` runs with a val/loss")
-    return _drop_bad_losses(Runs(df=pd.DataFrame(rows), source=f"wandb:{project}", excluded=excluded,
-                                 convention=convention))
+    where = f"W&B project {project!r}" + (f", sweep {sweep!r}" if sweep else "")
+    return _from_records((rec for rec in map(record_from_wandb, api_runs) if rec is not None), where, convention,
+                         allow_mixed_data, empty="no finished `scaling` training runs with a val/loss")
+
+
+def record_from_wandb(wb_run) -> dict | None:
+    """A W&B run of `scaling train` as a run record (config, derived, results), or None for other runs (a fit)."""
+    cfg, summary = dict(wb_run.config), dict(wb_run.summary)
+    derived = cfg.pop("derived", None)
+    if not derived or getattr(wb_run, "job_type", None) == "fit" or sweep_of(wb_run) is None:
+        return None
+    finished = wb_run.state == "finished" and summary.get("val/loss") is not None
+    return {"id": wb_run.id, "sweep": sweep_of(wb_run), "config": cfg, "derived": derived,
+            "status": "completed" if finished else wb_run.state, "results": {"val_loss": summary.get("val/loss")}}
+
+
+def sweep_of(wb_run) -> str | None:
+    return wb_run.group or (wb_run.config or {}).get("sweep")

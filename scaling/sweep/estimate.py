@@ -6,7 +6,7 @@ import json
 import math
 
 from scaling.probe import tokens_per_second
-from scaling.sweep.launch import LaunchOptions, worker_slots
+from scaling.sweep.launch import LaunchOptions, parallel_cells, worker_slots
 
 MAX_PROBES = 6
 """Distinct (model, batch) pairs timed; the rest are estimated from the probes' mean FLOP rate."""
@@ -44,3 +44,9 @@ def estimate_sweep_seconds(plan, device: str, workers: int) -> dict[str, float]:
         if tps:
             out[cell.run_id] = estimate_seconds(cell, tps)
     return out
+
+
+def sweep_wall_seconds(estimates: dict[str, float], device: str, workers: int) -> tuple[float, int]:
+    """(wall seconds, cells at once) for the estimated cells run by `workers` workers on `device`."""
+    at_once = max(1, min(parallel_cells(LaunchOptions(workers=workers, device=device)), len(estimates) or 1))
+    return sum(estimates.values()) / at_once, at_once

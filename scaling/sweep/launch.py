@@ -128,6 +128,9 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
                     traceback.print_exc()
                     sys.stdout.flush()
                     raise
+                res = record.get("results") or {}
+                print(f"=== {record['status']}: val loss {res.get('val_loss')}, {res.get('steps_done')} steps, "
+                      f"{res.get('train_s') or 0:.1f} s of training {time.ctime()}", flush=True)
             val = (record.get("results") or {}).get("val_loss")
             events.put((record["status"], worker, run_id, name, "" if val is None else f"{val:.4f}", str(log)))
         except Preempted as e:
@@ -212,10 +215,23 @@ def worker_slots(options: LaunchOptions) -> list[tuple[str, dict, int | None]]:
         groups = [",".join(ids[i: i + per_run]) for i in range(0, len(ids) - per_run + 1, per_run)]
         return [(f"gpu{g.replace(',', '+')}.{r}", {"CUDA_VISIBLE_DEVICES": g}, None)
                 for g in groups for r in range(options.runs_per_gpu)]
-    cores = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-    threads = max(1, cores // (options.workers * per_run))
+    threads = max(1, cpu_cores() // (options.workers * per_run))
     return [(f"cpu{i}", {"CUDA_VISIBLE_DEVICES": ""}, threads) for i in range(options.workers)]
+
+
+def cpu_cores() -> int:
+    """Cores this process may use (a Slurm allocation's, else the affinity mask's)."""
+    return int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def parallel_cells(options: LaunchOptions) -> int:
+    """Cells that truly train at once: one per worker slot, but on CPU no more than the cores allow (workers
+    beyond the core count share cores and each goes slower)."""
+    slots = worker_slots(options)
+    if slots and slots[0][2] is not None:  # CPU workers: threads each
+        return max(1, min(len(slots), cpu_cores() // (slots[0][2] * max(1, options.procs_per_run))))
+    return len(slots)
 
 
 def start_workers(slots, cells: list[tuple[str, str, dict]], results_dir: Path, sweep: str, options: LaunchOptions):

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from difflib import get_close_matches
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +217,11 @@ def split_overrides(overrides) -> tuple[list[str], list[str], list[str] | None]:
             appended.append(o)
         else:
             if key == "base" and not o.startswith("~"):
+                try:
+                    OverridesParser.create().parse_override(o)
+                except Exception as e:
+                    raise ConfigError(f"{o}: not a list of quoted overrides ({_first_line(e)}): quote each entry, "
+                                      f"\"base=['model.n_experts=16','train.lr=1e-3']\"") from None
                 replaced = o
             sweep.append(o)
     return sweep, appended, replaced
@@ -254,8 +259,10 @@ def compose_sweep(config: str, overrides: list[str] | tuple[str, ...] = (),
     if not isinstance(sweep, SweepConfig):
         raise ConfigError(f"{name}: not a sweep config (its defaults list must name sweep_schema, or have none)")
     if replaced is not None:
-        preset = hydra_compose(name, [], search, schema="sweep_schema").base
-        dropped = [b for b in preset if b not in sweep.base]
+        import yaml
+
+        file_base = (yaml.safe_load(find_config(name, search).read_text()) or {}).get("base") or []
+        dropped = [str(b) for b in file_base if str(b) not in sweep.base]
         if dropped:
             sweep.notes.append(f"{replaced} replaced the config's base, dropping {', '.join(dropped)}; to add to "
                                f"it instead, give the keys alone (model.n_experts=16) or base+=ENTRY")

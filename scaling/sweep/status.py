@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scaling import store
+from scaling import progress, store
 from scaling.sweep import claims, slurm_queue
 from scaling.sweep.launch import log_path, plan_path
 
@@ -87,8 +87,12 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
             detail = f"Slurm job {task} {job_state} before the cell finished; `scaling sweep` picks it up again"
         res = (rec or {}).get("results") or {}
         log = log_path(results_dir, sweep, rid)
+        steps_done = res.get("steps_done")
+        if state == "running":  # live: the last progress line of its log (the record moves only at checkpoints)
+            logged = progress.last_step(log)
+            steps_done = max(steps_done or 0, logged or 0) or steps_done
         out.append({**cell, "state": state, "detail": detail, "val_loss": res.get("val_loss"),
-                    "steps_done": res.get("steps_done"), "log": str(log) if log.exists() else None})
+                    "steps_done": steps_done, "log": str(log) if log.exists() else None})
     return out
 
 
