@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Override with `make install TORCH=torch` to let pip choose (e.g. on a GPU machine).
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: install demo test test-slurm lint clean
+.PHONY: install demo test test-slurm test-wheel lint clean
 
 install: $(STAMP)
 
@@ -44,6 +44,23 @@ test-slurm: install
 	trap 'SLURM_CI_DIR=$(SLURM_CI_DIR) timeout 60 bash tests/slurm/slurm_down.sh' EXIT; \
 	SLURM_CI_DIR=$(SLURM_CI_DIR) timeout 120 bash tests/slurm/slurm_up.sh && \
 	. $(SLURM_CI_DIR)/env.sh && timeout 240 $(BIN)/python -m pytest -q -m slurm tests
+
+# The package as a user installs it: the wheel built from this tree, installed with its dependencies into a fresh
+# virtual environment outside the repo, run from an empty folder (the presets must come from the wheel). CI runs it
+# after `make test`.
+WHEEL_DIR ?= /tmp/scaling-wheel-test
+TINY_RUN := budget_flops=2e9 model.d_model=32 model.n_heads=2 model.d_expert=32 model.seq_len=64 \
+            train.batch_size=4 data.val_tokens=2048 wandb.mode=disabled
+test-wheel: install
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)/empty
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w $(WHEEL_DIR) .
+	$(PYTHON) -m venv $(WHEEL_DIR)/venv
+	$(WHEEL_DIR)/venv/bin/python -m pip install -q "$(TORCH)" $(WHEEL_DIR)/scaling-*.whl
+	cd $(WHEEL_DIR)/empty && SCALING_CACHE=$(WHEEL_DIR)/cache ../venv/bin/scaling sweep demo --dry-run --no-probe
+	cd $(WHEEL_DIR)/empty && SCALING_CACHE=$(WHEEL_DIR)/cache ../venv/bin/scaling train $(TINY_RUN) --no-progress \
+	  --results-dir $(WHEEL_DIR)/results
+	test -n "$$(ls $(WHEEL_DIR)/results/single/runs/*.json)" && test ! -e $(WHEEL_DIR)/empty/results
+	@echo "test-wheel: the installed wheel planned the demo and trained a run from an empty folder"
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -532,16 +532,15 @@ def fit(
         console.print(f"no verification sweep: {written['verify_skipped']}", highlight=False)
 
 
-def _only_sweep(results) -> str:
-    """The one sweep of the results folder; several are refused (pooling them must be asked for)."""
+def _only_sweep(results) -> str | None:
+    """The one sweep of the results folder (None when there is none: loading says why); several are refused
+    (pooling them must be asked for)."""
     from scaling.fit.inputs import InputError
     from scaling.sweep.status import list_sweeps
 
     sweeps = list_sweeps(results)
-    if len(sweeps) == 1:
-        return sweeps[0]
-    if not sweeps:
-        raise InputError(f"no sweep under {results}: run `scaling sweep` first, or pass --results-dir")
+    if len(sweeps) <= 1:
+        return sweeps[0] if sweeps else None
     raise InputError(f"{len(sweeps)} sweeps under {results} ({', '.join(sweeps)}): name the one to fit, or pass "
                      f"--all to pool them")
 

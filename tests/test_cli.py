@@ -47,16 +47,17 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     results = tmp_path / "results"
     out = run_cli("train", "--dry-run", "budget_flops=1e12", f"results_dir={results}")
     assert out.returncode == 0, out.stderr
-    assert "1,185,792" in out.stderr and "steps" in out.stderr  # M of the default tiny MoE
+    assert "1,185,792" in out.stdout and "steps" in out.stdout  # M of the default tiny MoE: a result, on stdout
     assert not results.exists()
 
 
 @pytest.mark.slow
 def test_acceptance_default_tiny_moe_at_3e11(tmp_path):
     """`scaling train budget_flops=3e11`: below 3.0 nats/byte (unigram 3.12), balanced experts over the last tenth."""
-    results = tmp_path / "results"
-    out = run_cli("train", "budget_flops=3e11", "--no-progress", env_extra={"SCALING_RESULTS": str(results)})
+    results = tmp_path / "results"  # --results-dir, as every command spells it (and beating $SCALING_RESULTS)
+    out = run_cli("train", "budget_flops=3e11", "--no-progress", "--results-dir", str(results))
     assert out.returncode == 0, out.stderr
+    assert "completed" in out.stdout and "val loss" in out.stdout.lower()  # the result line is a result: stdout
     [path] = list((results / "single" / "runs").glob("*.json"))
     record = json.loads(path.read_text())
     assert record["status"] == "completed"
@@ -75,3 +76,40 @@ def test_bench_reports_speed_and_mfu():
     assert "tokens/s" in out.stdout and "MFU" in out.stdout and "ms" in out.stdout
     bad = run_cli("bench", "model.top_k=99")
     assert bad.returncode == 2 and "model.top_k" in bad.stderr
+
+
+def test_version_short_help_and_completion():
+    from scaling import __version__
+
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"scaling {__version__}"
+    short = run_cli("train", "-h")
+    assert short.returncode == 0 and "--results-dir" in short.stdout and "--show-config" in short.stdout
+    assert "--install-completion" in run_cli("--help").stdout
+
+
+def test_show_config_prints_the_resolved_run_and_sweep_as_yaml(tmp_path):
+    import yaml
+
+    run = run_cli("train", "model=tiny_dense", "train.lr=2e-3", "--show-config")
+    assert run.returncode == 0, run.stderr
+    cfg = yaml.safe_load(run.stdout)
+    assert cfg["model"]["n_experts"] == 1 and cfg["train"]["lr"] == 2e-3
+    sweep = run_cli("sweep", "demo", "model.n_experts=16", "--cfg", "job")
+    assert sweep.returncode == 0, sweep.stderr
+    cfg = yaml.safe_load(sweep.stdout)
+    assert cfg["name"] == "demo" and cfg["base"][-1] == "model.n_experts=16"
+
+
+def test_a_users_sweep_by_name_from_its_folder(tmp_path):
+    (tmp_path / "sweeps" / "model").mkdir(parents=True)
+    (tmp_path / "sweeps" / "mine.yaml").write_text("name: mine\nbase: [model=wide]\nbudgets: [2e9]\n"
+                                                   "lr: {values: [1e-3, 2e-3]}\n")
+    (tmp_path / "sweeps" / "model" / "wide.yaml").write_text("d_model: 32\nn_layers: 1\nn_heads: 2\nseq_len: 64\n"
+                                                             "d_expert: 32\n")
+    out = subprocess.run([*CLI, "sweep", "mine", "--dry-run", "--no-probe"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "sweep mine: 2 cells" in out.stdout and "d32L1" in out.stdout
+    assert "base: model=wide" in out.stdout  # the dry run shows the resolved base
+

@@ -70,3 +70,65 @@ def test_run_id_is_stable_and_ignores_bookkeeping():
 def test_dict_round_trip():
     run = compose(["model.n_shared_experts=1"])
     assert from_dict(to_dict(run)) == run
+
+
+@pytest.mark.parametrize(
+    "override, nearest",
+    [
+        ("+train.warmup_steps=100", "train.warmup_fraction"),  # a `+` key is checked too (it was dropped silently)
+        ("model.d_modle=96", "model.d_model"),
+        ("train.lrr=1e-3", "train.lr"),
+        ("budget_flop=1e12", "budget_flops"),
+    ],
+)
+def test_an_unknown_key_names_the_nearest_real_one(override, nearest):
+    with pytest.raises(ConfigError, match=f"unknown config key .*did you mean {nearest}\\?"):
+        compose([override])
+
+
+def test_with_updates_checks_keys_too():
+    from scaling.config import with_updates
+
+    with pytest.raises(ConfigError, match="did you mean train.schedule"):
+        with_updates(compose([]), {"train.schedul": "wsd"})
+
+
+@pytest.mark.parametrize(
+    "overrides, key, needs",
+    [
+        (["data.path=/tmp"], "data.path", "data.source=shards"),
+        (["data.token_dtype=uint32"], "data.token_dtype", "data.source=shards"),
+        (["model.d_shared=64"], "model.d_shared", "n_shared_experts"),
+        (["model.d_ff_dense=64"], "model.d_ff_dense", "n_dense_layers"),
+        (["model.aux_loss_coef=0.1"], "model.aux_loss_coef", "balancing=aux_loss"),
+        (["model.balancing=aux_loss", "model.bias_update_rate=0.01"], "model.bias_update_rate", "aux_free"),
+        (["train.decay_fraction=0.3"], "train.decay_fraction", "train.schedule=wsd"),
+        (["train.wsd_decay=linear"], "train.wsd_decay", "train.schedule=wsd"),
+    ],
+)
+def test_a_setting_that_would_be_ignored_fails_with_the_fix(overrides, key, needs):
+    with pytest.raises(ConfigError, match=f"{key}=.* has no effect without .*{needs}"):
+        compose(overrides)
+
+
+def test_the_same_settings_with_what_they_need_compose():
+    run = compose(["model.n_shared_experts=1", "model.d_shared=64", "train.schedule=wsd", "train.decay_fraction=0.3",
+                   "model.balancing=aux_loss", "model.aux_loss_coef=0.1"])
+    assert (run.model.d_shared, run.train.decay_fraction, run.model.aux_loss_coef) == (64, 0.3, 0.1)
+
+
+def test_a_users_model_in_sweeps_beside_the_cwd_composes_with_the_presets(tmp_path, monkeypatch):
+    (tmp_path / "sweeps" / "model").mkdir(parents=True)
+    (tmp_path / "sweeps" / "model" / "wide.yaml").write_text("d_model: 96\nn_heads: 4\nd_expert: 96\n")
+    monkeypatch.chdir(tmp_path)
+    run = compose(["model=wide"])
+    assert (run.model.d_model, run.model.d_expert, run.model.n_experts) == (96, 96, 8)  # the rest: the schema's
+    assert compose(["model=tiny_dense"]).model.n_experts == 1  # the presets are still there
+
+
+def test_config_dir_must_exist(tmp_path):
+    from scaling.config import search_path
+
+    with pytest.raises(ConfigError, match="--config-dir .* is not a folder"):
+        search_path(tmp_path / "nope")
+    assert search_path(tmp_path)[0] == tmp_path.resolve()

@@ -24,7 +24,7 @@ def test_ladder_sweep_and_wind_tunnel_check(tmp_path):
     }}
     (tmp_path / "fit.json").write_text(json.dumps(laws))
     (tmp_path / "wind.yaml").write_text(
-        "defaults:\n  - sweep_schema\n  - _self_\nname: wind\n"
+        "defaults:\n  - sweep_schema\n  - _self_\nname: wind\n"  # the older form, schema named, still works
         f"laws: {tmp_path / 'fit.json'}\nbase: {json.dumps(BASE)}\nladder: {json.dumps(LADDER)}\n"
         "lr: {law: '${laws}'}\n")
     cli = [sys.executable, "-m", "scaling.cli"]
@@ -72,7 +72,7 @@ def test_sweep_fit_recommend_and_verify_end_to_end(tmp_path):
         return out
 
     (tmp_path / "e2e.yaml").write_text(
-        "defaults:\n  - sweep_schema\n  - _self_\nname: e2e\n"
+        "name: e2e\n"
         f"base: {json.dumps(BASE)}\nbudgets: [2e9, 6e9, 2e10]\n"
         "lr: {values: [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]}\n")
     ok("sweep", str(tmp_path / "e2e.yaml"), "--results-dir", str(results), "--no-probe", "--no-progress",
@@ -88,7 +88,7 @@ def test_sweep_fit_recommend_and_verify_end_to_end(tmp_path):
     dry = ok("train", "--dry-run", "--overrides-file", str(out_dir / "recommended.overrides"),
              f"results_dir={tmp_path / 'rec'}")
     tiny_M = count(compose(BASE).model).M
-    assert f"{tiny_M:,.0f}" in dry.stderr and "6e+10" in dry.stderr  # the swept tiny model, at the target budget
+    assert f"{tiny_M:,.0f}" in dry.stdout and "6e+10" in dry.stdout  # the swept tiny model, at the target budget
     assert not (tmp_path / "rec").exists()
     ok("sweep", str(out_dir / "verify.yaml"), "--results-dir", str(results), "--no-probe", "--no-progress",
        "--workers", "2")

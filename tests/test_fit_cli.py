@@ -149,7 +149,7 @@ def test_train_reads_an_overrides_file(tmp_path):
     out = subprocess.run([sys.executable, "-m", "scaling.cli", "train", "--dry-run", "--overrides-file", str(f),
                           "seed=3"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "C1e12-A0.25-G1-lr4e-3-B4k" in out.stderr  # the cell the file (and seed=3 after it) describes
+    assert "C1e12-A0.25-G1-lr4e-3-B4k" in out.stdout  # the cell the file (and seed=3 after it) describes
 
 
 def test_figures_are_written(tmp_path):
@@ -182,8 +182,9 @@ def test_runs_from_a_wandb_project(monkeypatch, tmp_path):
     results store does."""
     import types
 
-    from scaling.fit.inputs import InputError, load_runs
     from synthetic import write_sweep
+
+    from scaling.fit.inputs import InputError, load_runs
 
     def as_wandb(rec, state="finished", job_type="train"):
         return types.SimpleNamespace(id=rec["id"], group=rec["sweep"], state=state, job_type=job_type,
@@ -220,3 +221,19 @@ def test_runs_from_a_wandb_project(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Api=Broken))
     with pytest.raises(InputError, match="cannot read W&B project"):
         load_runs("wandb:me/scaling", results_dir=None)
+
+
+def test_fit_without_a_sweep_refuses_to_pool_several_and_picks_the_only_one(tmp_path):
+    from synthetic import write_sweep
+
+    write_sweep(tmp_path, "demo", [1e11, 3e11, 1e12], [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2], seeds=(0,))
+    only = run("--results-dir", str(tmp_path), "--bootstrap", "0", "--no-plots")
+    assert only.returncode == 0, only.stderr
+    assert (tmp_path / "demo" / "fit" / "fit.json").exists()
+    write_sweep(tmp_path, "other", [1e11, 3e11, 1e12], [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2], seeds=(0,))
+    line = one_line_error(run("--results-dir", str(tmp_path), "--bootstrap", "0", "--no-plots"))
+    assert "2 sweeps" in line and "demo, other" in line and "--all" in line
+    pooled = run("--results-dir", str(tmp_path), "--bootstrap", "0", "--no-plots", "--all", "--json")
+    assert pooled.returncode == 0, pooled.stderr
+    assert json.loads(pooled.stdout)["n_runs"] == 30
+    assert "not both" in one_line_error(run("demo", "--all", "--results-dir", str(tmp_path)))

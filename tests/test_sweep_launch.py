@@ -43,6 +43,9 @@ def test_sweep_runs_every_cell_once_and_a_rerun_skips_them(tmp_path):
     assert sorted(recs) == sorted(tiny_ids()) and len(recs) == 6
     assert all(r["status"] == "completed" and r["provenance"]["attempts"] == 1 for r in recs.values())
     assert (tmp_path / "tiny" / "plan.json").exists()
+    log = (tmp_path / "tiny" / "logs" / f"{tiny_ids()[0]}.log").read_text()  # the training, as `tail -f` shows it
+    assert log.count("\nstep ") >= 2 and "tok/s" in log and "--- completed: val loss" in log
+    assert "✓" in out.stdout and tiny_ids()[0] in out.stdout  # the final status table is a result: stdout
     again = subprocess.run(sweep_cmd(tmp_path), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already done" in again.stderr
     assert records(tmp_path) == recs  # untouched
@@ -127,8 +130,8 @@ def test_dry_run_prints_the_plan_with_an_estimate(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # with the throughput probe
     assert out.returncode == 0, out.stderr
     for rid in tiny_ids():
-        assert rid in out.stderr
-    assert "estimated" in out.stderr and "total" in out.stderr
+        assert rid in out.stdout  # the plan is the dry run's result: stdout
+    assert "estimated" in out.stdout and "total" in out.stdout
     assert not (tmp_path / "tiny").exists()
 
 
@@ -146,3 +149,17 @@ def test_worker_slots_one_per_gpu_times_runs_per_gpu(monkeypatch):
     assert [s[1]["CUDA_VISIBLE_DEVICES"] for s in worker_slots(LaunchOptions())] == ["5", "7"]
     cpu = worker_slots(LaunchOptions(workers=2, device="cpu"))
     assert [s[1]["CUDA_VISIBLE_DEVICES"] for s in cpu] == ["", ""] and all(s[2] >= 1 for s in cpu)
+
+
+def test_cells_at_once_never_exceed_the_cores(monkeypatch):
+    """The time estimate divides by the cells that truly run at once: workers beyond the cores share them."""
+    from scaling.sweep import launch
+    from scaling.sweep.estimate import sweep_wall_seconds
+
+    monkeypatch.setattr(launch, "cpu_cores", lambda: 2)
+    assert launch.parallel_cells(launch.LaunchOptions(workers=1, device="cpu")) == 1
+    assert launch.parallel_cells(launch.LaunchOptions(workers=2, device="cpu")) == 2
+    assert launch.parallel_cells(launch.LaunchOptions(workers=5, device="cpu")) == 2
+    estimates = {f"c{i}": 10.0 for i in range(6)}
+    assert sweep_wall_seconds(estimates, "cpu", 5) == (30.0, 2)
+    assert sweep_wall_seconds({"c0": 10.0}, "cpu", 5) == (10.0, 1)

@@ -143,3 +143,61 @@ def test_preset_errors_name_the_fix():
         compose_sweep("nope")
     with pytest.raises(ConfigError, match="not found"):
         compose_sweep("/no/such/file.yaml")
+
+
+# ---- a user's own configs, the Hydra way -----------------------------------------------------------------------
+def _user_sweeps(root):
+    """./sweeps/mine.yaml (no defaults list) and its own ./sweeps/model/wide.yaml."""
+    (root / "sweeps" / "model").mkdir(parents=True)
+    (root / "sweeps" / "mine.yaml").write_text("name: mine\nbase: [model=wide, train.batch_size=4]\n"
+                                               "budgets: [2e9]\nlr: {values: [1e-3, 2e-3]}\n")
+    (root / "sweeps" / "model" / "wide.yaml").write_text("d_model: 32\nn_layers: 1\nn_heads: 2\nseq_len: 64\n"
+                                                         "n_experts: 4\ntop_k: 1\nd_expert: 32\n")
+
+
+def test_a_user_sweep_in_dot_sweeps_runs_by_name_without_boilerplate(tmp_path, monkeypatch):
+    _user_sweeps(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    sweep = compose_sweep("mine")
+    assert sweep.launcher.kind == "local"  # the schema's defaults came without a defaults list
+    plan = plan_sweep(sweep)
+    assert len(plan.cells) == 2 and {c.run.model.d_model for c in plan.cells} == {32}
+    assert compose_sweep("mine", ["launcher=slurm"]).launcher.kind == "slurm"
+    assert compose_sweep("demo").name == "demo"  # presets still found
+
+
+def test_config_dir_is_searched_before_the_presets(tmp_path):
+    _user_sweeps(tmp_path)
+    plan = plan_sweep(compose_sweep("mine", config_dir=tmp_path / "sweeps"))
+    assert {c.run.model.n_experts for c in plan.cells} == {4}
+    with pytest.raises(ConfigError, match="no sweep 'mien'.*did you mean mine\\?"):
+        compose_sweep("mien", config_dir=tmp_path / "sweeps")
+
+
+def test_run_keys_and_base_plus_extend_the_base_and_base_replaces_it_with_a_note(monkeypatch):
+    monkeypatch.setenv("SCALING_DATA", "/data/gpt2")  # the GPU preset's data folder
+    preset = compose_sweep("isoflop").base
+    extended = compose_sweep("isoflop", ["model.n_experts=16", "base+=train.lr=1e-3",
+                                         "base+=['model.top_k=2','train.warmup_fraction=0.02']"]).base
+    assert extended == [*preset, "model.n_experts=16", "train.lr=1e-3", "model.top_k=2", "train.warmup_fraction=0.02"]
+    assert "model.n_experts=64" in extended  # the preset's 64-expert MoE stays (a later entry wins)
+    replaced = compose_sweep("isoflop", ["base=['model.n_experts=16']"])
+    assert replaced.base == ["model.n_experts=16"]
+    assert len(replaced.notes) == 1 and "dropping data.source=shards" in replaced.notes[0]
+    with pytest.raises(ConfigError, match="quote each entry"):
+        compose_sweep("isoflop", ["base=[model.n_experts=16]"])
+
+
+@pytest.mark.parametrize("override, nearest", [("budgtes=[1e11]", "budgets"), ("launcher.partiton=gpu",
+                                                                               "launcher.partition"),
+                                               ("lr.factor=[1,2]", "lr.factors"), ("model.d_modle=96",
+                                                                                  "model.d_model")])
+def test_a_sweep_key_typo_names_the_nearest_key(override, nearest):
+    with pytest.raises(ConfigError, match=f"did you mean {nearest}\\?"):
+        plan_sweep(compose_sweep("demo", [override]), check_data=False)
+
+
+def test_an_axis_key_typo_names_the_nearest_key():
+    sweep = SweepConfig(name="typo", base=TINY_BASE, budgets=[1e10], axes={"train.schedul": ["cosine", "wsd"]})
+    with pytest.raises(PlanError, match="did you mean train.schedule"):
+        plan_sweep(sweep)

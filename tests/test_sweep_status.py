@@ -67,3 +67,18 @@ def test_status_and_runs_commands(tmp_path, planned):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert pd.read_parquet(pq)["results.val_loss"].tolist() == [2.5]
+
+
+def test_a_running_cell_shows_the_live_step_of_its_log(tmp_path, planned):
+    """The record moves only at checkpoints; status reads the cell's log for where it is now."""
+    from scaling import progress
+    from scaling.sweep.launch import log_path
+
+    cell = planned.cells[0]
+    put(tmp_path, cell, "running")  # its record says 3 steps done
+    claims.try_claim(claims.claim_path(tmp_path, "st", cell.run_id), claims.new_owner("w0"))
+    log = log_path(tmp_path, "st", cell.run_id)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("=== header\n" + progress.line(40, cell.plan.steps, 3.0, 3.1, 1e-3, 40 * 256, 1e4) + "\n")
+    state = next(s for s in cell_states(tmp_path, "st") if s["id"] == cell.run_id)
+    assert state["state"] == "running" and state["steps_done"] == 40

@@ -14,7 +14,8 @@ def test_mode_resolution(monkeypatch, tmp_path):
     assert tracking.resolve_mode(WandbConfig(mode="auto")) == "online"
     assert tracking.resolve_mode(WandbConfig(mode="disabled")) == "disabled"
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert tracking.resolve_mode(WandbConfig(mode="online")) == "disabled"
+    assert tracking.resolve_mode(WandbConfig(mode="auto")) == "disabled"  # auto follows the environment
+    assert tracking.resolve_mode(WandbConfig(mode="offline")) == "offline"  # an explicit mode wins
 
 
 def test_disabled_is_a_null_tracker(tmp_path):
@@ -34,3 +35,38 @@ def test_offline_run_logs_locally_without_secrets(monkeypatch, tmp_path):
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert any(p.suffix == ".wandb" for p in files)  # the offline run's log, to `wandb sync` later
     assert not any(b"s3cr3t-value-123" in p.read_bytes() for p in files)
+
+
+@pytest.mark.slow
+def test_a_trained_run_logs_offline_where_wandb_sync_looks_with_x_axes_and_summary(monkeypatch, tmp_path):
+    """Offline files in <results>/<sweep>/wandb/offline-run-* (not wandb/wandb/); metrics carry tokens and flops
+    (the x-axes define_metric names) and the summary the final held-out loss, tokens/s and MFU."""
+    from scaling.config import compose
+    from scaling.train import train
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    run = compose(["budget_flops=2e9", "model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64",
+                   "train.batch_size=4", "data.val_tokens=2048", "wandb.mode=offline", "sweep=wb",
+                   f"results_dir={tmp_path}"])
+    record = train(run, show_progress=False)
+    [run_dir] = list((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{record['id']}-*"))
+    assert not (tmp_path / "wb" / "wandb" / "wandb").exists()
+    log = next(run_dir.glob("*.wandb")).read_bytes()
+    for key in (b"final/val_loss", b"final/tokens_per_s", b"final/mfu", b"train/*", b"val/*", b"flops"):
+        assert key in log, key
+
+
+@pytest.mark.slow
+def test_a_fit_is_logged_as_a_run_in_the_sweeps_group(monkeypatch, tmp_path):
+    from scaling.config import WandbConfig
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    payload = {"n_runs": 30, "laws": {"lr_opt": {"formula": "a * C^b", "params": {"a": 5.0, "b": -0.26},
+                                                 "interval": {"b": [-0.3, -0.2]}, "r2": 0.99,
+                                                 "verdict": {"verdict": "reliable", "reasons": []}}}}
+    where = tracking.log_fit(WandbConfig(mode="offline"), "demo", payload, [], tmp_path)
+    assert where and "wandb sync" in where
+    [run_dir] = list((tmp_path / "wandb").glob("offline-run-*"))
+    log = next(run_dir.glob("*.wandb")).read_bytes()
+    assert b"lr_opt/b" in log and b"reliable" in log and b"fit-demo" in log
+    assert tracking.log_fit(WandbConfig(mode="disabled"), "demo", payload, [], tmp_path) is None

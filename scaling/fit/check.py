@@ -177,7 +177,6 @@ def verification_sweep(report, runs: pd.DataFrame, fit_json: Path, budget_flops:
     batch = int(round(row["batch_tokens"]))
     sweep = name or f"{row['group']}-verify"
     return {
-        "defaults": ["sweep_schema", "_self_"],
         "name": sweep,
         "description": f"verify {Path(fit_json).name}: lr_opt and the loss law at C = {C:.3g} "
                        f"({C / law.fitted_range['C'][1]:.3g}x the largest fitted budget), predicted lr {lr:.3g}",

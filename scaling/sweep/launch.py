@@ -129,7 +129,7 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
                     sys.stdout.flush()
                     raise
                 res = record.get("results") or {}
-                print(f"=== {record['status']}: val loss {res.get('val_loss')}, {res.get('steps_done')} steps, "
+                print(f"--- {record['status']}: val loss {res.get('val_loss')}, {res.get('steps_done')} steps, "
                       f"{res.get('train_s') or 0:.1f} s of training {time.ctime()}", flush=True)
             val = (record.get("results") or {}).get("val_loss")
             events.put((record["status"], worker, run_id, name, "" if val is None else f"{val:.4f}", str(log)))
