@@ -58,3 +58,14 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "slurm" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def user_sweeps(tmp_path):
+    """A user's folder: ./sweeps/mine.yaml (no defaults list) with its own ./sweeps/model/wide.yaml; returns it."""
+    (tmp_path / "sweeps" / "model").mkdir(parents=True)
+    (tmp_path / "sweeps" / "mine.yaml").write_text("name: mine\nbase: [model=wide, train.batch_size=4]\n"
+                                                   "budgets: [2e9]\nlr: {values: [1e-3, 2e-3]}\n")
+    (tmp_path / "sweeps" / "model" / "wide.yaml").write_text("d_model: 32\nn_layers: 1\nn_heads: 2\nseq_len: 64\n"
+                                                             "n_experts: 4\ntop_k: 1\nd_expert: 32\n")
+    return tmp_path

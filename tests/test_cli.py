@@ -101,14 +101,9 @@ def test_show_config_prints_the_resolved_run_and_sweep_as_yaml(tmp_path):
     assert cfg["name"] == "demo" and cfg["base"][-1] == "model.n_experts=16"
 
 
-def test_a_users_sweep_by_name_from_its_folder(tmp_path):
-    (tmp_path / "sweeps" / "model").mkdir(parents=True)
-    (tmp_path / "sweeps" / "mine.yaml").write_text("name: mine\nbase: [model=wide]\nbudgets: [2e9]\n"
-                                                   "lr: {values: [1e-3, 2e-3]}\n")
-    (tmp_path / "sweeps" / "model" / "wide.yaml").write_text("d_model: 32\nn_layers: 1\nn_heads: 2\nseq_len: 64\n"
-                                                             "d_expert: 32\n")
+def test_a_users_sweep_by_name_from_its_folder(user_sweeps):
     out = subprocess.run([*CLI, "sweep", "mine", "--dry-run", "--no-probe"], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
+                         cwd=user_sweeps, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "sweep mine: 2 cells" in out.stdout and "d32L1" in out.stdout
     assert "base: model=wide" in out.stdout  # the dry run shows the resolved base

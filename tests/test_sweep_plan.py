@@ -146,18 +146,8 @@ def test_preset_errors_name_the_fix():
 
 
 # ---- a user's own configs, the Hydra way -----------------------------------------------------------------------
-def _user_sweeps(root):
-    """./sweeps/mine.yaml (no defaults list) and its own ./sweeps/model/wide.yaml."""
-    (root / "sweeps" / "model").mkdir(parents=True)
-    (root / "sweeps" / "mine.yaml").write_text("name: mine\nbase: [model=wide, train.batch_size=4]\n"
-                                               "budgets: [2e9]\nlr: {values: [1e-3, 2e-3]}\n")
-    (root / "sweeps" / "model" / "wide.yaml").write_text("d_model: 32\nn_layers: 1\nn_heads: 2\nseq_len: 64\n"
-                                                         "n_experts: 4\ntop_k: 1\nd_expert: 32\n")
-
-
-def test_a_user_sweep_in_dot_sweeps_runs_by_name_without_boilerplate(tmp_path, monkeypatch):
-    _user_sweeps(tmp_path)
-    monkeypatch.chdir(tmp_path)
+def test_a_user_sweep_in_dot_sweeps_runs_by_name_without_boilerplate(user_sweeps, monkeypatch):
+    monkeypatch.chdir(user_sweeps)
     sweep = compose_sweep("mine")
     assert sweep.launcher.kind == "local"  # the schema's defaults came without a defaults list
     plan = plan_sweep(sweep)
@@ -166,12 +156,11 @@ def test_a_user_sweep_in_dot_sweeps_runs_by_name_without_boilerplate(tmp_path, m
     assert compose_sweep("demo").name == "demo"  # presets still found
 
 
-def test_config_dir_is_searched_before_the_presets(tmp_path):
-    _user_sweeps(tmp_path)
-    plan = plan_sweep(compose_sweep("mine", config_dir=tmp_path / "sweeps"))
+def test_config_dir_is_searched_before_the_presets(user_sweeps):
+    plan = plan_sweep(compose_sweep("mine", config_dir=user_sweeps / "sweeps"))
     assert {c.run.model.n_experts for c in plan.cells} == {4}
     with pytest.raises(ConfigError, match="no sweep 'mien'.*did you mean mine\\?"):
-        compose_sweep("mien", config_dir=tmp_path / "sweeps")
+        compose_sweep("mien", config_dir=user_sweeps / "sweeps")
 
 
 def test_run_keys_and_base_plus_extend_the_base_and_base_replaces_it_with_a_note(monkeypatch):
