@@ -9,6 +9,7 @@ fails here, with a one-line message naming the key and the fix, before any compu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,8 +281,6 @@ def hydra_compose(config_name: str, overrides: list[str] | tuple[str, ...], sear
         GlobalHydra.instance().clear()
 
 
-RUN_GROUPS = ("model",)
-"""Config groups of a run (`model=tiny_dense` picks sweeps/model/tiny_dense.yaml or a user's model/NAME.yaml)."""
 RUN_SECTIONS = ("model", "data", "train", "wandb")
 """The sections of a run config; a sweep's overrides of these keys apply to every cell (appended to its base)."""
 
@@ -292,9 +291,11 @@ def override_key(override: str) -> str:
     return key.split("@", 1)[0]
 
 
-def schema_keys(cls) -> tuple[set[str], set[str]]:
+@functools.cache
+def schema_keys(cls) -> tuple[frozenset[str], frozenset[str]]:
     """(keys, open keys) of a dataclass schema, dotted: `model.d_model`, ...; an open key (a list or dict field,
-    e.g. `base`, `axes`) accepts any sub-key. Section names (`model`) are keys too (group choices)."""
+    e.g. `base`, `axes`) accepts any sub-key. Section names (`model`) are keys too (group choices). Cached: every
+    `with_updates` of a sweep's planning checks against it."""
     import typing
 
     keys, open_keys = set(), set()
@@ -308,7 +309,7 @@ def schema_keys(cls) -> tuple[set[str], set[str]]:
             open_keys |= {f"{f.name}.{k}" for k in sub_open}
         elif typing.get_origin(kind) in (list, dict):
             open_keys.add(f.name)
-    return keys, open_keys
+    return frozenset(keys), frozenset(open_keys)
 
 
 def nearest_key(key: str, known: set[str]) -> str | None:

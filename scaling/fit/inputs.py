@@ -201,12 +201,9 @@ def record_from_wandb(wb_run) -> dict | None:
     """A W&B run of `scaling train` as a run record (config, derived, results), or None for other runs (a fit)."""
     cfg, summary = dict(wb_run.config), dict(wb_run.summary)
     derived = cfg.pop("derived", None)
-    if not derived or getattr(wb_run, "job_type", None) == "fit" or sweep_of(wb_run) is None:
+    sweep = wb_run.group or cfg.get("sweep")
+    if not derived or getattr(wb_run, "job_type", None) == "fit" or sweep is None:
         return None
     finished = wb_run.state == "finished" and summary.get("val/loss") is not None
-    return {"id": wb_run.id, "sweep": sweep_of(wb_run), "config": cfg, "derived": derived,
+    return {"id": wb_run.id, "sweep": sweep, "config": cfg, "derived": derived,
             "status": "completed" if finished else wb_run.state, "results": {"val_loss": summary.get("val/loss")}}
-
-
-def sweep_of(wb_run) -> str | None:
-    return wb_run.group or (wb_run.config or {}).get("sweep")

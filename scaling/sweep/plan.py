@@ -43,6 +43,7 @@ from typing import Any
 from scaling.config import (
     RUN_SECTIONS,
     ConfigError,
+    ModelConfig,
     RunConfig,
     check_keys,
     compose,
@@ -197,34 +198,32 @@ def split_overrides(overrides) -> tuple[list[str], list[str], list[str] | None]:
 
     Run keys (`model.n_experts=16`, `train.schedule=wsd`, `model=tiny_dense`) and `base+=ENTRY` (or
     `base+=['a=1','b=2']`) extend the base; `base=[...]` replaces it."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     sweep, appended, replaced = [], [], None
     for o in overrides:
         key = override_key(o)
         if o.startswith("base+="):
             value = o[len("base+="):]
-            if value.startswith("["):
-                try:
-                    appended += [str(v) for v in OverridesParser.create().parse_override("base=" + value).value()]
-                except Exception as e:
-                    raise ConfigError(f"{o}: not a list of quoted overrides ({_first_line(e)}): write "
-                                      f"base+=\"['model.n_experts=16','train.lr=1e-3']\" or one entry, "
-                                      f"base+=model.n_experts=16") from None
-            else:
-                appended.append(value)
+            appended += _base_list(o, "base=" + value) if value.startswith("[") else [value]
         elif key.split(".")[0] in RUN_SECTIONS and not o.startswith("~"):
             appended.append(o)
         else:
             if key == "base" and not o.startswith("~"):
-                try:
-                    OverridesParser.create().parse_override(o)
-                except Exception as e:
-                    raise ConfigError(f"{o}: not a list of quoted overrides ({_first_line(e)}): quote each entry, "
-                                      f"\"base=['model.n_experts=16','train.lr=1e-3']\"") from None
+                _base_list(o, o)
                 replaced = o
             sweep.append(o)
     return sweep, appended, replaced
+
+
+def _base_list(given: str, override: str) -> list[str]:
+    """The entries of a `base=[...]` override, parsed by Hydra's grammar; a ConfigError with the quoting fix."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return [str(v) for v in OverridesParser.create().parse_override(override).value()]
+    except Exception as e:
+        raise ConfigError(f"{given}: not a list of quoted overrides ({_first_line(e)}): quote each entry, "
+                          f"\"base=['model.n_experts=16','train.lr=1e-3']\" (or add one: base+=model.n_experts=16)"
+                          ) from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -316,8 +315,6 @@ def dense_equivalent(run: RunConfig) -> dict:
 
     m = run.model
     width = m.top_k * m.d_expert + m.n_shared_experts * d_shared(m)
-    from scaling.config import ModelConfig
-
     default = ModelConfig()  # no router: its balancing settings go back to their defaults (they would do nothing)
     return {"model.n_experts": 1, "model.top_k": 1, "model.n_shared_experts": 0, "model.d_expert": width,
             "model.d_shared": None, "model.balancing": "none", "model.aux_loss_coef": default.aux_loss_coef,
