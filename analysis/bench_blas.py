@@ -30,7 +30,9 @@ def child() -> None:
     import time
 
     # isort: off
-    import scaling  # first: scaling.cpu_blas acts before torch loads
+    import scaling.cpu_blas  # first: it acts before torch loads
+
+    scaling.cpu_blas.enable()
     import torch
     # isort: on
 

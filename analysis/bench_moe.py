@@ -33,7 +33,9 @@ import sys
 import time
 
 # isort: off
-import scaling  # first: scaling.cpu_blas must act before torch loads MKL (AVX-512 kernels on AMD CPUs)
+import scaling.cpu_blas  # first: it must act before torch loads MKL (AVX-512 kernels on AMD CPUs)
+
+scaling.cpu_blas.enable()
 import torch
 # isort: on
 

@@ -1,5 +1,5 @@
-"""The cache directory: the built embedded corpus, inductor's compile cache and the MKL shim (cpu_blas) live under
-it. Standard library only: cpu_blas reads it on `import scaling`, before torch loads."""
+"""The cache directory: the built embedded corpus and inductor's compile cache live under it. Standard library
+only."""
 
 from __future__ import annotations
 

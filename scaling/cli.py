@@ -75,6 +75,7 @@ def train(
     cfg: str | None = typer.Option(None, "--cfg", hidden=True),
 ) -> None:
     """Train one MoE run to a compute budget (FLOPs) and record it under the results directory."""
+    _fast_cpu_matmuls()
     from scaling.config import ConfigError, compose, resolve_results_dir, search_path, with_updates
     from scaling.data import DataError
     from scaling.store import StoreError, record_path
@@ -110,6 +111,13 @@ def train(
     out.print(run_result_line(record, rec_path))
     if record["status"] == "diverged":
         raise typer.Exit(3)
+
+
+def _fast_cpu_matmuls() -> None:
+    """The commands that train switch MKL to its AVX-512 kernels on AMD CPUs first (scaling/cpu_blas.py)."""
+    from scaling import cpu_blas
+
+    cpu_blas.enable()
 
 
 def _console(stderr: bool = True):
@@ -173,6 +181,7 @@ def sweep(
     (launcher=local, the default) or as a Slurm job array (launcher=slurm; see README, Running on a Slurm
     cluster)."""
 
+    _fast_cpu_matmuls()  # the launcher's own probes train a few steps
     from scaling.config import ConfigError
     from scaling.data import DataError
     from scaling.store import StoreError
@@ -230,6 +239,9 @@ def sweep(
         _fail(str(e))
     except KeyboardInterrupt:
         _fail(f"interrupted; re-run the same command to resume (state: `scaling status {plan.name}`)", code=130)
+    if counts.get("terminated"):
+        _fail(f"stopped on SIGTERM with checkpoints saved; re-run the same command to resume (state: `scaling status "
+              f"{plan.name}`)", code=143)
     _show_final_status(results, plan.name, f"scaling sweep {config} --retry-failed", out, console)
     if counts.get("skipped"):
         console.print(f"{counts['skipped']} cell(s) were taken by another launcher")
@@ -269,8 +281,12 @@ def _show_final_status(results, sweep: str, retry_command: str, out, console) ->
 
     table, n = status_table(results, sweep)
     out.print(table)
+    if n["corrupt"]:
+        console.print(f"{n['corrupt']} cell(s) have unreadable records (named in the table), left untouched: move "
+                      f"them aside to re-run those cells")
     if n["failed"]:
         console.print(f"{n['failed']} cell(s) failed: see their logs; `{retry_command}` retries them")
+    if n["failed"] or n["corrupt"]:
         raise typer.Exit(1)
 
 
@@ -284,6 +300,7 @@ def bench(
 ) -> None:
     """Training-step speed of a model on this device: tokens/s, step time, MFU (FLOPs from flops.py over the
     device's measured matmul peak)."""
+    _fast_cpu_matmuls()
     from scaling import flops
     from scaling.config import ConfigError, compose, search_path
     from scaling.device import peak_flops
@@ -360,7 +377,7 @@ def runs(
     if fmt == "parquet" and not output:
         _fail("--format parquet is binary: give --output FILE.parquet")
     try:
-        df = store.load(_results_dir(results_dir), sweep)
+        df = store.load(_results_dir(results_dir), sweep, on_error=_report_skipped)
     except store.StoreError as e:
         _fail(str(e))
     if df.empty:
@@ -386,6 +403,13 @@ def runs(
         atomic_write_text(Path(output), text)
     else:
         sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+
+
+def _report_skipped(message: str) -> None:
+    """One line on stderr for a file a command skipped (an unreadable record), and it goes on with the rest."""
+    from rich.markup import escape
+
+    _console(stderr=True).print(f"[yellow]skipped:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
@@ -536,7 +560,7 @@ def _only_sweep(results) -> str | None:
     """The one sweep of the results folder (None when there is none: loading says why); several are refused
     (pooling them must be asked for)."""
     from scaling.fit.inputs import InputError
-    from scaling.sweep.status import list_sweeps
+    from scaling.store import list_sweeps
 
     sweeps = list_sweeps(results)
     if len(sweeps) <= 1:

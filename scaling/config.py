@@ -270,6 +270,7 @@ def hydra_compose(config_name: str, overrides: list[str] | tuple[str, ...], sear
     try:
         with initialize_config_dir(config_dir=str(search[0]), version_base="1.3"):
             cfg = compose_(config_name=entry, overrides=[searchpath, *overrides])
+        check_env_interpolations(OmegaConf.to_container(cfg, resolve=False))
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         raise ConfigError(f"bad config: {_one_line(e)} (the keys and their meaning: scaling/config.py)") from None
@@ -279,6 +280,32 @@ def hydra_compose(config_name: str, overrides: list[str] | tuple[str, ...], sear
         raise
     finally:
         GlobalHydra.instance().clear()
+
+
+ENV_LOCATIONS = ("data.path", "data.cache_dir", "results_dir")
+"""The only keys whose value may come from the environment (`${oc.env:SCALING_DATA}`): locations on this machine.
+Everything else (names, W&B fields, settings) must be written out, so no resolved environment value (a token,
+a user name) ever reaches a folder name, a record or W&B."""
+_ENV_INTERPOLATION = r"\$\{\s*(oc\.env|env)\s*:"
+
+
+def check_env_interpolations(node, key: str = "") -> None:
+    """Refuse `${oc.env:...}` anywhere but in ENV_LOCATIONS (also inside `base` entries such as
+    `data.path=${oc.env:SCALING_DATA}`); `node` is the composed config, unresolved."""
+    import re
+
+    if isinstance(node, dict):
+        for k, v in node.items():
+            check_env_interpolations(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for item in node:
+            check_env_interpolations(item, key)
+    elif isinstance(node, str) and re.search(_ENV_INTERPOLATION, node):
+        target = override_key(node) if "=" in node and key.split(".")[-1] == "base" else key
+        if target not in ENV_LOCATIONS:
+            raise ConfigError(f"{target} takes its value from the environment ({node!r}): write the value out; only "
+                              f"{', '.join(ENV_LOCATIONS)} may come from the environment (names, records and W&B "
+                              f"never hold environment values)")
 
 
 RUN_SECTIONS = ("model", "data", "train", "wandb")
@@ -434,7 +461,7 @@ def identity_overrides(config: dict, skip: tuple[str, ...] = ()) -> list[str]:
 
 
 def identity_dict(run: RunConfig) -> dict:
-    """The part of the config that determines what is trained: hashed into the run id."""
+    """The part of the config that determines what is trained (every such field, defaults included)."""
     d = to_dict(run)
     for k in IDENTITY_EXCLUDED:
         d.pop(k)
@@ -443,6 +470,35 @@ def identity_dict(run: RunConfig) -> dict:
     for k in DATA_FIELDS_NOT_IN_IDENTITY:
         d["data"].pop(k)
     return d
+
+
+IDENTITY_VERSION = 2
+"""Bumped only on purpose: when a default that enters identities changes meaning (a new default value of an
+existing field), so that cells trained under the old default are not taken for the new ones. Adding a field with a
+default does not need it (test_config pins the defaults' fingerprint, so a changed default fails until bumped)."""
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@functools.cache
+def _default_identity() -> tuple:
+    return tuple(sorted(_flat(identity_dict(RunConfig())).items(), key=lambda kv: kv[0]))
+
+
+def identity_key(run: RunConfig) -> dict:
+    """What a run id hashes: IDENTITY_VERSION and the identity fields whose values differ from the schema's
+    defaults (dotted keys). A field added to the schema with a default leaves every existing id unchanged."""
+    defaults = dict(_default_identity())
+    changed = {k: v for k, v in _flat(identity_dict(run)).items() if k not in defaults or defaults[k] != v}
+    return {"identity_version": IDENTITY_VERSION, **changed}
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -457,6 +513,12 @@ def validate(run: RunConfig) -> None:
     any compute is spent.
     """
     m, t, d = run.model, run.train, run.data
+    _check_finite(run)
+    problem = _sweep_name_problem(run.sweep)
+    if problem:
+        raise ConfigError(f"sweep={run.sweep!r}: {problem}")
+    if not 0 <= run.seed < 2**32:
+        raise ConfigError(f"seed={run.seed} must be in [0, 2**32): set seed=0, 1, ...")
     positive = {
         "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads,
         "model.seq_len": m.seq_len, "model.vocab_size": m.vocab_size, "model.n_experts": m.n_experts,
@@ -524,6 +586,16 @@ def validate(run: RunConfig) -> None:
         raise ConfigError(f"train.divergence_factor={t.divergence_factor} must be > 1")
     if t.grad_clip < 0 or t.weight_decay < 0:
         raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
+    for key, value in (("train.beta1", t.beta1), ("train.beta2", t.beta2)):
+        if not 0 <= value < 1:
+            raise ConfigError(f"{key}={value} must be in [0, 1) (AdamW's moment decay, e.g. 0.9 and 0.95)")
+    for key, value in (("train.eps", t.eps), ("model.init_std", m.init_std), ("model.rope_base", m.rope_base)):
+        if not value > 0:
+            raise ConfigError(f"{key}={value} must be positive")
+    for key, value in (("model.aux_loss_coef", m.aux_loss_coef), ("model.z_loss_coef", m.z_loss_coef),
+                       ("model.bias_update_rate", m.bias_update_rate)):
+        if value < 0:
+            raise ConfigError(f"{key}={value} must be >= 0")
     for key in ("eval_every", "log_every", "checkpoint_every"):
         if getattr(t, key) < 0:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 0")
@@ -532,6 +604,24 @@ def validate(run: RunConfig) -> None:
             f"model.dispatch=grouped_mm needs d_model and d_expert divisible by 8 (got {m.d_model}, {m.d_expert}): "
             f"use model.dispatch=auto or slices"
         )
+
+
+def _check_finite(config, prefix: str = "") -> None:
+    """Every number of a config is finite (nan or inf would slip through every comparison below)."""
+    import math
+
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{f.name}={value} must be a finite number")
+
+
+def _sweep_name_problem(name) -> str | None:
+    from scaling.store import sweep_name_problem
+
+    return sweep_name_problem(name)
 
 
 def _check_consistent(run: RunConfig) -> None:

@@ -1,4 +1,4 @@
-"""MKL's AVX-512 matmul kernels on AMD CPUs (loaded by `scaling/__init__.py`, before anything imports torch).
+"""MKL's AVX-512 matmul kernels on AMD CPUs (`enable()`, called by the entry points that train, before torch loads).
 
 torch's x86 CPU wheels do fp32 matmuls in Intel oneMKL, and MKL picks its kernels by CPU *vendor* first: on an AMD
 CPU it runs its AVX2 kernels even where the CPU has AVX-512 (Zen 4 and later). On this project's 2-core AMD EPYC
@@ -7,10 +7,14 @@ CPU it runs its AVX2 kernels even where the CPU has AVX-512 (Zen 4 and later). O
 
 MKL asks one internal function, `mkl_serv_intel_cpu_true`, whether the CPU is Intel. A one-line shared library
 defining it (returning 1), loaded with RTLD_GLOBAL before torch, is found first when torch's MKL calls it, and MKL
-then picks kernels by the CPU's features (cpuid) as on an Intel CPU. It is built once with the system C compiler
-(the one torch.compile needs anyway) into the cache directory, and loaded only on AMD CPUs that report AVX-512F.
-Results stay fp32 (a different kernel, so the last bits of sums may differ); tests/test_cpu_blas.py checks that
-training matches the AVX2 path.
+then picks kernels by the CPU's features (cpuid) as on an Intel CPU. Results stay fp32 (a different kernel, so the
+last bits of sums may differ); tests/test_cpu_blas.py checks that training matches the AVX2 path.
+
+Safe to load: the library is compiled by each process that enables it (about 0.04 s with the system C compiler,
+the one torch.compile needs anyway) into a fresh private folder (mkdtemp: mode 0700, created by this process),
+loaded from there and the folder removed. No file another user could plant or replace is ever loaded, and there is
+no cached copy to go stale or corrupt. Only the training entry points call `enable()` (`scaling train`, `sweep`,
+`bench`, sweep workers, torchrun cells, Slurm tasks); `import scaling` and the analysis commands load nothing.
 
 `SCALING_MKL_AVX512=0` turns it off. `state()` says whether it is on and why (printed by `scaling bench`).
 """
@@ -18,14 +22,12 @@ training matches the AVX2 path.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling.cache import default_cache_dir
 
 ENV_SWITCH = "SCALING_MKL_AVX512"
 SHIM_SOURCE = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
@@ -75,39 +77,37 @@ def decide(cpuinfo: str, switch: str | None, torch_imported: bool) -> str | None
     return None
 
 
-def shim_path(cache: Path) -> Path:
-    digest = hashlib.sha256(SHIM_SOURCE.encode()).hexdigest()[:12]
-    return cache / "native" / f"libscaling_mkl_intel_cpu_{digest}.so"
-
-
-def build_shim(path: Path) -> str | None:
-    """Compile the shim into `path` (atomically: a temp file, then rename). None on success, else the reason."""
+def build_shim(folder: Path) -> tuple[Path | None, str | None]:
+    """Compile the shim into `folder` (which must be private to this process): (its path, None) on success, else
+    (None, the reason)."""
     import shutil
     import subprocess
-    import tempfile
 
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
-        return "no C compiler (cc/gcc) to build the shim; install gcc"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        src, out = Path(tmp) / "shim.c", Path(tmp) / path.name
-        src.write_text(SHIM_SOURCE)
-        try:
-            done = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(src)],
-                                  capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return f"building the shim failed ({e})"
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-            return f"building the shim failed: {last}"
-        os.replace(out, path)
-    return None
+        return None, "no C compiler (cc/gcc) to build the shim; install gcc"
+    src, out = Path(folder) / "shim.c", Path(folder) / "libscaling_mkl_intel_cpu.so"
+    src.write_text(SHIM_SOURCE)
+    try:
+        done = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(src)],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"building the shim failed ({e})"
+    if done.returncode != 0 or not out.is_file():
+        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        return None, f"building the shim failed: {last}"
+    return out, None
 
 
 def enable() -> BlasState:
-    """Load the shim when this is an AMD CPU with AVX-512 and torch is not imported yet; never raises."""
+    """Load the shim when this is an AMD CPU with AVX-512 and torch is not imported yet; never raises. Built in a
+    private temporary folder and loaded from there (see the module docstring); a second call does nothing."""
+    import shutil
+    import tempfile
+
     global _STATE
+    if _STATE.active:
+        return _STATE
     if platform.machine() not in ("x86_64", "AMD64"):
         _STATE = BlasState(False, f"not needed ({platform.machine()} CPU)")
         return _STATE
@@ -119,13 +119,17 @@ def enable() -> BlasState:
     if why_not is not None:
         _STATE = BlasState(False, why_not)
         return _STATE
-    path = shim_path(default_cache_dir())
+    folder = None
     try:
-        failed = None if path.exists() else build_shim(path)
+        folder = tempfile.mkdtemp(prefix="scaling-mkl-")  # mode 0700, new, ours
+        path, failed = build_shim(Path(folder))
         if failed is None:
             ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL)
     except OSError as e:
         failed = f"loading the shim failed ({e})"
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)  # the loaded library stays mapped
     _STATE = BlasState(failed is None, "on (AMD CPU with AVX-512: MKL uses its AVX-512 kernels)" if failed is None
                        else f"off ({failed}); MKL runs its AVX2 kernels")
     return _STATE

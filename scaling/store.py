@@ -1,26 +1,42 @@
-"""The durable results store: one JSON record per run, written atomically (ARCHITECTURE section 5).
+"""The durable results store: its folder layout, its run records (the one schema), and atomic writes
+(ARCHITECTURE section 5). Every path under a results directory is spelled here and nowhere else.
 
 Layout under the results directory::
 
-    <results_dir>/<sweep>/runs/<run_id>.json         the run record (the source of truth)
-    <results_dir>/<sweep>/checkpoints/<run_id>.pt    the latest checkpoint of an unfinished run
+    <results_dir>/<sweep>/plan.json                   the sweep's last launched plan
+    <results_dir>/<sweep>/runs/<run_id>.json          the run record (the source of truth)
+    <results_dir>/<sweep>/checkpoints/<run_id>.pt     the latest checkpoint of an unfinished run
+    <results_dir>/<sweep>/claims/<run_id>.claim       which process trains the cell now (claims.py)
+    <results_dir>/<sweep>/logs/<run_id>.log           the cell's training log
+    <results_dir>/<sweep>/slurm/                      Slurm submissions and job folders (slurm.py, slurm_queue.py)
     <results_dir>/<sweep>/wandb/                      the W&B mirror's local files
+    <results_dir>/<sweep>/fit/                        `scaling fit`'s outputs
 
-The record schema is defined here and nowhere else (`new_record`). Records do not depend on analysis; `load()`
-turns them into a pandas DataFrame for `scaling fit` and notebooks.
+A sweep name is one folder name (letters, digits, `._-`), so nothing is ever written outside the results
+directory. The record schema is defined here alone (`new_record`, checked by `read_record`). `load()` turns
+records into a pandas DataFrame for `scaling fit` and notebooks; a record that cannot be read is named and skipped,
+never overwritten.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 
 SCHEMA_VERSION = 1
 STATUSES = ("planned", "running", "completed", "diverged", "failed")
 FINAL_STATUSES = ("completed", "diverged")
-"""A run in one of these states is never trained again."""
+"""A run in one of these states is never trained again, and its record is never replaced."""
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A sweep name: one folder name under the results directory (no '/', no leading '.', at most 128 characters)."""
+TMP_STALE_S = 3600.0
+"""A temporary file of an atomic write untouched this long is a leftover of a killed writer (`tidy` removes it)."""
 
 
 class StoreError(RuntimeError):
@@ -28,21 +44,72 @@ class StoreError(RuntimeError):
 
 
 # ---- atomic writes -------------------------------------------------------------------------------------------
-def atomic_write(path: Path, write) -> None:
-    """Call `write(file)` on a temporary file in the same folder, fsync, then rename it over `path`:
-    a crash leaves either the old file or the new one, never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _umask() -> int:
+    """This process's umask (read without changing it where Linux tells; else set and restored at once)."""
     try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(file)` on a temporary file in the same folder, fsync it, rename it over `path`, and fsync the
+    folder: a crash or power cut leaves either the old file or the new one, never a half-written or empty one.
+    The file gets the permissions the umask gives a new file (so a team can share a results folder). A full disk
+    raises StoreError saying so."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _write_error(path, e) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        fsync_dir(path.parent)
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) or _is_no_space(e):
+            raise _write_error(path, e) from None
         raise
+
+
+def _is_no_space(e: BaseException) -> bool:
+    """torch.save reports a full disk as a RuntimeError naming the errno in words."""
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or "file write failed" in str(e)
+
+
+def _write_error(path: Path, e: BaseException) -> StoreError:
+    if _is_no_space(e):
+        return StoreError(f"no space left on the device writing {path}: free disk space (or pass another "
+                          f"--results-dir) and run the same command again; nothing already recorded was lost")
+    if isinstance(e, PermissionError) or getattr(e, "errno", None) in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return StoreError(f"cannot write {path} (permission denied or read-only): make the results folder "
+                          f"writable or pass --results-dir DIR")
+    return StoreError(f"cannot write {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in `folder` durable (a power cut keeps it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -53,17 +120,110 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-# ---- paths ---------------------------------------------------------------------------------------------------
+def check_writable(results_dir: Path) -> None:
+    """Refuse, before any compute, a results directory this process cannot create or write into."""
+    root = Path(results_dir)
+    probe = root
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise StoreError(f"results directory {root}: {probe} is not a folder: pass --results-dir DIR")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot write under {probe} (permission denied or read-only): make it writable or pass "
+                         f"--results-dir DIR")
+
+
+# ---- layout --------------------------------------------------------------------------------------------------
+def sweep_name_problem(name: object) -> str | None:
+    """Why `name` cannot be a sweep's folder name, or None when it can."""
+    if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name) or name in (".", ".."):
+        return (f"sweep name {name!r} is not a plain folder name: use letters, digits, '.', '_' and '-' "
+                f"(no '/', no leading '.' or '-', at most 128 characters)")
+    return None
+
+
 def sweep_dir(results_dir: Path, sweep: str) -> Path:
+    """The sweep's folder; a name that would leave the results directory (`../x`, `/abs`) is refused."""
+    problem = sweep_name_problem(sweep)
+    if problem:
+        raise StoreError(problem)
     return Path(results_dir) / sweep
 
 
+def plan_path(results_dir: Path, sweep: str) -> Path:
+    return sweep_dir(results_dir, sweep) / "plan.json"
+
+
+def runs_dir(results_dir: Path, sweep: str) -> Path:
+    return sweep_dir(results_dir, sweep) / "runs"
+
+
 def record_path(results_dir: Path, sweep: str, run_id: str) -> Path:
-    return sweep_dir(results_dir, sweep) / "runs" / f"{run_id}.json"
+    return runs_dir(results_dir, sweep) / f"{run_id}.json"
 
 
 def checkpoint_path(results_dir: Path, sweep: str, run_id: str) -> Path:
     return sweep_dir(results_dir, sweep) / "checkpoints" / f"{run_id}.pt"
+
+
+def run_file_path(results_dir: Path, sweep: str, run_id: str) -> Path:
+    """The resolved run config handed to the processes of a multi-process cell (torchrun)."""
+    return sweep_dir(results_dir, sweep) / "checkpoints" / f"{run_id}.run.json"
+
+
+def claims_dir(results_dir: Path, sweep: str) -> Path:
+    return sweep_dir(results_dir, sweep) / "claims"
+
+
+def claim_path(results_dir: Path, sweep: str, run_id: str) -> Path:
+    return claims_dir(results_dir, sweep) / f"{run_id}.claim"
+
+
+def log_path(results_dir: Path, sweep: str, run_id: str) -> Path:
+    return sweep_dir(results_dir, sweep) / "logs" / f"{run_id}.log"
+
+
+def slurm_submissions_dir(results_dir: Path, sweep: str) -> Path:
+    return sweep_dir(results_dir, sweep) / "slurm" / "submissions"
+
+
+def slurm_jobs_dir(results_dir: Path, sweep: str) -> Path:
+    """submitit's folder; `%j` in it becomes the job id."""
+    return sweep_dir(results_dir, sweep) / "slurm" / "jobs" / "%j"
+
+
+def wandb_dir(results_dir: Path, sweep: str) -> Path:
+    """The folder W&B's local files go under (its own `wandb/` subfolder is created inside)."""
+    return sweep_dir(results_dir, sweep)
+
+
+def fit_dir(results_dir: Path, sweep: str | None) -> Path:
+    """Where `scaling fit` writes for one sweep of the store (`all` for every sweep at once)."""
+    return sweep_dir(results_dir, sweep or "all") / "fit"
+
+
+def list_sweeps(results_dir: Path) -> list[str]:
+    """The sweeps under a results directory: folders holding runs/ or a plan.json."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if not sweep_name_problem(p.name) and ((p / "runs").is_dir() or (p / "plan.json").is_file()))
+
+
+def read_plan(results_dir: Path, sweep: str) -> dict | None:
+    """A sweep's plan.json as a dict, None when there is none; unreadable -> StoreError naming the file."""
+    path = plan_path(results_dir, sweep)
+    if not path.is_file():
+        return None
+    try:
+        plan = json.loads(path.read_bytes().decode())
+        if not isinstance(plan, dict) or not isinstance(plan.get("cells", []), list):
+            raise ValueError("not a plan")
+        return plan
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise StoreError(f"corrupt sweep plan {path}: move it aside and run `scaling sweep` again to rewrite it "
+                         f"(the run records are not touched)") from None
 
 
 # ---- records -------------------------------------------------------------------------------------------------
@@ -84,9 +244,22 @@ def new_record(run_id: str, sweep: str, name: str, config: dict, derived: dict, 
 
 
 def write_record(path: Path, record: dict) -> None:
+    """Write a record atomically. A record already on disk in a final state (completed, diverged) is never
+    replaced: that raises StoreError (two writers of one cell; claims.py keeps them apart)."""
     if record.get("status") not in STATUSES:
         raise ValueError(f"record status {record.get('status')!r} is not one of {STATUSES}")
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, allow_nan=False, default=_json_default))
+    path = Path(path)
+    if path.exists():
+        try:
+            on_disk = json.loads(path.read_bytes().decode()).get("status")
+        except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+            raise StoreError(f"corrupt run record {path}: not overwriting it; move it aside to re-run that "
+                             f"cell") from None
+        if on_disk in FINAL_STATUSES:
+            raise StoreError(f"run record {path} is already {on_disk}: not replacing it (another process trained "
+                             f"this run meanwhile)")
+    text = json.dumps(record, indent=1, sort_keys=False, allow_nan=False, default=_json_default)
+    atomic_write_text(path, text)
 
 
 def _json_default(o):
@@ -95,29 +268,77 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable in a run record: {type(o).__name__}")
 
 
+RECORD_FIELDS = {"id": str, "sweep": str, "status": str, "config": dict, "derived": dict, "results": dict,
+                 "provenance": dict}
+"""Every record holds these, of these types (new_record writes them all)."""
+COMPLETED_DERIVED = ("params_active_non_embedding", "params_non_embedding", "tokens", "flops_per_token",
+                     "budget_flops", "batch_tokens", "activation_ratio", "granularity")
+"""What a fit reads from a completed record's `derived`."""
+
+
+def record_problem(record: object) -> str | None:
+    """Why a parsed JSON value is not a usable run record, or None."""
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA_VERSION:
+        return f"not a scaling run record (schema {SCHEMA_VERSION})"
+    for key, kind in RECORD_FIELDS.items():
+        if not isinstance(record.get(key), kind):
+            return f"its {key!r} is missing or not a {kind.__name__}"
+    if record["status"] not in STATUSES:
+        return f"unknown status {record['status']!r} (one of {', '.join(STATUSES)})"
+    if record["status"] == "completed":
+        missing = [k for k in COMPLETED_DERIVED if k not in record["derived"]]
+        if missing:
+            return f"completed but derived lacks {', '.join(missing)}"
+        val = record["results"].get("val_loss")
+        if not isinstance(val, (int, float)) or isinstance(val, bool) or not math.isfinite(val):
+            return f"completed but its results.val_loss is {val!r}"
+        if not all(isinstance(record["config"].get(k), dict) for k in ("model", "train")):
+            return "completed but its config lacks the model or train section"
+    return None
+
+
 def read_record(path: Path) -> dict:
-    """Read one record; a corrupt or foreign file raises StoreError naming it (it is never overwritten)."""
+    """Read one record; a corrupt, truncated or foreign file raises StoreError naming it (it is never
+    overwritten: `write_record` refuses to replace it)."""
     path = Path(path)
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_bytes().decode())
     except json.JSONDecodeError as e:
-        raise StoreError(
-            f"corrupt run record {path} ({e.msg} at line {e.lineno}): move it aside to re-run that cell"
-        ) from None
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA_VERSION or "status" not in record:
-        raise StoreError(f"{path} is not a scaling run record (schema {SCHEMA_VERSION}): move it out of runs/")
+        raise StoreError(f"corrupt run record {path} ({e.msg} at line {e.lineno}): move it aside to re-run that "
+                         f"cell") from None
+    except UnicodeDecodeError:
+        raise StoreError(f"corrupt run record {path} (not UTF-8 text): move it aside to re-run that cell") from None
+    except OSError as e:
+        raise StoreError(f"cannot read run record {path} ({e.strerror}): fix its permissions") from None
+    problem = record_problem(record)
+    if problem:
+        raise StoreError(f"unusable run record {path}: {problem}; move it out of runs/ to re-run that cell")
     return record
 
 
-def iter_records(results_dir: Path, sweep: str | None = None):
-    """Yield (path, record) for every record under results_dir (one sweep, or all)."""
+def warn(message: str) -> None:
+    """Report a skipped file (the default of `iter_records`' on_error): a Python warning, one line."""
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def iter_records(results_dir: Path, sweep: str | None = None, on_error=warn):
+    """Yield (path, record) for every readable record under results_dir (one sweep, or all). A record that
+    cannot be read is passed to `on_error(message)` (one line naming the file) and skipped; `on_error=None`
+    raises instead."""
     root = Path(results_dir)
-    pattern = f"{sweep}/runs/*.json" if sweep else "*/runs/*.json"
-    for path in sorted(root.glob(pattern)):
-        yield path, read_record(path)
+    paths = sorted(runs_dir(root, sweep).glob("*.json")) if sweep else sorted(root.glob("*/runs/*.json"))
+    for path in paths:
+        try:
+            record = read_record(path)
+        except StoreError as e:
+            if on_error is None:
+                raise
+            on_error(str(e))
+            continue
+        yield path, record
 
 
-def load(results_dir: Path, sweep: str | None = None):
+def load(results_dir: Path, sweep: str | None = None, on_error=warn):
     """All records as a pandas DataFrame, one row per run; nested fields become dotted columns
     (`derived.tokens`, `results.val_loss`, `config.model.d_model`); lists (loss curves, loads) are left out."""
     import pandas as pd
@@ -125,7 +346,7 @@ def load(results_dir: Path, sweep: str | None = None):
     root = Path(results_dir)
     if not root.is_dir():
         raise StoreError(f"results directory {root} does not exist: run `scaling train` first or pass the right path")
-    return pd.json_normalize([_without_lists(rec) for _, rec in iter_records(root, sweep)], sep=".")
+    return pd.json_normalize([_without_lists(rec) for _, rec in iter_records(root, sweep, on_error)], sep=".")
 
 
 def _without_lists(d: dict) -> dict:
@@ -137,14 +358,14 @@ CURVE_COLUMNS = ("run", "name", "sweep", "status", "budget_flops", "peak_lr", "b
                  "val_loss")
 
 
-def curves(results_dir: Path, sweep: str | None = None):
+def curves(results_dir: Path, sweep: str | None = None, on_error=warn):
     """Every run's training curve as one long-format DataFrame, a row per logged step: the run (id, name, sweep,
     status, budget, peak lr, batch, seed, A, G), the step, tokens and FLOPs so far (tokens x M), the train loss,
     its smoothed value, the lr at that step, and the run's final validation loss (nats per token)."""
     import pandas as pd
 
     rows = []
-    for _, rec in iter_records(Path(results_dir), sweep):
+    for _, rec in iter_records(Path(results_dir), sweep, on_error):
         d, r, cfg = rec.get("derived") or {}, rec.get("results") or {}, rec.get("config") or {}
         M = (d.get("flops_per_token") or {}).get("M")
         run = {"run": rec["id"], "name": rec.get("name"), "sweep": rec.get("sweep"), "status": rec["status"],

@@ -22,15 +22,16 @@ from pathlib import Path
 
 from scaling import __version__, flops, scheduler, store
 from scaling import progress as progress_line
-from scaling.config import ConfigError, RunConfig, identity_dict, resolve_results_dir, to_dict
+from scaling.config import ConfigError, RunConfig, identity_key, resolve_results_dir, to_dict
 from scaling.data import DataError, TokenData
 from scaling.data import cache_dir as data_cache_dir
 from scaling.schedule import lr_at, warmup_steps
 
 EMA_DECAY = 0.9
 """Smoothing of the train loss for divergence detection and the reported smoothed train loss."""
-DIVERGENCE_MIN_STEPS = 10
-"""Loss blow-ups are only judged after this many steps (the smoothed loss needs a history)."""
+DIVERGENCE_BOUND_FACTOR = 3.0
+"""A run whose smoothed train loss, or final held-out loss, exceeds this many times ln(vocab size) (the loss of
+a uniform guess: 5.55 nats for bytes) has diverged, whatever its history: from the first step on."""
 LOAD_WINDOW_FRACTION = 0.1
 """Expert load (tokens per expert per layer) is reported over the last tenth of the run: `expert_load` holds
 each expert's share of its layer's assignments over the steps `expert_load_steps` = [from, to)."""
@@ -83,8 +84,9 @@ class RunPlan:
 
 
 def run_id(run: RunConfig) -> str:
-    """Stable id: a short hash of everything that determines what is trained."""
-    blob = json.dumps(identity_dict(run), sort_keys=True, default=str)
+    """Stable id: a short hash of what determines what is trained, as it differs from the schema's defaults
+    (config.identity_key), so a new defaulted field leaves every id unchanged."""
+    blob = json.dumps(identity_key(run), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -289,37 +291,61 @@ def _load_checkpoint(path: Path, model, optimizer, device, run_id: str) -> dict:
     return state
 
 
-def train(run: RunConfig, show_progress: bool = True, console=None) -> dict:
-    """Train one run to its budget (or resume it) and return its record. A finished run is not trained again."""
-    from rich.console import Console
+def divergence_bound(run: RunConfig) -> float:
+    """The absolute loss bound (nats per token) above which a run has diverged (DIVERGENCE_BOUND_FACTOR)."""
+    return DIVERGENCE_BOUND_FACTOR * math.log(run.model.vocab_size)
 
-    console = console or Console(stderr=True)
-    plan = plan_run(run)
-    results_dir = resolve_results_dir(run)
-    rec_path = store.record_path(results_dir, run.sweep, plan.run_id)
-    ckpt_path = store.checkpoint_path(results_dir, run.sweep, plan.run_id)
 
+def _finished(rec_path: Path, plan: RunPlan, console) -> dict | None:
+    """The record when the run is already final (never trained again), else None; unreadable: StoreError."""
     record = store.read_record(rec_path) if rec_path.exists() else None
     if record is not None and record["status"] in store.FINAL_STATUSES:
         console.print(f"run {plan.run_id} ({plan.name}) is already {record['status']}: not re-training "
                       f"(record {rec_path})")
         return record
+    return None
 
-    from scaling import distributed
 
-    ranks, rank_device = distributed.setup(run.train.device)  # several processes (torchrun), else None
-    clean = False
-    try:
-        record = _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress,
-                        console)
-        clean = True
-        return record
-    except Preempted:
-        clean = True  # every rank stopped at the same step
-        raise
-    finally:
-        if ranks is not None:
-            distributed.teardown(clean)
+def train(run: RunConfig, show_progress: bool = True, console=None, owner: dict | None = None) -> dict:
+    """Train one run to its budget (or resume it) and return its record. A finished run is not trained again.
+
+    The run's claim (claims.py) is held while it trains, so no two processes ever write one record: `owner` is
+    the claim a sweep worker already took; without one, this process takes it (ClaimError when another live
+    process trains the run). In a multi-process run every rank is given the worker's owner, or rank 0 claims."""
+    from contextlib import nullcontext
+
+    from rich.console import Console
+
+    from scaling import claims
+
+    console = console or Console(stderr=True)
+    plan = plan_run(run)
+    results_dir = resolve_results_dir(run)
+    store.check_writable(results_dir)
+    rec_path = store.record_path(results_dir, run.sweep, plan.run_id)
+    ckpt_path = store.checkpoint_path(results_dir, run.sweep, plan.run_id)
+    if (done := _finished(rec_path, plan, console)) is not None:
+        return done
+    claiming = owner is not None or os.environ.get("RANK", "0") == "0"
+    with claims.held(results_dir, run.sweep, plan.run_id, owner) if claiming else nullcontext():
+        if (done := _finished(rec_path, plan, console)) is not None:  # finished while we waited for the claim
+            return done
+        record = store.read_record(rec_path) if rec_path.exists() else None
+        from scaling import distributed
+
+        ranks, rank_device = distributed.setup(run.train.device)  # several processes (torchrun), else None
+        clean = False
+        try:
+            record = _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress,
+                            console)
+            clean = True
+            return record
+        except Preempted:
+            clean = True  # every rank stopped at the same step
+            raise
+        finally:
+            if ranks is not None:
+                distributed.teardown(clean)
 
 
 def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress, console) -> dict:
@@ -398,6 +424,9 @@ def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_devi
                     on_checkpoint, ranks)
         val_loss = _evaluate(model, plan.data, run, device)
         state["evals"].append({"step": plan.steps, "val_loss": val_loss})
+        if not math.isfinite(val_loss) or val_loss > divergence_bound(run):
+            raise Diverged(plan.steps, f"held-out loss {val_loss:.4g} after the last step exceeds "
+                                       f"{divergence_bound(run):.3g} ({DIVERGENCE_BOUND_FACTOR:g} x ln vocab)")
         record["status"] = "completed"
         tracker.log({"val/loss": val_loss, **_x_axes(plan, plan.steps)}, step=plan.steps)
     except Diverged as e:
@@ -413,7 +442,15 @@ def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_devi
         _finish(record, save, state, plan, model, device, None, wall_start, ranks)
         tracker.finish(exit_code=1)
         raise
-    _finish(record, save, state, plan, model, device, val_loss, wall_start, ranks)
+    try:
+        _finish(record, save, state, plan, model, device, val_loss, wall_start, ranks)
+    except store.StoreError as e:  # e.g. a full disk: the result must not vanish unseen
+        res = record["results"]
+        console.print(f"run {plan.run_id} ({plan.name}) {record['status']}: val loss {res.get('val_loss')}, "
+                      f"{res.get('steps_done')} steps, {res.get('tokens_done')} tokens, smoothed train loss "
+                      f"{res.get('train_loss_smoothed')}; NOT RECORDED: {e}", highlight=False, soft_wrap=True)
+        tracker.finish(exit_code=1)
+        raise
     res = record["results"]
     tracker.summarize({"final/val_loss": res["val_loss"], "final/train_loss_smoothed": res["train_loss_smoothed"],
                        "final/tokens_per_s": res["tokens_per_s"], "final/mfu": res["mfu"],
@@ -537,9 +574,12 @@ def _train_loop(plan: RunPlan, model, forward, optimizer, state: dict, device, c
             state["ema"] = EMA_DECAY * state["ema"] + (1 - EMA_DECAY) * loss_value
             state["ema_weight"] = EMA_DECAY * state["ema_weight"] + (1 - EMA_DECAY)
             smoothed = state["ema"] / state["ema_weight"]
-            if step >= DIVERGENCE_MIN_STEPS and smoothed > t.divergence_factor * state["best_ema"]:
+            if smoothed > t.divergence_factor * state["best_ema"]:
                 raise Diverged(step, f"smoothed train loss {smoothed:.3f} exceeded {t.divergence_factor:g}x its best "
                                      f"({state['best_ema']:.3f}) at step {step}")
+            if smoothed > divergence_bound(run):
+                raise Diverged(step, f"smoothed train loss {smoothed:.3f} exceeded {divergence_bound(run):.3g} "
+                                     f"({DIVERGENCE_BOUND_FACTOR:g} x ln vocab, a uniform guess's loss) at step {step}")
             state["best_ema"] = min(state["best_ema"], smoothed)
 
             done = state["step"]

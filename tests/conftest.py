@@ -2,7 +2,9 @@
 
 import pytest
 
-import scaling  # noqa: F401  (first, as in every entry point: scaling.cpu_blas must act before torch loads)
+from scaling import cpu_blas
+
+cpu_blas.enable()  # first, as in every entry point that trains: before torch loads
 
 
 @pytest.fixture(scope="session")

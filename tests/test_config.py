@@ -1,5 +1,7 @@
 """Config composition and validation: impossible settings fail at load with a one-line error naming the key."""
 
+import json
+
 import pytest
 
 from scaling.config import ConfigError, compose, from_dict, identity_dict, to_dict
@@ -65,6 +67,29 @@ def test_run_id_is_stable_and_ignores_bookkeeping():
     c = compose(["train.lr=4e-3"])
     assert run_id(a) == run_id(b) != run_id(c)
     assert identity_dict(a) == identity_dict(b)
+
+
+DEFAULT_IDENTITY = (2, "296b1339d13a0f1f")
+"""(IDENTITY_VERSION, fingerprint of the schema's identity defaults): a changed default changes what every id that
+relies on it means, so it must come with a bumped IDENTITY_VERSION (then update both numbers here)."""
+
+
+def test_a_changed_default_needs_a_bumped_identity_version():
+    import hashlib
+
+    from scaling import config
+
+    fingerprint = hashlib.sha256(json.dumps(config._default_identity(), default=str).encode()).hexdigest()[:16]
+    assert (config.IDENTITY_VERSION, fingerprint) == DEFAULT_IDENTITY, (
+        "a default that enters run ids changed: bump config.IDENTITY_VERSION and update DEFAULT_IDENTITY")
+
+
+def test_run_id_hashes_what_differs_from_the_defaults():
+    from scaling import config
+
+    assert config.identity_key(compose([])) == {"identity_version": config.IDENTITY_VERSION}
+    assert config.identity_key(compose(["train.lr=2e-3", "seed=1"])) == {
+        "identity_version": config.IDENTITY_VERSION, "train.lr": 2e-3, "seed": 1}
 
 
 def test_dict_round_trip():

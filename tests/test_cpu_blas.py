@@ -46,9 +46,8 @@ needs_cc = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc")
 
 @needs_cc
 def test_builds_a_shim_that_says_intel(tmp_path):
-    path = cpu_blas.shim_path(tmp_path)
-    assert cpu_blas.build_shim(path) is None
-    assert path.exists() and not list(path.parent.glob("tmp*"))  # built in a temp dir, renamed into place
+    path, why_not = cpu_blas.build_shim(tmp_path)
+    assert why_not is None and path.parent == tmp_path
     lib = ctypes.CDLL(str(path))  # RTLD_LOCAL: this process's MKL is left as it is
     assert lib.mkl_serv_intel_cpu_true() == 1
 
@@ -56,12 +55,55 @@ def test_builds_a_shim_that_says_intel(tmp_path):
 def test_a_missing_compiler_is_a_reason_not_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", "no-such-compiler")
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert "no C compiler" in cpu_blas.build_shim(cpu_blas.shim_path(tmp_path))
+    assert "no C compiler" in cpu_blas.build_shim(tmp_path)[1]
+
+
+PLANTED = """
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((constructor)) static void planted(void) {
+    FILE *f = fopen(getenv("PLANTED_MARKER"), "w"); if (f) { fputs("ran", f); fclose(f); }
+}
+int mkl_serv_intel_cpu_true(void) { return 1; }
+"""
+
+
+@needs_cc
+def test_no_file_another_user_could_plant_is_ever_loaded(tmp_path):
+    """A library planted where the shim used to be cached (and a symlink to it) never runs: not on `import
+    scaling`, not in `scaling fit --help`, not when a training entry point enables the shim (it builds its own
+    copy in a private folder, then removes the folder)."""
+    src, lib = tmp_path / "planted.c", tmp_path / "planted.so"
+    src.write_text(PLANTED)
+    subprocess.run([shutil.which("cc") or "gcc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    cache, tmp = tmp_path / "cache", tmp_path / "tmp"
+    (cache / "native").mkdir(parents=True)
+    tmp.mkdir()
+    for digest in ("23328033ab94", "0123456789ab"):  # the old cache name (sha256 of the source), another
+        (cache / "native" / f"libscaling_mkl_intel_cpu_{digest}.so").write_bytes(lib.read_bytes())
+    (cache / "native" / "libscaling_mkl_intel_cpu.so").symlink_to(lib)
+    marker = tmp_path / "marker"
+    env = {**os.environ, "SCALING_CACHE": str(cache), "PLANTED_MARKER": str(marker), "TMPDIR": str(tmp),
+           "SCALING_MKL_AVX512": "1"}
+    for code in ("import scaling.fit.inputs", "import scaling.cli",
+                 "from scaling import cpu_blas; cpu_blas.enable(); import torch"):
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "scaling.cli", "fit", "--help"], env=env, check=True, timeout=120,
+                   capture_output=True)
+    assert not marker.exists()
+    assert list(tmp.iterdir()) == []  # the private build folder is gone
+
+
+def test_import_scaling_loads_nothing():
+    out = subprocess.run([sys.executable, "-c", "import scaling.fit.inputs, scaling.cli, scaling.cpu_blas as b; "
+                          "print(b.state().reason)"], capture_output=True, text=True, check=True, timeout=120)
+    assert "not checked" in out.stdout
 
 
 CHILD = """
 import json
-import scaling
+import scaling.cpu_blas
+scaling.cpu_blas.enable()
 import torch
 from scaling.config import ModelConfig
 from scaling.model import build_model
@@ -118,6 +160,5 @@ def test_a_failing_compiler_is_a_reason_not_an_error(tmp_path, monkeypatch):
     fake.write_text("#!/bin/sh\necho 'cc: fatal error: no input files' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("CC", str(fake))
-    why = cpu_blas.build_shim(cpu_blas.shim_path(tmp_path))
-    assert why == "building the shim failed: cc: fatal error: no input files"
-    assert not cpu_blas.shim_path(tmp_path).exists()
+    path, why = cpu_blas.build_shim(tmp_path)
+    assert path is None and why == "building the shim failed: cc: fatal error: no input files"

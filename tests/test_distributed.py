@@ -30,7 +30,7 @@ def write_run(tmp_path, overrides):
     tmp_path.mkdir(parents=True, exist_ok=True)
     run = compose(overrides + [f"results_dir={tmp_path / 'ddp'}"])
     path = tmp_path / "run.json"
-    path.write_text(json.dumps(to_dict(run)))
+    path.write_text(json.dumps({"run": to_dict(run)}))  # no worker claim: rank 0 takes it
     return run, path
 
 

@@ -5,10 +5,16 @@ import json
 import pytest
 
 from scaling import store
+from scaling.config import RunConfig, to_dict
+
+
+DERIVED = {"params_active_non_embedding": 100, "params_non_embedding": 300, "tokens": 100, "steps": 2,
+           "flops_per_token": {"M": 1000}, "budget_flops": 1e5, "batch_tokens": 50, "activation_ratio": 0.25,
+           "granularity": 1.0}
 
 
 def a_record(run_id="abc", status="completed", val=2.5):
-    rec = store.new_record(run_id, "s", "C1e11-x", {"budget_flops": 1e11}, {"tokens": 100, "steps": 2},
+    rec = store.new_record(run_id, "s", "C1e11-x", to_dict(RunConfig(budget_flops=1e5)), dict(DERIVED),
                            {"seed": 0})
     rec["status"] = status
     rec["results"] = {"val_loss": val, "curve": [{"step": 1, "train_loss": 3.0}]}
@@ -24,8 +30,8 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
 
 def test_a_failed_write_keeps_the_old_record(tmp_path):
     path = store.record_path(tmp_path, "s", "abc")
-    store.write_record(path, a_record(val=2.5))
-    bad = a_record(val=float("nan"))  # NaN is not valid JSON: the write must fail, not corrupt the record
+    store.write_record(path, a_record("abc", "running", val=2.5))
+    bad = a_record("abc", "running", val=float("nan"))  # NaN is not valid JSON: the write must fail, not corrupt the record
     with pytest.raises(ValueError):
         store.write_record(path, bad)
     assert store.read_record(path)["results"]["val_loss"] == 2.5

@@ -49,6 +49,27 @@ def test_preset_plan_matches_snapshot_and_budgets(name, monkeypatch):
     assert cells == json.loads(path.read_text()), f"plan of {name} changed; if intended, UPDATE_SNAPSHOTS=1"
 
 
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_new_defaulted_field_leaves_every_cell_id_unchanged(name, monkeypatch):
+    """An upgrade that adds a config field with a default must not re-id (and so retrain) a finished sweep."""
+    from scaling import config
+
+    real = config.to_dict
+
+    def with_new_fields(run):
+        d = real(run)
+        d["model"]["some_new_option"], d["train"]["another"] = 0.5, "off"  # a field every config has by default
+        return d
+
+    monkeypatch.setattr(config, "to_dict", with_new_fields)
+    config._default_identity.cache_clear()
+    try:
+        ids = [c.run_id for c in preset_plan(name, monkeypatch).cells]
+    finally:
+        config._default_identity.cache_clear()
+    assert ids == [c[0] for c in json.loads((SNAPSHOTS / f"{name}.json").read_text())]
+
+
 def test_demo_has_the_stages_it_promises(monkeypatch):
     """The lr law over a decade of compute with 2 seeds, and the dense baseline over the same lr grid."""
     plan = preset_plan("demo", monkeypatch)

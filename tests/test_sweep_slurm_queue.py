@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from scaling import store
-from scaling.sweep import claims, slurm_queue
+from scaling import claims, store
+from scaling.sweep import slurm_queue
 from scaling.sweep.status import cell_states
 
 
@@ -51,7 +51,7 @@ def test_a_claim_whose_job_was_cancelled_is_dead_whatever_its_heartbeat(tmp_path
     owner = {**claims.new_owner("cpu0"), "batch_job": "7_0", "host": "elsewhere"}
     assert not claims.is_live(owner, age=1.0)
     assert claims.is_live({**owner, "batch_job": None}, age=1.0)  # no job: the heartbeat decides
-    path = claims.claim_path(tmp_path, "s", "a")
+    path = store.claim_path(tmp_path, "s", "a")
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(owner))
     assert claims.try_claim(path, claims.new_owner("cpu1"))  # taken over at once, not after 60 s

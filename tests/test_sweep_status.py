@@ -7,8 +7,8 @@ import sys
 import pandas as pd
 import pytest
 
-from scaling import store
-from scaling.sweep import claims
+from scaling import claims, store
+from scaling.config import to_dict
 from scaling.sweep.launch import write_plan
 from scaling.sweep.plan import GridAxis, SweepConfig, plan_sweep
 from scaling.sweep.status import cell_states, counts
@@ -27,7 +27,7 @@ def planned(tmp_path):
 
 
 def put(tmp_path, cell, status, error=None, val=None):
-    rec = store.new_record(cell.run_id, "st", cell.name, {}, {"steps": cell.plan.steps}, {})
+    rec = store.new_record(cell.run_id, "st", cell.name, to_dict(cell.run), cell.plan.derived(), {})
     rec.update(status=status, error=error, results={"val_loss": val, "steps_done": 3})
     store.write_record(store.record_path(tmp_path, "st", cell.run_id), rec)
 
@@ -38,7 +38,7 @@ def test_states_from_records_and_claims(tmp_path, planned):
     put(tmp_path, c[1], "failed", error={"kind": "exception", "reason": "boom"})
     put(tmp_path, c[2], "running")  # its worker died: no live claim
     put(tmp_path, c[3], "running")
-    claims.try_claim(claims.claim_path(tmp_path, "st", c[3].run_id), claims.new_owner("w0"))
+    claims.try_claim(store.claim_path(tmp_path, "st", c[3].run_id), claims.new_owner("w0"))
     states = {s["id"]: s for s in cell_states(tmp_path, "st")}
     assert [states[x.run_id]["state"] for x in c] == ["completed", "failed", "interrupted", "running", "pending"]
     assert states[c[1].run_id]["detail"] == "boom"
@@ -72,12 +72,11 @@ def test_status_and_runs_commands(tmp_path, planned):
 def test_a_running_cell_shows_the_live_step_of_its_log(tmp_path, planned):
     """The record moves only at checkpoints; status reads the cell's log for where it is now."""
     from scaling import progress
-    from scaling.sweep.launch import log_path
 
     cell = planned.cells[0]
     put(tmp_path, cell, "running")  # its record says 3 steps done
-    claims.try_claim(claims.claim_path(tmp_path, "st", cell.run_id), claims.new_owner("w0"))
-    log = log_path(tmp_path, "st", cell.run_id)
+    claims.try_claim(store.claim_path(tmp_path, "st", cell.run_id), claims.new_owner("w0"))
+    log = store.log_path(tmp_path, "st", cell.run_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("=== header\n" + progress.line(40, cell.plan.steps, 3.0, 3.1, 1e-3, 40 * 256, 1e4) + "\n")
     state = next(s for s in cell_states(tmp_path, "st") if s["id"] == cell.run_id)

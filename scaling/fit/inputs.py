@@ -55,19 +55,26 @@ def _family(A: float, G: float, n_experts: int) -> str:
 
 def from_store(results_dir: Path, sweep: str | None = None, convention: str = "M",
                allow_mixed_data: bool = False) -> Runs:
+    """The completed runs of the results store (one sweep, or all); an unreadable record is skipped, counted among
+    the exclusions and named in the notes (one line each)."""
     root = Path(results_dir)
     if not root.is_dir():
         raise InputError(f"results directory {root} does not exist: run `scaling sweep` first or pass --results-dir")
     where = f"sweep {sweep!r} of {root}" if sweep else str(root)
-    records = (rec for _, rec in store.iter_records(root, sweep))
-    return _from_records(records, where, convention, allow_mixed_data,
-                         empty="run `scaling sweep` first, or check --results-dir / SWEEP")
+    unreadable: list[str] = []
+    records = list(rec for _, rec in store.iter_records(root, sweep, on_error=unreadable.append))
+    runs = _from_records(records, where, convention, allow_mixed_data,
+                         empty="run `scaling sweep` first, or check --results-dir / SWEEP",
+                         excluded={"unreadable record": len(unreadable)} if unreadable else None)
+    runs.notes.extend(f"skipped: {m}" for m in unreadable)
+    return runs
 
 
-def _from_records(records, where: str, convention: str, allow_mixed_data: bool, empty: str) -> Runs:
+def _from_records(records, where: str, convention: str, allow_mixed_data: bool, empty: str,
+                  excluded: dict | None = None) -> Runs:
     """Runs from run records (the store's, or rebuilt from W&B): completed ones kept, the rest counted by status;
     records of different data sets refused unless `allow_mixed_data`."""
-    rows, excluded = [], {}
+    rows, excluded = [], dict(excluded or {})
     for rec in records:
         if rec["status"] != "completed":
             excluded[rec["status"]] = excluded.get(rec["status"], 0) + 1

@@ -20,9 +20,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling import store
+from scaling import claims, store
 from scaling.config import from_dict, to_dict
-from scaling.sweep import claims
 from scaling.sweep.plan import SweepPlan
 
 
@@ -42,16 +41,9 @@ class LaunchOptions:
     """Processes (GPUs) per cell; more than 1 trains each cell with torchrun, data parallel (on CPU: gloo)."""
 
 
-def log_path(results_dir: Path, sweep: str, run_id: str) -> Path:
-    return store.sweep_dir(results_dir, sweep) / "logs" / f"{run_id}.log"
-
-
-def plan_path(results_dir: Path, sweep: str) -> Path:
-    return store.sweep_dir(results_dir, sweep) / "plan.json"
-
-
 def cell_todo(results_dir: Path, sweep: str, run_id: str, retry_failed: bool) -> bool:
-    """Whether a cell still needs training (judged from its record alone)."""
+    """Whether a cell still needs training (judged from its record alone); an unreadable record raises StoreError
+    (its cell is never trained over)."""
     path = store.record_path(results_dir, sweep, run_id)
     if not path.exists():
         return True
@@ -60,6 +52,22 @@ def cell_todo(results_dir: Path, sweep: str, run_id: str, retry_failed: bool) ->
         return False
     interrupted = (record.get("error") or {}).get("kind") == "interrupted"  # Ctrl-C: resume, not a failure
     return record["status"] != "failed" or interrupted or retry_failed
+
+
+def cells_to_run(plan: SweepPlan, results_dir: Path, retry_failed: bool, report) -> tuple[list, int, int]:
+    """(cells still to train, cells already done, cells whose record cannot be read): each unreadable record is
+    reported with `report(message)` (one line naming the file) and its cell left alone."""
+    todo, done, unreadable = [], 0, 0
+    for c in plan.cells:
+        try:
+            if cell_todo(results_dir, plan.name, c.run_id, retry_failed):
+                todo.append(c)
+            else:
+                done += 1
+        except store.StoreError as e:
+            unreadable += 1
+            report(f"skipping cell {c.name}: {e}")
+    return todo, done, unreadable
 
 
 # ---- worker process ------------------------------------------------------------------------------------------
@@ -77,6 +85,9 @@ def _worker(worker: str, env: dict, threads: int | None, cells: list[tuple[str, 
     _die_with_parent()
     parent = os.getppid()
     os.environ.update(env)
+    from scaling import cpu_blas
+
+    cpu_blas.enable()  # before torch loads (AMD CPUs: MKL's AVX-512 kernels)
     import torch
 
     from scaling.train import handle_scheduler_signals
@@ -107,22 +118,23 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
         except store.StoreError as e:
             events.put(("failed", worker, run_id, name, str(e), ""))
             continue
-        claim = claims.claim_path(results, sweep, run_id)
+        claim = store.claim_path(results, sweep, run_id)
         if not claims.try_claim(claim, owner, stale_after):
             continue
-        log = log_path(results, sweep, run_id)
+        log = store.log_path(results, sweep, run_id)
         try:
             if not cell_todo(results, sweep, run_id, retry_failed):  # finished by another launcher meanwhile
                 continue
             events.put(("start", worker, run_id, name, "", str(log)))
             log.parent.mkdir(parents=True, exist_ok=True)
-            with claims.Heartbeat(claim), open(log, "a") as f, _redirect_fds(f):
+            with open(log, "a") as f, _redirect_fds(f):
                 print(f"=== {name} ({run_id}) worker {worker} pid {os.getpid()} {time.ctime()}", flush=True)
                 try:
                     if procs_per_run > 1:
-                        record = _train_with_torchrun(run_dict, procs_per_run, results, sweep, run_id)
-                    else:
-                        record = train(from_dict(run_dict), show_progress=False,
+                        with claims.Heartbeat(claim):
+                            record = _train_with_torchrun(run_dict, procs_per_run, results, sweep, run_id, owner)
+                    else:  # train() checks this worker still holds the claim, and heartbeats it
+                        record = train(from_dict(run_dict), show_progress=False, owner=owner,
                                        console=Console(file=sys.stdout, force_terminal=False, width=120))
                 except BaseException:
                     traceback.print_exc()
@@ -142,7 +154,7 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
             claims.release(claim, owner)
 
 
-def _train_with_torchrun(run_dict: dict, nproc: int, results: Path, sweep: str, run_id: str) -> dict:
+def _train_with_torchrun(run_dict: dict, nproc: int, results: Path, sweep: str, run_id: str, owner: dict) -> dict:
     """Train one cell on `nproc` processes (torchrun, one node) and return its record (rank 0 wrote it).
 
     torchrun's own agent ignores SIGTERM and SIGUSR2 (dispositions set to ignore survive exec): the training
@@ -152,8 +164,8 @@ def _train_with_torchrun(run_dict: dict, nproc: int, results: Path, sweep: str, 
 
     from scaling.train import Preempted
 
-    run_file = store.checkpoint_path(results, sweep, run_id).with_suffix(".run.json")
-    store.atomic_write_text(run_file, json.dumps(run_dict))
+    run_file = store.run_file_path(results, sweep, run_id)
+    store.atomic_write_text(run_file, json.dumps({"run": run_dict, "owner": owner}))
 
     def ignore_scheduler_signals() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -198,6 +210,34 @@ class _redirect_fds:
         os.dup2(self.saved[1], 2)
         os.close(self.saved[0])
         os.close(self.saved[1])
+
+
+class _stop_workers_on_sigterm:
+    """While the launcher runs (main thread only): SIGTERM to it asks every worker to save a checkpoint at its next
+    step and stop (SIGUSR2, as a batch job's warning does), instead of dying and taking them down unsaved."""
+
+    def __init__(self, procs, console):
+        self.procs, self.console, self.received, self.previous = procs, console, False, None
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        if not self.received:
+            self.console.print("SIGTERM: the workers save a checkpoint at their next step and stop; run the same "
+                               "command again to resume")
+        self.received = True
+        for p in self.procs:
+            if p.is_alive():
+                try:
+                    os.kill(p.pid, signal.SIGUSR2)
+                except ProcessLookupError:
+                    pass
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 # ---- launcher ------------------------------------------------------------------------------------------------
@@ -250,7 +290,7 @@ def start_workers(slots, cells: list[tuple[str, str, dict]], results_dir: Path, 
 
 
 def write_plan(plan: SweepPlan, results_dir: Path) -> Path:
-    path = plan_path(results_dir, plan.name)
+    path = store.plan_path(results_dir, plan.name)
     store.atomic_write_text(path, plan.to_json())
     return path
 
@@ -263,20 +303,24 @@ def launch(plan: SweepPlan, results_dir: Path, options: LaunchOptions, console=N
 
     console = console or Console(stderr=True)
     results_dir = Path(results_dir)
+    store.check_writable(results_dir)
     write_plan(plan, results_dir)
-    todo = [c for c in plan.cells if cell_todo(results_dir, plan.name, c.run_id, options.retry_failed)]
-    already = len(plan.cells) - len(todo)
+    claims.tidy(results_dir, plan.name)
+    todo, already, unreadable = cells_to_run(plan, results_dir, options.retry_failed,
+                                             lambda message: console.print(f"[red]![/] {message}", highlight=False,
+                                                                           soft_wrap=True))
     if not todo:
-        failed = sum(store.read_record(store.record_path(results_dir, plan.name, c.run_id))["status"] == "failed"
-                     for c in plan.cells)
-        console.print(f"sweep {plan.name}: nothing to run: {len(plan.cells) - failed} of {len(plan.cells)} cells "
-                      f"already done" + (f", {failed} failed (retry them with --retry-failed)" if failed else ""))
-        return {"launched": 0}
+        failed = len(plan.cells) - already - unreadable
+        console.print(f"sweep {plan.name}: nothing to run: {already} of {len(plan.cells)} cells already done"
+                      + (f", {failed} failed (retry them with --retry-failed)" if failed else "")
+                      + (f", {unreadable} with unreadable records (named above)" if unreadable else ""))
+        return {"launched": 0, "unreadable": unreadable}
     slots = worker_slots(options)[: len(todo)]
     console.print(f"sweep {plan.name}: {len(todo)} of {len(plan.cells)} cells to run ({already} done), "
                   f"{len(slots)} worker(s): {', '.join(s[0] for s in slots)}")
     procs, events = start_workers(slots, [(c.run_id, c.name, to_dict(c.run)) for c in todo], results_dir,
                                   plan.name, options)
+    terminated = _stop_workers_on_sigterm(procs, console)
 
     counts = {"completed": 0, "diverged": 0, "failed": 0, "preempted": 0}
     running: dict[str, str] = {}
@@ -319,6 +363,8 @@ def launch(plan: SweepPlan, results_dir: Path, options: LaunchOptions, console=N
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
-    counts["launched"] = len(todo)
+        terminated.restore()
+    counts["launched"], counts["unreadable"] = len(todo), unreadable
+    counts["terminated"] = terminated.received
     counts["skipped"] = len(todo) - sum(counts[k] for k in ("completed", "diverged", "failed", "preempted"))
     return counts

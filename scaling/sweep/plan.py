@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
@@ -404,6 +405,10 @@ def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: s
     """Expand a sweep config (all its parts) into cells; raise PlanError listing every impossible cell.
 
     `check_data=False` plans without opening the data (see `train.plan_run`)."""
+    from scaling.store import sweep_name_problem
+
+    if problem := sweep_name_problem(sweep.name):
+        raise ConfigError(f"name={sweep.name!r}: {problem}")
     cells: list[Cell] = []
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -434,8 +439,9 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
         sweep = _ladder_to_shapes(sweep)
     if not sweep.budgets:
         raise ConfigError(f"sweep {sweep.name!r} has no budgets: set budgets: [3e11, ...] (FLOPs)")
-    if any(not (b > 0) for b in sweep.budgets):
-        raise ConfigError(f"sweep {sweep.name!r}: every budget must be a positive number of FLOPs")
+    if any(not (0 < b < math.inf) for b in sweep.budgets):
+        raise ConfigError(f"sweep {sweep.name!r}: every budget must be a positive, finite number of FLOPs (got "
+                          f"{', '.join(f'{b:g}' for b in sweep.budgets)})")
     search = _search(sweep)
     base = compose(list(sweep.base) + [f"sweep={sweep.name}"], search)
     top = {"sweep": sweep.name}

@@ -1,5 +1,6 @@
 """Entry point of one cell trained by several processes: `torchrun --standalone --nproc_per_node=N -m
-scaling.sweep.run_cell RUN.json` (the launchers run it when gpus_per_run > 1). Every rank trains its share
+scaling.sweep.run_cell CELL.json` (the launchers run it when gpus_per_run > 1; CELL.json holds the run config and
+the claim its worker holds, store.run_file_path). Every rank trains its share
 (scaling/distributed.py); rank 0 writes the record and checkpoints. Exit code 0 when the run completed, diverged,
 or stopped on a scheduler's signal with a checkpoint saved (the record says which; a non-zero code would make
 torchrun kill the other ranks while rank 0 writes), 1 when it failed."""
@@ -13,6 +14,9 @@ from scaling.config import from_dict
 
 
 def main(argv: list[str]) -> int:
+    from scaling import cpu_blas
+
+    cpu_blas.enable()  # before torch loads (AMD CPUs: MKL's AVX-512 kernels)
     from scaling.train import Preempted, handle_scheduler_signals, train
 
     if len(argv) != 1:
@@ -20,9 +24,9 @@ def main(argv: list[str]) -> int:
         return 2
     handle_scheduler_signals()
     with open(argv[0]) as f:
-        run = from_dict(json.load(f))
+        cell = json.load(f)  # {"run": the run config, "owner": the claim the launching worker holds}
     try:
-        train(run, show_progress=False)
+        train(from_dict(cell["run"]), show_progress=False, owner=cell.get("owner"))
     except Preempted:
         pass
     return 0

@@ -22,10 +22,10 @@ import signal
 import time
 from pathlib import Path
 
-from scaling import scheduler, store
+from scaling import claims, scheduler, store
 from scaling.config import to_dict
-from scaling.sweep import claims, slurm_queue
-from scaling.sweep.launch import LaunchOptions, cell_todo, start_workers, worker_slots, write_plan
+from scaling.sweep import slurm_queue
+from scaling.sweep.launch import LaunchOptions, cells_to_run, start_workers, worker_slots, write_plan
 from scaling.sweep.launcher import LauncherConfig
 from scaling.sweep.plan import Cell, SweepPlan
 
@@ -93,6 +93,9 @@ class SweepTask:
         return state
 
     def __call__(self, cells: list[tuple[str, str, dict]]) -> dict:
+        from scaling import cpu_blas
+
+        cpu_blas.enable()  # this task's own process (its workers enable it in theirs)
         slots = worker_slots(self.options)[: max(1, len(cells))]
         print(f"task {scheduler.batch_job_id()} (restart {scheduler.restart_count()}): {len(cells)} cells on "
               f"{', '.join(s[0] for s in slots)}", flush=True)
@@ -127,15 +130,14 @@ class SweepTask:
         return submitit.helpers.DelayedSubmission(self, cells)
 
 
-def todo_cells(plan: SweepPlan, results_dir: Path, retry_failed: bool) -> tuple[list[Cell], int]:
-    """(cells to submit, cells already queued or running in live jobs or claimed elsewhere)."""
+def todo_cells(plan: SweepPlan, results_dir: Path, retry_failed: bool, report=print) -> tuple[list[Cell], int]:
+    """(cells to submit, cells already queued or running in live jobs or claimed elsewhere); a cell whose record
+    cannot be read is reported (one line naming the file) and left alone."""
     from scaling.sweep.status import scheduler_view
 
     tasks, seen, states = scheduler_view(results_dir, plan.name, [c.run_id for c in plan.cells])
     todo, busy = [], 0
-    for c in plan.cells:
-        if not cell_todo(results_dir, plan.name, c.run_id, retry_failed):
-            continue
+    for c in cells_to_run(plan, results_dir, retry_failed, report)[0]:
         claim = seen[c.run_id]
         if states.get(tasks.get(c.run_id, ""), "") in slurm_queue.ACTIVE or (
                 claim and claims.is_live(*claim, job_states=states)):
@@ -157,7 +159,7 @@ def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_f
     if not todo:
         return {"job": None, "tasks": 0, "cells": 0, "busy": busy}
     tasks = deal_cells(todo, launcher)
-    folder = store.sweep_dir(results_dir, plan.name) / "slurm" / "jobs" / "%j"
+    folder = store.slurm_jobs_dir(results_dir, plan.name)
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=launcher.max_requeues)
     params = {"job_name": f"scaling-{plan.name}", "time": task_minutes(tasks, launcher), "nodes": 1,
               "ntasks_per_node": 1, "cpus_per_task": launcher.cpus_per_task, "mem": f"{int(launcher.mem_gb * 1024)}M",

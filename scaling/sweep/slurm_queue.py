@@ -25,13 +25,9 @@ heartbeat). A requeued job leaves these for PENDING again."""
 QUERY_TIMEOUT_S = 15.0
 
 
-def submissions_dir(results_dir: Path, sweep: str) -> Path:
-    return store.sweep_dir(results_dir, sweep) / "slurm" / "submissions"
-
-
 def record_submission(results_dir: Path, sweep: str, job_id: str, tasks: dict[str, list[str]], info: dict) -> Path:
     """Write the index entry of one submission (task id -> run ids), atomically."""
-    path = submissions_dir(results_dir, sweep) / f"{job_id}.json"
+    path = store.slurm_submissions_dir(results_dir, sweep) / f"{job_id}.json"
     store.atomic_write_text(path, json.dumps({"job": job_id, "submitted": time.time(), "tasks": tasks, **info},
                                              indent=1))
     return path
@@ -39,7 +35,7 @@ def record_submission(results_dir: Path, sweep: str, job_id: str, tasks: dict[st
 
 def cell_tasks(results_dir: Path, sweep: str) -> dict[str, str]:
     """run id -> the array task (`JOB_TASK`) of its latest submission."""
-    folder = submissions_dir(results_dir, sweep)
+    folder = store.slurm_submissions_dir(results_dir, sweep)
     entries = []
     for path in folder.glob("*.json") if folder.is_dir() else []:
         try:

@@ -2,54 +2,47 @@
 
 States: `completed`, `diverged`, `failed` (from records), `running` (a live claim), `interrupted` (a record left
 `running`, or failed by an interrupt, with no live claim: the next launch resumes it from its checkpoint),
-`pending` (no record yet). Cells submitted to Slurm (slurm_queue.py) add the scheduler's view: `queued` (its
-job is waiting, or running other cells first), `running` with the job id, and `failed` when its job ended
-(cancelled, timed out, node failure) without finishing it; the next `scaling sweep` picks such cells up again.
+`pending` (no record yet), `corrupt` (a record that cannot be read: named, never trained over). Cells submitted
+to Slurm (slurm_queue.py) add the scheduler's view: `queued` (its job is waiting, or running other cells first),
+`running` with the job id, and `failed` when its job ended (cancelled, timed out, node failure) without finishing
+it; the next `scaling sweep` picks such cells up again.
 Importable for notebooks: `cell_states(results_dir, sweep)` returns one dict per cell.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from scaling import progress, store
-from scaling.sweep import claims, slurm_queue
-from scaling.sweep.launch import log_path, plan_path
+from scaling import claims, progress, store
+from scaling.sweep import slurm_queue
 
 MARKS = {"completed": "[green]✓[/]", "diverged": "[yellow]⚠[/]", "failed": "[red]✗[/]", "running": "[cyan]▶[/]",
-         "queued": "[blue]…[/]", "interrupted": "[magenta]⏸[/]", "pending": "[dim]·[/]"}
+         "queued": "[blue]…[/]", "interrupted": "[magenta]⏸[/]", "pending": "[dim]·[/]", "corrupt": "[red]![/]"}
 
 
 def scheduler_view(results_dir: Path, sweep: str, run_ids: list[str]) -> tuple[dict, dict, dict]:
     """(run id -> array task of its latest submission, run id -> its claim or None, job or task id -> Slurm
     state) for these cells: one squeue/sacct query covers their tasks and their claims' owners."""
     tasks = slurm_queue.cell_tasks(results_dir, sweep)
-    seen = {rid: claims.read_claim(claims.claim_path(results_dir, sweep, rid)) for rid in run_ids}
+    seen = {rid: claims.read_claim(store.claim_path(results_dir, sweep, rid)) for rid in run_ids}
     owners = [s[0]["batch_job"] for s in seen.values() if s and s[0].get("batch_job")]
     states = slurm_queue.job_states([tasks[rid] for rid in run_ids if rid in tasks] + owners)
     return tasks, seen, states
 
 
-def list_sweeps(results_dir: Path) -> list[str]:
-    root = Path(results_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "runs").is_dir() or (p / "plan.json").is_file())
-
-
 def cell_states(results_dir: Path, sweep: str) -> list[dict]:
     """One dict per cell of the sweep's last launched plan (plus recorded runs not in it)."""
     results_dir = Path(results_dir)
-    path = plan_path(results_dir, sweep)
-    planned = json.loads(path.read_text())["cells"] if path.is_file() else []
-    cells = {c["id"]: {"id": c["id"], "name": c["name"], "steps": c["steps"], "in_plan": True} for c in planned}
-    for rec_path in sorted(store.sweep_dir(results_dir, sweep).glob("runs/*.json")):
+    planned = (store.read_plan(results_dir, sweep) or {}).get("cells", [])
+    cells = {c["id"]: {"id": c["id"], "name": c.get("name"), "steps": c.get("steps"), "in_plan": True}
+             for c in planned if isinstance(c, dict) and isinstance(c.get("id"), str)}
+    for rec_path in sorted(store.runs_dir(results_dir, sweep).glob("*.json")):
         rid = rec_path.stem
         cells.setdefault(rid, {"id": rid, "name": None, "steps": None, "in_plan": False})
     if not cells:
         raise store.StoreError(f"no sweep {sweep!r} under {results_dir}: launch it with `scaling sweep`, or check "
-                               f"the results directory (existing: {', '.join(list_sweeps(results_dir)) or 'none'})")
+                               f"the results directory (existing: "
+                               f"{', '.join(store.list_sweeps(results_dir)) or 'none'})")
     tasks, seen_claims, jobs = scheduler_view(results_dir, sweep, list(cells))
     out = []
     for rid, cell in cells.items():
@@ -60,7 +53,7 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
             try:
                 rec = store.read_record(rec_path)
             except store.StoreError as e:
-                state, detail = "failed", str(e)
+                state, detail = "corrupt", str(e)
         if rec is not None:
             cell["name"] = cell["name"] or rec.get("name")
             cell["steps"] = cell["steps"] or rec["derived"].get("steps")
@@ -72,21 +65,18 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
         seen = seen_claims[rid]
         task = tasks.get(rid)
         job_state = jobs.get(task or "")
-        if state in store.FINAL_STATUSES:
+        if state in (*store.FINAL_STATUSES, "corrupt"):
             pass
         elif seen is not None and claims.is_live(*seen, job_states=jobs):
             state = "running"
-            owner = seen[0]
-            detail = f"{owner.get('worker', '')} on {owner.get('host', '?')} pid {owner.get('pid', '?')}"
-            if owner.get("batch_job"):
-                detail += f", Slurm job {owner['batch_job']}"
+            detail = claims.describe(seen[0], store.claim_path(results_dir, sweep, rid))
         elif job_state in slurm_queue.ACTIVE:
             state, detail = "queued", f"Slurm job {task} {job_state}"
         elif job_state is not None and state != "failed":
             state = "failed"
             detail = f"Slurm job {task} {job_state} before the cell finished; `scaling sweep` picks it up again"
         res = (rec or {}).get("results") or {}
-        log = log_path(results_dir, sweep, rid)
+        log = store.log_path(results_dir, sweep, rid)
         steps_done = res.get("steps_done")
         if state == "running":  # live: the last progress line of its log (the record moves only at checkpoints)
             logged = progress.last_step(log)
@@ -131,7 +121,7 @@ def sweeps_table(results_dir: Path):
     table = Table(title=f"sweeps under {results_dir}", title_justify="left")
     for col in ("sweep", "cells", *MARKS):
         table.add_column(col)
-    for sweep in list_sweeps(results_dir):
+    for sweep in store.list_sweeps(results_dir):
         n = counts(cell_states(results_dir, sweep))
         table.add_row(sweep, str(sum(n.values())), *(str(n[k]) for k in MARKS))
     return table

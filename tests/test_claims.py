@@ -4,7 +4,7 @@ import subprocess
 import sys
 import threading
 
-from scaling.sweep import claims
+from scaling import claims
 
 
 def test_one_owner_at_a_time_and_release(tmp_path):
