@@ -36,12 +36,12 @@ import time
 import scaling.cpu_blas  # first: it must act before torch loads MKL (AVX-512 kernels on AMD CPUs)
 
 scaling.cpu_blas.enable()
-import torch
+import torch  # noqa: E402
 # isort: on
 
-from scaling.config import ModelConfig
-from scaling.model import build_model
-from scaling.probe import train_step
+from scaling.config import ModelConfig  # noqa: E402
+from scaling.model import build_model  # noqa: E402
+from scaling.probe import train_step  # noqa: E402
 
 SIZES = {
     "small": {"d_model": 128, "n_layers": 4, "n_heads": 4, "n_experts": 8, "top_k": 2, "d_expert": 128,

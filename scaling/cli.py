@@ -100,9 +100,11 @@ def train(
     rec_path = record_path(resolve_results_dir(run), run.sweep, plan.run_id)
     from scaling.train import train as train_run
 
+    from scaling.claims import ClaimError
+
     try:
         record = train_run(run, show_progress=progress, console=err)
-    except (ConfigError, DataError, StoreError) as e:
+    except (ConfigError, DataError, StoreError, ClaimError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _fail(f"interrupted; re-run the same command to resume (record {rec_path})", code=130)

@@ -28,7 +28,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-
 ENV_SWITCH = "SCALING_MKL_AVX512"
 SHIM_SOURCE = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
 

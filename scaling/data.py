@@ -189,6 +189,15 @@ def _shard_fingerprint(path: Path, tokens: np.ndarray, cache: Path) -> tuple[str
     return h.hexdigest(), max_token
 
 
+def _looks_like_wider_tokens(tokens: np.ndarray) -> bool:
+    """Whether uint16 tokens are really uint32 ones (little-endian: every second 16-bit value, the high half, is
+    0 while the others are not). Judged on the first 2**20 values."""
+    if tokens.dtype != np.uint16 or len(tokens) < 64:
+        return False
+    sample = np.asarray(tokens[: 1 << 20])
+    return bool((sample[1::2] == 0).mean() > 0.99 and (sample[0::2] != 0).mean() > 0.5)
+
+
 def load_shards(cfg: DataConfig) -> TokenData:
     folder = Path(cfg.path)
     if not folder.is_dir():
@@ -198,7 +207,13 @@ def load_shards(cfg: DataConfig) -> TokenData:
     for name in ("train", "val"):
         path = folder / f"{name}.bin"
         splits[name] = read_shard(path, cfg.token_dtype)
+        if _looks_like_wider_tokens(splits[name]):
+            raise DataError(f"{path} looks like uint32 tokens read as uint16 (every second 16-bit value is 0): set "
+                            f"data.token_dtype=uint32")
         digest, max_token = _shard_fingerprint(path, splits[name], cache_dir(cfg))
+        if max_token >= 1 << 24:
+            raise DataError(f"{path} holds token ids up to {max_token:,}, more than any tokenizer has: uint16 tokens "
+                            f"read as uint32? set data.token_dtype=uint16")
         digests.append(digest)
         vocab = max(vocab, max_token + 1)
     fingerprint = "shards:" + hashlib.sha256("".join(digests).encode()).hexdigest()[:16]

@@ -6,13 +6,21 @@ otherwise. Offline runs land in `<results>/<sweep>/wandb/offline-run-*`, where `
 folder (or given that path) expects them. A run's metrics are logged against `tokens` and `flops` (its x-axes in
 the W&B UI, set with define_metric) as well as the step; its summary holds the final held-out loss, tokens/s and
 MFU. A W&B failure never fails the run: it is reported once and the run goes on without the mirror. Nothing secret
-is logged: the W&B config is the run's resolved config and derived quantities, which hold no environment values.
+is logged: the W&B config is the run's resolved config and derived quantities without its locations (results
+folder, data path, cache), the only values that may come from the environment (config.ENV_LOCATIONS).
+
+Online without a network: before starting an online run, W&B's server is tried with a 5 s TCP connect. When it
+cannot be reached (or wandb.init fails), the sweep folder gets a marker (`wandb/unreachable.json`, with the reason)
+and this run and every later run of the sweep log offline at once instead of each stalling ~60 s; the launcher
+says so once on the console and removes the marker when it next starts (`reset_unreachable`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from scaling.config import WandbConfig
@@ -80,12 +88,63 @@ def _has_api_key() -> bool:
         return False
 
 
+UNREACHABLE = "unreachable.json"
+"""The marker, in `<sweep folder>/wandb/`, that W&B's server could not be reached during this launch."""
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _marker(directory: Path) -> Path:
+    return Path(directory) / "wandb" / UNREACHABLE
+
+
+def unreachable(directory: Path) -> str | None:
+    """Why W&B could not be reached from this sweep (its folder `directory`) in this launch, or None."""
+    try:
+        return json.loads(_marker(directory).read_text()).get("reason") or "unknown reason"
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def reset_unreachable(directory: Path) -> None:
+    """A new launch tries the network again."""
+    _marker(directory).unlink(missing_ok=True)
+
+
+def _mark_unreachable(directory: Path, reason: str) -> None:
+    from scaling.store import StoreError, atomic_write_text
+
+    try:
+        atomic_write_text(_marker(directory), json.dumps({"reason": reason, "time": time.time()}))
+    except StoreError:
+        pass
+
+
+def server_problem() -> str | None:
+    """Why W&B's server (WANDB_BASE_URL, else api.wandb.ai) cannot be reached, by a bounded TCP connect; None
+    when it answers."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    host, port = url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        return f"cannot connect to {host}:{port} ({type(e).__name__}: {e})"
+    return None
+
+
 def _init(cfg: WandbConfig, directory: Path, **kwargs):
-    """(tracker, mode) for a new W&B run whose files go under `directory`/wandb; a NullTracker when disabled or
-    when W&B cannot start (reported on stderr)."""
+    """The tracker of a new W&B run whose files go under `directory`/wandb; a NullTracker when disabled or when W&B
+    cannot start (reported on stderr). Online without a reachable server: offline (see the module docstring)."""
     mode = resolve_mode(cfg)
     if mode == "disabled":
         return NullTracker()
+    if mode == "online" and (why := unreachable(directory) or server_problem()):
+        _mark_unreachable(directory, why)
+        print(f"warning: W&B is unreachable ({why}); logging offline: `wandb sync {Path(directory) / 'wandb'}` "
+              f"uploads it later", file=sys.stderr)
+        mode = "offline"
     try:
         import wandb
 
@@ -95,17 +154,33 @@ def _init(cfg: WandbConfig, directory: Path, **kwargs):
                             settings=wandb.Settings(silent=True, console="off", init_timeout=60), **kwargs)
         return WandbTracker(wb_run, online=mode == "online")
     except Exception as e:
+        if mode == "online":
+            _mark_unreachable(directory, f"wandb.init failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
         print(f"warning: W&B could not start ({type(e).__name__}: {e}); going on without it "
               f"(set wandb.mode=disabled to silence this)", file=sys.stderr)
         return NullTracker()
+
+
+def wandb_config(config: dict) -> dict:
+    """A run's config as W&B gets it: without its locations (config.ENV_LOCATIONS), which may come from the
+    environment and say nothing about what was trained."""
+    from scaling.config import ENV_LOCATIONS
+
+    out = json.loads(json.dumps(config))
+    for key in ENV_LOCATIONS:
+        section, _, leaf = key.rpartition(".")
+        node = out.get(section) if section else out
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
 
 
 def start(cfg: WandbConfig, run_id: str, name: str, sweep: str, config: dict, tags: list[str],
           directory: Path):
     """Start (or resume, same id) the W&B run of one record, its files under `directory`/wandb (the sweep's
     folder); train/* and val/* metrics are plotted against `tokens` by default, `flops` being the other x-axis."""
-    tracker = _init(cfg, directory, id=run_id, name=name, group=sweep, tags=tags, config=config, resume="allow",
-                    job_type="train")
+    tracker = _init(cfg, directory, id=run_id, name=name, group=sweep, tags=tags, config=wandb_config(config),
+                    resume="allow", job_type="train")
     if isinstance(tracker, WandbTracker):
         def define(run) -> None:
             for axis in X_AXES:

@@ -408,7 +408,7 @@ def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_devi
     wandb_id = f"{plan.run_id}-{hashlib.sha256(run.sweep.encode()).hexdigest()[:6]}"
     tracker = tracking.start(run.wandb, wandb_id, plan.name, run.sweep,
                              {**record["config"], "derived": record["derived"]}, tags,
-                             store.sweep_dir(results_dir, run.sweep)) if main else tracking.NullTracker()
+                             store.wandb_dir(results_dir, run.sweep)) if main else tracking.NullTracker()
     if tracker.run_url:
         record["provenance"]["wandb_url"] = tracker.run_url
     wall_start = time.perf_counter()

@@ -1,10 +1,14 @@
 """Claim files: exactly one owner, stale claims taken over, release only by the owner."""
 
+import os
 import subprocess
 import sys
 import threading
+import time
 
-from scaling import claims
+import pytest
+
+from scaling import claims, store
 
 
 def test_one_owner_at_a_time_and_release(tmp_path):
@@ -76,3 +80,56 @@ def test_heartbeat_refreshes_the_claim(tmp_path):
     with claims.Heartbeat(path, interval=0.05):
         time.sleep(0.3)
     assert claims.read_claim(path)[1] < 5
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\xff garbage", b"[1, 2]"])
+def test_an_unreadable_claim_blocks_only_until_it_is_stale(tmp_path, content):
+    """Empty (a power cut) or garbage: judged by its file's age like any claim, not live forever."""
+    path = tmp_path / "x.claim"
+    path.write_bytes(content)
+    assert not claims.try_claim(path, claims.new_owner("a"))  # fresh: maybe being written, wait
+    old = time.time() - claims.STALE_AFTER_S - 5
+    os.utime(path, (old, old))
+    owner = claims.new_owner("b")
+    assert claims.try_claim(path, owner)
+    assert claims.read_claim(path)[0]["token"] == owner["token"]
+
+
+def test_held_takes_the_claim_or_names_who_holds_it(tmp_path):
+    other = claims.new_owner("sweep worker cpu0")  # this live process, another owner
+    assert claims.try_claim(store.claim_path(tmp_path, "s", "r1"), other)
+    with pytest.raises(claims.ClaimError, match="run r1 is being trained by sweep worker cpu0 on .* pid"):
+        with claims.held(tmp_path, "s", "r1"):
+            pass
+    with claims.held(tmp_path, "s", "r2") as h:
+        assert claims.read_claim(h.path)[0]["token"] == h.owner["token"]
+    assert not store.claim_path(tmp_path, "s", "r2").exists()  # released
+    with claims.held(tmp_path, "s", "r1", owner=other):  # the worker's own claim: checked, kept
+        pass
+    assert claims.read_claim(store.claim_path(tmp_path, "s", "r1"))[0]["token"] == other["token"]
+    with pytest.raises(claims.ClaimError, match="now held by"):
+        with claims.held(tmp_path, "s", "r1", owner=claims.new_owner("stolen")):
+            pass
+
+
+def test_tidy_removes_what_a_kill_after_completion_left(tmp_path):
+    from tests.test_store import a_record
+
+    for rid, status in (("done", "completed"), ("going", "running")):
+        store.write_record(store.record_path(tmp_path, "s", rid), a_record(rid, status))
+        ckpt = store.checkpoint_path(tmp_path, "s", rid)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        ckpt.write_bytes(b"weights")
+        dead = {**claims.new_owner("w"), "pid": 2**22 + 7}  # no such process
+        store.claim_path(tmp_path, "s", rid).parent.mkdir(parents=True, exist_ok=True)
+        store.claim_path(tmp_path, "s", rid).write_text(__import__("json").dumps(dead))
+    leftover = store.runs_dir(tmp_path, "s") / ".done.json.abc.tmp"
+    leftover.write_bytes(b"half")
+    old = time.time() - store.TMP_STALE_S - 5
+    os.utime(leftover, (old, old))
+    fresh = store.runs_dir(tmp_path, "s") / ".going.json.def.tmp"
+    fresh.write_bytes(b"being written")
+    removed = claims.tidy(tmp_path, "s")
+    assert sorted(p.name for p in removed) == [".done.json.abc.tmp", "done.claim", "done.pt"]
+    assert store.checkpoint_path(tmp_path, "s", "going").exists() and fresh.exists()
+    assert store.record_path(tmp_path, "s", "done").exists()

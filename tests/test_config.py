@@ -157,3 +157,37 @@ def test_config_dir_must_exist(tmp_path):
     with pytest.raises(ConfigError, match="--config-dir .* is not a folder"):
         search_path(tmp_path / "nope")
     assert search_path(tmp_path)[0] == tmp_path.resolve()
+
+
+@pytest.mark.parametrize("override, words", [
+    ("seed=-1", "seed=-1 must be in [0, 2**32)"),
+    ("train.beta1=1.5", "train.beta1=1.5 must be in [0, 1)"),
+    ("train.beta2=1.0", "train.beta2=1.0 must be in [0, 1)"),
+    ("model.init_std=-1", "model.init_std=-1.0 must be positive"),
+    ("train.eps=0", "train.eps=0.0 must be positive"),
+    ("train.grad_clip=nan", "train.grad_clip=nan must be a finite number"),
+    ("train.divergence_factor=nan", "train.divergence_factor=nan must be a finite number"),
+    ("budget_flops=inf", "budget_flops=inf must be a finite number"),
+    ("model.z_loss_coef=-0.1", "model.z_loss_coef=-0.1 must be >= 0"),
+    ("sweep=../../x", "not a plain folder name"),
+    ("sweep=/tmp/abs", "not a plain folder name"),
+])
+def test_settings_that_would_fail_after_writing_a_record_fail_at_load(override, words):
+    """Each of these used to pass validation and fail later (after a record was written), or silently switch a
+    safeguard off (divergence_factor=nan), or write outside the results folder (sweep=../../x)."""
+    with pytest.raises(ConfigError) as e:
+        compose([override])
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_environment_values_only_in_locations(tmp_path, monkeypatch):
+    """`${oc.env:...}` may give a location (data.path, results_dir); a name or W&B field from the environment
+    (a token, a user name) would reach folder names, plan.json and W&B, so it is refused."""
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    for override in ("sweep=${oc.env:SECRET_TOKEN}", "wandb.project=${oc.env:SECRET_TOKEN}",
+                     "wandb.entity=${oc.env:SECRET_TOKEN}"):
+        with pytest.raises(ConfigError, match="takes its value from the environment") as e:
+            compose([override])
+        assert "hunter2" not in str(e.value)
+    monkeypatch.setenv("MY_RESULTS", str(tmp_path))
+    assert compose(["results_dir=${oc.env:MY_RESULTS}"]).results_dir == str(tmp_path)

@@ -92,14 +92,32 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 
     csv = tmp_path / "a.csv"
     pd.DataFrame({"params": [1e8, 2e8], "flops": [1e18, 1e18], "loss": [float("nan"), float("nan")]}).to_csv(csv)
-    assert "no run has a finite loss" in one_line_error(run("--from", str(csv)))
+    assert "no row is usable (2 loss not a finite number)" in one_line_error(run("--from", str(csv)))
     pd.DataFrame({"size": [1e8], "loss": [3.0]}).to_csv(csv, index=False)
     msg = one_line_error(run("--from", str(csv)))
     assert "missing column(s) params" in msg and "--map" in msg
-    pd.DataFrame({"params": [1e8, 2e8], "flops": [-1e18, 1e18], "loss": [3.0, 2.9]}).to_csv(csv, index=False)
-    assert "non-positive" in one_line_error(run("--from", str(csv)))
+    pd.DataFrame({"params": [1e8, 2e8], "flops": [-1e18, 0], "loss": [3.0, 2.9]}).to_csv(csv, index=False)
+    assert "no row is usable (2 flops not positive)" in one_line_error(run("--from", str(csv)))
     assert "not found" in one_line_error(run("--from", str(tmp_path / "missing.csv")))
     assert "not 'quadratic'" in one_line_error(run("--from", str(csv), "--optimum", "argmin"))
+
+
+def test_unusable_csv_rows_are_excluded_and_counted_and_fit_json_stays_valid(tmp_path):
+    """One non-numeric lr, a negative and a zero loss among 125 rows: those rows are left out, counted by reason,
+    and the laws are fitted from the rest (before: an argmax of an empty sequence, E = nan, a KeyError)."""
+    csv = tmp_path / "runs.csv"
+    synthetic_sweep_csv(csv)
+    df = pd.read_csv(csv)
+    df["lr"] = df["lr"].astype(object)
+    df.loc[3, "lr"], df.loc[7, "loss"], df.loc[11, "loss"] = "abc", -1.0, 0.0
+    df.to_csv(csv, index=False)
+    out = run("--from", str(csv), "--map", "params=N,flops=C", "--json", "-o", str(tmp_path / "fit"),
+              "--bootstrap", "50")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["excluded"]["runs"] == {"loss not positive": 2, "lr not a finite number": 1}
+    assert report["n_runs"] == 122 and "lr_opt" in report["laws"] and "loss_vs_compute" in report["laws"]
+    json.loads((tmp_path / "fit" / "fit.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
 
 
 def test_too_few_budgets_still_show_the_optima_and_figures_and_refuse_only_the_laws(tmp_path):

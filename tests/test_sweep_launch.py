@@ -163,3 +163,54 @@ def test_cells_at_once_never_exceed_the_cores(monkeypatch):
     estimates = {f"c{i}": 10.0 for i in range(6)}
     assert sweep_wall_seconds(estimates, "cpu", 5) == (30.0, 2)
     assert sweep_wall_seconds({"c0": 10.0}, "cpu", 5) == (10.0, 1)
+
+
+def test_corrupt_records_are_named_left_alone_and_the_sweep_goes_on(tmp_path):
+    """Binary garbage and an unknown status in two cells' records: the sweep names both files, trains the other
+    four, never trains over the two (an unknown status used to be retrained and overwritten), and `status` and
+    `runs` name them and carry on."""
+    ids = tiny_ids()
+    garbage, unknown = store.record_path(tmp_path, "tiny", ids[0]), store.record_path(tmp_path, "tiny", ids[3])
+    garbage.parent.mkdir(parents=True)
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\n\xff\x00")
+    unknown.write_text(json.dumps({"schema": 1, "id": ids[3], "sweep": "tiny", "status": "exploded", "config": {},
+                                   "derived": {}, "results": {}, "provenance": {}}))
+    before = {p: p.read_bytes() for p in (garbage, unknown)}
+    out = subprocess.run(sweep_cmd(tmp_path), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and str(garbage) in out.stderr and str(unknown) in out.stderr
+    assert "unreadable records" in out.stderr
+    good = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "tiny" / "runs").glob("*.json")
+            if p not in before}
+    assert len(good) == 4 and all(r["status"] == "completed" for r in good.values())
+    assert {p: p.read_bytes() for p in before} == before
+    status = subprocess.run([sys.executable, "-m", "scaling.cli", "status", "tiny", "--results-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and "corrupt 2" in status.stdout and "Traceback" not in status.stderr
+    runs = subprocess.run([sys.executable, "-m", "scaling.cli", "runs", "tiny", "--format", "csv", "--results-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert runs.returncode == 0 and len(runs.stdout.strip().splitlines()) == 5
+    assert runs.stderr.count("skipped:") == 2
+
+
+def test_sigterm_to_the_launcher_saves_checkpoints_and_a_rerun_resumes(tmp_path):
+    """SIGTERM (a cluster's or a user's `kill`) used to act like SIGKILL: workers died without a checkpoint."""
+    cmd = sweep_cmd(tmp_path, "budgets=[3e10]", "lr.values=[3e-3]")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    (rid,) = [c.run_id for c in plan_sweep(compose_sweep(TINY, ["budgets=[3e10]", "lr.values=[3e-3]"])).cells]
+    log = tmp_path / "tiny" / "logs" / f"{rid}.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and "\nstep " in log.read_text()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "SIGTERM" in err and "checkpoint" in err
+    record = store.read_record(store.record_path(tmp_path, "tiny", rid))
+    assert record["status"] == "failed" and record["error"]["kind"] == "interrupted", record["error"]
+    stopped_at = record["results"]["steps_done"]
+    assert 0 < stopped_at < record["derived"]["steps"] and store.checkpoint_path(tmp_path, "tiny", rid).exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    done = store.read_record(store.record_path(tmp_path, "tiny", rid))
+    assert done["status"] == "completed" and done["provenance"]["resumed_from_steps"] == [stopped_at]

@@ -157,3 +157,56 @@ def test_compile_cache_lives_under_the_corpus_cache_unless_set(tmp_path, monkeyp
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/else")
     compile_model(torch.nn.Linear(2, 2), tmp_path)
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/else"
+
+
+def test_two_trainings_of_one_run_never_overwrite_each_other(tmp_path):
+    """Two `scaling train` of the same run at once: the second is refused while the first trains (it used to
+    overwrite the record with its own `running`), and a completed record is never replaced."""
+    args = [sys.executable, "-m", "scaling.cli", "train", *TINY, "budget_flops=3e10", "--no-progress"]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rec_path = store.record_path(tmp_path / "results", "single", plan_run(compose(TINY + ["budget_flops=3e10"])).run_id)
+    deadline = time.time() + 120
+    while time.time() < deadline and not rec_path.exists():
+        time.sleep(0.05)
+    second = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 2 and "is being trained by scaling train on" in second.stderr, second.stderr
+    record = store.read_record(rec_path)
+    assert record["status"] == "completed" and record["provenance"]["attempts"] == 1
+    again = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "already completed" in again.stderr
+    assert store.read_record(rec_path) == record
+
+
+def test_a_short_run_that_blows_up_is_diverged_from_the_first_step(tmp_path):
+    """lr = 10 for a few steps: the relative test had no history yet (it waited 10 steps), so this run used to be
+    `completed` at a held-out loss of ~1000 nats and entered the fits. The absolute bound catches it."""
+    from scaling.train import divergence_bound
+
+    run = compose(TINY + ["train.lr=10", "budget_flops=4e8"])
+    assert plan_run(run).steps < 10
+    record = train(run, show_progress=False)
+    assert record["status"] == "diverged", record["results"]
+    assert "ln vocab" in record["error"]["reason"] or "exceeded" in record["error"]["reason"]
+    assert divergence_bound(run) == pytest.approx(3 * 5.545, rel=1e-3)
+
+
+def test_a_full_disk_at_the_end_prints_the_result_it_could_not_record(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    real = store.write_record
+
+    def full_at_the_end(path, record):
+        if record["status"] == "completed":
+            raise store.StoreError(f"no space left on the device writing {path}: free disk space")
+        real(path, record)
+
+    monkeypatch.setattr(store, "write_record", full_at_the_end)
+    text = io.StringIO()
+    with pytest.raises(store.StoreError, match="no space left"):
+        train(compose(TINY), show_progress=False, console=Console(file=text, width=300))
+    printed = text.getvalue()
+    assert "completed: val loss" in printed and "NOT RECORDED: no space left" in printed

@@ -140,14 +140,10 @@ def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | N
                          f"rename with --map, e.g. --map 'params=Model Size,flops=Training FLOP'")
     keep = [c for c in (*REQUIRED_CSV, *OPTIONAL_CSV) if c in df.columns]
     df = df[keep].copy()
-    for col in ("params", "tokens", "flops", "lr", "batch_tokens", "batch", "seq_len"):
-        if col in df.columns:  # as floats: 6 * N * D overflows int64 at ~1e18
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    for col in ("params", "tokens", "flops"):
-        if col in df.columns:
-            if (df[col] <= 0).any():
-                raise InputError(f"{path}: column {col} has {int((df[col] <= 0).sum())} non-positive value(s); "
-                                 f"{col} must be positive")
+    df, excluded = _usable_rows(df)
+    if df.empty:
+        raise InputError(f"{path}: no row is usable ({', '.join(f'{v} {k}' for k, v in excluded.items())}): "
+                         f"every numeric column must hold positive numbers")
     if "tokens" not in df.columns:
         df["tokens"] = df["flops"] / (6 * df["params"])
         notes.append("tokens = flops / (6 * params): the CSV has no tokens column")
@@ -160,10 +156,35 @@ def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | N
         df["batch_tokens"] = df["batch"] * (df["seq_len"] if "seq_len" in df.columns else seq_len)
     if "budget" not in df.columns:
         df["budget"] = df["flops"]
-    df["loss"] = pd.to_numeric(df["loss"], errors="coerce")
     df["family"] = df["group"].astype(str) if "group" in df.columns else "all"
     df["id"] = [f"row{i}" for i in range(len(df))]
-    return _drop_bad_losses(Runs(df=df, source=str(path), notes=notes, convention="as given (CSV)"))
+    return _drop_bad_losses(Runs(df=df, source=str(path), notes=notes, convention="as given (CSV)",
+                                 excluded=excluded))
+
+
+POSITIVE_CSV = ("params", "tokens", "flops", "loss", "lr", "batch_tokens", "batch", "seq_len", "activation_ratio",
+                "granularity", "budget")
+"""CSV columns that must hold positive, finite numbers in a usable row (a loss is in nats: > 0)."""
+
+
+def _usable_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows every numeric column of which holds a positive finite number (as floats: 6 N D overflows int64 at
+    ~1e18), and the others counted by their first reason (`lr not a number`, `loss not positive`)."""
+    excluded: dict[str, int] = {}
+    usable = np.ones(len(df), dtype=bool)
+    for col in POSITIVE_CSV:
+        if col not in df.columns:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce").astype(float)
+        not_number = values.isna().to_numpy() | ~np.isfinite(values.to_numpy())
+        not_positive = ~not_number & (values.to_numpy() <= 0)
+        for reason, bad in ((f"{col} not a finite number", not_number), (f"{col} not positive", not_positive)):
+            new = bad & usable
+            if new.any():
+                excluded[reason] = int(new.sum())
+                usable &= ~new
+        df[col] = values
+    return df[usable].reset_index(drop=True), excluded
 
 
 def _drop_bad_losses(runs: Runs) -> Runs:

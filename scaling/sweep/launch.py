@@ -20,7 +20,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling import claims, store
+from scaling import claims, store, tracking
 from scaling.config import from_dict, to_dict
 from scaling.sweep.plan import SweepPlan
 
@@ -318,6 +318,9 @@ def launch(plan: SweepPlan, results_dir: Path, options: LaunchOptions, console=N
     slots = worker_slots(options)[: len(todo)]
     console.print(f"sweep {plan.name}: {len(todo)} of {len(plan.cells)} cells to run ({already} done), "
                   f"{len(slots)} worker(s): {', '.join(s[0] for s in slots)}")
+    wandb_folder = store.wandb_dir(results_dir, plan.name)
+    tracking.reset_unreachable(wandb_folder)  # this launch tries the network again
+    wandb_announced = False
     procs, events = start_workers(slots, [(c.run_id, c.name, to_dict(c.run)) for c in todo], results_dir,
                                   plan.name, options)
     terminated = _stop_workers_on_sigterm(procs, console)
@@ -338,6 +341,11 @@ def launch(plan: SweepPlan, results_dir: Path, options: LaunchOptions, console=N
                     if not any(p.is_alive() for p in procs):
                         break
                     continue
+                if not wandb_announced and (why := tracking.unreachable(wandb_folder)):
+                    wandb_announced = True
+                    console.print(f"[yellow]W&B is unreachable[/] ({why}): the cells of this sweep log offline; "
+                                  f"`wandb sync {wandb_folder / 'wandb'}` uploads them later", highlight=False,
+                                  soft_wrap=True)
                 if kind == "start":
                     running[run_id] = name
                 else:
