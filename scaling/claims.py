@@ -206,8 +206,9 @@ class held:
 
 def tidy(results_dir: Path, sweep: str, keep_checkpoints: bool = False) -> list[Path]:
     """Remove what killed processes left in a sweep's folder: the checkpoint and the dead claim of a run whose
-    record is final (a kill between writing `completed` and cleaning up), and temporary files of atomic writes
-    untouched for store.TMP_STALE_S. Returns what was removed. Live claims, records and unfinished runs'
+    record is final (a kill between writing `completed` and cleaning up), and temporary files of killed atomic
+    writes (a run's, when no live claim holds the run; others once untouched for store.TMP_STALE_S). Returns what
+    was removed. Live claims, records and unfinished runs'
     checkpoints are never touched."""
     root = store.sweep_dir(results_dir, sweep)
     removed: list[Path] = []
@@ -226,9 +227,17 @@ def tidy(results_dir: Path, sweep: str, keep_checkpoints: bool = False) -> list[
             ckpt.unlink(missing_ok=True)
             removed.append(ckpt)
     now = time.time()
-    for tmp in root.glob("*/.*.tmp") if root.is_dir() else []:
+    for tmp in [*root.glob(".*.tmp"), *root.glob("*/.*.tmp")] if root.is_dir() else []:
+        # `.RUNID.json.XXXX.tmp` in runs/, `.RUNID.pt.XXXX.tmp` in checkpoints/: only the run's claim holder
+        # writes those, so with no live claim they are leftovers now; any other (plan.json's) goes by its age
+        rid = tmp.name[1:].split(".")[0] if tmp.parent.name in ("runs", "checkpoints") else None
         try:
-            if now - tmp.stat().st_mtime > store.TMP_STALE_S:
+            if rid is not None:
+                seen = read_claim(store.claim_path(results_dir, sweep, rid))
+                leftover = seen is None or not is_live(*seen)
+            else:
+                leftover = now - tmp.stat().st_mtime > store.TMP_STALE_S
+            if leftover:
                 tmp.unlink()
                 removed.append(tmp)
         except OSError:

@@ -98,9 +98,8 @@ def train(
     if dry_run:
         return
     rec_path = record_path(resolve_results_dir(run), run.sweep, plan.run_id)
-    from scaling.train import train as train_run
-
     from scaling.claims import ClaimError
+    from scaling.train import train as train_run
 
     try:
         record = train_run(run, show_progress=progress, console=err)

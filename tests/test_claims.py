@@ -123,13 +123,18 @@ def test_tidy_removes_what_a_kill_after_completion_left(tmp_path):
         dead = {**claims.new_owner("w"), "pid": 2**22 + 7}  # no such process
         store.claim_path(tmp_path, "s", rid).parent.mkdir(parents=True, exist_ok=True)
         store.claim_path(tmp_path, "s", rid).write_text(__import__("json").dumps(dead))
-    leftover = store.runs_dir(tmp_path, "s") / ".done.json.abc.tmp"
-    leftover.write_bytes(b"half")
+    killed = store.runs_dir(tmp_path, "s") / ".going.json.abc.tmp"  # its writer is dead (no live claim)
+    killed.write_bytes(b"half")
+    live = claims.new_owner("w")
+    claims.try_claim(store.claim_path(tmp_path, "s", "live"), live)
+    writing = store.runs_dir(tmp_path, "s") / ".live.json.def.tmp"  # its writer holds a live claim
+    writing.write_bytes(b"being written")
+    old_plan, new_plan = (store.sweep_dir(tmp_path, "s") / f".plan.json.{x}.tmp" for x in ("old", "new"))
+    for path in (old_plan, new_plan):
+        path.write_bytes(b"{")
     old = time.time() - store.TMP_STALE_S - 5
-    os.utime(leftover, (old, old))
-    fresh = store.runs_dir(tmp_path, "s") / ".going.json.def.tmp"
-    fresh.write_bytes(b"being written")
+    os.utime(old_plan, (old, old))
     removed = claims.tidy(tmp_path, "s")
-    assert sorted(p.name for p in removed) == [".done.json.abc.tmp", "done.claim", "done.pt"]
-    assert store.checkpoint_path(tmp_path, "s", "going").exists() and fresh.exists()
+    assert sorted(p.name for p in removed) == [".going.json.abc.tmp", ".plan.json.old.tmp", "done.claim", "done.pt"]
+    assert store.checkpoint_path(tmp_path, "s", "going").exists() and writing.exists() and new_plan.exists()
     assert store.record_path(tmp_path, "s", "done").exists()

@@ -80,3 +80,22 @@ def test_missing_and_truncated_shards_are_clear_errors(tmp_path):
         f.truncate(1024 + 500)
     with pytest.raises(data.DataError, match="truncated"):
         data.read_shard(tmp_path / "train.bin")
+
+
+def test_headerless_shards_of_the_wrong_width_are_refused(tmp_path):
+    """uint32 tokens read as uint16 look like valid ids (each one followed by a 0) and would train on garbage;
+    uint16 tokens read as uint32 give ids no tokenizer has."""
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 5000), ("val", 600)):
+        data.write_shard(tmp_path / f"{name}.bin", rng.integers(1, 50257, n).astype(np.uint32))
+    cfg = DataConfig(source="shards", path=str(tmp_path), token_dtype="uint16", cache_dir=str(tmp_path / "c"))
+    with pytest.raises(data.DataError, match="uint32 tokens read as uint16.*data.token_dtype=uint32"):
+        data.load(cfg)
+    assert data.load(DataConfig(source="shards", path=str(tmp_path), token_dtype="uint32",
+                                cache_dir=str(tmp_path / "c"))).vocab_size <= 50257
+    narrow = tmp_path / "narrow"
+    narrow.mkdir()
+    for name, n in (("train", 5000), ("val", 600)):
+        data.write_shard(narrow / f"{name}.bin", rng.integers(1, 50257, n).astype(np.uint16))
+    with pytest.raises(data.DataError, match="uint16 tokens read as uint32"):
+        data.load(DataConfig(source="shards", path=str(narrow), token_dtype="uint32", cache_dir=str(tmp_path / "c")))

@@ -257,3 +257,18 @@ def test_fit_without_a_sweep_refuses_to_pool_several_and_picks_the_only_one(tmp_
     assert pooled.returncode == 0, pooled.stderr
     assert json.loads(pooled.stdout)["n_runs"] == 30
     assert "not both" in one_line_error(run("demo", "--all", "--results-dir", str(tmp_path)))
+
+
+def test_a_corrupt_record_is_named_and_the_fit_goes_on_without_it(tmp_path):
+    """One garbage record among a sweep's 30 used to stop the whole fit (with a traceback that did not name it)."""
+    from synthetic import write_sweep
+
+    recs = write_sweep(tmp_path, "s", [1e11, 3e11, 1e12], [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2])
+    bad = store.record_path(tmp_path, "s", recs[4]["id"])
+    bad.write_bytes(b"\xff\xfe\x00 not a record")
+    out = run("s", "--results-dir", str(tmp_path), "--json", "--bootstrap", "50")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["n_runs"] == 29 and report["excluded"]["runs"] == {"unreadable record": 1}
+    assert any(str(bad) in note and "not UTF-8" in note for note in report["notes"])
+    assert bad.read_bytes() == b"\xff\xfe\x00 not a record"

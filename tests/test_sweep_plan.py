@@ -211,3 +211,28 @@ def test_an_axis_key_typo_names_the_nearest_key():
     sweep = SweepConfig(name="typo", base=TINY_BASE, budgets=[1e10], axes={"train.schedul": ["cosine", "wsd"]})
     with pytest.raises(PlanError, match="did you mean train.schedule"):
         plan_sweep(sweep)
+
+
+def test_sweep_files_that_would_write_elsewhere_or_leak_the_environment_are_refused(tmp_path, monkeypatch):
+    """A sweep name is one folder under the results folder; `${oc.env:...}` only gives locations; a malformed
+    YAML or an infinite budget is a one-line error, not a traceback."""
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    cases = {
+        "up": ("name: ../../x\nbudgets: [2e9]\n", "not a plain folder name"),
+        "abs": ("name: /tmp/elsewhere\nbudgets: [2e9]\n", "not a plain folder name"),
+        "secret": ("name: run-${oc.env:SECRET_TOKEN}\nbudgets: [2e9]\n", "name takes its value from the environment"),
+        "wandb": ("name: w\nbase:\n  - wandb.project=${oc.env:SECRET_TOKEN}\nbudgets: [2e9]\n",
+                  "wandb.project takes its value from the environment"),
+        "broken": ("name: b\nbudgets: [2e9\n", "cannot be read as YAML"),
+        "inf": ("name: i\nbudgets: [.inf]\n", "positive, finite number of FLOPs"),
+    }
+    for stem, (text, words) in cases.items():
+        path = tmp_path / f"{stem}.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            plan_sweep(compose_sweep(str(path)))
+        assert words in str(e.value) and "hunter2" not in str(e.value) and "\n" not in str(e.value), stem
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("name: ok\nbase:\n  - data.path=${oc.env:SCALING_DATA}\nbudgets: [2e9]\n")
+    monkeypatch.setenv("SCALING_DATA", "/data/tokens")
+    assert compose_sweep(str(ok)).base == ["data.path=/data/tokens"]  # a location may come from the environment

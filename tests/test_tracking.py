@@ -70,3 +70,41 @@ def test_a_fit_is_logged_as_a_run_in_the_sweeps_group(monkeypatch, tmp_path):
     log = next(run_dir.glob("*.wandb")).read_bytes()
     assert b"lr_opt/b" in log and b"reliable" in log and b"fit-demo" in log
     assert tracking.log_fit(WandbConfig(mode="disabled"), "demo", payload, [], tmp_path) is None
+
+
+def test_an_unreachable_server_is_tried_once_per_sweep_then_offline(monkeypatch, tmp_path):
+    """With a key and no network every cell used to stall ~65 s in wandb.init. Now the first finds the server
+    unreachable (a 5 s connect at most), marks the sweep, and it and every later cell log offline at once."""
+    import socket
+
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens: refused at once
+    inits = []
+
+    class FakeWandb:
+        Settings = staticmethod(lambda **kw: kw)
+
+        @staticmethod
+        def init(mode, **kw):
+            inits.append(mode)
+            if mode == "online":
+                raise AssertionError("an online init was attempted")
+            return type("Run", (), {"url": None, "define_metric": lambda *a, **k: None})()
+
+    monkeypatch.setitem(__import__("sys").modules, "wandb", FakeWandb)
+    connects = []
+    real = socket.create_connection
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: connects.append(a) or real(*a, **k))
+    for i in range(3):
+        tracking.start(WandbConfig(mode="online"), f"id{i}", "n", "s", {}, [], tmp_path)
+    assert inits == ["offline"] * 3 and len(connects) == 1
+    assert "cannot connect to 127.0.0.1:9" in tracking.unreachable(tmp_path)
+    tracking.reset_unreachable(tmp_path)  # the next launch tries again
+    assert tracking.unreachable(tmp_path) is None
+
+
+def test_locations_stay_out_of_the_wandb_config():
+    from scaling.config import compose, to_dict
+
+    config = tracking.wandb_config(to_dict(compose(["results_dir=/home/alice/secret-project"])))
+    assert "results_dir" not in config and "path" not in config["data"] and "cache_dir" not in config["data"]
+    assert config["model"]["d_model"] == 64

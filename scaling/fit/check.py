@@ -36,13 +36,10 @@ DEFAULT_LR_FACTORS = (0.5, 1.0, 2.0)
 
 def laws_path_of(results_dir: Path, sweep: str) -> Path | None:
     """The fit a sweep was built from (its plan.json's `laws`), resolved like the sweep resolved it."""
-    plan = store.sweep_dir(results_dir, sweep) / "plan.json"
-    if not plan.is_file():
-        return None
     try:
-        laws = json.loads(plan.read_text()).get("laws")
-    except (OSError, json.JSONDecodeError):
-        raise InputError(f"{plan} is not readable JSON: re-run `scaling sweep` for {sweep!r} to rewrite it") from None
+        laws = (store.read_plan(results_dir, sweep) or {}).get("laws")
+    except store.StoreError as e:
+        raise InputError(str(e)) from None
     if not laws:
         return None
     from scaling.config import find_file, search_path

@@ -13,7 +13,9 @@ from scaling.fit.report import FitReport, json_safe
 
 def default_output_dir(results_dir: Path, sweep: str | None, source: str | None) -> Path:
     """<results>/<sweep>/fit for a sweep of the results store, ./fit for a CSV or W&B source."""
-    return Path(results_dir) / (sweep or "all") / "fit" if source is None else Path("fit")
+    from scaling.store import fit_dir
+
+    return fit_dir(results_dir, sweep) if source is None else Path("fit")
 
 
 def write_fit_outputs(report: FitReport, runs: Runs, out_dir: Path, recommendation=None, plots: bool = True,
