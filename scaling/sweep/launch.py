@@ -55,19 +55,20 @@ def cell_todo(results_dir: Path, sweep: str, run_id: str, retry_failed: bool) ->
 
 
 def cells_to_run(plan: SweepPlan, results_dir: Path, retry_failed: bool, report) -> tuple[list, int, int]:
-    """(cells still to train, cells already done, cells whose record cannot be read): each unreadable record is
-    reported with `report(message)` (one line naming the file) and its cell left alone."""
-    todo, done, unreadable = [], 0, 0
+    """(cells still to train, cells whose last attempt failed and are not retried, cells whose record cannot be
+    read): each unreadable record is reported with `report(message)` (one line naming the file) and its cell left
+    alone."""
+    todo, failed, unreadable = [], 0, 0
     for c in plan.cells:
         try:
             if cell_todo(results_dir, plan.name, c.run_id, retry_failed):
                 todo.append(c)
-            else:
-                done += 1
+            elif store.read_record(store.record_path(results_dir, plan.name, c.run_id))["status"] == "failed":
+                failed += 1
         except store.StoreError as e:
             unreadable += 1
             report(f"skipping cell {c.name}: {e}")
-    return todo, done, unreadable
+    return todo, failed, unreadable
 
 
 # ---- worker process ------------------------------------------------------------------------------------------
@@ -306,11 +307,11 @@ def launch(plan: SweepPlan, results_dir: Path, options: LaunchOptions, console=N
     store.check_writable(results_dir)
     write_plan(plan, results_dir)
     claims.tidy(results_dir, plan.name)
-    todo, already, unreadable = cells_to_run(plan, results_dir, options.retry_failed,
-                                             lambda message: console.print(f"[red]![/] {message}", highlight=False,
-                                                                           soft_wrap=True))
+    todo, failed, unreadable = cells_to_run(plan, results_dir, options.retry_failed,
+                                            lambda message: console.print(f"[red]![/] {message}", highlight=False,
+                                                                          soft_wrap=True))
+    already = len(plan.cells) - len(todo) - failed - unreadable
     if not todo:
-        failed = len(plan.cells) - already - unreadable
         console.print(f"sweep {plan.name}: nothing to run: {already} of {len(plan.cells)} cells already done"
                       + (f", {failed} failed (retry them with --retry-failed)" if failed else "")
                       + (f", {unreadable} with unreadable records (named above)" if unreadable else ""))
