@@ -125,7 +125,7 @@ def claim_file(content: bytes, age_s: float):
 
 
 def corrupt_records(lab: Lab):
-    sweep = lab.sweep_file("corrupt")
+    sweep = lab.sweep_file("corrupt", budget="2e9, 6e9")
     from scaling.sweep.plan import compose_sweep, plan_sweep
 
     ids = [c.run_id for c in plan_sweep(compose_sweep(str(sweep))).cells]
@@ -177,7 +177,8 @@ def csv_rows(lab: Lab):
 
 def short_divergence(lab: Lab):
     out = lab.cli("train", *TINY, "budget_flops=4e8", "train.lr=10", "--no-progress")
-    return f"exit {out.returncode}: {one_line(out)[:90]}", True, out.returncode == 3 and "diverged" in out.stdout
+    said = (out.stdout.strip().splitlines() or [""])[-1]
+    return f"exit {out.returncode}: {said[:90]}", True, out.returncode == 3 and "diverged" in out.stdout
 
 
 def bad_setting(override: str):
@@ -194,8 +195,9 @@ def bad_sweep(text: str):
     def probe(lab: Lab):
         path = lab.root / "bad.yaml"
         path.write_text(text)
+        around = set(lab.root.parent.iterdir())
         out = lab.cli("sweep", path, "--no-probe", "--no-progress", env={"SECRET_TOKEN": "hunter2"})
-        outside = [p for p in lab.root.parent.glob("*") if p.name in ("x", "elsewhere")]
+        outside = set(lab.root.parent.iterdir()) - around  # nothing new beside the lab folder (../../x)
         return (one_line(out)[7:100], not outside and "hunter2" not in out.stderr + out.stdout,
                 out.returncode == 2 and "Traceback" not in out.stderr)
     return probe

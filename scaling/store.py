@@ -121,16 +121,17 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def check_writable(results_dir: Path) -> None:
-    """Refuse, before any compute, a results directory this process cannot create or write into."""
+    """Refuse, before any compute, a results directory this process cannot create or write into (it is created,
+    and a file is created and removed in it: permission bits do not tell for root or a read-only mount)."""
     root = Path(results_dir)
-    probe = root
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise StoreError(f"results directory {root}: {probe} is not a folder: pass --results-dir DIR")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise StoreError(f"cannot write under {probe} (permission denied or read-only): make it writable or pass "
-                         f"--results-dir DIR")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise StoreError(f"cannot write under {root} ({e.strerror or type(e).__name__}): make it writable or pass "
+                         f"--results-dir DIR") from None
 
 
 # ---- layout --------------------------------------------------------------------------------------------------

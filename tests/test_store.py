@@ -1,6 +1,7 @@
 """The results store: atomic records, corrupt files named, DataFrame view."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +163,11 @@ def test_a_corrupt_plan_is_named(tmp_path):
     path.write_bytes(b"{\"cells\": [")
     with pytest.raises(store.StoreError, match=r"corrupt sweep plan .*plan.json: move it aside"):
         store.read_plan(tmp_path, "s")
+
+
+def test_a_results_folder_that_cannot_be_created_is_refused(tmp_path):
+    """Permission bits do not tell for root: the check creates a file there (here /proc, which nobody can)."""
+    with pytest.raises(store.StoreError, match="cannot write under /proc/scaling-results"):
+        store.check_writable(Path("/proc/scaling-results"))
+    store.check_writable(tmp_path / "new" / "results")
+    assert list((tmp_path / "new" / "results").iterdir()) == []
