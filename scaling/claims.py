@@ -84,10 +84,8 @@ def is_live(owner: dict, age: float, stale_after: float = STALE_AFTER_S, job_sta
     if job and owner.get("batch_job") == job and owner.get("restart", 0) < scheduler.restart_count():
         return False  # an earlier run of this requeued Slurm job: Slurm ended it before requeueing
     if owner.get("batch_job") and owner["batch_job"] != job:
-        from scaling.sweep import slurm_queue
-
-        states = job_states if job_states is not None else slurm_queue.job_states([owner["batch_job"]])
-        if states.get(owner["batch_job"]) in slurm_queue.ENDED:
+        states = job_states if job_states is not None else scheduler.job_states([owner["batch_job"]])
+        if states.get(owner["batch_job"]) in scheduler.ENDED:
             return False
     if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
         return _pid_alive(owner["pid"])

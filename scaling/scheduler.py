@@ -1,9 +1,22 @@
-"""The batch scheduler a process runs under (Slurm), read from its environment: recorded as provenance, and used
-by claims to tell a requeued job's new run from its old one."""
+"""The batch scheduler (Slurm): the job a process runs under, read from its environment (recorded as provenance,
+and used by claims to tell a requeued job's new run from its old one), and the states of jobs, from `squeue`
+(live and recently ended jobs) and `sacct` (older ones). Every query is bounded by a timeout; without Slurm (or
+when it does not answer) states are unknown and callers fall back on records and claims alone."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+          "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+"""Job states in which a job will still train its cells (or is training them)."""
+ENDED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+         "DEADLINE", "REVOKED"}
+"""Job states after which a job's processes are gone or being killed (their claims are dead, whatever their
+heartbeat). A requeued job leaves these for PENDING again."""
+QUERY_TIMEOUT_S = 15.0
 
 
 def batch_job_id() -> str | None:
@@ -17,3 +30,40 @@ def batch_job_id() -> str | None:
 def restart_count() -> int:
     """How many times Slurm has requeued this job (0 on its first run, or outside Slurm)."""
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def available() -> bool:
+    return shutil.which("squeue") is not None
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def job_states(job_ids: list[str]) -> dict[str, str]:
+    """State of each job or array task id (e.g. '12_3' -> 'RUNNING'); ids Slurm no longer knows are left out."""
+    if not job_ids or not available():
+        return {}
+    wanted = sorted(set(job_ids))
+    arrays = sorted({j.split("_")[0] for j in wanted})
+    states: dict[str, str] = {}
+    text = _run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(arrays), "-o", "%i|%T"])
+    if text is None:  # one id Slurm has forgotten fails the whole query: ask per job
+        text = "".join(_run(["squeue", "-h", "-r", "-t", "all", "-j", a, "-o", "%i|%T"]) or "" for a in arrays)
+    for line in text.splitlines():
+        jid, _, state = line.strip().partition("|")
+        if jid:
+            states[jid] = state.split()[0] if state else "UNKNOWN"
+    missing = [j for j in wanted if j not in states]
+    if missing and shutil.which("sacct"):
+        text = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(sorted({j.split("_")[0] for j in missing})),
+                     "-o", "JobID,State"]) or ""
+        for line in text.splitlines():
+            jid, _, state = line.strip().partition("|")
+            if jid and jid != "JobID" and jid not in states:
+                states[jid] = state.split()[0] if state else "UNKNOWN"  # 'CANCELLED by 0' -> 'CANCELLED'
+    return {j: states[j] for j in wanted if j in states}

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from scaling import claims, store
+from scaling import claims, scheduler, store
 from scaling.sweep import slurm_queue
 from scaling.sweep.status import cell_states
 
@@ -37,7 +37,7 @@ def sweep_with_three_cells(results):
 def test_states_come_from_squeue_then_sacct(tmp_path, fake_slurm):
     fake_command(fake_slurm, "squeue", 'echo "7_0|PENDING"; echo "7_1|CANCELLED"\n')
     fake_command(fake_slurm, "sacct", 'echo "JobID|State"; echo "7_2|TIMEOUT"\n')
-    assert slurm_queue.job_states(["7_0", "7_1", "7_2", "8_0"]) == {"7_0": "PENDING", "7_1": "CANCELLED",
+    assert scheduler.job_states(["7_0", "7_1", "7_2", "8_0"]) == {"7_0": "PENDING", "7_1": "CANCELLED",
                                                                    "7_2": "TIMEOUT"}
     sweep_with_three_cells(tmp_path)
     states = {c["id"]: c for c in cell_states(tmp_path, "s")}
@@ -59,11 +59,11 @@ def test_a_claim_whose_job_was_cancelled_is_dead_whatever_its_heartbeat(tmp_path
 
 def test_a_hung_squeue_is_bounded_and_status_falls_back_on_the_records(tmp_path, fake_slurm, monkeypatch):
     fake_command(fake_slurm, "squeue", "sleep 30\n")
-    monkeypatch.setattr(slurm_queue, "QUERY_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(scheduler, "QUERY_TIMEOUT_S", 0.5)
     sweep_with_three_cells(tmp_path)
     assert {c["state"] for c in cell_states(tmp_path, "s")} == {"pending"}
 
 
 def test_without_slurm_there_are_no_states(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert slurm_queue.job_states(["7_0"]) == {}
+    assert scheduler.job_states(["7_0"]) == {}

@@ -139,7 +139,7 @@ def todo_cells(plan: SweepPlan, results_dir: Path, retry_failed: bool, report=pr
     todo, busy = [], 0
     for c in cells_to_run(plan, results_dir, retry_failed, report)[0]:
         claim = seen[c.run_id]
-        if states.get(tasks.get(c.run_id, ""), "") in slurm_queue.ACTIVE or (
+        if states.get(tasks.get(c.run_id, ""), "") in scheduler.ACTIVE or (
                 claim and claims.is_live(*claim, job_states=states)):
             busy += 1
             continue

@@ -3,9 +3,9 @@
 States: `completed`, `diverged`, `failed` (from records), `running` (a live claim), `interrupted` (a record left
 `running`, or failed by an interrupt, with no live claim: the next launch resumes it from its checkpoint),
 `pending` (no record yet), `corrupt` (a record that cannot be read: named, never trained over). Cells submitted
-to Slurm (slurm_queue.py) add the scheduler's view: `queued` (its job is waiting, or running other cells first),
-`running` with the job id, and `failed` when its job ended (cancelled, timed out, node failure) without finishing
-it; the next `scaling sweep` picks such cells up again.
+to Slurm (slurm_queue.py, scheduler.py) add the scheduler's view: `queued` (its job is waiting, or running other
+cells first), `running` with the job id, and `failed` when its job ended (cancelled, timed out, node failure)
+without finishing it; the next `scaling sweep` picks such cells up again.
 Importable for notebooks: `cell_states(results_dir, sweep)` returns one dict per cell.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scaling import claims, progress, store
+from scaling import claims, progress, scheduler, store
 from scaling.sweep import slurm_queue
 
 MARKS = {"completed": "[green]✓[/]", "diverged": "[yellow]⚠[/]", "failed": "[red]✗[/]", "running": "[cyan]▶[/]",
@@ -26,7 +26,7 @@ def scheduler_view(results_dir: Path, sweep: str, run_ids: list[str]) -> tuple[d
     tasks = slurm_queue.cell_tasks(results_dir, sweep)
     seen = {rid: claims.read_claim(store.claim_path(results_dir, sweep, rid)) for rid in run_ids}
     owners = [s[0]["batch_job"] for s in seen.values() if s and s[0].get("batch_job")]
-    states = slurm_queue.job_states([tasks[rid] for rid in run_ids if rid in tasks] + owners)
+    states = scheduler.job_states([tasks[rid] for rid in run_ids if rid in tasks] + owners)
     return tasks, seen, states
 
 
@@ -70,7 +70,7 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
         elif seen is not None and claims.is_live(*seen, job_states=jobs):
             state = "running"
             detail = claims.describe(seen[0], store.claim_path(results_dir, sweep, rid))
-        elif job_state in slurm_queue.ACTIVE:
+        elif job_state in scheduler.ACTIVE:
             state, detail = "queued", f"Slurm job {task} {job_state}"
         elif job_state is not None and state != "failed":
             state = "failed"
