@@ -105,6 +105,16 @@ def unreachable(directory: Path) -> str | None:
         return None
 
 
+def unreachable_notice(directory: Path) -> str | None:
+    """The one console line a launcher prints when a sweep's cells found W&B unreachable (None while they did
+    not)."""
+    why = unreachable(directory)
+    if why is None:
+        return None
+    return (f"W&B is unreachable ({why}): the cells of this sweep log offline; `wandb sync "
+            f"{Path(directory) / 'wandb'}` uploads them later")
+
+
 def reset_unreachable(directory: Path) -> None:
     """A new launch tries the network again."""
     _marker(directory).unlink(missing_ok=True)

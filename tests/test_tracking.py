@@ -98,8 +98,9 @@ def test_an_unreachable_server_is_tried_once_per_sweep_then_offline(monkeypatch,
         tracking.start(WandbConfig(mode="online"), f"id{i}", "n", "s", {}, [], tmp_path)
     assert inits == ["offline"] * 3 and len(connects) == 1
     assert "cannot connect to 127.0.0.1:9" in tracking.unreachable(tmp_path)
+    assert f"`wandb sync {tmp_path / 'wandb'}` uploads them later" in tracking.unreachable_notice(tmp_path)
     tracking.reset_unreachable(tmp_path)  # the next launch tries again
-    assert tracking.unreachable(tmp_path) is None
+    assert tracking.unreachable(tmp_path) is None and tracking.unreachable_notice(tmp_path) is None
 
 
 def test_locations_stay_out_of_the_wandb_config():

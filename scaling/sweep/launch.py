@@ -342,11 +342,9 @@ def launch(plan: SweepPlan, results_dir: Path, options: LaunchOptions, console=N
                     if not any(p.is_alive() for p in procs):
                         break
                     continue
-                if not wandb_announced and (why := tracking.unreachable(wandb_folder)):
+                if not wandb_announced and (notice := tracking.unreachable_notice(wandb_folder)):
                     wandb_announced = True
-                    console.print(f"[yellow]W&B is unreachable[/] ({why}): the cells of this sweep log offline; "
-                                  f"`wandb sync {wandb_folder / 'wandb'}` uploads them later", highlight=False,
-                                  soft_wrap=True)
+                    console.print(f"[yellow]warning:[/] {notice}", highlight=False, soft_wrap=True)
                 if kind == "start":
                     running[run_id] = name
                 else:

@@ -19,10 +19,11 @@ import math
 import os
 import queue
 import signal
+import sys
 import time
 from pathlib import Path
 
-from scaling import claims, scheduler, store
+from scaling import claims, scheduler, store, tracking
 from scaling.config import to_dict
 from scaling.sweep import slurm_queue
 from scaling.sweep.launch import LaunchOptions, cells_to_run, start_workers, worker_slots, write_plan
@@ -155,9 +156,11 @@ def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_f
     require_slurm()
     results_dir = Path(results_dir).resolve()  # the jobs may start in another directory
     write_plan(plan, results_dir)
-    todo, busy = todo_cells(plan, results_dir, retry_failed)
+    claims.tidy(results_dir, plan.name)
+    todo, busy = todo_cells(plan, results_dir, retry_failed, report=lambda m: print(m, file=sys.stderr))
     if not todo:
         return {"job": None, "tasks": 0, "cells": 0, "busy": busy}
+    tracking.reset_unreachable(store.wandb_dir(results_dir, plan.name))  # these jobs try the network again
     tasks = deal_cells(todo, launcher)
     folder = store.slurm_jobs_dir(results_dir, plan.name)
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=launcher.max_requeues)
@@ -198,6 +201,7 @@ def wait(results_dir: Path, sweep: str, run_ids: list[str], console=None, poll_s
 
     console = console or Console(stderr=True)
     wanted = set(run_ids)
+    wandb_folder, wandb_announced = store.wandb_dir(results_dir, sweep), False
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[state]}"), TimeElapsedColumn()]
     with Progress(*columns, console=console, disable=not show_progress) as progress:
@@ -207,6 +211,9 @@ def wait(results_dir: Path, sweep: str, run_ids: list[str], console=None, poll_s
             n = counts(states)
             settled = n["completed"] + n["diverged"] + n["failed"]
             progress.update(bar, completed=settled, state=" · ".join(f"{k} {v}" for k, v in n.items() if v))
+            if not wandb_announced and (notice := tracking.unreachable_notice(wandb_folder)):
+                wandb_announced = True
+                console.print(f"[yellow]warning:[/] {notice}", highlight=False, soft_wrap=True)
             if not any(s["state"] in ("running", "queued") for s in states):
                 return n
             time.sleep(poll_s)
