@@ -198,6 +198,11 @@ def wandb_dir(results_dir: Path, sweep: str) -> Path:
     return sweep_dir(results_dir, sweep)
 
 
+def wandb_files(wandb_dir_: Path) -> Path:
+    """Where W&B itself writes under the folder it is given (`offline-run-*`, the unreachable marker)."""
+    return Path(wandb_dir_) / "wandb"
+
+
 def fit_dir(results_dir: Path, sweep: str | None) -> Path:
     """Where `scaling fit` writes for one sweep of the store (`all` for every sweep at once)."""
     return sweep_dir(results_dir, sweep or "all") / "fit"

@@ -94,7 +94,9 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 def _marker(directory: Path) -> Path:
-    return Path(directory) / "wandb" / UNREACHABLE
+    from scaling.store import wandb_files
+
+    return wandb_files(directory) / UNREACHABLE
 
 
 def unreachable(directory: Path) -> str | None:
@@ -112,7 +114,7 @@ def unreachable_notice(directory: Path) -> str | None:
     if why is None:
         return None
     return (f"W&B is unreachable ({why}): the cells of this sweep log offline; `wandb sync "
-            f"{Path(directory) / 'wandb'}` uploads them later")
+            f"{_marker(directory).parent}` uploads them later")
 
 
 def reset_unreachable(directory: Path) -> None:
@@ -152,7 +154,7 @@ def _init(cfg: WandbConfig, directory: Path, **kwargs):
         return NullTracker()
     if mode == "online" and (why := unreachable(directory) or server_problem()):
         _mark_unreachable(directory, why)
-        print(f"warning: W&B is unreachable ({why}); logging offline: `wandb sync {Path(directory) / 'wandb'}` "
+        print(f"warning: W&B is unreachable ({why}); logging offline: `wandb sync {_marker(directory).parent}` "
               f"uploads it later", file=sys.stderr)
         mode = "offline"
     try:
@@ -231,6 +233,6 @@ def log_fit(cfg: WandbConfig, sweep: str, payload: dict, figures: list[Path], di
         run.summary.update(summary)
 
     tracker._guard("fit log", log)
-    where = tracker.run_url or f"offline: `wandb sync {directory / 'wandb'}` uploads it"
+    where = tracker.run_url or f"offline: `wandb sync {_marker(directory).parent}` uploads it"
     tracker.finish()
     return where

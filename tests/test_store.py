@@ -171,3 +171,15 @@ def test_a_results_folder_that_cannot_be_created_is_refused(tmp_path):
         store.check_writable(Path("/proc/scaling-results"))
     store.check_writable(tmp_path / "new" / "results")
     assert list((tmp_path / "new" / "results").iterdir()) == []
+
+
+def test_only_the_store_spells_the_results_layout():
+    """One owner of the layout: no other module joins a results-folder part onto a path (they ask store.py)."""
+    import re
+
+    parts = r"runs|claims|checkpoints|logs|plan\.json|fit|slurm|submissions|jobs|wandb"
+    spelled = re.compile(rf'/ "({parts})"|"({parts})/|glob\("({parts})/')
+    package = Path(store.__file__).parent
+    offenders = [f"{path.relative_to(package)}:{i}" for path in sorted(package.rglob("*.py")) if path.name != "store.py"
+                 for i, line in enumerate(path.read_text().splitlines(), 1) if spelled.search(line)]
+    assert offenders == []
