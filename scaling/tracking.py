@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from scaling.config import WandbConfig
+from scaling.store import wandb_files
 
 X_AXES = ("tokens", "flops")
 """Metrics every logged point carries, usable as x-axes: training tokens seen, and training FLOPs spent (C)."""
@@ -94,8 +95,6 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 def _marker(directory: Path) -> Path:
-    from scaling.store import wandb_files
-
     return wandb_files(directory) / UNREACHABLE
 
 
@@ -114,7 +113,7 @@ def unreachable_notice(directory: Path) -> str | None:
     if why is None:
         return None
     return (f"W&B is unreachable ({why}): the cells of this sweep log offline; `wandb sync "
-            f"{_marker(directory).parent}` uploads them later")
+            f"{wandb_files(directory)}` uploads them later")
 
 
 def reset_unreachable(directory: Path) -> None:
@@ -154,7 +153,7 @@ def _init(cfg: WandbConfig, directory: Path, **kwargs):
         return NullTracker()
     if mode == "online" and (why := unreachable(directory) or server_problem()):
         _mark_unreachable(directory, why)
-        print(f"warning: W&B is unreachable ({why}); logging offline: `wandb sync {_marker(directory).parent}` "
+        print(f"warning: W&B is unreachable ({why}); logging offline: `wandb sync {wandb_files(directory)}` "
               f"uploads it later", file=sys.stderr)
         mode = "offline"
     try:
@@ -233,6 +232,6 @@ def log_fit(cfg: WandbConfig, sweep: str, payload: dict, figures: list[Path], di
         run.summary.update(summary)
 
     tracker._guard("fit log", log)
-    where = tracker.run_url or f"offline: `wandb sync {_marker(directory).parent}` uploads it"
+    where = tracker.run_url or f"offline: `wandb sync {wandb_files(directory)}` uploads it"
     tracker.finish()
     return where
