@@ -272,3 +272,22 @@ def test_a_corrupt_record_is_named_and_the_fit_goes_on_without_it(tmp_path):
     assert report["n_runs"] == 29 and report["excluded"]["runs"] == {"unreadable record": 1}
     assert any(str(bad) in note and "not UTF-8" in note for note in report["notes"])
     assert bad.read_bytes() == b"\xff\xfe\x00 not a record"
+
+
+def test_runs_from_records_come_in_an_order_ids_cannot_change(tmp_path):
+    """Run ids are hashes: a change of id scheme reordered the store's files, the bootstrap drew other resamples,
+    and the demo's lr verdict moved across its threshold. Runs are put in sweep-coordinate order instead."""
+    import random
+
+    from synthetic import write_sweep
+
+    from scaling.fit.inputs import from_store
+
+    recs = write_sweep(tmp_path / "a", "s", [1e11, 3e11], [1e-3, 2e-3, 4e-3])
+    random.Random(0).shuffle(recs)
+    for i, rec in enumerate(recs):  # the same runs under other ids, so in another file order
+        rec = {**rec, "id": f"{i:02d}{rec['id']}"[::-1]}
+        store.write_record(store.record_path(tmp_path / "b", "s", rec["id"]), rec)
+    cols = ["budget", "lr", "seed", "loss"]
+    a, b = from_store(tmp_path / "a", "s").df[cols], from_store(tmp_path / "b", "s").df[cols]
+    pd.testing.assert_frame_equal(a, b)

@@ -85,7 +85,9 @@ def _from_records(records, where: str, convention: str, allow_mixed_data: bool, 
     if not rows:
         raise InputError(f"all {sum(excluded.values())} runs in {where} are "
                          f"{', '.join(f'{v} {k}' for k, v in excluded.items())}: nothing to fit")
-    df = pd.DataFrame(rows)
+    # In a canonical order (sweep coordinates, then id), not the store's file order: run ids are hashes, and a fit's
+    # resamples must not change when ids do (an id scheme change once moved a verdict across its threshold).
+    df = pd.DataFrame(rows).sort_values(RECORD_ORDER, kind="stable").reset_index(drop=True)
     fingerprints = df["fingerprint"].dropna().unique()
     if len(fingerprints) > 1 and not allow_mixed_data:
         raise InputError(f"runs from {len(fingerprints)} different data sets ({', '.join(fingerprints)}) are not "
@@ -93,6 +95,10 @@ def _from_records(records, where: str, convention: str, allow_mixed_data: bool, 
     runs = Runs(df=df, source=where, excluded=excluded, convention=convention,
                 notes=[f"N = active non-embedding parameters; C = tokens x FLOPs/token ({convention} convention)"])
     return _drop_bad_losses(runs)
+
+
+RECORD_ORDER = ["group", "family", "budget", "batch_tokens", "lr", "seed", "id"]
+"""The order of runs from records, whatever their ids."""
 
 
 def _row(rec: dict, convention: str) -> dict:
