@@ -45,9 +45,12 @@ def cell_todo(results_dir: Path, sweep: str, run_id: str, retry_failed: bool) ->
     """Whether a cell still needs training (judged from its record alone); an unreadable record raises StoreError
     (its cell is never trained over)."""
     path = store.record_path(results_dir, sweep, run_id)
-    if not path.exists():
+    return _record_todo(store.read_record(path) if path.exists() else None, retry_failed)
+
+
+def _record_todo(record: dict | None, retry_failed: bool) -> bool:
+    if record is None:
         return True
-    record = store.read_record(path)
     if record["status"] in store.FINAL_STATUSES:
         return False
     interrupted = (record.get("error") or {}).get("kind") == "interrupted"  # Ctrl-C: resume, not a failure
@@ -60,10 +63,12 @@ def cells_to_run(plan: SweepPlan, results_dir: Path, retry_failed: bool, report)
     alone."""
     todo, failed, unreadable = [], 0, 0
     for c in plan.cells:
+        path = store.record_path(results_dir, plan.name, c.run_id)
         try:
-            if cell_todo(results_dir, plan.name, c.run_id, retry_failed):
+            record = store.read_record(path) if path.exists() else None  # read once per cell
+            if _record_todo(record, retry_failed):
                 todo.append(c)
-            elif store.read_record(store.record_path(results_dir, plan.name, c.run_id))["status"] == "failed":
+            elif record["status"] == "failed":
                 failed += 1
         except store.StoreError as e:
             unreadable += 1
