@@ -89,7 +89,7 @@ def train(
         if _wants_config(show_config, cfg):
             _print_yaml(run)
             return
-        from scaling.train import plan_run
+        from scaling.run import plan_run
 
         plan = plan_run(run)
     except (ConfigError, DataError, StoreError) as e:
@@ -152,6 +152,11 @@ def _results_dir(option: str | None):
     return results_root(option)
 
 
+WORKER_FLAGS = {"workers": "launcher.workers", "runs_per_gpu": "launcher.runs_per_gpu",
+                "gpus_per_run": "launcher.gpus_per_run", "device": "launcher.device"}
+"""`scaling sweep` flags that are shorthands for launcher config keys (one set of worker settings)."""
+
+
 @app.command()
 def sweep(
     config: str = typer.Argument(..., help="Sweep name (./sweeps/NAME.yaml or --config-dir, else a preset such "
@@ -161,13 +166,16 @@ def sweep(
                                                  "(model.n_experts=16, train.schedule=wsd) and base+=ENTRY add "
                                                  "to its base, base=[...] replaces it."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (cells, totals, time estimate); no runs."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on CPU."),
-    runs_per_gpu: int = typer.Option(1, "--runs-per-gpu", min=1, help="Cells run side by side on each GPU."),
-    gpus_per_run: int = typer.Option(1, "--gpus-per-run", min=1, help="GPUs per cell (torchrun, data parallel; "
-                                     "on CPU: processes per cell). Local launcher; on Slurm: launcher.gpus_per_run."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes on CPU "
+                                       "(launcher.workers, default 1)."),
+    runs_per_gpu: int | None = typer.Option(None, "--runs-per-gpu", min=1, help="Cells run side by side on each "
+                                            "GPU (launcher.runs_per_gpu, default 1)."),
+    gpus_per_run: int | None = typer.Option(None, "--gpus-per-run", min=1, help="GPUs per cell (torchrun, data "
+                                            "parallel; on CPU: processes per cell; launcher.gpus_per_run)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Also retry cells whose last attempt failed."),
     probe: bool = typer.Option(True, "--probe/--no-probe", help="Time a few steps per model for the estimate."),
-    device: str = typer.Option("auto", "--device", help="auto (all visible GPUs, else CPU) or cpu."),
+    device: str | None = typer.Option(None, "--device", help="auto (all visible GPUs, else CPU) or cpu "
+                                      "(launcher.device)."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
     wandb_mode: str | None = typer.Option(None, "--wandb", help="W&B mode for every cell: auto, online, "
                                              "offline or disabled (default: the config's)."),
@@ -181,37 +189,15 @@ def sweep(
     """Plan a sweep of MoE runs (budgets x axes), print it, and train every cell not yet done: here
     (launcher=local, the default) or as a Slurm job array (launcher=slurm; see README, Running on a Slurm
     cluster)."""
-
     _fast_cpu_matmuls()  # the launcher's own probes train a few steps
-    from scaling.config import ConfigError
-    from scaling.data import DataError
-    from scaling.store import StoreError
-    from scaling.sweep.estimate import estimate_sweep_seconds, sweep_wall_seconds
-    from scaling.sweep.plan import PlanError, compose_sweep, plan_sweep
-    from scaling.tables import sweep_table
-
+    flags = {"workers": workers, "runs_per_gpu": runs_per_gpu, "gpus_per_run": gpus_per_run, "device": device}
+    worker_overrides = [f"{WORKER_FLAGS[k]}={v}" for k, v in flags.items() if v is not None]
     out, console = _console(stderr=False), _console()
     results = _results_dir(results_dir)
-    try:
-        sweep_cfg = compose_sweep(config, overrides or [], config_dir)
-        if _wants_config(show_config, cfg):
-            _print_yaml(sweep_cfg)
-            return
-        for note in sweep_cfg.notes:
-            console.print(f"[yellow]note:[/] {note}", highlight=False)
-        plan = plan_sweep(sweep_cfg, results_dir=str(results), wandb_mode=wandb_mode)
-    except PlanError as e:
-        from rich.markup import escape
-
-        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except (ConfigError, DataError, StoreError) as e:
-        _fail(str(e))
-    from scaling.sweep import launcher
-
-    problems = launcher.check(sweep_cfg.launcher)
-    if problems:
-        _fail(f"bad launcher config: {'; '.join(problems)}")
+    plan, sweep_cfg = _plan(config, list(overrides or []) + worker_overrides, config_dir, results, wandb_mode,
+                            _wants_config(show_config, cfg), console)
+    if plan is None:
+        return
     slurm = sweep_cfg.launcher.kind == "slurm"
     if slurm and not dry_run:
         from scaling.sweep.slurm import SlurmError, require_slurm
@@ -220,22 +206,50 @@ def sweep(
             require_slurm()
         except SlurmError as e:
             _fail(str(e))
-    estimates = estimate_sweep_seconds(plan, device, workers) if probe else {}
-    wall = sweep_wall_seconds(estimates, device, workers) if estimates else None
-    out.print(sweep_table(plan, estimates, workers, wall))
+    from scaling.sweep.estimate import estimate_sweep_seconds, sweep_wall_seconds
+    from scaling.tables import sweep_table
+
+    estimates = estimate_sweep_seconds(plan) if probe else {}
+    wall = sweep_wall_seconds(estimates, sweep_cfg.launcher) if estimates else None
+    out.print(sweep_table(plan, estimates, wall))
     if dry_run:
         return
     if slurm:
         _submit_to_slurm(plan, results, sweep_cfg.launcher, retry_failed, wait, progress, config, console)
-        return
-    from scaling.sweep.launch import LaunchOptions, launch
+    else:
+        _launch_here(plan, results, retry_failed, progress, config, out, console)
 
-    if gpus_per_run > 1 and runs_per_gpu > 1:
-        _fail("--gpus-per-run > 1 needs --runs-per-gpu 1 (a cell spread over GPUs does not share them)")
-    options = LaunchOptions(workers=workers, runs_per_gpu=runs_per_gpu, retry_failed=retry_failed, device=device,
-                            procs_per_run=gpus_per_run)
+
+def _plan(config: str, overrides: list[str], config_dir, results, wandb_mode, show_config: bool, console):
+    """(plan, sweep config) of `scaling sweep`, or (None, config) after printing the config; bad input exits 2."""
+    from scaling.config import ConfigError
+    from scaling.data import DataError
+    from scaling.store import StoreError
+    from scaling.sweep.plan import PlanError, compose_sweep, plan_sweep
+
     try:
-        counts = launch(plan, results, options, console=console, show_progress=progress)
+        sweep_cfg = compose_sweep(config, overrides, config_dir)
+        if show_config:
+            _print_yaml(sweep_cfg)
+            return None, sweep_cfg
+        for note in sweep_cfg.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+        return plan_sweep(sweep_cfg, results_dir=str(results), wandb_mode=wandb_mode), sweep_cfg
+    except PlanError as e:
+        from rich.markup import escape
+
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (ConfigError, DataError, StoreError) as e:
+        _fail(str(e))
+
+
+def _launch_here(plan, results, retry_failed: bool, progress: bool, config: str, out, console) -> None:
+    from scaling.store import StoreError
+    from scaling.sweep.local import launch
+
+    try:
+        counts = launch(plan, results, retry_failed=retry_failed, console=console, show_progress=progress)
     except StoreError as e:
         _fail(str(e))
     except KeyboardInterrupt:
@@ -366,7 +380,7 @@ def runs(
     output: str | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
 ) -> None:
-    """Every run record as one table (a pandas DataFrame: scaling.store.load), sorted by sweep coordinates, or
+    """Every run record as one table (a pandas DataFrame: scaling.store.records_frame), sorted by sweep coordinates, or
     exported as CSV/Parquet/JSON."""
     import sys
 
@@ -378,7 +392,7 @@ def runs(
     if fmt == "parquet" and not output:
         _fail("--format parquet is binary: give --output FILE.parquet")
     try:
-        df = store.load(_results_dir(results_dir), sweep, on_error=_report_skipped)
+        df = store.records_frame(_results_dir(results_dir), sweep, on_error=_report_skipped)
     except store.StoreError as e:
         _fail(str(e))
     if df.empty:

@@ -509,7 +509,7 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 def validate(run: RunConfig) -> None:
     """Refuse impossible settings with a one-line error naming the key and the fix (no data or torch needed).
 
-    Checks that need the data (corpus size) or FLOPs (budget too small) happen in `train.plan_run`, still before
+    Checks that need the data (corpus size) or FLOPs (budget too small) happen in `run.plan_run`, still before
     any compute is spent.
     """
     m, t, d = run.model, run.train, run.data

@@ -1,7 +1,12 @@
-"""The batch scheduler (Slurm): the job a process runs under, read from its environment (recorded as provenance,
-and used by claims to tell a requeued job's new run from its old one), and the states of jobs, from `squeue`
-(live and recently ended jobs) and `sacct` (older ones). Every query is bounded by a timeout; without Slurm (or
-when it does not answer) states are unknown and callers fall back on records and claims alone."""
+"""The batch scheduler (Slurm), as a training process and a launcher see it:
+
+- the job a process runs under, read from its environment (recorded as provenance, and used by claims to tell a
+  requeued job's new run from its old one);
+- the states of jobs, from `squeue` (live and recently ended jobs) and `sacct` (older ones). Every query is
+  bounded by a timeout; without Slurm (or when it does not answer) states are unknown and callers fall back on
+  records and claims alone;
+- its signals: a handler asks for a checkpoint (SIGTERM) or a checkpoint and a stop (SIGUSR2), and the training
+  loop serves the request at its next step boundary (`take_requests`), raising `Preempted` after a stop."""
 
 from __future__ import annotations
 
@@ -67,3 +72,47 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
             if jid and jid != "JobID" and jid not in states:
                 states[jid] = state.split()[0] if state else "UNKNOWN"  # 'CANCELLED by 0' -> 'CANCELLED'
     return {j: states[j] for j in wanted if j in states}
+
+
+# ---- signals: asked by handlers, served by the training loop at a step boundary --------------------------------
+class Preempted(Exception):
+    """Training stopped at a step boundary on a scheduler's request (its warning signal); a checkpoint was saved,
+    so the next attempt resumes there."""
+
+
+_REQUESTS = {"checkpoint": False, "stop": None}
+
+
+def request_checkpoint() -> None:
+    """Save a checkpoint at the next step boundary and go on training."""
+    _REQUESTS["checkpoint"] = True
+
+
+def request_stop(reason: str) -> None:
+    """Save a checkpoint at the next step boundary and stop (Preempted); a process that asked takes no new run."""
+    _REQUESTS["stop"] = reason
+
+
+def stop_requested() -> str | None:
+    """Why a stop was asked (e.g. 'preempted (SIGUSR2)'), or None."""
+    return _REQUESTS["stop"]
+
+
+def pending_requests() -> tuple[bool, str | None]:
+    """(checkpoint asked, stop reason or None) as they stand now; a stop stays asked once asked."""
+    return _REQUESTS["checkpoint"], _REQUESTS["stop"]
+
+
+def checkpoint_served() -> None:
+    """The loop saved the checkpoint that was asked for."""
+    _REQUESTS["checkpoint"] = False
+
+
+def handle_signals() -> None:
+    """In a batch job's training process: SIGTERM (a cancel or pre-emption is coming) saves a checkpoint at the
+    next step and goes on; SIGUSR2 (Slurm's time-limit / pre-emption warning, as submitit asks for it) saves one
+    and stops, so the requeued job resumes from it. Call from the main thread."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: request_checkpoint())
+    signal.signal(signal.SIGUSR2, lambda signum, frame: request_stop(f"preempted ({signal.Signals(signum).name})"))

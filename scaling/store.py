@@ -13,9 +13,9 @@ Layout under the results directory::
     <results_dir>/<sweep>/fit/                        `scaling fit`'s outputs
 
 A sweep name is one folder name (letters, digits, `._-`), so nothing is ever written outside the results
-directory. The record schema is defined here alone (`new_record`, checked by `read_record`). `load()` turns
-records into a pandas DataFrame for `scaling fit` and notebooks; a record that cannot be read is named and skipped,
-never overwritten.
+directory. The record schema is defined here alone (`new_record`, `run_results` and `run_error` build its sections,
+`read_record` checks it). `records_frame()` turns records into a pandas DataFrame for `scaling fit` and notebooks;
+a record that cannot be read is named and skipped, never overwritten.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import warnings
 from pathlib import Path
 
 SCHEMA_VERSION = 1
-STATUSES = ("planned", "running", "completed", "diverged", "failed")
+STATUSES = ("running", "completed", "diverged", "failed")
+"""A record is written when an attempt starts (running) and ends in one of the others."""
 FINAL_STATUSES = ("completed", "diverged")
 """A run in one of these states is never trained again, and its record is never replaced."""
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -217,6 +218,13 @@ def list_sweeps(results_dir: Path) -> list[str]:
                   if not sweep_name_problem(p.name) and ((p / "runs").is_dir() or (p / "plan.json").is_file()))
 
 
+def write_plan(results_dir: Path, sweep: str, text: str) -> Path:
+    """Write a sweep's plan.json (what `scaling status` lists as its cells)."""
+    path = plan_path(results_dir, sweep)
+    atomic_write_text(path, text)
+    return path
+
+
 def read_plan(results_dir: Path, sweep: str) -> dict | None:
     """A sweep's plan.json as a dict, None when there is none; unreadable -> StoreError naming the file."""
     path = plan_path(results_dir, sweep)
@@ -234,19 +242,44 @@ def read_plan(results_dir: Path, sweep: str) -> dict | None:
 
 # ---- records -------------------------------------------------------------------------------------------------
 def new_record(run_id: str, sweep: str, name: str, config: dict, derived: dict, provenance: dict) -> dict:
-    """A fresh record in state 'planned'. Every field a record may hold is named here."""
+    """A fresh record of an attempt that starts now (state 'running'). Every field a record may hold is named
+    here; `results` is filled by `run_results`, `error` by `run_error`."""
     return {
         "schema": SCHEMA_VERSION,
         "id": run_id,
         "sweep": sweep,
         "name": name,
-        "status": "planned",
+        "status": "running",
         "config": config,
         "derived": derived,
         "results": {},
         "provenance": provenance,
         "error": None,
     }
+
+
+RESULT_FIELDS = ("val_loss", "train_loss_smoothed", "steps_done", "tokens_done", "tokens_per_s", "mfu", "train_s",
+                 "wall_s", "curve", "evals", "expert_load", "expert_load_steps", "max_expert_load_ratio")
+"""A finished attempt's `results`: held-out and smoothed train loss (nats/token), progress, speed, the logged
+curve and evaluations, and each expert's share of its layer's assignments over `expert_load_steps`."""
+ERROR_KINDS = ("exception", "interrupted", "diverged")
+
+
+def run_results(**fields) -> dict:
+    """A record's `results` section: exactly RESULT_FIELDS (a missing or unknown one is a bug: ValueError)."""
+    if set(fields) != set(RESULT_FIELDS):
+        raise ValueError(f"run results need exactly {RESULT_FIELDS}; got {sorted(fields)}")
+    return {k: fields[k] for k in RESULT_FIELDS}
+
+
+def run_error(kind: str, step: int, reason: str, traceback: str | None = None) -> dict:
+    """A record's `error` section: what stopped the attempt (one line), at which step."""
+    if kind not in ERROR_KINDS:
+        raise ValueError(f"error kind {kind!r} is not one of {ERROR_KINDS}")
+    error = {"kind": kind, "step": step, "reason": reason.splitlines()[0] if reason else kind}
+    if traceback is not None:
+        error["traceback"] = traceback
+    return error
 
 
 def write_record(path: Path, record: dict) -> None:
@@ -344,7 +377,7 @@ def iter_records(results_dir: Path, sweep: str | None = None, on_error=warn):
         yield path, record
 
 
-def load(results_dir: Path, sweep: str | None = None, on_error=warn):
+def records_frame(results_dir: Path, sweep: str | None = None, on_error=warn):
     """All records as a pandas DataFrame, one row per run; nested fields become dotted columns
     (`derived.tokens`, `results.val_loss`, `config.model.d_model`); lists (loss curves, loads) are left out."""
     import pandas as pd

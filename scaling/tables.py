@@ -34,7 +34,7 @@ def run_result_line(record: dict, rec_path) -> str:
             + (f" ({tps:,.0f} tok/s)" if tps else "") + f"; record {rec_path}")
 
 
-def sweep_table(plan, estimates: dict, workers: int, wall: tuple[float, int] | None = None):
+def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
     """The plan, cell by cell, with its resolved base and totals; `wall` = (estimated seconds, cells at once)."""
     from rich.table import Table
 
@@ -59,7 +59,7 @@ def sweep_table(plan, estimates: dict, workers: int, wall: tuple[float, int] | N
     if estimates and wall:
         seconds, at_once = wall
         caption += (f"; estimated {sum(estimates.values()):.0f} s of training on this device (probe), about "
-                    f"{seconds:.0f} s with {workers} worker(s) ({at_once} cell(s) at once)")
+                    f"{seconds:.0f} s with {plan.config.launcher.workers} worker(s) ({at_once} cell(s) at once)")
     table.caption = caption
     table.caption_justify = "left"
     return table

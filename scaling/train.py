@@ -1,31 +1,31 @@
-"""One run (ARCHITECTURE section 5): a RunConfig and its budget in FLOPs become tokens, steps and a record.
+"""Training one run (ARCHITECTURE section 5): the loop, checkpoints, resume, divergence, and the run record.
 
-`plan_run(run)` derives everything (params, M, tokens D = C / M, steps) and refuses impossible runs before any
-compute. `train(run)` trains, checkpoints, resumes, detects divergence and writes the run record atomically.
-A run does not know whether it is part of a sweep.
+`train(run)` plans the run (scaling/run.py), holds its claim, trains it to its budget (or resumes it), and
+writes its record atomically: at the start of each attempt (running) and at its end (completed, diverged or
+failed), and at every checkpoint. A finished run is never trained again. The scheduler's signals
+(scaling/scheduler.py) are served at step boundaries.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import platform
 import socket
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from scaling import __version__, flops, scheduler, store
 from scaling import progress as progress_line
-from scaling.config import ConfigError, RunConfig, identity_key, resolve_results_dir, to_dict
-from scaling.data import DataError, TokenData
+from scaling import scheduler, store
+from scaling.config import RunConfig, resolve_results_dir, to_dict
+from scaling.data import TokenData
 from scaling.data import cache_dir as data_cache_dir
-from scaling.schedule import lr_at, warmup_steps
+from scaling.lr_schedule import lr_at
+from scaling.run import RunPlan, first_provenance, now, plan_run
 
 EMA_DECAY = 0.9
 """Smoothing of the train loss for divergence detection and the reported smoothed train loss."""
@@ -37,186 +37,52 @@ LOAD_WINDOW_FRACTION = 0.1
 each expert's share of its layer's assignments over the steps `expert_load_steps` = [from, to)."""
 
 
-@dataclass
-class RunPlan:
-    """A run with every derived quantity resolved; no compute spent yet."""
-
-    run: RunConfig
-    run_id: str
-    name: str
-    counts: flops.ModelCounts
-    batch_tokens: int
-    steps: int
-    tokens: int
-    """Training tokens: whole sequences, steps - 1 full batches plus a last batch of `last_batch_size` sequences."""
-    last_batch_size: int
-    data: TokenData | None
-
-    @property
-    def flops_per_token(self) -> float:
-        return self.counts.M
-
-    def batch_size_at(self, step: int) -> int:
-        """Sequences in optimizer step `step` (0-based): the full batch, except a possibly smaller last one."""
-        return self.last_batch_size if step == self.steps - 1 else self.run.train.batch_size
-
-    def tokens_after(self, steps_done: int) -> int:
-        full = min(steps_done, self.steps - 1) * self.batch_tokens
-        return full + (self.last_batch_size * self.run.model.seq_len if steps_done >= self.steps else 0)
-
-    def derived(self) -> dict:
-        c = self.counts
-        return {
-            **{k: v for k, v in c.as_dict().items() if k != "flops_per_token"},
-            "flops_per_token": c.flops_per_token,
-            "budget_flops": self.run.budget_flops,
-            "flops": self.tokens * c.M,
-            "tokens": self.tokens,
-            "steps": self.steps,
-            "batch_size": self.run.train.batch_size,
-            "batch_tokens": self.batch_tokens,
-            "last_batch_size": self.last_batch_size,
-            "seq_len": self.run.model.seq_len,
-            "warmup_steps": warmup_steps(self.run.train, self.steps),
-            "epochs": self.tokens / len(self.data.train) if self.data is not None else None,
-            "data_fingerprint": self.data.fingerprint if self.data is not None else None,
-        }
-
-
-def run_id(run: RunConfig) -> str:
-    """Stable id: a short hash of what determines what is trained, as it differs from the schema's defaults
-    (config.identity_key), so a new defaulted field leaves every id unchanged."""
-    blob = json.dumps(identity_key(run), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def short_number(x: float) -> str:
-    """3e11, 1.5e-3: the compact form used in cell names."""
-    mantissa, exp = f"{x:.1e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exp)}"
-
-
-def cell_name(run: RunConfig, counts: flops.ModelCounts, batch_tokens: int) -> str:
-    """Readable cell name, e.g. C3e11-A0.25-G1-lr3e-3-B4k."""
-    batch = f"{batch_tokens // 1024}k" if batch_tokens % 1024 == 0 else str(batch_tokens)
-    return (f"C{short_number(run.budget_flops)}-A{counts.activation_ratio:.3g}-G{counts.granularity:.3g}"
-            f"-lr{short_number(run.train.lr)}-B{batch}")
-
-
-def plan_run(run: RunConfig, data: TokenData | None = None, check_data: bool = True) -> RunPlan:
-    """Derive tokens and steps from the budget; refuse what cannot run (with the numbers and the fix).
-
-    `check_data=False` plans without opening the data (no corpus-size or vocabulary checks; for plans of
-    presets whose data lives elsewhere, e.g. snapshot tests of GPU presets)."""
-    from scaling import data as data_mod
-
-    counts = flops.count(run.model)
-    batch_tokens = run.train.batch_size * run.model.seq_len
-    tokens_exact = flops.tokens_for_budget(run.budget_flops, counts.M)
-    # Whole sequences (within half a sequence of D = C / M), in whole optimizer steps: full batches and a last,
-    # possibly smaller one, so the spent compute tokens * M matches the budget even when there are few steps.
-    sequences = int(round(tokens_exact / run.model.seq_len))
-    steps = math.ceil(sequences / run.train.batch_size)
-    if sequences < run.train.batch_size:
-        need = counts.M * batch_tokens
-        raise ConfigError(
-            f"budget_flops={run.budget_flops:.3g} buys {tokens_exact:.0f} tokens at M={counts.M:.4g} FLOPs/token, "
-            f"less than one optimizer step of {batch_tokens} tokens: raise budget_flops to at least {need:.3g} "
-            f"or lower train.batch_size"
-        )
-    tokens = sequences * run.model.seq_len
-    if abs(tokens * counts.M - run.budget_flops) > 0.01 * run.budget_flops:
-        raise ConfigError(
-            f"budget_flops={run.budget_flops:.3g} buys {tokens_exact:.0f} tokens, {sequences} whole sequences of "
-            f"{run.model.seq_len}: {abs(tokens * counts.M / run.budget_flops - 1):.1%} off the budget: raise "
-            f"budget_flops or shorten model.seq_len"
-        )
-    if check_data:
-        data = data or data_mod.load(run.data)
-        check_fits(run, tokens, data)
-    rid = run_id(run)
-    return RunPlan(run=run, run_id=rid, name=cell_name(run, counts, batch_tokens), counts=counts,
-                   batch_tokens=batch_tokens, steps=steps, tokens=tokens,
-                   last_batch_size=sequences - (steps - 1) * run.train.batch_size, data=data)
-
-
-def check_fits(run: RunConfig, tokens: int, data: TokenData) -> None:
-    """The data has the tokens the run needs, in the model's vocabulary."""
-    if data.vocab_size > run.model.vocab_size:
-        raise DataError(
-            f"the data holds token ids up to {data.vocab_size - 1} but model.vocab_size={run.model.vocab_size}: "
-            f"set model.vocab_size={data.vocab_size}"
-        )
-    if tokens > len(data.train) and not run.data.allow_repeat:
-        raise DataError(
-            f"the run needs {tokens:,} training tokens but the {run.data.source} training split holds "
-            f"{len(data.train):,} ({tokens / len(data.train):.2f} epochs): lower budget_flops, use more data, "
-            f"or set data.allow_repeat=true"
-        )
-    if len(data.train) < run.model.seq_len + 2:
-        raise DataError(f"the training split holds {len(data.train)} tokens, fewer than one sequence: use more data")
-
-
-# ---- provenance ----------------------------------------------------------------------------------------------
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def code_version() -> str:
-    """Git commit of the source checkout (with '+dirty' for local changes), else the package version."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        sha = out.stdout.strip()
-        if out.returncode == 0 and sha:
-            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            return sha[:12] + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return __version__
-
-
-# ---- training ------------------------------------------------------------------------------------------------
 class Diverged(Exception):
     def __init__(self, step: int, reason: str):
         super().__init__(reason)
         self.step, self.reason = step, reason
 
 
-class Preempted(Exception):
-    """Training stopped at a step boundary on a scheduler's request (its warning signal); a checkpoint was saved,
-    so the next attempt resumes there."""
+def divergence_bound(run: RunConfig) -> float:
+    """The absolute loss bound (nats per token) above which a run has diverged (DIVERGENCE_BOUND_FACTOR)."""
+    return DIVERGENCE_BOUND_FACTOR * math.log(run.model.vocab_size)
 
 
-_REQUESTS = {"checkpoint": False, "stop": None}
-"""Asked by signal handlers, served by the training loop at the next step boundary (see handle_scheduler_signals)."""
+@dataclass
+class _Attempt:
+    """One attempt at a run in this process: where it writes, and which rank it is."""
+
+    plan: RunPlan
+    rec_path: Path
+    ckpt_path: Path
+    wandb_dir: Path
+    ranks: Any
+    """distributed.Ranks of a multi-process run, else None."""
+    console: Any
+    show_progress: bool
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 (or the only process): it writes the record and checkpoints and shows progress."""
+        return self.ranks is None or self.ranks.main
+
+    def save(self, record: dict) -> None:
+        if self.main:
+            store.write_record(self.rec_path, record)
 
 
-def request_checkpoint() -> None:
-    """Save a checkpoint at the next step boundary and go on training."""
-    _REQUESTS["checkpoint"] = True
+@dataclass
+class _Trainer:
+    """What an attempt trains with."""
 
-
-def request_stop(reason: str) -> None:
-    """Save a checkpoint at the next step boundary and stop (Preempted); a process that asked takes no new run."""
-    _REQUESTS["stop"] = reason
-
-
-def stop_requested() -> str | None:
-    return _REQUESTS["stop"]
-
-
-def handle_scheduler_signals() -> None:
-    """In a batch job's training process: SIGTERM (a cancel or pre-emption is coming) saves a checkpoint at the
-    next step and goes on; SIGUSR2 (Slurm's time-limit / pre-emption warning, as submitit asks for it) saves one
-    and stops, so the requeued job resumes from it. Call from the main thread."""
-    import signal
-
-    signal.signal(signal.SIGTERM, lambda signum, frame: request_checkpoint())
-    signal.signal(signal.SIGUSR2, lambda signum, frame: request_stop(f"preempted ({signal.Signals(signum).name})"))
+    model: Any
+    forward: Any
+    """The model as called in the step: `model` itself, or its torch.compile'd form (same parameters)."""
+    optimizer: Any
+    device: Any
+    state: dict
+    """Step, train seconds, loss EMA, logged curve and evaluations: everything a checkpoint resumes."""
+    tracker: Any = None
 
 
 def compile_model(model, cache_root: Path):
@@ -291,11 +157,6 @@ def _load_checkpoint(path: Path, model, optimizer, device, run_id: str) -> dict:
     return state
 
 
-def divergence_bound(run: RunConfig) -> float:
-    """The absolute loss bound (nats per token) above which a run has diverged (DIVERGENCE_BOUND_FACTOR)."""
-    return DIVERGENCE_BOUND_FACTOR * math.log(run.model.vocab_size)
-
-
 def _finished(rec_path: Path, plan: RunPlan, console) -> dict | None:
     """The record when the run is already final (never trained again), else None; unreadable: StoreError."""
     record = store.read_record(rec_path) if rec_path.exists() else None
@@ -316,14 +177,13 @@ def train(run: RunConfig, show_progress: bool = True, console=None, owner: dict 
 
     from rich.console import Console
 
-    from scaling import claims
+    from scaling import claims, distributed
 
     console = console or Console(stderr=True)
     plan = plan_run(run)
     results_dir = resolve_results_dir(run)
     store.check_writable(results_dir)
     rec_path = store.record_path(results_dir, run.sweep, plan.run_id)
-    ckpt_path = store.checkpoint_path(results_dir, run.sweep, plan.run_id)
     if (done := _finished(rec_path, plan, console)) is not None:
         return done
     claiming = owner is not None or os.environ.get("RANK", "0") == "0"
@@ -331,16 +191,15 @@ def train(run: RunConfig, show_progress: bool = True, console=None, owner: dict 
         if (done := _finished(rec_path, plan, console)) is not None:  # finished while we waited for the claim
             return done
         record = store.read_record(rec_path) if rec_path.exists() else None
-        from scaling import distributed
-
         ranks, rank_device = distributed.setup(run.train.device)  # several processes (torchrun), else None
+        attempt = _Attempt(plan, rec_path, store.checkpoint_path(results_dir, run.sweep, plan.run_id),
+                           store.wandb_dir(results_dir, run.sweep), ranks, console, show_progress)
         clean = False
         try:
-            record = _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress,
-                            console)
+            record = _train(attempt, record, rank_device)
             clean = True
             return record
-        except Preempted:
+        except scheduler.Preempted:
             clean = True  # every rank stopped at the same step
             raise
         finally:
@@ -348,34 +207,81 @@ def train(run: RunConfig, show_progress: bool = True, console=None, owner: dict 
                 distributed.teardown(clean)
 
 
-def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_device, show_progress, console) -> dict:
+def _train(a: _Attempt, record: dict | None, rank_device) -> dict:
+    """Start the attempt's record, build, train, evaluate, and write the final record."""
+    record = _start_record(a, record)
+    tr = _build(a, record, rank_device)
+    tr.tracker = _start_tracker(a, record)
+    wall_start = time.perf_counter()
+    try:
+        if tr.state["resumed_from"] and a.main:
+            a.console.print(f"run {a.plan.run_id}: resuming from checkpoint at step {tr.state['step']}/"
+                            f"{a.plan.steps}")
+        _train_loop(a, tr, record)
+        val_loss = _final_evaluation(a, tr)
+        record["status"] = "completed"
+    except Diverged as e:
+        record["status"], record["error"] = "diverged", store.run_error("diverged", e.step, e.reason)
+        val_loss = None
+    except BaseException as e:
+        record["status"], record["error"] = "failed", _failure(e, tr.state["step"])
+        _finish(a, tr, record, None, wall_start)
+        tr.tracker.finish(exit_code=1)
+        raise
+    try:
+        _finish(a, tr, record, val_loss, wall_start)
+    except store.StoreError as e:  # e.g. a full disk: the result must not vanish unseen
+        res = record["results"]
+        a.console.print(f"run {a.plan.run_id} ({a.plan.name}) {record['status']}: val loss {res.get('val_loss')}, "
+                        f"{res.get('steps_done')} steps, {res.get('tokens_done')} tokens, smoothed train loss "
+                        f"{res.get('train_loss_smoothed')}; NOT RECORDED: {e}", highlight=False, soft_wrap=True)
+        tr.tracker.finish(exit_code=1)
+        raise
+    _summarize(tr.tracker, record, a.plan)
+    if a.main and record["status"] in store.FINAL_STATUSES and a.ckpt_path.exists() \
+            and not a.plan.run.train.keep_checkpoint:
+        a.ckpt_path.unlink()
+    return record
+
+
+def _failure(e: BaseException, step: int) -> dict:
+    """The record's error for an exception that ended an attempt: a stop, Ctrl-C, or a crash."""
+    interrupted = isinstance(e, (KeyboardInterrupt, scheduler.Preempted))
+    reason = str(e) if isinstance(e, scheduler.Preempted) else "interrupted" if interrupted else \
+        f"{type(e).__name__}: {e}"
+    return store.run_error("interrupted" if interrupted else "exception", step, reason, traceback.format_exc())
+
+
+def _start_record(a: _Attempt, record: dict | None) -> dict:
+    """The record of this attempt (a new one, or the last attempt's), marked running, with where it runs."""
     import torch
 
-    from scaling import device as device_mod
-    from scaling import tracking
-    from scaling.model import build_model
-
-    main = ranks is None or ranks.main
-    save = (lambda rec: store.write_record(rec_path, rec)) if main else (lambda rec: None)  # rank 0 writes
-    show_progress = show_progress and main
+    run, plan = a.plan.run, a.plan
     if record is None:
-        record = store.new_record(
-            plan.run_id, run.sweep, plan.name, to_dict(run), plan.derived(),
-            provenance={"code_version": code_version(), "data_fingerprint": plan.data.fingerprint,
-                        "seed": run.seed, "created": _now(), "attempts": 0},
-        )
+        record = store.new_record(plan.run_id, run.sweep, plan.name, to_dict(run), plan.derived(),
+                                  provenance=first_provenance(plan))
     record["config"], record["derived"] = to_dict(run), plan.derived()
     record["status"], record["error"] = "running", None
     record["provenance"].update({
         "host": socket.gethostname(), "pid": os.getpid(), "batch_job": scheduler.batch_job_id(),
         "restart": scheduler.restart_count(), "python": platform.python_version(),
-        "torch": torch.__version__, "started": _now(), "attempts": record["provenance"].get("attempts", 0) + 1,
-        "processes": ranks.world if ranks else 1,
+        "torch": torch.__version__, "started": now(), "attempts": record["provenance"].get("attempts", 0) + 1,
+        "processes": a.ranks.world if a.ranks else 1,
     })
-    save(record)
+    a.save(record)
+    return record
 
-    t = run.train
-    try:  # a failure here (no such device, unreadable checkpoint) is recorded like one in training
+
+def _build(a: _Attempt, record: dict, rank_device) -> _Trainer:
+    """Model, optimizer and training state (from the checkpoint when there is one). A failure here (no such
+    device, an unreadable checkpoint) is recorded like one in training."""
+    import torch
+
+    from scaling import device as device_mod
+    from scaling.model import build_model
+
+    run, t = a.plan.run, a.plan.run.train
+    try:
         if t.threads:
             torch.set_num_threads(t.threads)
         device = rank_device or device_mod.pick(t.device)
@@ -389,85 +295,63 @@ def _train(run, plan, record, rec_path, ckpt_path, results_dir, ranks, rank_devi
         # model showed no difference (73.3 vs 73.9 ms/step).
         optimizer = torch.optim.AdamW(_param_groups(model), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
                                       weight_decay=t.weight_decay, fused=device.type in ("cuda", "cpu"))
-        state = _load_checkpoint(ckpt_path, model, optimizer, device, plan.run_id)
+        state = _load_checkpoint(a.ckpt_path, model, optimizer, device, a.plan.run_id)
+        forward = compile_model(model, data_cache_dir(run.data)) if t.compile else model
     except Exception as e:
-        record["status"] = "failed"
-        record["error"] = {"kind": "exception", "step": 0, "reason": f"{type(e).__name__}: {e}".splitlines()[0],
-                           "traceback": traceback.format_exc()}
-        record["provenance"]["finished"] = _now()
-        save(record)
+        record["status"], record["error"] = "failed", store.run_error(
+            "exception", 0, f"{type(e).__name__}: {e}", traceback.format_exc())
+        record["provenance"]["finished"] = now()
+        a.save(record)
         raise
-    if state["resumed_from"] and main:
-        console.print(f"run {plan.run_id}: resuming from checkpoint at step {state['step']}/{plan.steps}")
     record["provenance"].update({"device": device_mod.describe(device), "resumed_from_steps": state["resumed_from"]})
-    save(record)
+    a.save(record)
+    return _Trainer(model, forward, optimizer, device, state)
 
-    tags = [f"C={short_number(run.budget_flops)}", f"A={plan.counts.activation_ratio:.3g}",
-            f"G={plan.counts.granularity:.3g}", f"lr={short_number(t.lr)}", f"B={plan.batch_tokens}"]
-    # The same cell may sit in two sweeps (same run id, two records): one W&B run per (sweep, cell).
-    wandb_id = f"{plan.run_id}-{hashlib.sha256(run.sweep.encode()).hexdigest()[:6]}"
-    tracker = tracking.start(run.wandb, wandb_id, plan.name, run.sweep,
-                             {**record["config"], "derived": record["derived"]}, tags,
-                             store.wandb_dir(results_dir, run.sweep)) if main else tracking.NullTracker()
+
+def _start_tracker(a: _Attempt, record: dict):
+    """The W&B run of this (sweep, cell): rank 0 only; the same cell in two sweeps gets two W&B runs."""
+    from scaling import tracking
+
+    if not a.main:
+        return tracking.NullTracker()
+    plan = a.plan
+    wandb_id = f"{plan.run_id}-{hashlib.sha256(plan.run.sweep.encode()).hexdigest()[:6]}"
+    tracker = tracking.start(plan.run.wandb, wandb_id, plan.name, plan.run.sweep,
+                             {**record["config"], "derived": record["derived"]}, plan.tags(), a.wandb_dir)
     if tracker.run_url:
         record["provenance"]["wandb_url"] = tracker.run_url
-    wall_start = time.perf_counter()
-    try:
-        # same parameters; records use `model`
-        forward = compile_model(model, data_cache_dir(run.data)) if t.compile else model
+    return tracker
 
-        def on_checkpoint(step: int) -> None:  # the record shows progress while the run goes on
-            record["results"] = {**record.get("results", {}), "steps_done": step}
-            save(record)
 
-        _train_loop(plan, model, forward, optimizer, state, device, ckpt_path, tracker, show_progress, console,
-                    on_checkpoint, ranks)
-        val_loss = _evaluate(model, plan.data, run, device)
-        state["evals"].append({"step": plan.steps, "val_loss": val_loss})
-        if not math.isfinite(val_loss) or val_loss > divergence_bound(run):
-            raise Diverged(plan.steps, f"held-out loss {val_loss:.4g} after the last step exceeds "
-                                       f"{divergence_bound(run):.3g} ({DIVERGENCE_BOUND_FACTOR:g} x ln vocab)")
-        record["status"] = "completed"
-        tracker.log({"val/loss": val_loss, **_x_axes(plan, plan.steps)}, step=plan.steps)
-    except Diverged as e:
-        record["status"] = "diverged"
-        record["error"] = {"kind": "diverged", "step": e.step, "reason": e.reason}
-        val_loss = None
-    except BaseException as e:
-        record["status"] = "failed"
-        interrupted = isinstance(e, (KeyboardInterrupt, Preempted))
-        reason = str(e) if isinstance(e, Preempted) else "interrupted" if interrupted else f"{type(e).__name__}: {e}"
-        record["error"] = {"kind": "interrupted" if interrupted else "exception", "step": state["step"],
-                           "reason": reason.splitlines()[0], "traceback": traceback.format_exc()}
-        _finish(record, save, state, plan, model, device, None, wall_start, ranks)
-        tracker.finish(exit_code=1)
-        raise
-    try:
-        _finish(record, save, state, plan, model, device, val_loss, wall_start, ranks)
-    except store.StoreError as e:  # e.g. a full disk: the result must not vanish unseen
-        res = record["results"]
-        console.print(f"run {plan.run_id} ({plan.name}) {record['status']}: val loss {res.get('val_loss')}, "
-                      f"{res.get('steps_done')} steps, {res.get('tokens_done')} tokens, smoothed train loss "
-                      f"{res.get('train_loss_smoothed')}; NOT RECORDED: {e}", highlight=False, soft_wrap=True)
-        tracker.finish(exit_code=1)
-        raise
+def _final_evaluation(a: _Attempt, tr: _Trainer) -> float:
+    """The held-out loss after the last step (a run whose loss is no better than chance has diverged)."""
+    run, plan = a.plan.run, a.plan
+    val_loss = _evaluate(tr.model, plan.data, run, tr.device)
+    tr.state["evals"].append({"step": plan.steps, "val_loss": val_loss})
+    if not math.isfinite(val_loss) or val_loss > divergence_bound(run):
+        raise Diverged(plan.steps, f"held-out loss {val_loss:.4g} after the last step exceeds "
+                                   f"{divergence_bound(run):.3g} ({DIVERGENCE_BOUND_FACTOR:g} x ln vocab)")
+    tr.tracker.log({"val/loss": val_loss, **plan.x_axes(plan.steps)}, step=plan.steps)
+    return val_loss
+
+
+def _summarize(tracker, record: dict, plan: RunPlan) -> None:
     res = record["results"]
     tracker.summarize({"final/val_loss": res["val_loss"], "final/train_loss_smoothed": res["train_loss_smoothed"],
                        "final/tokens_per_s": res["tokens_per_s"], "final/mfu": res["mfu"],
                        "final/tokens": res["tokens_done"], "final/flops": res["tokens_done"] * plan.counts.M,
                        "status": record["status"]})
     tracker.finish(exit_code=0 if record["status"] == "completed" else 1)
-    if main and record["status"] in store.FINAL_STATUSES and ckpt_path.exists() and not t.keep_checkpoint:
-        ckpt_path.unlink()
-    return record
 
 
-def _finish(record, save, state, plan: RunPlan, model, device, val_loss, wall_start, ranks=None) -> None:
+def _finish(a: _Attempt, tr: _Trainer, record: dict, val_loss: float | None, wall_start: float) -> None:
+    """The attempt's results into the record, and the record to disk."""
     from scaling import device as device_mod
 
+    plan, state, model, ranks = a.plan, tr.state, tr.model, a.ranks
     tokens_done = plan.tokens_after(state["step"])
     tokens_per_s = tokens_done / state["train_s"] if state["train_s"] > 0 else None
-    peak = device_mod.peak_flops(str(device), device.type == "cuda")
+    peak = device_mod.peak_flops(str(tr.device), tr.device.type == "cuda")
     if peak and ranks is not None:
         peak *= ranks.world
     if ranks is not None and val_loss is not None:  # every rank got here: sum their expert loads
@@ -475,136 +359,162 @@ def _finish(record, save, state, plan: RunPlan, model, device, val_loss, wall_st
 
         for load_E in model.expert_load_buffers():
             distributed.sum_(load_E)
-    loads = model.expert_load()
-    shares = [[c / max(1.0, sum(layer)) for c in layer] for layer in loads]
-    record["results"] = {
-        "val_loss": val_loss,
-        "train_loss_smoothed": state["ema"] / state["ema_weight"] if state["ema_weight"] else None,
-        "steps_done": state["step"],
-        "tokens_done": tokens_done,
-        "tokens_per_s": tokens_per_s,
-        "mfu": tokens_per_s * plan.counts.M / peak if tokens_per_s and peak else None,
-        "train_s": state["train_s"],
-        "wall_s": time.perf_counter() - wall_start,
-        "curve": state["curve"],
-        "evals": state["evals"],
-        "expert_load": shares,
-        "expert_load_steps": [min(state["step"], state.get("load_from", 0)), state["step"]],
-        "max_expert_load_ratio": max((max(s) * len(s) for s in shares if s), default=None),
-    }
-    record["provenance"]["finished"] = _now()
-    save(record)
+    shares = [[c / max(1.0, sum(layer)) for c in layer] for layer in model.expert_load()]
+    record["results"] = store.run_results(
+        val_loss=val_loss,
+        train_loss_smoothed=state["ema"] / state["ema_weight"] if state["ema_weight"] else None,
+        steps_done=state["step"], tokens_done=tokens_done, tokens_per_s=tokens_per_s,
+        mfu=tokens_per_s * plan.counts.M / peak if tokens_per_s and peak else None,
+        train_s=state["train_s"], wall_s=time.perf_counter() - wall_start,
+        curve=state["curve"], evals=state["evals"], expert_load=shares,
+        expert_load_steps=[min(state["step"], state.get("load_from", 0)), state["step"]],
+        max_expert_load_ratio=max((max(s) * len(s) for s in shares if s), default=None),
+    )
+    record["provenance"]["finished"] = now()
+    a.save(record)
 
 
-def _x_axes(plan: RunPlan, steps_done: int) -> dict:
-    """The W&B x-axes of a logged point (tracking.X_AXES): tokens seen and FLOPs spent after `steps_done` steps."""
-    tokens = plan.tokens_after(steps_done)
-    return {"tokens": tokens, "flops": tokens * plan.counts.M}
-
-
-def _train_loop(plan: RunPlan, model, forward, optimizer, state: dict, device, ckpt_path: Path, tracker,
-                show_progress: bool, console, on_checkpoint=None, ranks=None) -> None:
-    import torch
-    import torch.nn.functional as F
+# ---- the loop --------------------------------------------------------------------------------------------------
+def _train_loop(a: _Attempt, tr: _Trainer, record: dict) -> None:
+    """Optimizer steps from the state's step to the plan's last; logs, evaluates and checkpoints on the way."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from scaling import distributed
-
-    run, t = plan.run, plan.run.train
-    m = run.model
+    plan, state = a.plan, tr.state
     load_window_start = plan.steps - max(1, int(round(LOAD_WINDOW_FRACTION * plan.steps)))
     if state["step"] == 0:
-        model.reset_expert_load()
+        tr.model.reset_expert_load()
         state["load_from"] = 0
-
+    show = a.show_progress and a.main
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not show_progress, transient=False) as progress:
+    with Progress(*columns, console=a.console, disable=not show, transient=False) as progress:
         task = progress.add_task(plan.name, total=plan.steps, completed=state["step"], loss="-", tps="-")
         while state["step"] < plan.steps:
             step = state["step"]
             if step == load_window_start:
-                model.reset_expert_load()
+                tr.model.reset_expert_load()
                 state["load_from"] = step
             t0 = time.perf_counter()
-            lr = lr_at(step, plan.steps, t)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            n_rows = plan.batch_size_at(step)
-            x_np, y_np = plan.data.train_batch(step, n_rows, m.seq_len, run.seed)
-            if ranks is not None:  # this rank's rows of the global batch
-                x_np, y_np = x_np[ranks.rows(n_rows)], y_np[ranks.rows(n_rows)]
-            share = len(x_np) / n_rows
-            if share:  # (a rank may get no rows of a last, partial batch smaller than the number of ranks)
-                x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
-                with _autocast(device):
-                    logits = forward(x)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-                aux, z = model.router_losses()
-                total = loss + m.aux_loss_coef * aux.to(device) + m.z_loss_coef * z.to(device)
-                (total * share if ranks is not None else total).backward()
-            else:
-                loss = torch.zeros(())
-                for load_E in model.step_load_buffers():
-                    load_E.zero_()
-            checkpoint_asked, stop_asked = _REQUESTS["checkpoint"], _REQUESTS["stop"]
-            if ranks is None:
-                loss_value = loss.item()
-            else:  # summed gradients = the single-process gradient; one more collective agrees on the rest
-                distributed.sum_gradients(list(model.parameters()))
-                for load_E in model.step_load_buffers():
-                    distributed.sum_(load_E)
-                agreed = distributed.sum_(torch.tensor([loss.item() * share, bool(checkpoint_asked),
-                                                        bool(stop_asked)], dtype=torch.float64, device=device))
-                loss_value = float(agreed[0])
-                checkpoint_asked = bool(agreed[1] > 0)
-                stop_asked = (stop_asked or "preempted (signal to another rank)") if agreed[2] > 0 else None
-            if not math.isfinite(loss_value):
-                raise Diverged(step, f"non-finite train loss ({loss_value}) at step {step}")
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip else math.inf)
-            grad_norm = float(grad_norm)
-            if not math.isfinite(grad_norm):
-                raise Diverged(step, f"non-finite gradient norm at step {step}")
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            model.update_expert_bias()
+            lr = lr_at(step, plan.steps, plan.run.train)
+            loss_value, grad_norm, checkpoint_asked, stop_asked = _step(a, tr, step, lr)
             state["train_s"] += time.perf_counter() - t0
-            state["step"] = step + 1
-
-            state["ema"] = EMA_DECAY * state["ema"] + (1 - EMA_DECAY) * loss_value
-            state["ema_weight"] = EMA_DECAY * state["ema_weight"] + (1 - EMA_DECAY)
-            smoothed = state["ema"] / state["ema_weight"]
-            if smoothed > t.divergence_factor * state["best_ema"]:
-                raise Diverged(step, f"smoothed train loss {smoothed:.3f} exceeded {t.divergence_factor:g}x its best "
-                                     f"({state['best_ema']:.3f}) at step {step}")
-            if smoothed > divergence_bound(run):
-                raise Diverged(step, f"smoothed train loss {smoothed:.3f} exceeded {divergence_bound(run):.3g} "
-                                     f"({DIVERGENCE_BOUND_FACTOR:g} x ln vocab, a uniform guess's loss) at step {step}")
-            state["best_ema"] = min(state["best_ema"], smoothed)
-
-            done = state["step"]
+            state["step"] = done = step + 1
+            smoothed = _smoothed_loss(a.plan.run, state, loss_value, step)
             tokens_per_s = plan.tokens_after(done) / state["train_s"]
-            if done % t.log_every == 0 or done == plan.steps or done == 1:
-                point = {"step": done, "tokens": plan.tokens_after(done), "train_loss": loss_value,
-                         "smoothed_loss": smoothed, "lr": lr, "grad_norm": grad_norm}
-                state["curve"].append(point)
-                tracker.log({"train/loss": loss_value, "train/smoothed_loss": smoothed, "train/lr": lr,
-                             "train/grad_norm": grad_norm, "train/tokens_per_s": tokens_per_s,
-                             **_x_axes(plan, done)}, step=done)
-            if t.eval_every and done % t.eval_every == 0 and done < plan.steps:
-                val = _evaluate(model, plan.data, run, device)
-                state["evals"].append({"step": done, "val_loss": val})
-                tracker.log({"val/loss": val, **_x_axes(plan, done)}, step=done)
-            periodic = t.checkpoint_every and done % t.checkpoint_every == 0
-            if (periodic or checkpoint_asked or stop_asked) and done < plan.steps:
-                _REQUESTS["checkpoint"] = False
-                if ranks is None or ranks.main:
-                    _save_checkpoint(ckpt_path, model, optimizer, state)
-                if on_checkpoint is not None:
-                    on_checkpoint(done)
-                if stop_asked:
-                    raise Preempted(f"{stop_asked} at step {done}; checkpoint saved")
+            _log_point(a, tr, done, {"train_loss": loss_value, "smoothed_loss": smoothed, "lr": lr,
+                                     "grad_norm": grad_norm}, tokens_per_s)
+            if (checkpoint_asked or stop_asked or _periodic(plan.run.train.checkpoint_every, done)) \
+                    and done < plan.steps:
+                _checkpoint(a, tr, record, done, stop_asked)
             progress.update(task, completed=done, loss=f"{smoothed:.3f}", tps=f"{tokens_per_s:,.0f}")
-            if not show_progress and (ranks is None or ranks.main) and (done % t.log_every == 0 or done == plan.steps):
-                console.print(progress_line.line(done, plan.steps, loss_value, smoothed, lr, plan.tokens_after(done),
-                                                 tokens_per_s), highlight=False, soft_wrap=True)
+
+
+def _periodic(every: int, done: int) -> bool:
+    return bool(every) and done % every == 0
+
+
+def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float, bool, str | None]:
+    """One optimizer step on this rank's rows of the step's batch: (loss, gradient norm, checkpoint asked, stop
+    asked), the last three agreed by every rank. Non-finite loss or gradients: Diverged."""
+    import torch
+    import torch.nn.functional as F
+
+    plan, model, device, ranks = a.plan, tr.model, tr.device, a.ranks
+    m = plan.run.model
+    for g in tr.optimizer.param_groups:
+        g["lr"] = lr
+    n_rows = plan.batch_size_at(step)
+    x_np, y_np = plan.data.train_batch(step, n_rows, m.seq_len, plan.run.seed)
+    if ranks is not None:  # this rank's rows of the global batch
+        x_np, y_np = x_np[ranks.rows(n_rows)], y_np[ranks.rows(n_rows)]
+    share = len(x_np) / n_rows
+    if share:  # (a rank may get no rows of a last, partial batch smaller than the number of ranks)
+        x_BT, y_BT = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+        with _autocast(device):
+            logits_BTV = tr.forward(x_BT)
+        loss = F.cross_entropy(logits_BTV.float().flatten(0, 1), y_BT.flatten())
+        aux, z = model.router_losses()
+        total = loss + m.aux_loss_coef * aux.to(device) + m.z_loss_coef * z.to(device)
+        (total * share if ranks is not None else total).backward()
+    else:
+        loss = torch.zeros(())
+        for load_E in model.step_load_buffers():
+            load_E.zero_()
+    checkpoint_asked, stop_asked = scheduler.pending_requests()
+    if ranks is None:
+        loss_value = loss.item()
+    else:
+        loss_value, checkpoint_asked, stop_asked = _agree(model, device, loss.item() * share, checkpoint_asked,
+                                                          stop_asked)
+    if not math.isfinite(loss_value):
+        raise Diverged(step, f"non-finite train loss ({loss_value}) at step {step}")
+    clip = plan.run.train.grad_clip or math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+    if not math.isfinite(grad_norm):
+        raise Diverged(step, f"non-finite gradient norm at step {step}")
+    tr.optimizer.step()
+    tr.optimizer.zero_grad(set_to_none=True)
+    model.update_expert_bias()
+    return loss_value, grad_norm, checkpoint_asked, stop_asked
+
+
+def _agree(model, device, loss_share: float, checkpoint_asked: bool, stop_asked: str | None):
+    """Across ranks: summed gradients (= the single-process gradient), summed expert loads, and one collective
+    that agrees on the loss and on whether any rank was asked to checkpoint or stop."""
+    import torch
+
+    from scaling import distributed
+
+    distributed.sum_gradients(list(model.parameters()))
+    for load_E in model.step_load_buffers():
+        distributed.sum_(load_E)
+    agreed = distributed.sum_(torch.tensor([loss_share, bool(checkpoint_asked), bool(stop_asked)],
+                                           dtype=torch.float64, device=device))
+    stop = (stop_asked or "preempted (signal to another rank)") if agreed[2] > 0 else None
+    return float(agreed[0]), bool(agreed[1] > 0), stop
+
+
+def _smoothed_loss(run: RunConfig, state: dict, loss_value: float, step: int) -> float:
+    """The loss EMA after this step; Diverged when it left its best by `divergence_factor` or passed the bound."""
+    state["ema"] = EMA_DECAY * state["ema"] + (1 - EMA_DECAY) * loss_value
+    state["ema_weight"] = EMA_DECAY * state["ema_weight"] + (1 - EMA_DECAY)
+    smoothed = state["ema"] / state["ema_weight"]
+    factor = run.train.divergence_factor
+    if smoothed > factor * state["best_ema"]:
+        raise Diverged(step, f"smoothed train loss {smoothed:.3f} exceeded {factor:g}x its best "
+                             f"({state['best_ema']:.3f}) at step {step}")
+    if smoothed > divergence_bound(run):
+        raise Diverged(step, f"smoothed train loss {smoothed:.3f} exceeded {divergence_bound(run):.3g} "
+                             f"({DIVERGENCE_BOUND_FACTOR:g} x ln vocab, a uniform guess's loss) at step {step}")
+    state["best_ema"] = min(state["best_ema"], smoothed)
+    return smoothed
+
+
+def _log_point(a: _Attempt, tr: _Trainer, done: int, point: dict, tokens_per_s: float) -> None:
+    """The curve point, W&B metrics, a periodic evaluation and the log line (without a progress bar) after step
+    `done`, each at its own interval."""
+    plan, t, state = a.plan, a.plan.run.train, tr.state
+    last = done == plan.steps
+    if done % t.log_every == 0 or last or done == 1:
+        state["curve"].append({"step": done, "tokens": plan.tokens_after(done), **point})
+        tr.tracker.log({"train/loss": point["train_loss"], "train/smoothed_loss": point["smoothed_loss"],
+                        "train/lr": point["lr"], "train/grad_norm": point["grad_norm"],
+                        "train/tokens_per_s": tokens_per_s, **plan.x_axes(done)}, step=done)
+    if t.eval_every and done % t.eval_every == 0 and not last:
+        val = _evaluate(tr.model, plan.data, plan.run, tr.device)
+        state["evals"].append({"step": done, "val_loss": val})
+        tr.tracker.log({"val/loss": val, **plan.x_axes(done)}, step=done)
+    if not (a.show_progress and a.main) and a.main and (done % t.log_every == 0 or last):
+        a.console.print(progress_line.line(done, plan.steps, point["train_loss"], point["smoothed_loss"], point["lr"],
+                                           plan.tokens_after(done), tokens_per_s), highlight=False, soft_wrap=True)
+
+
+def _checkpoint(a: _Attempt, tr: _Trainer, record: dict, done: int, stop_asked: str | None) -> None:
+    """Save a checkpoint (rank 0) and the progress in the record; after a stop request, stop (Preempted)."""
+    scheduler.checkpoint_served()
+    if a.main:
+        _save_checkpoint(a.ckpt_path, tr.model, tr.optimizer, tr.state)
+    record["results"] = {**record.get("results", {}), "steps_done": done}  # the record shows progress
+    a.save(record)
+    if stop_asked:
+        raise scheduler.Preempted(f"{stop_asked} at step {done}; checkpoint saved")

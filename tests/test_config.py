@@ -5,7 +5,7 @@ import json
 import pytest
 
 from scaling.config import ConfigError, compose, from_dict, identity_dict, to_dict
-from scaling.train import plan_run, run_id
+from scaling.run import plan_run, run_id
 
 
 def test_defaults_compose_to_the_tiny_moe():

@@ -13,7 +13,8 @@ import pytest
 
 from scaling import store
 from scaling.config import compose, to_dict
-from scaling.train import plan_run, train
+from scaling.run import plan_run
+from scaling.train import train
 
 pytestmark = pytest.mark.slow
 TINY = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",

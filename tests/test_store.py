@@ -52,12 +52,12 @@ def test_corrupt_record_is_named_with_the_fix(tmp_path):
 def test_load_gives_one_row_per_run(tmp_path):
     for i, status in enumerate(["completed", "diverged"]):
         store.write_record(store.record_path(tmp_path, "s", f"r{i}"), a_record(f"r{i}", status, 2.0 + i))
-    df = store.load(tmp_path)
+    df = store.records_frame(tmp_path)
     assert list(df["id"]) == ["r0", "r1"]
     assert list(df["results.val_loss"]) == [2.0, 3.0]
     assert "derived.tokens" in df.columns and "results.curve" not in df.columns
     with pytest.raises(store.StoreError, match="does not exist"):
-        store.load(tmp_path / "missing")
+        store.records_frame(tmp_path / "missing")
 
 
 def test_a_crash_mid_write_keeps_the_old_file(tmp_path):
@@ -97,7 +97,7 @@ def test_unreadable_records_are_named_and_skipped_by_readers(tmp_path):
     assert [p.stem for p, _ in store.iter_records(tmp_path, "s", on_error=skipped.append)] == ["good"]
     assert len(skipped) == 3 and all("move it" in m for m in skipped)
     with pytest.warns(RuntimeWarning, match="not UTF-8"):
-        assert list(store.load(tmp_path)["id"]) == ["good"]
+        assert list(store.records_frame(tmp_path)["id"]) == ["good"]
     with pytest.raises(store.StoreError):
         list(store.iter_records(tmp_path, "s", on_error=None))
     for name, content in bad.items():  # untouched

@@ -9,7 +9,6 @@ import pytest
 
 from scaling import claims, store
 from scaling.config import to_dict
-from scaling.sweep.launch import write_plan
 from scaling.sweep.plan import GridAxis, SweepConfig, plan_sweep
 from scaling.sweep.status import cell_states, counts
 
@@ -22,7 +21,7 @@ def planned(tmp_path):
     plan = plan_sweep(SweepConfig(name="st", base=BASE, budgets=[2e9], lr=GridAxis(values=[1e-3, 2e-3, 3e-3, 4e-3,
                                                                                               5e-3])),
                       results_dir=str(tmp_path))
-    write_plan(plan, tmp_path)
+    store.write_plan(tmp_path, plan.name, plan.to_json())
     return plan
 
 

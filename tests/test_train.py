@@ -12,7 +12,8 @@ import pytest
 
 from scaling import store
 from scaling.config import compose
-from scaling.train import plan_run, train
+from scaling.run import plan_run
+from scaling.train import train
 
 TINY = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",
         "data.val_tokens=2048", "budget_flops=2e9"]

@@ -6,7 +6,8 @@ import json
 import math
 
 from scaling.probe import tokens_per_second
-from scaling.sweep.launch import LaunchOptions, parallel_cells, worker_slots
+from scaling.sweep.launcher import LauncherConfig
+from scaling.sweep.workers import parallel_cells, worker_slots
 
 MAX_PROBES = 6
 """Distinct (model, batch) pairs timed; the rest are estimated from the probes' mean FLOP rate."""
@@ -23,9 +24,12 @@ def estimate_seconds(cell, tokens_per_s: float, overhead_s: float = OVERHEAD_S) 
     return cell.plan.tokens / tokens_per_s + overhead_s if tokens_per_s > 0 else math.nan
 
 
-def estimate_sweep_seconds(plan, device: str, workers: int) -> dict[str, float]:
-    """Seconds per cell id, probed on as many CPU threads as a worker of `workers` will have."""
-    threads = worker_slots(LaunchOptions(workers=workers, device=device))[0][2]
+def estimate_sweep_seconds(plan, launcher: LauncherConfig | None = None) -> dict[str, float]:
+    """Seconds per cell id, probed on as many CPU threads as a worker of the launcher (default: the plan's)
+    will have."""
+    launcher = launcher or plan.config.launcher
+    device = launcher.device
+    threads = worker_slots(launcher)[0][2]
     rates: dict[str, float] = {}
     flop_rates = []
     for cell in plan.cells:
@@ -46,7 +50,7 @@ def estimate_sweep_seconds(plan, device: str, workers: int) -> dict[str, float]:
     return out
 
 
-def sweep_wall_seconds(estimates: dict[str, float], device: str, workers: int) -> tuple[float, int]:
-    """(wall seconds, cells at once) for the estimated cells run by `workers` workers on `device`."""
-    at_once = max(1, min(parallel_cells(LaunchOptions(workers=workers, device=device)), len(estimates) or 1))
+def sweep_wall_seconds(estimates: dict[str, float], launcher: LauncherConfig) -> tuple[float, int]:
+    """(wall seconds, cells at once) for the estimated cells run by the launcher's workers on this machine."""
+    at_once = max(1, min(parallel_cells(launcher), len(estimates) or 1))
     return sum(estimates.values()) / at_once, at_once

@@ -3,7 +3,8 @@
 `scaling sweep CONFIG launcher=slurm launcher.partition=gpu launcher.runs_per_gpu=4` picks and tunes it on the
 command line; a cluster's settings can also live in a file `launcher/<name>.yaml` next to the sweep config
 (`defaults: [slurm, _self_]` then the keys), chosen with `launcher=<name>`. The local launcher ignores every
-field but `kind`; its worker counts are `scaling sweep` options.
+field marked (slurm). The worker settings (`workers`, `runs_per_gpu`, `gpus_per_run`, `device`) serve both:
+`scaling sweep --workers 2` is a shorthand for `launcher.workers=2`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ class LauncherConfig:
 
     kind: str = "local"
     """`local`: worker processes on this machine. `slurm`: a submitit job array on a Slurm cluster."""
+    workers: int = 1
+    """(local) Worker processes on a CPU machine, each with cores / workers threads (a Slurm array task has one
+    per lane instead: its GPUs x runs_per_gpu, or runs_per_gpu on a CPU-only task)."""
+    device: str = "auto"
+    """(local) `auto`: every visible GPU, else the CPU; `cpu`: the CPU even where GPUs are visible. (A Slurm
+    task uses its GPUs, or the CPU when gpus_per_task=0.)"""
     partition: str | None = None
     """(slurm) Partition to submit to; None = the cluster's default partition."""
     account: str | None = None
@@ -36,12 +43,12 @@ class LauncherConfig:
     mem_gb: float = 32.0
     """(slurm) Memory per array task, GB."""
     runs_per_gpu: int = 1
-    """(slurm) Cells trained side by side on each GPU of a task (on CPU-only tasks: side by side in the task).
-    Packing small cells fills a GPU that one small model leaves idle."""
+    """Cells trained side by side on each GPU (on a CPU-only Slurm task: side by side in the task). Packing small
+    cells fills a GPU that one small model leaves idle."""
     gpus_per_run: int = 1
-    """(slurm) GPUs per cell. More than 1 launches each cell with torchrun (data parallel) on that many GPUs of
-    the task; gpus_per_task must then be a multiple of it and runs_per_gpu 1. On CPU-only tasks
-    (gpus_per_task=0): processes per cell (gloo)."""
+    """GPUs per cell. More than 1 launches each cell with torchrun (data parallel) on that many GPUs;
+    runs_per_gpu must then be 1, and on Slurm gpus_per_task a multiple of it. On CPU: processes per cell
+    (gloo)."""
     cells_per_lane: int = 1
     """(slurm) Cells each lane trains in turn. Cells are dealt to tasks so that their estimated times (budget
     FLOPs) balance; more cells per lane = fewer, longer tasks (less queueing and start-up per cell)."""
@@ -73,17 +80,29 @@ def check(launcher: LauncherConfig) -> list[str]:
     problems = []
     if launcher.kind not in KINDS:
         problems.append(f"launcher.kind={launcher.kind!r} is not one of {', '.join(KINDS)}")
-    for key in ("time_per_cell_min", "runs_per_gpu", "gpus_per_run", "cells_per_lane", "array_parallelism"):
+    if launcher.device not in ("auto", "cpu"):
+        problems.append(f"launcher.device={launcher.device!r} is not auto or cpu")
+    for key in ("workers", "time_per_cell_min", "runs_per_gpu", "gpus_per_run", "cells_per_lane",
+                "array_parallelism"):
         if getattr(launcher, key) < 1:
             problems.append(f"launcher.{key}={getattr(launcher, key)} must be at least 1")
     if launcher.gpus_per_task < 0 or launcher.cpus_per_task < 1 or launcher.mem_gb <= 0:
         problems.append("launcher.gpus_per_task must be >= 0, cpus_per_task >= 1 and mem_gb > 0")
     if launcher.gpus_per_run > 1:
-        if launcher.gpus_per_task % launcher.gpus_per_run:
+        if launcher.kind == "slurm" and launcher.gpus_per_task % launcher.gpus_per_run:
             problems.append(f"launcher.gpus_per_task={launcher.gpus_per_task} is not a multiple of "
                             f"launcher.gpus_per_run={launcher.gpus_per_run}")
         if launcher.runs_per_gpu != 1:
-            problems.append("launcher.runs_per_gpu must be 1 when launcher.gpus_per_run > 1")
+            problems.append("launcher.runs_per_gpu must be 1 when launcher.gpus_per_run > 1 (a cell spread over "
+                            "GPUs does not share them)")
     if launcher.signal_delay_s < 10:
         problems.append(f"launcher.signal_delay_s={launcher.signal_delay_s} leaves no time to checkpoint: use >= 10")
     return problems
+
+
+def task_workers(launcher: LauncherConfig, lanes: int) -> LauncherConfig:
+    """The worker settings inside one Slurm array task of `launcher`: `lanes` workers on a CPU-only task, its
+    GPUs otherwise."""
+    from dataclasses import replace
+
+    return replace(launcher, workers=lanes, device="cpu" if launcher.gpus_per_task == 0 else "auto")

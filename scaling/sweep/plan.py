@@ -2,7 +2,7 @@
 
 A sweep config (`sweeps/<name>.yaml`, schema `SweepConfig`) names compute budgets and axes. `plan_sweep` expands
 them, in a fixed order, into cells; each cell is a complete RunConfig with its derived run (tokens, steps, M) and a
-stable id (`train.run_id`, a hash of the resolved config). Impossible cells are collected with their reasons and
+stable id (`run.run_id`, a hash of the resolved config). Impossible cells are collected with their reasons and
 refused together before anything runs.
 
 The axes and what they mean:
@@ -57,6 +57,7 @@ from scaling.config import (
 )
 from scaling.data import DataError
 from scaling.flops import count
+from scaling.run import RunPlan
 from scaling.sweep import launcher
 from scaling.sweep.launcher import LauncherConfig
 
@@ -149,7 +150,7 @@ class Cell:
     index: int
     name: str
     run: RunConfig
-    plan: Any  # train.RunPlan
+    plan: RunPlan
     coords: dict[str, Any]
 
     @property
@@ -404,11 +405,13 @@ def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: s
                check_data: bool = True) -> SweepPlan:
     """Expand a sweep config (all its parts) into cells; raise PlanError listing every impossible cell.
 
-    `check_data=False` plans without opening the data (see `train.plan_run`)."""
+    `check_data=False` plans without opening the data (see `run.plan_run`)."""
     from scaling.store import sweep_name_problem
 
     if problem := sweep_name_problem(sweep.name):
         raise ConfigError(f"name={sweep.name!r}: {problem}")
+    if problems := launcher.check(sweep.launcher):
+        raise ConfigError(f"bad launcher config: {'; '.join(problems)}")
     cells: list[Cell] = []
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -433,7 +436,7 @@ def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: s
 def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | None, datasets: dict,
                check_data: bool) -> tuple[list[Cell], list[tuple[str, str]]]:
     from scaling import data as data_mod
-    from scaling.train import cell_name, plan_run, short_number
+    from scaling.run import cell_name, plan_run, short_number
 
     if sweep.ladder:
         sweep = _ladder_to_shapes(sweep)

@@ -17,12 +17,13 @@ def main(argv: list[str]) -> int:
     from scaling import cpu_blas
 
     cpu_blas.enable()  # before torch loads (AMD CPUs: MKL's AVX-512 kernels)
-    from scaling.train import Preempted, handle_scheduler_signals, train
+    from scaling.scheduler import Preempted, handle_signals
+    from scaling.train import train
 
     if len(argv) != 1:
         print("usage: torchrun --standalone --nproc_per_node=N -m scaling.sweep.run_cell RUN.json", file=sys.stderr)
         return 2
-    handle_scheduler_signals()
+    handle_signals()
     with open(argv[0]) as f:
         cell = json.load(f)  # {"run": the run config, "owner": the claim the launching worker holds}
     try:

@@ -2,7 +2,7 @@
 
 `submit` deals the cells still to do (not done, not already queued or running in a live job) to array tasks,
 balancing their estimated times (budget FLOPs), and submits the array. Each task (`SweepTask`) trains its cells in
-`lanes` worker processes (launch.py's workers: several per GPU with `runs_per_gpu`), so claims, records, per-cell
+`lanes` worker processes (sweep/workers.py: several per GPU with `runs_per_gpu`), so claims, records, per-cell
 logs and resume work exactly as with the local launcher. The results directory on the shared file system stays
 the only source of truth; the submissions index (slurm_queue.py) only adds job ids to `scaling status`.
 
@@ -26,9 +26,9 @@ from pathlib import Path
 from scaling import claims, scheduler, store, tracking
 from scaling.config import to_dict
 from scaling.sweep import slurm_queue
-from scaling.sweep.launch import LaunchOptions, cells_to_run, start_workers, worker_slots, write_plan
-from scaling.sweep.launcher import LauncherConfig
+from scaling.sweep.launcher import LauncherConfig, task_workers
 from scaling.sweep.plan import Cell, SweepPlan
+from scaling.sweep.workers import cells_to_run, start_workers, worker_slots
 
 
 class SlurmError(RuntimeError):
@@ -84,8 +84,9 @@ class SweepTask:
     """One array task: trains its cells in worker processes. submitit calls it in the job; `checkpoint` is what
     submitit calls on the warning signal before it requeues the task."""
 
-    def __init__(self, results_dir: str, sweep: str, options: LaunchOptions, stop_wait_s: float):
-        self.results_dir, self.sweep, self.options, self.stop_wait_s = results_dir, sweep, options, stop_wait_s
+    def __init__(self, results_dir: str, sweep: str, workers: LauncherConfig, retry_failed: bool, stop_wait_s: float):
+        self.results_dir, self.sweep, self.workers = results_dir, sweep, workers
+        self.retry_failed, self.stop_wait_s = retry_failed, stop_wait_s
         self._procs: list = []
 
     def __getstate__(self):
@@ -97,10 +98,11 @@ class SweepTask:
         from scaling import cpu_blas
 
         cpu_blas.enable()  # this task's own process (its workers enable it in theirs)
-        slots = worker_slots(self.options)[: max(1, len(cells))]
+        slots = worker_slots(self.workers)[: max(1, len(cells))]
         print(f"task {scheduler.batch_job_id()} (restart {scheduler.restart_count()}): {len(cells)} cells on "
               f"{', '.join(s[0] for s in slots)}", flush=True)
-        self._procs, events = start_workers(slots, cells, Path(self.results_dir), self.sweep, self.options)
+        self._procs, events = start_workers(slots, cells, Path(self.results_dir), self.sweep, self.workers,
+                                            self.retry_failed)
         counts: dict[str, int] = {}
         while True:
             try:
@@ -155,7 +157,7 @@ def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_f
 
     require_slurm()
     results_dir = Path(results_dir).resolve()  # the jobs may start in another directory
-    write_plan(plan, results_dir)
+    store.write_plan(results_dir, plan.name, plan.to_json())
     claims.tidy(results_dir, plan.name)
     todo, busy = todo_cells(plan, results_dir, retry_failed, report=lambda m: print(m, file=sys.stderr))
     if not todo:
@@ -174,10 +176,8 @@ def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_f
         if getattr(launcher, key):
             params[key] = getattr(launcher, key)
     executor.update_parameters(**params)
-    options = LaunchOptions(workers=lanes_per_task(launcher), runs_per_gpu=launcher.runs_per_gpu,
-                            retry_failed=retry_failed, device="cpu" if launcher.gpus_per_task == 0 else "auto",
-                            procs_per_run=launcher.gpus_per_run)  # workers: the lanes of a CPU-only task
-    task = SweepTask(str(results_dir), plan.name, options, stop_wait_s=max(5.0, launcher.signal_delay_s - 10))
+    task = SweepTask(str(results_dir), plan.name, task_workers(launcher, lanes_per_task(launcher)), retry_failed,
+                     stop_wait_s=max(5.0, launcher.signal_delay_s - 10))
     args = [[(c.run_id, c.name, {**to_dict(c.run), "results_dir": str(results_dir)}) for c in t] for t in tasks]
     try:
         jobs = executor.map_array(task, args)

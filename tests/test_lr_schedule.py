@@ -1,5 +1,5 @@
 from scaling.config import TrainConfig
-from scaling.schedule import lr_at, warmup_steps
+from scaling.lr_schedule import lr_at, warmup_steps
 
 
 def test_cosine_warms_up_then_decays_to_the_floor():

@@ -135,36 +135,6 @@ def test_dry_run_prints_the_plan_with_an_estimate(tmp_path):
     assert not (tmp_path / "tiny").exists()
 
 
-def test_worker_slots_one_per_gpu_times_runs_per_gpu(monkeypatch):
-    import torch
-
-    from scaling.sweep.launch import LaunchOptions, worker_slots
-
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    slots = worker_slots(LaunchOptions(runs_per_gpu=3))
-    assert [s[0] for s in slots] == ["gpu0.0", "gpu0.1", "gpu0.2", "gpu1.0", "gpu1.1", "gpu1.2"]
-    assert [s[1]["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0"] * 3 + ["1"] * 3
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
-    assert [s[1]["CUDA_VISIBLE_DEVICES"] for s in worker_slots(LaunchOptions())] == ["5", "7"]
-    cpu = worker_slots(LaunchOptions(workers=2, device="cpu"))
-    assert [s[1]["CUDA_VISIBLE_DEVICES"] for s in cpu] == ["", ""] and all(s[2] >= 1 for s in cpu)
-
-
-def test_cells_at_once_never_exceed_the_cores(monkeypatch):
-    """The time estimate divides by the cells that truly run at once: workers beyond the cores share them."""
-    from scaling.sweep import launch
-    from scaling.sweep.estimate import sweep_wall_seconds
-
-    monkeypatch.setattr(launch, "cpu_cores", lambda: 2)
-    assert launch.parallel_cells(launch.LaunchOptions(workers=1, device="cpu")) == 1
-    assert launch.parallel_cells(launch.LaunchOptions(workers=2, device="cpu")) == 2
-    assert launch.parallel_cells(launch.LaunchOptions(workers=5, device="cpu")) == 2
-    estimates = {f"c{i}": 10.0 for i in range(6)}
-    assert sweep_wall_seconds(estimates, "cpu", 5) == (30.0, 2)
-    assert sweep_wall_seconds({"c0": 10.0}, "cpu", 5) == (10.0, 1)
-
-
 def test_corrupt_records_are_named_left_alone_and_the_sweep_goes_on(tmp_path):
     """Binary garbage and an unknown status in two cells' records: the sweep names both files, trains the other
     four, never trains over the two (an unknown status used to be retrained and overwritten), and `status` and

@@ -1,10 +1,11 @@
-"""Run a sweep's cells on one machine: long-lived worker processes, one per GPU (or several), or N on CPU.
+"""A sweep's worker processes, for either launcher (the local one, sweep/local.py, and each Slurm array task,
+sweep/slurm.py): which cells are still to do, the worker slots a launcher config gives on this machine, and the
+workers themselves.
 
 Each worker walks the plan in order and trains every cell it can claim (claims.py), one after another, in one
-Python process (a fresh process per cell would cost ~4 s of start-up, more than a small cell). The launcher only
-starts workers and shows progress; all state is in the results directory, so re-running the same command skips
-completed cells, resumes interrupted ones from their checkpoints and, with `retry_failed`, retries failed ones;
-two launchers on the same directory train each cell once.
+Python process (a fresh process per cell would cost ~4 s of start-up, more than a small cell). All state is in the
+results directory, so a second launch skips completed cells, resumes interrupted ones from their checkpoints and,
+with `retry_failed`, retries failed ones; two launchers on the same directory train each cell once.
 """
 
 from __future__ import annotations
@@ -12,33 +13,16 @@ from __future__ import annotations
 import ctypes
 import multiprocessing as mp
 import os
-import queue
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
-from scaling import claims, store, tracking
-from scaling.config import from_dict, to_dict
+from scaling import claims, store
+from scaling.config import from_dict
+from scaling.sweep.launcher import LauncherConfig
 from scaling.sweep.plan import SweepPlan
-
-
-@dataclass
-class LaunchOptions:
-    workers: int = 1
-    """Worker processes on CPU (each gets cores / workers threads)."""
-    runs_per_gpu: int = 1
-    """Workers per GPU (several small runs packed on one GPU)."""
-    retry_failed: bool = False
-    """Also retry cells whose last attempt failed (resuming from their checkpoints)."""
-    stale_after: float = claims.STALE_AFTER_S
-    """Seconds without a heartbeat after which another launcher may take a cell over."""
-    device: str = "auto"
-    """'auto' (every visible GPU, else CPU) or 'cpu'."""
-    procs_per_run: int = 1
-    """Processes (GPUs) per cell; more than 1 trains each cell with torchrun, data parallel (on CPU: gloo)."""
 
 
 def cell_todo(results_dir: Path, sweep: str, run_id: str, retry_failed: bool) -> bool:
@@ -96,9 +80,9 @@ def _worker(worker: str, env: dict, threads: int | None, cells: list[tuple[str, 
     cpu_blas.enable()  # before torch loads (AMD CPUs: MKL's AVX-512 kernels)
     import torch
 
-    from scaling.train import handle_scheduler_signals
+    from scaling.scheduler import handle_signals
 
-    handle_scheduler_signals()  # SIGTERM: checkpoint now; SIGUSR2: checkpoint and stop (a batch job's warning)
+    handle_signals()  # SIGTERM: checkpoint now; SIGUSR2: checkpoint and stop (a batch job's warning)
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -112,7 +96,8 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
                   parent: int, procs_per_run: int = 1) -> None:
     from rich.console import Console
 
-    from scaling.train import Preempted, stop_requested, train
+    from scaling.scheduler import Preempted, stop_requested
+    from scaling.train import train
 
     owner = claims.new_owner(worker)
     for run_id, name, run_dict in cells:
@@ -168,7 +153,7 @@ def _train_with_torchrun(run_dict: dict, nproc: int, results: Path, sweep: str, 
     import json
     import subprocess
 
-    from scaling.train import Preempted
+    from scaling.scheduler import Preempted
 
     run_file = store.run_file_path(results, sweep, run_id)
     store.atomic_write_text(run_file, json.dumps({"run": run_dict, "owner": owner}))
@@ -218,51 +203,25 @@ class _redirect_fds:
         os.close(self.saved[1])
 
 
-class _stop_workers_on_sigterm:
-    """While the launcher runs (main thread only): SIGTERM to it asks every worker to save a checkpoint at its next
-    step and stop (SIGUSR2, as a batch job's warning does), instead of dying and taking them down unsaved."""
 
-    def __init__(self, procs, console):
-        self.procs, self.console, self.received, self.previous = procs, console, False, None
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def _on_sigterm(self, signum, frame) -> None:
-        if not self.received:
-            self.console.print("SIGTERM: the workers save a checkpoint at their next step and stop; run the same "
-                               "command again to resume")
-        self.received = True
-        for p in self.procs:
-            if p.is_alive():
-                try:
-                    os.kill(p.pid, signal.SIGUSR2)
-                except ProcessLookupError:
-                    pass
-
-    def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-
-
-# ---- launcher ------------------------------------------------------------------------------------------------
-def worker_slots(options: LaunchOptions) -> list[tuple[str, dict, int | None]]:
-    """(worker name, environment, torch threads) per worker: one per GPU x runs_per_gpu, else N CPU workers."""
+# ---- slots -----------------------------------------------------------------------------------------------------
+def worker_slots(launcher: LauncherConfig) -> list[tuple[str, dict, int | None]]:
+    """(worker name, environment, torch threads) per worker: one per GPU group of `gpus_per_run` x
+    `runs_per_gpu`, else `workers` CPU workers (each with cores / (workers x gpus_per_run) threads)."""
     n_gpus = 0
-    if options.device != "cpu":
+    if launcher.device != "cpu":
         import torch
 
         n_gpus = torch.cuda.device_count()
-    per_run = max(1, options.procs_per_run)
+    per_run = max(1, launcher.gpus_per_run)
     if n_gpus:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         ids = (visible.split(",") if visible else [str(i) for i in range(n_gpus)])[:n_gpus]
         groups = [",".join(ids[i: i + per_run]) for i in range(0, len(ids) - per_run + 1, per_run)]
         return [(f"gpu{g.replace(',', '+')}.{r}", {"CUDA_VISIBLE_DEVICES": g}, None)
-                for g in groups for r in range(options.runs_per_gpu)]
-    threads = max(1, cpu_cores() // (options.workers * per_run))
-    return [(f"cpu{i}", {"CUDA_VISIBLE_DEVICES": ""}, threads) for i in range(options.workers)]
+                for g in groups for r in range(launcher.runs_per_gpu)]
+    threads = max(1, cpu_cores() // (launcher.workers * per_run))
+    return [(f"cpu{i}", {"CUDA_VISIBLE_DEVICES": ""}, threads) for i in range(launcher.workers)]
 
 
 def cpu_cores() -> int:
@@ -271,112 +230,25 @@ def cpu_cores() -> int:
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def parallel_cells(options: LaunchOptions) -> int:
+def parallel_cells(launcher: LauncherConfig) -> int:
     """Cells that truly train at once: one per worker slot, but on CPU no more than the cores allow (workers
     beyond the core count share cores and each goes slower)."""
-    slots = worker_slots(options)
+    slots = worker_slots(launcher)
     if slots and slots[0][2] is not None:  # CPU workers: threads each
-        return max(1, min(len(slots), cpu_cores() // (slots[0][2] * max(1, options.procs_per_run))))
+        return max(1, min(len(slots), cpu_cores() // (slots[0][2] * max(1, launcher.gpus_per_run))))
     return len(slots)
 
 
-def start_workers(slots, cells: list[tuple[str, str, dict]], results_dir: Path, sweep: str, options: LaunchOptions):
+def start_workers(slots, cells: list[tuple[str, str, dict]], results_dir: Path, sweep: str,
+                  launcher: LauncherConfig, retry_failed: bool, stale_after: float = claims.STALE_AFTER_S):
     """Start one spawned worker process per slot, each walking `cells` (run id, name, run dict) in order; returns
     (processes, event queue). Events are (kind, worker, run_id, name, info, log) with kind start, completed,
-    diverged, failed or preempted."""
+    diverged, failed or preempted. `stale_after`: seconds without a heartbeat after which a claim may be taken."""
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(name, env, threads, cells, str(results_dir), sweep,
-                                               options.retry_failed, options.stale_after, events,
-                                               options.procs_per_run), daemon=False)
+    procs = [ctx.Process(target=_worker, args=(name, env, threads, cells, str(results_dir), sweep, retry_failed,
+                                               stale_after, events, launcher.gpus_per_run), daemon=False)
              for name, env, threads in slots]
     for p in procs:
         p.start()
     return procs, events
-
-
-def write_plan(plan: SweepPlan, results_dir: Path) -> Path:
-    path = store.plan_path(results_dir, plan.name)
-    store.atomic_write_text(path, plan.to_json())
-    return path
-
-
-def launch(plan: SweepPlan, results_dir: Path, options: LaunchOptions, console=None,
-           show_progress: bool = True) -> dict:
-    """Train every cell still to do; returns counts by final state. Failed cells are reported as they fail."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = console or Console(stderr=True)
-    results_dir = Path(results_dir)
-    store.check_writable(results_dir)
-    write_plan(plan, results_dir)
-    claims.tidy(results_dir, plan.name)
-    todo, failed, unreadable = cells_to_run(plan, results_dir, options.retry_failed,
-                                            lambda message: console.print(f"[red]![/] {message}", highlight=False,
-                                                                          soft_wrap=True))
-    already = len(plan.cells) - len(todo) - failed - unreadable
-    if not todo:
-        console.print(f"sweep {plan.name}: nothing to run: {already} of {len(plan.cells)} cells already done"
-                      + (f", {failed} failed (retry them with --retry-failed)" if failed else "")
-                      + (f", {unreadable} with unreadable records (named above)" if unreadable else ""))
-        return {"launched": 0, "unreadable": unreadable}
-    slots = worker_slots(options)[: len(todo)]
-    console.print(f"sweep {plan.name}: {len(todo)} of {len(plan.cells)} cells to run ({already} done), "
-                  f"{len(slots)} worker(s): {', '.join(s[0] for s in slots)}")
-    wandb_folder = store.wandb_dir(results_dir, plan.name)
-    tracking.reset_unreachable(wandb_folder)  # this launch tries the network again
-    wandb_announced = False
-    procs, events = start_workers(slots, [(c.run_id, c.name, to_dict(c.run)) for c in todo], results_dir,
-                                  plan.name, options)
-    terminated = _stop_workers_on_sigterm(procs, console)
-
-    counts = {"completed": 0, "diverged": 0, "failed": 0, "preempted": 0}
-    running: dict[str, str] = {}
-    tokens_of = {c.run_id: c.plan.tokens for c in todo}
-    tokens_total, tokens_done, t0 = sum(tokens_of.values()), 0, time.time()
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}")]
-    try:
-        with Progress(*columns, console=console, disable=not show_progress) as progress:
-            task = progress.add_task(plan.name, total=len(todo), state="", eta="-")
-            while True:
-                try:
-                    kind, worker, run_id, name, info, log = events.get(timeout=0.2)
-                except queue.Empty:
-                    if not any(p.is_alive() for p in procs):
-                        break
-                    continue
-                if not wandb_announced and (notice := tracking.unreachable_notice(wandb_folder)):
-                    wandb_announced = True
-                    console.print(f"[yellow]warning:[/] {notice}", highlight=False, soft_wrap=True)
-                if kind == "start":
-                    running[run_id] = name
-                else:
-                    running.pop(run_id, None)
-                    counts[kind] = counts.get(kind, 0) + 1
-                    tokens_done += tokens_of.get(run_id, 0)
-                    if kind == "failed":
-                        console.print(f"[red]✗ failed[/] {name} ({run_id}) on {worker}: {info}"
-                                      + (f" — log {log}" if log else ""))
-                    elif kind == "diverged":
-                        console.print(f"[yellow]⚠ diverged[/] {name} ({run_id}) — log {log}")
-                    elif kind == "preempted":
-                        console.print(f"[magenta]⏸ stopped[/] {name} ({run_id}): {info}")
-                finished = sum(counts.values())
-                elapsed = time.time() - t0
-                eta = elapsed * (tokens_total - tokens_done) / tokens_done if tokens_done else None
-                progress.update(task, completed=finished,
-                                state=f"done {counts['completed']} · running {len(running)} · failed "
-                                      f"{counts['failed']} · diverged {counts['diverged']}",
-                                eta="-" if eta is None else f"{eta:.0f}s")
-    finally:
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-        terminated.restore()
-    counts["launched"], counts["unreadable"] = len(todo), unreadable
-    counts["terminated"] = terminated.received
-    counts["skipped"] = len(todo) - sum(counts[k] for k in ("completed", "diverged", "failed", "preempted"))
-    return counts

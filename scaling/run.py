@@ -1,0 +1,182 @@
+"""A run before it trains (ARCHITECTURE section 5): a RunConfig and its budget in FLOPs become tokens, steps, an
+id, a readable name and the provenance its record starts with. Pure arithmetic and no torch, so the sweep
+planner, `scaling train --dry-run`, the launchers and `run_cell` use it without loading the trainer.
+
+`plan_run(run)` derives everything (params, M, tokens D = C / M, steps) and refuses impossible runs (with the
+numbers and the fix) before any compute. A run does not know whether it is part of a sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from scaling import __version__, flops
+from scaling.config import ConfigError, RunConfig, identity_key
+from scaling.data import DataError, TokenData
+from scaling.lr_schedule import warmup_steps
+
+
+@dataclass
+class RunPlan:
+    """A run with every derived quantity resolved; no compute spent yet."""
+
+    run: RunConfig
+    run_id: str
+    name: str
+    counts: flops.ModelCounts
+    batch_tokens: int
+    steps: int
+    tokens: int
+    """Training tokens: whole sequences, steps - 1 full batches plus a last batch of `last_batch_size` sequences."""
+    last_batch_size: int
+    data: TokenData | None
+
+    @property
+    def flops_per_token(self) -> float:
+        return self.counts.M
+
+    def batch_size_at(self, step: int) -> int:
+        """Sequences in optimizer step `step` (0-based): the full batch, except a possibly smaller last one."""
+        return self.last_batch_size if step == self.steps - 1 else self.run.train.batch_size
+
+    def tokens_after(self, steps_done: int) -> int:
+        full = min(steps_done, self.steps - 1) * self.batch_tokens
+        return full + (self.last_batch_size * self.run.model.seq_len if steps_done >= self.steps else 0)
+
+    def x_axes(self, steps_done: int) -> dict:
+        """The x-axes of a logged point (tracking.X_AXES): tokens seen and FLOPs spent after `steps_done` steps."""
+        tokens = self.tokens_after(steps_done)
+        return {"tokens": tokens, "flops": tokens * self.counts.M}
+
+    def tags(self) -> list[str]:
+        """The cell's coordinates as tracker tags: C, A, G, lr and batch tokens."""
+        return [f"C={short_number(self.run.budget_flops)}", f"A={self.counts.activation_ratio:.3g}",
+                f"G={self.counts.granularity:.3g}", f"lr={short_number(self.run.train.lr)}",
+                f"B={self.batch_tokens}"]
+
+    def derived(self) -> dict:
+        """The record's `derived` section: every quantity the plan resolved."""
+        c = self.counts
+        return {
+            **{k: v for k, v in c.as_dict().items() if k != "flops_per_token"},
+            "flops_per_token": c.flops_per_token,
+            "budget_flops": self.run.budget_flops,
+            "flops": self.tokens * c.M,
+            "tokens": self.tokens,
+            "steps": self.steps,
+            "batch_size": self.run.train.batch_size,
+            "batch_tokens": self.batch_tokens,
+            "last_batch_size": self.last_batch_size,
+            "seq_len": self.run.model.seq_len,
+            "warmup_steps": warmup_steps(self.run.train, self.steps),
+            "epochs": self.tokens / len(self.data.train) if self.data is not None else None,
+            "data_fingerprint": self.data.fingerprint if self.data is not None else None,
+        }
+
+
+def run_id(run: RunConfig) -> str:
+    """Stable id: a short hash of what determines what is trained, as it differs from the schema's defaults
+    (config.identity_key), so a new defaulted field leaves every id unchanged."""
+    blob = json.dumps(identity_key(run), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def short_number(x: float) -> str:
+    """3e11, 1.5e-3: the compact form used in cell names."""
+    mantissa, exp = f"{x:.1e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exp)}"
+
+
+def cell_name(run: RunConfig, counts: flops.ModelCounts, batch_tokens: int) -> str:
+    """Readable cell name, e.g. C3e11-A0.25-G1-lr3e-3-B4k."""
+    batch = f"{batch_tokens // 1024}k" if batch_tokens % 1024 == 0 else str(batch_tokens)
+    return (f"C{short_number(run.budget_flops)}-A{counts.activation_ratio:.3g}-G{counts.granularity:.3g}"
+            f"-lr{short_number(run.train.lr)}-B{batch}")
+
+
+def plan_run(run: RunConfig, data: TokenData | None = None, check_data: bool = True) -> RunPlan:
+    """Derive tokens and steps from the budget; refuse what cannot run (with the numbers and the fix).
+
+    `check_data=False` plans without opening the data (no corpus-size or vocabulary checks; for plans of
+    presets whose data lives elsewhere, e.g. snapshot tests of GPU presets)."""
+    from scaling import data as data_mod
+
+    counts = flops.count(run.model)
+    batch_tokens = run.train.batch_size * run.model.seq_len
+    tokens_exact = flops.tokens_for_budget(run.budget_flops, counts.M)
+    # Whole sequences (within half a sequence of D = C / M), in whole optimizer steps: full batches and a last,
+    # possibly smaller one, so the spent compute tokens * M matches the budget even when there are few steps.
+    sequences = int(round(tokens_exact / run.model.seq_len))
+    steps = math.ceil(sequences / run.train.batch_size)
+    if sequences < run.train.batch_size:
+        need = counts.M * batch_tokens
+        raise ConfigError(
+            f"budget_flops={run.budget_flops:.3g} buys {tokens_exact:.0f} tokens at M={counts.M:.4g} FLOPs/token, "
+            f"less than one optimizer step of {batch_tokens} tokens: raise budget_flops to at least {need:.3g} "
+            f"or lower train.batch_size"
+        )
+    tokens = sequences * run.model.seq_len
+    if abs(tokens * counts.M - run.budget_flops) > 0.01 * run.budget_flops:
+        raise ConfigError(
+            f"budget_flops={run.budget_flops:.3g} buys {tokens_exact:.0f} tokens, {sequences} whole sequences of "
+            f"{run.model.seq_len}: {abs(tokens * counts.M / run.budget_flops - 1):.1%} off the budget: raise "
+            f"budget_flops or shorten model.seq_len"
+        )
+    if check_data:
+        data = data or data_mod.load(run.data)
+        check_fits(run, tokens, data)
+    return RunPlan(run=run, run_id=run_id(run), name=cell_name(run, counts, batch_tokens), counts=counts,
+                   batch_tokens=batch_tokens, steps=steps, tokens=tokens,
+                   last_batch_size=sequences - (steps - 1) * run.train.batch_size, data=data)
+
+
+def check_fits(run: RunConfig, tokens: int, data: TokenData) -> None:
+    """The data has the tokens the run needs, in the model's vocabulary."""
+    if data.vocab_size > run.model.vocab_size:
+        raise DataError(
+            f"the data holds token ids up to {data.vocab_size - 1} but model.vocab_size={run.model.vocab_size}: "
+            f"set model.vocab_size={data.vocab_size}"
+        )
+    if tokens > len(data.train) and not run.data.allow_repeat:
+        raise DataError(
+            f"the run needs {tokens:,} training tokens but the {run.data.source} training split holds "
+            f"{len(data.train):,} ({tokens / len(data.train):.2f} epochs): lower budget_flops, use more data, "
+            f"or set data.allow_repeat=true"
+        )
+    if len(data.train) < run.model.seq_len + 2:
+        raise DataError(f"the training split holds {len(data.train)} tokens, fewer than one sequence: use more data")
+
+
+# ---- provenance ----------------------------------------------------------------------------------------------
+def now() -> str:
+    """The current UTC time as records write it (ISO 8601, seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def code_version() -> str:
+    """Git commit of the source checkout (with '+dirty' for local changes), else the package version."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        sha = out.stdout.strip()
+        if out.returncode == 0 and sha:
+            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return sha[:12] + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return __version__
+
+
+def first_provenance(plan: RunPlan) -> dict:
+    """What a new record's provenance holds before its first attempt (each attempt adds where it ran)."""
+    return {"code_version": code_version(), "data_fingerprint": plan.data.fingerprint if plan.data else None,
+            "seed": plan.run.seed, "created": now(), "attempts": 0}

@@ -1,0 +1,130 @@
+"""Run a sweep's cells on this machine (launcher=local): start the worker processes (sweep/workers.py), one per
+GPU (or several, `launcher.runs_per_gpu`), or `launcher.workers` on CPU, and show their progress. The launcher
+holds no state of its own: re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import time
+from pathlib import Path
+
+from scaling import claims, store, tracking
+from scaling.config import to_dict
+from scaling.sweep.plan import SweepPlan
+from scaling.sweep.workers import cells_to_run, start_workers, worker_slots
+
+
+class _stop_workers_on_sigterm:
+    """While the launcher runs (main thread only): SIGTERM to it asks every worker to save a checkpoint at its next
+    step and stop (SIGUSR2, as a batch job's warning does), instead of dying and taking them down unsaved."""
+
+    def __init__(self, procs, console):
+        self.procs, self.console, self.received, self.previous = procs, console, False, None
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        if not self.received:
+            self.console.print("SIGTERM: the workers save a checkpoint at their next step and stop; run the same "
+                               "command again to resume")
+        self.received = True
+        for p in self.procs:
+            if p.is_alive():
+                try:
+                    os.kill(p.pid, signal.SIGUSR2)
+                except ProcessLookupError:
+                    pass
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+
+def launch(plan: SweepPlan, results_dir: Path, retry_failed: bool = False, console=None, show_progress: bool = True,
+           stale_after: float = claims.STALE_AFTER_S) -> dict:
+    """Train every cell still to do with the workers of the plan's launcher config (`workers`, `runs_per_gpu`,
+    `gpus_per_run`, `device`); returns counts by final state. Failed cells are reported as they fail.
+    `retry_failed`: also retry cells whose last attempt failed (resuming from their checkpoints)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or Console(stderr=True)
+    results_dir = Path(results_dir)
+    store.check_writable(results_dir)
+    store.write_plan(results_dir, plan.name, plan.to_json())
+    claims.tidy(results_dir, plan.name)
+    todo, failed, unreadable = cells_to_run(plan, results_dir, retry_failed,
+                                            lambda message: console.print(f"[red]![/] {message}", highlight=False,
+                                                                          soft_wrap=True))
+    already = len(plan.cells) - len(todo) - failed - unreadable
+    if not todo:
+        console.print(f"sweep {plan.name}: nothing to run: {already} of {len(plan.cells)} cells already done"
+                      + (f", {failed} failed (retry them with --retry-failed)" if failed else "")
+                      + (f", {unreadable} with unreadable records (named above)" if unreadable else ""))
+        return {"launched": 0, "unreadable": unreadable}
+    launcher = plan.config.launcher
+    slots = worker_slots(launcher)[: len(todo)]
+    console.print(f"sweep {plan.name}: {len(todo)} of {len(plan.cells)} cells to run ({already} done), "
+                  f"{len(slots)} worker(s): {', '.join(s[0] for s in slots)}")
+    wandb_folder = store.wandb_dir(results_dir, plan.name)
+    tracking.reset_unreachable(wandb_folder)  # this launch tries the network again
+    wandb_announced = False
+    procs, events = start_workers(slots, [(c.run_id, c.name, to_dict(c.run)) for c in todo], results_dir,
+                                  plan.name, launcher, retry_failed, stale_after)
+    terminated = _stop_workers_on_sigterm(procs, console)
+
+    counts = {"completed": 0, "diverged": 0, "failed": 0, "preempted": 0}
+    running: dict[str, str] = {}
+    tokens_of = {c.run_id: c.plan.tokens for c in todo}
+    tokens_total, tokens_done, t0 = sum(tokens_of.values()), 0, time.time()
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}")]
+    try:
+        with Progress(*columns, console=console, disable=not show_progress) as progress:
+            task = progress.add_task(plan.name, total=len(todo), state="", eta="-")
+            while True:
+                try:
+                    kind, worker, run_id, name, info, log = events.get(timeout=0.2)
+                except queue.Empty:
+                    if not any(p.is_alive() for p in procs):
+                        break
+                    continue
+                if not wandb_announced and (notice := tracking.unreachable_notice(wandb_folder)):
+                    wandb_announced = True
+                    console.print(f"[yellow]warning:[/] {notice}", highlight=False, soft_wrap=True)
+                if kind == "start":
+                    running[run_id] = name
+                else:
+                    running.pop(run_id, None)
+                    counts[kind] = counts.get(kind, 0) + 1
+                    tokens_done += tokens_of.get(run_id, 0)
+                    if kind == "failed":
+                        console.print(f"[red]✗ failed[/] {name} ({run_id}) on {worker}: {info}"
+                                      + (f" — log {log}" if log else ""))
+                    elif kind == "diverged":
+                        console.print(f"[yellow]⚠ diverged[/] {name} ({run_id}) — log {log}")
+                    elif kind == "preempted":
+                        console.print(f"[magenta]⏸ stopped[/] {name} ({run_id}): {info}")
+                finished = sum(counts.values())
+                elapsed = time.time() - t0
+                eta = elapsed * (tokens_total - tokens_done) / tokens_done if tokens_done else None
+                progress.update(task, completed=finished,
+                                state=f"done {counts['completed']} · running {len(running)} · failed "
+                                      f"{counts['failed']} · diverged {counts['diverged']}",
+                                eta="-" if eta is None else f"{eta:.0f}s")
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+        terminated.restore()
+    counts["launched"], counts["unreadable"] = len(todo), unreadable
+    counts["terminated"] = terminated.received
+    counts["skipped"] = len(todo) - sum(counts[k] for k in ("completed", "diverged", "failed", "preempted"))
+    return counts
