@@ -484,117 +484,53 @@ def fit(
     import sys
     from pathlib import Path
 
-    from scaling.fit.inputs import InputError, load_runs
-    from scaling.fit.optima import parse_method
-    from scaling.fit.outputs import default_output_dir, write_fit_outputs
-    from scaling.fit.report import fit_all
+    from scaling.fit.inputs import InputError
+    from scaling.fit.pipeline import FitOptions, fit_sweep
     from scaling.store import StoreError
-    from scaling.tables import held_out_table, laws_table, leverage_table, optima_table
+    from scaling.tables import fit_summary
 
     results = _results_dir(results_dir)
     if check is not None:
         _check(results, check, laws, as_json, bootstrap)
         return
-    lr_factors = _floats(verify_lrs, "--verify-lrs")
-    seeds = _floats(verify_seeds, "--verify-seeds")
     if wandb_mode is not None and wandb_mode not in ("auto", "online", "offline"):
         _fail(f"--wandb {wandb_mode!r} is not one of auto, online, offline")
+    seeds = _floats(verify_seeds, "--verify-seeds")
+    options = FitOptions(sweep=sweep, all_sweeps=all_sweeps, source=source, mapping=mapping, seq_len=seq_len,
+                         optimum=optimum, convention=convention, bootstrap=bootstrap,
+                         allow_mixed_data=allow_mixed_data, target_flops=target_flops,
+                         output=Path(output) if output else None, verify_at=verify_at,
+                         verify_lr_factors=_floats(verify_lrs, "--verify-lrs"),
+                         verify_seeds=tuple(int(s) for s in seeds) if seeds else None, plots=plots)
     try:
-        parse_method(optimum)  # a bad option fails before any data is read
-        if sweep is not None and all_sweeps:
-            raise InputError(f"give a sweep ({sweep!r}) or --all, not both")
-        if sweep is None and not all_sweeps and source is None:
-            sweep = _only_sweep(results)
-        runs = load_runs(source, results, sweep, mapping, seq_len, convention, allow_mixed_data)
-        report = fit_all(runs, optimum=optimum, n_boot=bootstrap, target_flops=target_flops)
-        if not report.laws and report.optima is None:
-            n_budgets = runs.df["budget"].nunique()
-            first = next(iter(report.excluded.values()), "")
-            raise InputError(f"no law can be fitted from {len(runs.df)} runs at {n_budgets} budget(s) "
-                             f"({first}): sweep more budgets or learning rates")
-        recommendation = None
-        if target_flops is not None:
-            from scaling.fit.recommend import recommend
-
-            recommendation = recommend(report, runs.df, target_flops)
-        out_dir = Path(output) if output else default_output_dir(results, sweep, source)
-        verify = {"budget_flops": verify_at, "seeds": tuple(int(s) for s in seeds) if seeds else None}
-        if lr_factors:
-            verify["lr_factors"] = lr_factors
-        written = write_fit_outputs(report, runs, out_dir, recommendation, plots=plots, verify=verify)
+        result = fit_sweep(results, options)
     except (InputError, StoreError, ValueError) as e:
         _fail(str(e))
     if wandb_mode is not None:
-        where = _log_fit_to_wandb(wandb_mode, runs, sweep, written, out_dir)
+        where = _log_fit_to_wandb(wandb_mode, result)
         _console().print(f"logged the fit to W&B ({where})" if where else "the fit was not logged to W&B "
                          "(disabled by WANDB_MODE, or W&B could not start: see above)", highlight=False)
     if as_json:
-        sys.stdout.write(json.dumps(written["payload"], indent=1, allow_nan=False) + "\n")
+        sys.stdout.write(json.dumps(result.written["payload"], indent=1, allow_nan=False) + "\n")
         return
     console = _console(stderr=False)
-    if report.optima is not None and not report.optima.empty:
-        console.print(optima_table(report))
-    if report.leverage is not None and not report.leverage.empty:
-        console.print(leverage_table(report))
-    console.print(laws_table(report))
-    if report.held_out:
-        console.print(held_out_table(report.held_out))
-    if report.structure:
-        for key, item in report.structure.items():
-            if isinstance(item, dict):
-                iv = item["interval"]
-                iv = f" [{iv[0]:.3g}, {iv[1]:.3g}]" if iv else ""
-                console.print(f"structure: {key} = {item['slope']:.3g}{iv}: {item['reading']}", highlight=False)
-    for line in report.notes:
-        console.print(f"note: {line}", highlight=False)
-    if not report.laws:
-        n_budgets = runs.df["budget"].nunique()
-        console.print(f"[bold]no law can be fitted from {len(runs.df)} runs at {n_budgets} budget(s)[/]: sweep more "
-                      f"budgets or learning rates (the reasons are in the table above)")
-    console.print(f"wrote {written['fit']}")
-    if written.get("figures"):
-        console.print(f"wrote {len(written['figures'])} figure files in {out_dir}: "
-                      f"{', '.join(sorted({p.stem for p in written['figures']}))}")
-    if recommendation is not None:
-        from scaling.fit.recommend import recommendation_table
-
-        console.print(recommendation_table(recommendation))
-        for line in recommendation.warnings:
-            console.print(f"[yellow]warning:[/] {line}", highlight=False)
-        trains = "lr included" if "lr" in recommendation.items else "no lr: the lr law is not usable"
-        console.print(f"wrote {written['overrides']} ({trains}): `scaling train --overrides-file "
-                      f"{written['overrides']}` trains it")
-    if "verify" in written:
-        console.print(f"wrote {written['verify']}: verify the predictions by training there, `scaling sweep "
-                      f"{written['verify']}`, then `scaling fit --check {written['verify_name']}`")
-    elif "verify_skipped" in written:
-        console.print(f"no verification sweep: {written['verify_skipped']}", highlight=False)
+    for item in fit_summary(result):
+        console.print(item, highlight=False)
 
 
-def _only_sweep(results) -> str | None:
-    """The one sweep of the results folder (None when there is none: loading says why); several are refused
-    (pooling them must be asked for)."""
-    from scaling.fit.inputs import InputError
-    from scaling.store import list_sweeps
-
-    sweeps = list_sweeps(results)
-    if len(sweeps) <= 1:
-        return sweeps[0] if sweeps else None
-    raise InputError(f"{len(sweeps)} sweeps under {results} ({', '.join(sweeps)}): name the one to fit, or pass "
-                     f"--all to pool them")
-
-
-def _log_fit_to_wandb(mode: str, runs, sweep: str | None, written: dict, out_dir) -> str | None:
+def _log_fit_to_wandb(mode: str, result) -> str | None:
     """The fit as a W&B run in the sweep's group, in the project (and entity) its runs were logged to."""
     from scaling.config import WandbConfig
     from scaling.tracking import log_fit
 
     wandb_cfg = WandbConfig(mode=mode)
-    if "config" in runs.df.columns and len(runs.df):
-        logged = runs.df["config"].iloc[0].get("wandb") or {}
+    df = result.runs.df
+    if "config" in df.columns and len(df):
+        logged = df["config"].iloc[0].get("wandb") or {}
         wandb_cfg.project = logged.get("project") or wandb_cfg.project
         wandb_cfg.entity = logged.get("entity")
-    return log_fit(wandb_cfg, sweep or "all", written["payload"], written.get("figures") or [], out_dir)
+    return log_fit(wandb_cfg, result.sweep or "all", result.written["payload"], result.written.get("figures") or [],
+                   result.out_dir)
 
 
 def _check(results, sweep: str, laws: str | None, as_json: bool, n_boot: int) -> None:

@@ -512,13 +512,25 @@ def validate(run: RunConfig) -> None:
     Checks that need the data (corpus size) or FLOPs (budget too small) happen in `run.plan_run`, still before
     any compute is spent.
     """
-    m, t, d = run.model, run.train, run.data
     _check_finite(run)
     problem = _sweep_name_problem(run.sweep)
     if problem:
         raise ConfigError(f"sweep={run.sweep!r}: {problem}")
     if not 0 <= run.seed < 2**32:
         raise ConfigError(f"seed={run.seed} must be in [0, 2**32): set seed=0, 1, ...")
+    if not run.budget_flops > 0:
+        raise ConfigError(f"budget_flops={run.budget_flops} must be positive (FLOPs, e.g. budget_flops=3e11)")
+    _check_shape(run)
+    _check_choices(run)
+    _check_data(run)
+    _check_consistent(run)
+    _check_optimizer(run)
+    _check_coefficients(run)
+
+
+def _check_shape(run: RunConfig) -> None:
+    """The model's and batch's sizes: positive, and shapes that fit together (heads, top-k, dense layers)."""
+    m, t, d = run.model, run.train, run.data
     positive = {
         "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads,
         "model.seq_len": m.seq_len, "model.vocab_size": m.vocab_size, "model.n_experts": m.n_experts,
@@ -552,6 +564,10 @@ def validate(run: RunConfig) -> None:
             raise ConfigError(f"{key}={value} must be at least 1 (or null for the default)")
     if not 0 <= m.n_dense_layers <= m.n_layers:
         raise ConfigError(f"model.n_dense_layers={m.n_dense_layers} must be between 0 and model.n_layers={m.n_layers}")
+
+
+def _check_choices(run: RunConfig) -> None:
+    m, t, d = run.model, run.train, run.data
     _choice("model.score_func", m.score_func, ("softmax", "sigmoid"))
     _choice("model.balancing", m.balancing, ("aux_free", "aux_loss", "none"))
     _choice("model.dispatch", m.dispatch, ("auto", "grouped_mm", "slices"))
@@ -560,15 +576,21 @@ def validate(run: RunConfig) -> None:
     _choice("train.schedule", t.schedule, ("cosine", "wsd"))
     _choice("train.wsd_decay", t.wsd_decay, ("exp", "linear"))
     _choice("wandb.mode", run.wandb.mode, ("auto", "online", "offline", "disabled"))
+
+
+def _check_data(run: RunConfig) -> None:
+    m, d = run.model, run.data
     if d.source == "shards" and not d.path:
         raise ConfigError("data.source=shards needs data.path=FOLDER holding train.bin and val.bin")
-    _check_consistent(run)
     if d.source == "stdlib" and m.vocab_size < 256:
         raise ConfigError(f"model.vocab_size={m.vocab_size} is too small for the byte corpus: set it to 256")
     if not 0 < d.val_fraction < 0.5:
         raise ConfigError(f"data.val_fraction={d.val_fraction} must be in (0, 0.5)")
-    if not run.budget_flops > 0:
-        raise ConfigError(f"budget_flops={run.budget_flops} must be positive (FLOPs, e.g. budget_flops=3e11)")
+
+
+def _check_optimizer(run: RunConfig) -> None:
+    """The schedule and AdamW settings: rates, fractions and moment decays in range."""
+    t = run.train
     if not t.lr > 0:
         raise ConfigError(f"train.lr={t.lr} must be positive")
     if not 0 <= t.warmup_fraction < 1:
@@ -589,6 +611,11 @@ def validate(run: RunConfig) -> None:
     for key, value in (("train.beta1", t.beta1), ("train.beta2", t.beta2)):
         if not 0 <= value < 1:
             raise ConfigError(f"{key}={value} must be in [0, 1) (AdamW's moment decay, e.g. 0.9 and 0.95)")
+
+
+def _check_coefficients(run: RunConfig) -> None:
+    """Positive scales, non-negative loss coefficients and intervals, and the grouped-matmul alignment."""
+    m, t = run.model, run.train
     for key, value in (("train.eps", t.eps), ("model.init_std", m.init_std), ("model.rope_base", m.rope_base)):
         if not value > 0:
             raise ConfigError(f"{key}={value} must be positive")

@@ -235,3 +235,44 @@ def runs_frame(df, extra: list[str], every: bool = False):
     out = df[list(shown.values())].copy()
     out.columns = list(shown)
     return out.reset_index(drop=True)
+
+
+def fit_summary(result) -> list:
+    """What `scaling fit` prints of a fit (fit/pipeline.FitResult), in order: tables, structure readings, notes,
+    the files written, the recommendation and its warnings, and how to verify it."""
+    from scaling.fit.pipeline import no_law_reason
+
+    report, written, rec = result.report, result.written, result.recommendation
+    items: list = []
+    if report.optima is not None and not report.optima.empty:
+        items.append(optima_table(report))
+    if report.leverage is not None and not report.leverage.empty:
+        items.append(leverage_table(report))
+    items.append(laws_table(report))
+    if report.held_out:
+        items.append(held_out_table(report.held_out))
+    for key, item in (report.structure or {}).items():
+        if isinstance(item, dict):
+            iv = f" [{item['interval'][0]:.3g}, {item['interval'][1]:.3g}]" if item["interval"] else ""
+            items.append(f"structure: {key} = {item['slope']:.3g}{iv}: {item['reading']}")
+    items += [f"note: {line}" for line in report.notes]
+    if not report.laws:
+        items.append(f"[bold]{no_law_reason(result.runs, report)}[/] (the reasons are in the table above)")
+    items.append(f"wrote {written['fit']}")
+    if written.get("figures"):
+        items.append(f"wrote {len(written['figures'])} figure files in {result.out_dir}: "
+                     f"{', '.join(sorted({p.stem for p in written['figures']}))}")
+    if rec is not None:
+        from scaling.fit.recommend import recommendation_table
+
+        items.append(recommendation_table(rec))
+        items += [f"[yellow]warning:[/] {line}" for line in rec.warnings]
+        trains = "lr included" if "lr" in rec.items else "no lr: the lr law is not usable"
+        items.append(f"wrote {written['overrides']} ({trains}): `scaling train --overrides-file "
+                     f"{written['overrides']}` trains it")
+    if "verify" in written:
+        items.append(f"wrote {written['verify']}: verify the predictions by training there, `scaling sweep "
+                     f"{written['verify']}`, then `scaling fit --check {written['verify_name']}`")
+    elif "verify_skipped" in written:
+        items.append(f"no verification sweep: {written['verify_skipped']}")
+    return items

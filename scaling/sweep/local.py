@@ -45,14 +45,12 @@ class _stop_workers_on_sigterm:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-
 def launch(plan: SweepPlan, results_dir: Path, retry_failed: bool = False, console=None, show_progress: bool = True,
            stale_after: float = claims.STALE_AFTER_S) -> dict:
     """Train every cell still to do with the workers of the plan's launcher config (`workers`, `runs_per_gpu`,
     `gpus_per_run`, `device`); returns counts by final state. Failed cells are reported as they fail.
     `retry_failed`: also retry cells whose last attempt failed (resuming from their checkpoints)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console(stderr=True)
     results_dir = Path(results_dir)
@@ -74,50 +72,12 @@ def launch(plan: SweepPlan, results_dir: Path, retry_failed: bool = False, conso
                   f"{len(slots)} worker(s): {', '.join(s[0] for s in slots)}")
     wandb_folder = store.wandb_dir(results_dir, plan.name)
     tracking.reset_unreachable(wandb_folder)  # this launch tries the network again
-    wandb_announced = False
     procs, events = start_workers(slots, [(c.run_id, c.name, to_dict(c.run)) for c in todo], results_dir,
                                   plan.name, launcher, retry_failed, stale_after)
     terminated = _stop_workers_on_sigterm(procs, console)
 
-    counts = {"completed": 0, "diverged": 0, "failed": 0, "preempted": 0}
-    running: dict[str, str] = {}
-    tokens_of = {c.run_id: c.plan.tokens for c in todo}
-    tokens_total, tokens_done, t0 = sum(tokens_of.values()), 0, time.time()
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}")]
     try:
-        with Progress(*columns, console=console, disable=not show_progress) as progress:
-            task = progress.add_task(plan.name, total=len(todo), state="", eta="-")
-            while True:
-                try:
-                    kind, worker, run_id, name, info, log = events.get(timeout=0.2)
-                except queue.Empty:
-                    if not any(p.is_alive() for p in procs):
-                        break
-                    continue
-                if not wandb_announced and (notice := tracking.unreachable_notice(wandb_folder)):
-                    wandb_announced = True
-                    console.print(f"[yellow]warning:[/] {notice}", highlight=False, soft_wrap=True)
-                if kind == "start":
-                    running[run_id] = name
-                else:
-                    running.pop(run_id, None)
-                    counts[kind] = counts.get(kind, 0) + 1
-                    tokens_done += tokens_of.get(run_id, 0)
-                    if kind == "failed":
-                        console.print(f"[red]✗ failed[/] {name} ({run_id}) on {worker}: {info}"
-                                      + (f" — log {log}" if log else ""))
-                    elif kind == "diverged":
-                        console.print(f"[yellow]⚠ diverged[/] {name} ({run_id}) — log {log}")
-                    elif kind == "preempted":
-                        console.print(f"[magenta]⏸ stopped[/] {name} ({run_id}): {info}")
-                finished = sum(counts.values())
-                elapsed = time.time() - t0
-                eta = elapsed * (tokens_total - tokens_done) / tokens_done if tokens_done else None
-                progress.update(task, completed=finished,
-                                state=f"done {counts['completed']} · running {len(running)} · failed "
-                                      f"{counts['failed']} · diverged {counts['diverged']}",
-                                eta="-" if eta is None else f"{eta:.0f}s")
+        counts = _follow(plan.name, todo, procs, events, wandb_folder, console, show_progress)
     finally:
         for p in procs:
             p.join(timeout=5)
@@ -128,3 +88,51 @@ def launch(plan: SweepPlan, results_dir: Path, retry_failed: bool = False, conso
     counts["terminated"] = terminated.received
     counts["skipped"] = len(todo) - sum(counts[k] for k in ("completed", "diverged", "failed", "preempted"))
     return counts
+
+
+def _follow(sweep: str, todo: list, procs, events, wandb_folder: Path, console, show_progress: bool) -> dict:
+    """Show the workers' events (a progress bar with an ETA by tokens, and a line per failure) until every worker
+    has exited; returns counts by final state."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    counts = {"completed": 0, "diverged": 0, "failed": 0, "preempted": 0}
+    running: dict[str, str] = {}
+    tokens_of = {c.run_id: c.plan.tokens for c in todo}
+    tokens_total, tokens_done, t0 = sum(tokens_of.values()), 0, time.time()
+    wandb_announced = False
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}")]
+    with Progress(*columns, console=console, disable=not show_progress) as progress:
+        task = progress.add_task(sweep, total=len(todo), state="", eta="-")
+        while True:
+            try:
+                kind, worker, run_id, name, info, log = events.get(timeout=0.2)
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs):
+                    return counts
+                continue
+            if not wandb_announced and (notice := tracking.unreachable_notice(wandb_folder)):
+                wandb_announced = True
+                console.print(f"[yellow]warning:[/] {notice}", highlight=False, soft_wrap=True)
+            if kind == "start":
+                running[run_id] = name
+            else:
+                running.pop(run_id, None)
+                counts[kind] = counts.get(kind, 0) + 1
+                tokens_done += tokens_of.get(run_id, 0)
+                _report_event(kind, worker, run_id, name, info, log, console)
+            elapsed = time.time() - t0
+            eta = elapsed * (tokens_total - tokens_done) / tokens_done if tokens_done else None
+            progress.update(task, completed=sum(counts.values()),
+                            state=f"done {counts['completed']} · running {len(running)} · failed "
+                                  f"{counts['failed']} · diverged {counts['diverged']}",
+                            eta="-" if eta is None else f"{eta:.0f}s")
+
+
+def _report_event(kind: str, worker: str, run_id: str, name: str, info: str, log: str, console) -> None:
+    if kind == "failed":
+        console.print(f"[red]✗ failed[/] {name} ({run_id}) on {worker}: {info}" + (f" — log {log}" if log else ""))
+    elif kind == "diverged":
+        console.print(f"[yellow]⚠ diverged[/] {name} ({run_id}) — log {log}")
+    elif kind == "preempted":
+        console.print(f"[magenta]⏸ stopped[/] {name} ({run_id}): {info}")

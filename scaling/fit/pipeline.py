@@ -1,0 +1,118 @@
+"""One fit from its inputs to its files, for the CLI, notebooks and cluster jobs alike: choose the sweep, load its
+runs (fit/inputs.py), fit every law (fit/report.py), recommend a run at a target budget (fit/recommend.py), and
+write fit.json, recommended.overrides, verify.yaml and the figures (fit/outputs.py).
+
+    from scaling.fit.pipeline import FitOptions, fit_sweep
+    result = fit_sweep("results", FitOptions(sweep="demo", target_flops=3e12))
+    result.report.laws, result.recommendation.items, result.written["fit"]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scaling.fit.inputs import InputError, Runs, load_runs
+from scaling.fit.report import FitReport
+
+
+@dataclass
+class FitOptions:
+    """What to fit and what to write (the options of `scaling fit`)."""
+
+    sweep: str | None = None
+    """The sweep (its folder under the results directory, or its W&B group with a wandb: source); None: the only
+    sweep there is (several are refused unless `all_sweeps`)."""
+    all_sweeps: bool = False
+    """Pool the runs of every sweep (their losses must be comparable: same data)."""
+    source: str | None = None
+    """A CSV of runs, or wandb:ENTITY/PROJECT; None: the results directory."""
+    mapping: str | None = None
+    """CSV column renames, 'params=Model Size,flops=Training FLOP'."""
+    seq_len: int | None = None
+    """Sequence length when a CSV's batch is in sequences."""
+    optimum: str = "quadratic"
+    """How a budget's optimum is read: quadratic, or near-optimal[:TOL]."""
+    convention: str = "M"
+    """FLOPs convention of C: M, M_with_head, 6N_total, 6N_active, 6N_active_attn."""
+    bootstrap: int = 1000
+    """Run-level resamples for the intervals (0: Student-t intervals from the fitted points alone)."""
+    allow_mixed_data: bool = False
+    """Fit runs of different data sets together."""
+    target_flops: float | None = None
+    """Recommend a run of this many FLOPs (and judge the laws there; default 3x the largest budget)."""
+    output: Path | None = None
+    """Folder of the outputs; None: <results>/<sweep>/fit, or ./fit for other sources."""
+    verify_at: float | None = None
+    """Budget of the verification sweep (default 3x the largest fitted budget)."""
+    verify_lr_factors: tuple[float, ...] | None = None
+    """Factors of the predicted lr the verification sweep trains (default 0.5, 1, 2)."""
+    verify_seeds: tuple[int, ...] | None = None
+    """Seeds of the verification sweep (default: as swept)."""
+    plots: bool = True
+    """Write the figures (PNG and SVG)."""
+
+
+@dataclass
+class FitResult:
+    """A finished fit: what was fitted, recommended and written."""
+
+    sweep: str | None
+    runs: Runs
+    report: FitReport
+    recommendation: object | None
+    out_dir: Path
+    written: dict = field(default_factory=dict)
+    """Paths written (fit, overrides, verify, figures), why a verification sweep was not written, and the fit.json
+    object itself (payload); see outputs.write_fit_outputs."""
+
+
+def only_sweep(results_dir: Path) -> str | None:
+    """The one sweep of the results folder (None when there is none: loading says why); several are refused
+    (pooling them must be asked for)."""
+    from scaling.store import list_sweeps
+
+    sweeps = list_sweeps(results_dir)
+    if len(sweeps) <= 1:
+        return sweeps[0] if sweeps else None
+    raise InputError(f"{len(sweeps)} sweeps under {results_dir} ({', '.join(sweeps)}): name the one to fit, or pass "
+                     f"--all to pool them")
+
+
+def no_law_reason(runs: Runs, report: FitReport) -> str:
+    n_budgets = runs.df["budget"].nunique()
+    first = next(iter(report.excluded.values()), "")
+    return (f"no law can be fitted from {len(runs.df)} runs at {n_budgets} budget(s)" + (f" ({first})" if first else "")
+            + ": sweep more budgets or learning rates")
+
+
+def fit_sweep(results_dir: Path, options: FitOptions) -> FitResult:
+    """Load, fit, recommend and write. Bad input (no runs, nothing fittable, a bad option): InputError or
+    ValueError, raised before anything is written."""
+    from scaling.fit.optima import parse_method
+    from scaling.fit.outputs import default_output_dir, write_fit_outputs
+    from scaling.fit.report import fit_all
+
+    o = options
+    parse_method(o.optimum)  # a bad option fails before any data is read
+    sweep = o.sweep
+    if sweep is not None and o.all_sweeps:
+        raise InputError(f"give a sweep ({sweep!r}) or --all, not both")
+    if sweep is None and not o.all_sweeps and o.source is None:
+        sweep = only_sweep(Path(results_dir))
+    runs = load_runs(o.source, Path(results_dir), sweep, o.mapping, o.seq_len, o.convention, o.allow_mixed_data)
+    report = fit_all(runs, optimum=o.optimum, n_boot=o.bootstrap, target_flops=o.target_flops)
+    if not report.laws and report.optima is None:
+        raise InputError(no_law_reason(runs, report))
+    recommendation = None
+    if o.target_flops is not None:
+        from scaling.fit.recommend import recommend
+
+        recommendation = recommend(report, runs.df, o.target_flops)
+    out_dir = Path(o.output) if o.output else default_output_dir(Path(results_dir), sweep, o.source)
+    verify: dict = {"budget_flops": o.verify_at, "seeds": tuple(int(s) for s in o.verify_seeds) if o.verify_seeds
+                    else None}
+    if o.verify_lr_factors:
+        verify["lr_factors"] = tuple(o.verify_lr_factors)
+    written = write_fit_outputs(report, runs, out_dir, recommendation, plots=o.plots, verify=verify)
+    return FitResult(sweep, runs, report, recommendation, out_dir, written)
