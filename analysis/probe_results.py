@@ -6,7 +6,7 @@ printed as one table: probe, outcome, nothing lost.
 "Nothing lost" means: every record, claim or file that existed before the probe is still there, byte for byte
 (or replaced only by the run's own completion), and nothing was written outside the results folder. A probe that
 does not behave prints FAIL and the script exits 1. The same behaviours are tested one by one in tests/ (test_store,
-test_claims, test_train, test_config, test_sweep_launch, test_fit_cli, test_tracking, test_data, test_cpu_blas).
+test_claims, test_train, test_config, test_sweep_local, test_fit_cli, test_tracking, test_data, test_cpu_blas).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Routing and experts: the MoE feed-forward layer, and nothing else (ARCHITECTURE section 4).
 
-Shapes in names: T tokens (batch x time flattened), D model width, E routed experts, K top-k, F expert width.
+Shapes in names (one meaning per letter across the model files): T tokens (batch x time flattened), D model width,
+E routed experts, K top-k (experts per token), F expert width (2F: the fused gate and up projections),
+N = T x K token-expert assignments; B batch where a tensor keeps it. transformer.py adds H, Hkv, Dh, R and V.
 
 Dispatch is dropless and sort-based: the T*K (token, expert) assignments are sorted by expert once, the sorted
 tokens go through every expert as one grouped matmul (`torch._grouped_mm`) or a matmul per contiguous slice, and
@@ -276,25 +278,7 @@ class MoE(nn.Module):
         offs_E = counts_E.cumsum(0).to(torch.int32)
         dtype = _compute_dtype(x_TD)
         x_ND = _DispatchRows.apply(x_TD.to(dtype), order_N.div(K, rounding_mode="floor"), inverse_N)
-        h_NF2 = grouped_matmul(x_ND, self.w_gate_up_EDF.to(dtype), counts_E, offs_E, self.use_grouped_mm)
-        y_ND = grouped_matmul(swiglu(h_NF2), self.w_down_EFD.to(dtype), counts_E, offs_E, self.use_grouped_mm)
+        h_N2F = grouped_matmul(x_ND, self.w_gate_up_EDF.to(dtype), counts_E, offs_E, self.use_grouped_mm)
+        y_ND = grouped_matmul(swiglu(h_N2F), self.w_down_EFD.to(dtype), counts_E, offs_E, self.use_grouped_mm)
         y_TKD = _PermuteRows.apply(y_ND, inverse_N, order_N).view(T, K, D)
         return (y_TKD.float() * weights_TK.unsqueeze(-1)).sum(1).to(x_TD.dtype)
-
-
-def reference_moe_forward(moe: MoE, x_BTD: torch.Tensor) -> torch.Tensor:
-    """A slow per-expert mask loop computing the same function as MoE.forward; for tests only."""
-    B, T_, D = x_BTD.shape
-    x_TD = x_BTD.reshape(-1, D)
-    ids_TK, weights_TK = moe.route(x_TD)
-    out_TD = torch.zeros_like(x_TD)
-    for e in range(moe.n_experts):
-        tok, slot = torch.where(ids_TK == e)
-        if tok.numel() == 0:
-            continue
-        gate, up = (x_TD[tok] @ moe.w_gate_up_EDF[e]).chunk(2, dim=-1)
-        y = (F.silu(gate) * up) @ moe.w_down_EFD[e]
-        out_TD = out_TD.index_add(0, tok, y * weights_TK[tok, slot].unsqueeze(-1))
-    if moe.shared is not None:
-        out_TD = out_TD + moe.shared(x_TD)
-    return out_TD.view(B, T_, D)

@@ -1,7 +1,9 @@
 """The decoder-only transformer (ARCHITECTURE section 4): pre-norm RMSNorm, RoPE, QK-norm, SwiGLU / MoE FFNs.
 
-The model knows nothing of runs, sweeps or records. Shapes in names: B batch, T time, D model width, H heads,
-K key/value heads, Dh head width, V vocabulary.
+The model knows nothing of runs, sweeps or records.
+
+Shapes in names (one meaning per letter across the model files): B batch, T time, D model width, V vocabulary,
+H query heads, Hkv key/value heads, Dh head width, R rotary frequencies (Dh / 2). moe.py adds E, K and F.
 """
 
 from __future__ import annotations
@@ -16,30 +18,30 @@ from scaling.model.moe import MoE, SwiGLU
 
 
 def rope_tables(seq_len: int, dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables of shape (T, Dh/2) for rotary position embeddings."""
+    """cos and sin tables of shape (T, R = Dh/2) for rotary position embeddings."""
     inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-    angles_TF = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
-    return angles_TF.cos(), angles_TF.sin()
+    angles_TR = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+    return angles_TR.cos(), angles_TR.sin()
 
 
-def apply_rope(x_BHTD: torch.Tensor, cos_TF: torch.Tensor, sin_TF: torch.Tensor) -> torch.Tensor:
+def apply_rope(x_BHTDh: torch.Tensor, cos_TR: torch.Tensor, sin_TR: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (first half, second half) of each head's features by position-dependent angles (in fp32)."""
-    T = x_BHTD.shape[-2]
-    cos_TF, sin_TF = cos_TF[:T], sin_TF[:T]
+    T = x_BHTDh.shape[-2]
+    cos_TR, sin_TR = cos_TR[:T], sin_TR[:T]
     if torch.compiler.is_compiling():  # the formula: inductor fuses it and derives the backward
-        x1, x2 = x_BHTD.float().chunk(2, dim=-1)
-        return torch.cat([x1 * cos_TF - x2 * sin_TF, x1 * sin_TF + x2 * cos_TF], dim=-1).to(x_BHTD.dtype)
-    return _Rotate.apply(x_BHTD, cos_TF, sin_TF)
+        x1, x2 = x_BHTDh.float().chunk(2, dim=-1)
+        return torch.cat([x1 * cos_TR - x2 * sin_TR, x1 * sin_TR + x2 * cos_TR], dim=-1).to(x_BHTDh.dtype)
+    return _Rotate.apply(x_BHTDh, cos_TR, sin_TR)
 
 
-def _rotate(x_BHTD: torch.Tensor, cos_TF: torch.Tensor, sin_TF: torch.Tensor, sign: float) -> torch.Tensor:
+def _rotate(x_BHTDh: torch.Tensor, cos_TR: torch.Tensor, sin_TR: torch.Tensor, sign: float) -> torch.Tensor:
     """(x1, x2) -> (x1 cos - sign x2 sin, x2 cos + sign x1 sin), written into one output (no cat)."""
-    x1, x2 = x_BHTD.chunk(2, dim=-1)
-    out_BHTD = torch.empty_like(x_BHTD)
-    o1, o2 = out_BHTD.chunk(2, dim=-1)
-    torch.mul(x1, cos_TF, out=o1).addcmul_(x2, sin_TF, value=-sign)
-    torch.mul(x2, cos_TF, out=o2).addcmul_(x1, sin_TF, value=sign)
-    return out_BHTD
+    x1, x2 = x_BHTDh.chunk(2, dim=-1)
+    out_BHTDh = torch.empty_like(x_BHTDh)
+    o1, o2 = out_BHTDh.chunk(2, dim=-1)
+    torch.mul(x1, cos_TR, out=o1).addcmul_(x2, sin_TR, value=-sign)
+    torch.mul(x2, cos_TR, out=o2).addcmul_(x1, sin_TR, value=sign)
+    return out_BHTDh
 
 
 class _Rotate(torch.autograd.Function):
@@ -47,14 +49,14 @@ class _Rotate(torch.autograd.Function):
     formula (muls, adds, chunk and cat each way)."""
 
     @staticmethod
-    def forward(ctx, x_BHTD, cos_TF, sin_TF):
-        ctx.save_for_backward(cos_TF, sin_TF)
-        return _rotate(x_BHTD.float(), cos_TF, sin_TF, 1.0).to(x_BHTD.dtype)
+    def forward(ctx, x_BHTDh, cos_TR, sin_TR):
+        ctx.save_for_backward(cos_TR, sin_TR)
+        return _rotate(x_BHTDh.float(), cos_TR, sin_TR, 1.0).to(x_BHTDh.dtype)
 
     @staticmethod
-    def backward(ctx, grad_BHTD):
-        cos_TF, sin_TF = ctx.saved_tensors
-        return _rotate(grad_BHTD.float(), cos_TF, sin_TF, -1.0).to(grad_BHTD.dtype), None, None
+    def backward(ctx, grad_BHTDh):
+        cos_TR, sin_TR = ctx.saved_tensors
+        return _rotate(grad_BHTDh.float(), cos_TR, sin_TR, -1.0).to(grad_BHTDh.dtype), None, None
 
 
 class Attention(nn.Module):
@@ -74,17 +76,17 @@ class Attention(nn.Module):
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
         B, T, _ = x_BTD.shape
         q, k, v = self.wqkv(x_BTD).split([self.n_heads * self.dh, self.n_kv * self.dh, self.n_kv * self.dh], -1)
-        q_BHTD = self.q_norm(q.view(B, T, self.n_heads, self.dh)).transpose(1, 2)
-        k_BKTD = self.k_norm(k.view(B, T, self.n_kv, self.dh)).transpose(1, 2)
-        v_BKTD = v.view(B, T, self.n_kv, self.dh).transpose(1, 2)
-        q_BHTD = apply_rope(q_BHTD, self.rope_cos, self.rope_sin)
-        k_BKTD = apply_rope(k_BKTD, self.rope_cos, self.rope_sin)
+        q_BHTDh = self.q_norm(q.view(B, T, self.n_heads, self.dh)).transpose(1, 2)
+        k_BHkvTDh = self.k_norm(k.view(B, T, self.n_kv, self.dh)).transpose(1, 2)
+        v_BHkvTDh = v.view(B, T, self.n_kv, self.dh).transpose(1, 2)
+        q_BHTDh = apply_rope(q_BHTDh, self.rope_cos, self.rope_sin)
+        k_BHkvTDh = apply_rope(k_BHkvTDh, self.rope_cos, self.rope_sin)
         if self.n_kv != self.n_heads:
             rep = self.n_heads // self.n_kv
-            k_BKTD = k_BKTD.repeat_interleave(rep, dim=1)
-            v_BKTD = v_BKTD.repeat_interleave(rep, dim=1)
-        y_BHTD = F.scaled_dot_product_attention(q_BHTD, k_BKTD, v_BKTD, is_causal=True)
-        return self.wo(y_BHTD.transpose(1, 2).reshape(B, T, self.n_heads * self.dh))
+            k_BHkvTDh = k_BHkvTDh.repeat_interleave(rep, dim=1)
+            v_BHkvTDh = v_BHkvTDh.repeat_interleave(rep, dim=1)
+        y_BHTDh = F.scaled_dot_product_attention(q_BHTDh, k_BHkvTDh, v_BHkvTDh, is_causal=True)
+        return self.wo(y_BHTDh.transpose(1, 2).reshape(B, T, self.n_heads * self.dh))
 
 
 class Block(nn.Module):

@@ -2,9 +2,28 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from scaling.config import ModelConfig
-from scaling.model.moe import HAS_GROUPED_MM, MoE, reference_moe_forward
+from scaling.model.moe import HAS_GROUPED_MM, MoE
+
+
+def reference_moe_forward(moe: MoE, x_BTD: torch.Tensor) -> torch.Tensor:
+    """A slow per-expert mask loop computing the same function as MoE.forward; the test's independent reference."""
+    B, T_, D = x_BTD.shape
+    x_TD = x_BTD.reshape(-1, D)
+    ids_TK, weights_TK = moe.route(x_TD)
+    out_TD = torch.zeros_like(x_TD)
+    for e in range(moe.n_experts):
+        tok, slot = torch.where(ids_TK == e)
+        if tok.numel() == 0:
+            continue
+        gate, up = (x_TD[tok] @ moe.w_gate_up_EDF[e]).chunk(2, dim=-1)
+        y = (F.silu(gate) * up) @ moe.w_down_EFD[e]
+        out_TD = out_TD.index_add(0, tok, y * weights_TK[tok, slot].unsqueeze(-1))
+    if moe.shared is not None:
+        out_TD = out_TD + moe.shared(x_TD)
+    return out_TD.view(B, T_, D)
 
 
 def make_moe(**kw) -> MoE:
