@@ -39,27 +39,6 @@ def test_one_seed_and_four_budgets_still_cover():
     assert 0.88 <= c["b"] <= 0.995 and 0.88 <= c["lr_at_3x"] <= 0.995, c
 
 
-def test_the_old_demo_design_is_judged_undetermined_and_writes_no_lr():
-    """Issue 11's old demo: 4 budgets over 5x (1e11-5e11), one seed, recommended at 5e13. The lr law is judged
-    undetermined, with its reasons, and the recommendation lists lr as missing (no train.lr override)."""
-    from scaling.fit.recommend import recommend
-
-    undetermined = 0
-    for seed in range(10):
-        runs = synthetic_sweep(seed, budgets=(1e11, 2e11, 3e11, 5e11), seeds=1, sigma=(0.03, 0.05))
-        report = fit_all(runs, n_boot=500, target_flops=5e13, check=False, only=("lr_opt",))
-        verdict = report.laws["lr_opt"].verdict
-        rec = recommend(report, runs.df, 5e13)
-        if verdict["verdict"] == "undetermined":
-            undetermined += 1
-            assert "lr" in rec.missing and "lr_opt is undetermined" in rec.missing["lr"]["why"]
-            assert not any(line.startswith("train.lr=") for line in rec.overrides)
-            assert any("span 5x" in r for r in verdict["reasons"]) and any("add a budget above" in a
-                                                                            for a in verdict["advice"])
-            assert any("100x beyond the fitted range, which spans 5x" in r for r in verdict["reasons"])
-    assert undetermined >= 9
-
-
 def test_the_demo_design_is_judged_reliable_when_the_noise_is_low():
     """At 0.01 nats of noise the demo's design pins the law (a lack-of-fit false alarm, 5% by design, may make one
     of ten weak)."""

@@ -1,0 +1,60 @@
+"""The recommendation at a target budget: only what a usable law supports, with its interval, as overrides
+`scaling train` reads."""
+
+import pandas as pd
+import pytest
+from synthetic import A_LR, B_LR, synthetic_sweep
+
+from scaling.fit.recommend import config_overrides, largest_run, recommend, trainer_budget
+from scaling.fit.report import fit_all
+
+
+def test_the_old_demo_design_is_judged_undetermined_and_writes_no_lr():
+    """Issue 11's old demo: 4 budgets over 5x (1e11-5e11), one seed, recommended at 5e13. The lr law is judged
+    undetermined, with its reasons, and the recommendation lists lr as missing (no train.lr override)."""
+    undetermined = 0
+    for seed in range(10):
+        runs = synthetic_sweep(seed, budgets=(1e11, 2e11, 3e11, 5e11), seeds=1, sigma=(0.03, 0.05))
+        report = fit_all(runs, n_boot=500, target_flops=5e13, check=False, only=("lr_opt",))
+        verdict = report.laws["lr_opt"].verdict
+        rec = recommend(report, runs.df, 5e13)
+        if verdict["verdict"] == "undetermined":
+            undetermined += 1
+            assert "lr" in rec.missing and "lr_opt is undetermined" in rec.missing["lr"]["why"]
+            assert not any(line.startswith("train.lr=") for line in rec.overrides)
+            assert any("span 5x" in r for r in verdict["reasons"]) and any("add a budget above" in a
+                                                                            for a in verdict["advice"])
+            assert any("100x beyond the fitted range, which spans 5x" in r for r in verdict["reasons"])
+    assert undetermined >= 9
+
+
+def test_a_reliable_lr_law_recommends_its_prediction_with_an_interval_holding_the_truth():
+    runs = synthetic_sweep(3, sigma=(0.01, 0.01))
+    report = fit_all(runs, n_boot=500, target_flops=3e12, check=False, only=("lr_opt",))
+    rec = recommend(report, runs.df, 3e12)
+    lr = rec.items["lr"]
+    lo, hi = lr["interval"]
+    assert lo < lr["value"] < hi and lo <= A_LR * 3e12**B_LR <= hi
+    assert any(line.startswith("train.lr=") for line in rec.overrides)
+    assert rec.as_dict()["items"]["lr"]["value"] == lr["value"]
+
+
+def test_a_bad_target_is_refused():
+    runs = synthetic_sweep(0)
+    report = fit_all(runs, n_boot=0, check=False, only=("lr_opt",))
+    with pytest.raises(ValueError, match="must be a positive number of FLOPs"):
+        recommend(report, runs.df, -1.0)
+
+
+def test_the_family_config_comes_from_its_largest_run_and_the_budget_in_the_trainers_convention():
+    fam = pd.DataFrame([{"budget": 1e11, "flops": 1e11, "flops_M": 1e11, "config": None},
+                        {"budget": 1e12, "flops": 2e12, "flops_M": 1e12,
+                         "config": {"model": {"d_model": 96}, "train": {"lr": 1e-3, "batch_size": 8}}}])
+    row = largest_run(fam)
+    assert row["budget"] == 1e12 and largest_run(fam.iloc[:0]) is None
+    assert trainer_budget(row, 6e12) == pytest.approx(3e12)  # C in 2x another convention: half in M
+    assert trainer_budget(None, 6e12) == 6e12
+    assert config_overrides(None) is None and config_overrides(fam.iloc[0]) is None
+    overrides = config_overrides(row)
+    assert "model.d_model=96" in overrides and not any(o.startswith(("train.lr=", "train.batch_size="))
+                                                       for o in overrides)
