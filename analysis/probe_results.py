@@ -235,7 +235,7 @@ def full_disk(lab: Lab):
     code = f"""
 import io, sys
 from scaling import store
-from scaling.config import compose
+from scaling.compose import compose
 from scaling.train import train
 from rich.console import Console
 real = store.write_record

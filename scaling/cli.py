@@ -76,7 +76,8 @@ def train(
 ) -> None:
     """Train one MoE run to a compute budget (FLOPs) and record it under the results directory."""
     _fast_cpu_matmuls()
-    from scaling.config import ConfigError, compose, resolve_results_dir, search_path, with_updates
+    from scaling.compose import compose, search_path, with_updates
+    from scaling.config import ConfigError, resolve_results_dir
     from scaling.data import DataError
     from scaling.store import StoreError, record_path
     from scaling.tables import run_plan_table, run_result_line
@@ -292,10 +293,12 @@ def _submit_to_slurm(plan, results, launcher_cfg, retry_failed: bool, wait: bool
 
 def _show_final_status(results, sweep: str, retry_command: str, out, console) -> None:
     """The sweep's status table (stdout); exit 1 when cells failed, naming the command that retries them."""
-    from scaling.sweep.status import status_table
+    from scaling.sweep.status import cell_states, counts
+    from scaling.tables import status_table
 
-    table, n = status_table(results, sweep)
-    out.print(table)
+    states = cell_states(results, sweep)
+    n = counts(states)
+    out.print(status_table(sweep, states))
     if n["corrupt"]:
         console.print(f"{n['corrupt']} cell(s) have unreadable records (named in the table), left untouched: move "
                       f"them aside to re-run those cells")
@@ -317,7 +320,8 @@ def bench(
     device's measured matmul peak)."""
     _fast_cpu_matmuls()
     from scaling import flops
-    from scaling.config import ConfigError, compose, search_path
+    from scaling.compose import compose, search_path
+    from scaling.config import ConfigError
     from scaling.device import peak_flops
     from scaling.probe import measure
 
@@ -352,7 +356,8 @@ def status(
     import json
 
     from scaling.store import StoreError
-    from scaling.sweep.status import cell_states, status_table, sweeps_table
+    from scaling.sweep.status import cell_states, sweep_counts
+    from scaling.tables import status_table, sweeps_table
 
     console = _console(stderr=False)
     results = _results_dir(results_dir)
@@ -363,9 +368,9 @@ def status(
             for cell in cell_states(results, sweep):
                 print(json.dumps(cell))
         elif sweep is None:
-            console.print(sweeps_table(results))
+            console.print(sweeps_table(results, sweep_counts(results)))
         else:
-            console.print(status_table(results, sweep)[0])
+            console.print(status_table(sweep, cell_states(results, sweep)))
     except StoreError as e:
         _fail(str(e))
 

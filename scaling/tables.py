@@ -263,8 +263,6 @@ def fit_summary(result) -> list:
         items.append(f"wrote {len(written['figures'])} figure files in {result.out_dir}: "
                      f"{', '.join(sorted({p.stem for p in written['figures']}))}")
     if rec is not None:
-        from scaling.fit.recommend import recommendation_table
-
         items.append(recommendation_table(rec))
         items += [f"[yellow]warning:[/] {line}" for line in rec.warnings]
         trains = "lr included" if "lr" in rec.items else "no lr: the lr law is not usable"
@@ -276,3 +274,69 @@ def fit_summary(result) -> list:
     elif "verify_skipped" in written:
         items.append(f"no verification sweep: {written['verify_skipped']}")
     return items
+
+
+# ---- sweep status --------------------------------------------------------------------------------------------
+MARKS = {"completed": "[green]✓[/]", "diverged": "[yellow]⚠[/]", "failed": "[red]✗[/]", "running": "[cyan]▶[/]",
+         "queued": "[blue]…[/]", "interrupted": "[magenta]⏸[/]", "pending": "[dim]·[/]", "corrupt": "[red]![/]"}
+"""The mark of each cell state (sweep/status.py STATES)."""
+
+
+def status_table(sweep: str, states: list[dict]):
+    """One row per cell (sweep/status.cell_states), with the counts by state as its caption."""
+    from rich.table import Table
+
+    from scaling.sweep.status import counts
+
+    n = counts(states)
+    caption = "  ".join(f"{MARKS[k]} {k} {v}" for k, v in n.items() if v)
+    table = Table(title=f"sweep {sweep} ({len(states)} cells)", caption=caption, title_justify="left")
+    for col in ("", "cell", "id", "val loss", "steps", "detail / log"):
+        table.add_column(col, overflow="fold")
+    for s in states:
+        steps = f"{s['steps_done'] or 0}/{s['steps']}" if s["steps"] else "-"
+        val = f"{s['val_loss']:.4f}" if s["val_loss"] is not None else ""
+        detail = s["detail"]
+        if s["state"] in ("failed", "diverged") and s["log"]:
+            detail = f"{detail} — {s['log']}"
+        name = s["name"] or "?"
+        if not s["in_plan"]:
+            name += " (not in the current plan)"
+        table.add_row(MARKS[s["state"]], name, s["id"], val, steps, detail)
+    return table
+
+
+def sweeps_table(results_dir, per_sweep: dict[str, dict]):
+    """One row per sweep (sweep/status.sweep_counts): its cells by state."""
+    from rich.table import Table
+
+    table = Table(title=f"sweeps under {results_dir}", title_justify="left")
+    for col in ("sweep", "cells", *MARKS):
+        table.add_column(col)
+    for sweep, n in per_sweep.items():
+        table.add_row(sweep, str(sum(n.values())), *(str(n[k]) for k in MARKS))
+    return table
+
+
+# ---- recommendation ------------------------------------------------------------------------------------------
+def recommendation_table(rec):
+    """The recommended run (fit/recommend.Recommendation): each quantity with its interval, verdict and law,
+    and what no law supports, with the sweep that would settle it."""
+    import numpy as np
+    from rich.markup import escape
+    from rich.table import Table
+
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, (float, int, np.floating)) else str(v)
+
+    table = Table(title=f"recommendation at C = {rec.target_flops:.3g} FLOPs", title_justify="left")
+    for col in ("quantity", "value", "95% interval", "verdict", "from"):
+        table.add_column(col, overflow="fold")
+    for name, item in rec.items.items():
+        interval = f"[{fmt(item['interval'][0])}, {fmt(item['interval'][1])}]" if item["interval"] else ""
+        why = f" ({'; '.join(item['reasons'])})" if item.get("reasons") else ""
+        table.add_row(name, fmt(item["value"]), interval, item.get("verdict", ""), escape(item["source"] + why))
+    for name, miss in rec.missing.items():
+        advice = f" -> {'; '.join(miss['advice'])}" if miss.get("advice") else ""
+        table.add_row(f"[dim]{name}[/]", "[dim]-[/]", "", "[dim]missing[/]", f"[dim]{escape(miss['why'] + advice)}[/]")
+    return table

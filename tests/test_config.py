@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from scaling.config import ConfigError, compose, from_dict, identity_dict, to_dict
+from scaling.compose import compose
+from scaling.config import ConfigError, from_dict, identity_dict, to_dict
 from scaling.run import plan_run, run_id
 
 
@@ -112,7 +113,7 @@ def test_an_unknown_key_names_the_nearest_real_one(override, nearest):
 
 
 def test_with_updates_checks_keys_too():
-    from scaling.config import with_updates
+    from scaling.compose import with_updates
 
     with pytest.raises(ConfigError, match="did you mean train.schedule"):
         with_updates(compose([]), {"train.schedul": "wsd"})
@@ -152,7 +153,7 @@ def test_a_users_model_in_sweeps_beside_the_cwd_composes_with_the_presets(tmp_pa
 
 
 def test_config_dir_must_exist(tmp_path):
-    from scaling.config import search_path
+    from scaling.compose import search_path
 
     with pytest.raises(ConfigError, match="--config-dir .* is not a folder"):
         search_path(tmp_path / "nope")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from scaling import store
-from scaling.config import compose, to_dict
+from scaling.compose import compose
+from scaling.config import to_dict
 from scaling.run import plan_run
 from scaling.train import train
 

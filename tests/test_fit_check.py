@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from scaling.config import compose
+from scaling.compose import compose
 from scaling.flops import count
 
 BASE = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",

@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from scaling import flops
-from scaling.config import ConfigError, compose, with_updates
+from scaling.compose import compose, with_updates
+from scaling.config import ConfigError
 from scaling.data import DataError, TokenData
 from scaling.run import cell_name, check_fits, first_provenance, plan_run, run_id, short_number
 

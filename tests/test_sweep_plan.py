@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scaling.config import ConfigError, compose, preset_dir
+from scaling.compose import compose, preset_dir
+from scaling.config import ConfigError
 from scaling.flops import count
 from scaling.sweep.plan import (
     GridAxis,
@@ -94,7 +95,7 @@ def test_activation_axis_keeps_active_parameters():
 
 
 def test_granularity_axis_keeps_activation_ratio_and_expert_parameters():
-    from scaling.config import with_updates
+    from scaling.compose import with_updates
 
     run = compose(["model.d_model=64", "model.n_experts=8", "model.top_k=2", "model.d_expert=64"])  # G = 2
     finer = with_updates(run, reshape_granularity(run, 8))

@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 from scaling import store
-from scaling.config import compose, to_dict
+from scaling.compose import compose
+from scaling.config import to_dict
 from scaling.run import plan_run
 
 TINY = ["budget_flops=2e9", "model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64",

@@ -41,7 +41,7 @@ def test_offline_run_logs_locally_without_secrets(monkeypatch, tmp_path):
 def test_a_trained_run_logs_offline_where_wandb_sync_looks_with_x_axes_and_summary(monkeypatch, tmp_path):
     """Offline files in <results>/<sweep>/wandb/offline-run-* (not wandb/wandb/); metrics carry tokens and flops
     (the x-axes define_metric names) and the summary the final held-out loss, tokens/s and MFU."""
-    from scaling.config import compose
+    from scaling.compose import compose
     from scaling.train import train
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -104,7 +104,8 @@ def test_an_unreachable_server_is_tried_once_per_sweep_then_offline(monkeypatch,
 
 
 def test_locations_stay_out_of_the_wandb_config():
-    from scaling.config import compose, to_dict
+    from scaling.compose import compose
+    from scaling.config import to_dict
 
     config = tracking.wandb_config(to_dict(compose(["results_dir=/home/alice/secret-project"])))
     assert "results_dir" not in config and "path" not in config["data"] and "cache_dir" not in config["data"]

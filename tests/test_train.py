@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scaling import store
-from scaling.config import compose
+from scaling.compose import compose
 from scaling.run import plan_run
 from scaling.train import train
 

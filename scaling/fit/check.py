@@ -42,7 +42,7 @@ def laws_path_of(results_dir: Path, sweep: str) -> Path | None:
         raise InputError(str(e)) from None
     if not laws:
         return None
-    from scaling.config import find_file, search_path
+    from scaling.compose import find_file, search_path
 
     return find_file(laws, search_path())
 

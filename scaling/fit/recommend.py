@@ -206,23 +206,3 @@ def _overrides(rec: Recommendation, fam: pd.DataFrame) -> list[str]:
                                     f"({need / row['data_tokens']:.2f} epochs): use more data or add "
                                     f"data.allow_repeat=true")
     return lines
-
-
-def recommendation_table(rec: Recommendation):
-    from rich.markup import escape
-    from rich.table import Table
-
-    def fmt(v):
-        return f"{v:.4g}" if isinstance(v, (float, int, np.floating)) else str(v)
-
-    table = Table(title=f"recommendation at C = {rec.target_flops:.3g} FLOPs", title_justify="left")
-    for col in ("quantity", "value", "95% interval", "verdict", "from"):
-        table.add_column(col, overflow="fold")
-    for name, item in rec.items.items():
-        interval = f"[{fmt(item['interval'][0])}, {fmt(item['interval'][1])}]" if item["interval"] else ""
-        why = f" ({'; '.join(item['reasons'])})" if item.get("reasons") else ""
-        table.add_row(name, fmt(item["value"]), interval, item.get("verdict", ""), escape(item["source"] + why))
-    for name, miss in rec.missing.items():
-        advice = f" -> {'; '.join(miss['advice'])}" if miss.get("advice") else ""
-        table.add_row(f"[dim]{name}[/]", "[dim]-[/]", "", "[dim]missing[/]", f"[dim]{escape(miss['why'] + advice)}[/]")
-    return table

@@ -41,11 +41,8 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from scaling.config import (
+from scaling.compose import (
     RUN_SECTIONS,
-    ConfigError,
-    ModelConfig,
-    RunConfig,
     check_keys,
     compose,
     find_config,
@@ -55,6 +52,7 @@ from scaling.config import (
     search_path,
     with_updates,
 )
+from scaling.config import ConfigError, ModelConfig, RunConfig
 from scaling.data import DataError
 from scaling.flops import count
 from scaling.run import RunPlan

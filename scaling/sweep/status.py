@@ -16,8 +16,8 @@ from pathlib import Path
 from scaling import claims, progress, scheduler, store
 from scaling.sweep import slurm_queue
 
-MARKS = {"completed": "[green]✓[/]", "diverged": "[yellow]⚠[/]", "failed": "[red]✗[/]", "running": "[cyan]▶[/]",
-         "queued": "[blue]…[/]", "interrupted": "[magenta]⏸[/]", "pending": "[dim]·[/]", "corrupt": "[red]![/]"}
+STATES = ("completed", "diverged", "failed", "running", "queued", "interrupted", "pending", "corrupt")
+"""Every state a cell can be in (see above); tables.py gives each its mark."""
 
 
 def scheduler_view(results_dir: Path, sweep: str, run_ids: list[str]) -> tuple[dict, dict, dict]:
@@ -87,41 +87,13 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
 
 
 def counts(states: list[dict]) -> dict:
-    out = {k: 0 for k in MARKS}
+    """Cells per state, every state listed (0 when none)."""
+    out = {k: 0 for k in STATES}
     for s in states:
         out[s["state"]] += 1
     return out
 
 
-def status_table(results_dir: Path, sweep: str):
-    from rich.table import Table
-
-    states = cell_states(results_dir, sweep)
-    n = counts(states)
-    caption = "  ".join(f"{MARKS[k]} {k} {v}" for k, v in n.items() if v)
-    table = Table(title=f"sweep {sweep} ({len(states)} cells)", caption=caption, title_justify="left")
-    for col in ("", "cell", "id", "val loss", "steps", "detail / log"):
-        table.add_column(col, overflow="fold")
-    for s in states:
-        steps = f"{s['steps_done'] or 0}/{s['steps']}" if s["steps"] else "-"
-        val = f"{s['val_loss']:.4f}" if s["val_loss"] is not None else ""
-        detail = s["detail"]
-        if s["state"] in ("failed", "diverged") and s["log"]:
-            detail = f"{detail} — {s['log']}"
-        name = s["name"] or "?"
-        if not s["in_plan"]:
-            name += " (not in the current plan)"
-        table.add_row(MARKS[s["state"]], name, s["id"], val, steps, detail)
-    return table, n
-
-
-def sweeps_table(results_dir: Path):
-    from rich.table import Table
-
-    table = Table(title=f"sweeps under {results_dir}", title_justify="left")
-    for col in ("sweep", "cells", *MARKS):
-        table.add_column(col)
-    for sweep in store.list_sweeps(results_dir):
-        n = counts(cell_states(results_dir, sweep))
-        table.add_row(sweep, str(sum(n.values())), *(str(n[k]) for k in MARKS))
-    return table
+def sweep_counts(results_dir: Path) -> dict[str, dict]:
+    """Cells per state of every sweep under the results directory."""
+    return {sweep: counts(cell_states(results_dir, sweep)) for sweep in store.list_sweeps(results_dir)}

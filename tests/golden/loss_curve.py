@@ -22,7 +22,7 @@ def curves(extra: list[str] = (), models: tuple[str, ...] = tuple(MODELS)) -> di
     from scaling import cpu_blas
 
     cpu_blas.enable()  # as every training entry point (SCALING_MKL_AVX512 picks the kernel set)
-    from scaling.config import compose, with_updates
+    from scaling.compose import compose, with_updates
     from scaling.run import plan_run
     from scaling.train import train
 

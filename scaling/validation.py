@@ -1,0 +1,184 @@
+"""Validation of a run config: refuse impossible settings, and settings the rest of the config would ignore,
+with a one-line error naming the key and the fix (no data or torch needed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from scaling.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}: set {key} to one of them")
+
+
+def validate(run: RunConfig) -> None:
+    """Refuse impossible settings with a one-line error naming the key and the fix (no data or torch needed).
+
+    Checks that need the data (corpus size) or FLOPs (budget too small) happen in `run.plan_run`, still before
+    any compute is spent.
+    """
+    _check_finite(run)
+    problem = _sweep_name_problem(run.sweep)
+    if problem:
+        raise ConfigError(f"sweep={run.sweep!r}: {problem}")
+    if not 0 <= run.seed < 2**32:
+        raise ConfigError(f"seed={run.seed} must be in [0, 2**32): set seed=0, 1, ...")
+    if not run.budget_flops > 0:
+        raise ConfigError(f"budget_flops={run.budget_flops} must be positive (FLOPs, e.g. budget_flops=3e11)")
+    _check_shape(run)
+    _check_choices(run)
+    _check_data(run)
+    _check_consistent(run)
+    _check_optimizer(run)
+    _check_coefficients(run)
+
+
+def _check_shape(run: RunConfig) -> None:
+    """The model's and batch's sizes: positive, and shapes that fit together (heads, top-k, dense layers)."""
+    m, t, d = run.model, run.train, run.data
+    positive = {
+        "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads,
+        "model.seq_len": m.seq_len, "model.vocab_size": m.vocab_size, "model.n_experts": m.n_experts,
+        "model.top_k": m.top_k, "model.d_expert": m.d_expert, "train.batch_size": t.batch_size,
+        "data.val_tokens": d.val_tokens,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}={value} must be at least 1")
+    if m.d_model % m.n_heads:
+        raise ConfigError(
+            f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}: "
+            f"pick n_heads among the divisors of d_model"
+        )
+    if (m.d_model // m.n_heads) % 2:
+        raise ConfigError(
+            f"head width d_model/n_heads = {m.d_model // m.n_heads} is odd; RoPE needs an even head width: "
+            f"change model.d_model or model.n_heads"
+        )
+    if m.n_kv_heads is not None and (m.n_kv_heads < 1 or m.n_heads % m.n_kv_heads):
+        raise ConfigError(f"model.n_kv_heads={m.n_kv_heads} must divide model.n_heads={m.n_heads}")
+    if m.top_k > m.n_experts:
+        raise ConfigError(
+            f"model.top_k={m.top_k} > model.n_experts={m.n_experts}: a token cannot use more experts than exist; "
+            f"lower top_k or raise n_experts"
+        )
+    if m.n_shared_experts < 0:
+        raise ConfigError(f"model.n_shared_experts={m.n_shared_experts} must be >= 0")
+    for key, value in (("model.d_shared", m.d_shared), ("model.d_ff_dense", m.d_ff_dense)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{key}={value} must be at least 1 (or null for the default)")
+    if not 0 <= m.n_dense_layers <= m.n_layers:
+        raise ConfigError(f"model.n_dense_layers={m.n_dense_layers} must be between 0 and model.n_layers={m.n_layers}")
+
+
+def _check_choices(run: RunConfig) -> None:
+    m, t, d = run.model, run.train, run.data
+    _choice("model.score_func", m.score_func, ("softmax", "sigmoid"))
+    _choice("model.balancing", m.balancing, ("aux_free", "aux_loss", "none"))
+    _choice("model.dispatch", m.dispatch, ("auto", "grouped_mm", "slices"))
+    _choice("data.source", d.source, ("stdlib", "shards"))
+    _choice("data.token_dtype", d.token_dtype, ("uint16", "uint32"))
+    _choice("train.schedule", t.schedule, ("cosine", "wsd"))
+    _choice("train.wsd_decay", t.wsd_decay, ("exp", "linear"))
+    _choice("wandb.mode", run.wandb.mode, ("auto", "online", "offline", "disabled"))
+
+
+def _check_data(run: RunConfig) -> None:
+    m, d = run.model, run.data
+    if d.source == "shards" and not d.path:
+        raise ConfigError("data.source=shards needs data.path=FOLDER holding train.bin and val.bin")
+    if d.source == "stdlib" and m.vocab_size < 256:
+        raise ConfigError(f"model.vocab_size={m.vocab_size} is too small for the byte corpus: set it to 256")
+    if not 0 < d.val_fraction < 0.5:
+        raise ConfigError(f"data.val_fraction={d.val_fraction} must be in (0, 0.5)")
+
+
+def _check_optimizer(run: RunConfig) -> None:
+    """The schedule and AdamW settings: rates, fractions and moment decays in range."""
+    t = run.train
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr={t.lr} must be positive")
+    if not 0 <= t.warmup_fraction < 1:
+        raise ConfigError(f"train.warmup_fraction={t.warmup_fraction} must be in [0, 1)")
+    if not 0 <= t.decay_fraction <= 1 or t.warmup_fraction + (t.decay_fraction if t.schedule == "wsd" else 0) > 1:
+        raise ConfigError(
+            f"train.decay_fraction={t.decay_fraction} with warmup_fraction={t.warmup_fraction} exceeds the run: "
+            f"keep warmup_fraction + decay_fraction <= 1"
+        )
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError(f"train.min_lr_ratio={t.min_lr_ratio} must be in [0, 1]")
+    if t.schedule == "wsd" and t.wsd_decay == "exp" and t.min_lr_ratio <= 0:
+        raise ConfigError("train.min_lr_ratio must be > 0 for an exponential WSD decay: set it (e.g. 0.1)")
+    if t.divergence_factor <= 1:
+        raise ConfigError(f"train.divergence_factor={t.divergence_factor} must be > 1")
+    if t.grad_clip < 0 or t.weight_decay < 0:
+        raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
+    for key, value in (("train.beta1", t.beta1), ("train.beta2", t.beta2)):
+        if not 0 <= value < 1:
+            raise ConfigError(f"{key}={value} must be in [0, 1) (AdamW's moment decay, e.g. 0.9 and 0.95)")
+
+
+def _check_coefficients(run: RunConfig) -> None:
+    """Positive scales, non-negative loss coefficients and intervals, and the grouped-matmul alignment."""
+    m, t = run.model, run.train
+    for key, value in (("train.eps", t.eps), ("model.init_std", m.init_std), ("model.rope_base", m.rope_base)):
+        if not value > 0:
+            raise ConfigError(f"{key}={value} must be positive")
+    for key, value in (("model.aux_loss_coef", m.aux_loss_coef), ("model.z_loss_coef", m.z_loss_coef),
+                       ("model.bias_update_rate", m.bias_update_rate)):
+        if value < 0:
+            raise ConfigError(f"{key}={value} must be >= 0")
+    for key in ("eval_every", "log_every", "checkpoint_every"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 0")
+    if m.dispatch == "grouped_mm" and (m.d_model % 8 or m.d_expert % 8):
+        raise ConfigError(
+            f"model.dispatch=grouped_mm needs d_model and d_expert divisible by 8 (got {m.d_model}, {m.d_expert}): "
+            f"use model.dispatch=auto or slices"
+        )
+
+
+def _check_finite(config, prefix: str = "") -> None:
+    """Every number of a config is finite (nan or inf would slip through every comparison below)."""
+    import math
+
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{f.name}={value} must be a finite number")
+
+
+def _sweep_name_problem(name) -> str | None:
+    from scaling.store import sweep_name_problem
+
+    return sweep_name_problem(name)
+
+
+def _check_consistent(run: RunConfig) -> None:
+    """Refuse a setting that the rest of the config would ignore without a word (each names the fix)."""
+    m, t, d = run.model, run.train, run.data
+    default = {"model": ModelConfig(), "train": TrainConfig(), "data": DataConfig()}
+    ignored = [  # (key, is set away from its default, the setting it needs)
+        ("data.path", d.path is not None, d.source == "shards", "data.source=shards"),
+        ("data.token_dtype", d.token_dtype != default["data"].token_dtype, d.source == "shards",
+         "data.source=shards"),
+        ("model.d_shared", m.d_shared is not None, m.n_shared_experts > 0, "model.n_shared_experts >= 1"),
+        ("model.d_ff_dense", m.d_ff_dense is not None, m.n_dense_layers > 0, "model.n_dense_layers >= 1"),
+        ("model.aux_loss_coef", m.aux_loss_coef != default["model"].aux_loss_coef, m.balancing == "aux_loss",
+         "model.balancing=aux_loss"),
+        ("model.bias_update_rate", m.bias_update_rate != default["model"].bias_update_rate,
+         m.balancing == "aux_free", "model.balancing=aux_free"),
+        ("train.decay_fraction", t.decay_fraction != default["train"].decay_fraction, t.schedule == "wsd",
+         "train.schedule=wsd"),
+        ("train.wsd_decay", t.wsd_decay != default["train"].wsd_decay, t.schedule == "wsd", "train.schedule=wsd"),
+    ]
+    for key, is_set, used, needs in ignored:
+        if is_set and not used:
+            section, field_name = key.split(".")
+            value = getattr(getattr(run, section), field_name)
+            raise ConfigError(f"{key}={value} has no effect without {needs}: set that too, or drop {key}")
