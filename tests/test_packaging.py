@@ -37,7 +37,7 @@ def test_an_installed_wheel_finds_its_presets_from_anywhere(wheel, tmp_path):
     elsewhere.mkdir()
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "WANDB_MODE": "disabled",
            "SCALING_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path)}
-    code = ("import sys, scaling, scaling.config as c; from scaling.cli import app; "
+    code = ("import sys, scaling, scaling.compose as c; from scaling.cli import app; "
             "print(scaling.__file__, c.preset_dir()); sys.argv = ['scaling'] + sys.argv[1:]; app()")
     out = subprocess.run([sys.executable, "-c", code, "sweep", "demo", "--dry-run", "--no-probe"], cwd=elsewhere,
                          env=env, capture_output=True, text=True, timeout=300)
