@@ -73,11 +73,11 @@ def test_sweep_fit_recommend_and_verify_end_to_end(tmp_path):
 
     (tmp_path / "e2e.yaml").write_text(
         "name: e2e\n"
-        f"base: {json.dumps(BASE)}\nbudgets: [2e9, 6e9, 2e10]\n"
+        f"base: {json.dumps(BASE)}\nbudgets: [2e9, 4e9, 8e9]\n"
         "lr: {values: [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]}\n")
     ok("sweep", str(tmp_path / "e2e.yaml"), "--results-dir", str(results), "--no-probe", "--no-progress",
        "--workers", "2")
-    fit = ok("fit", "e2e", "--results-dir", str(results), "--target-flops", "6e10", "--bootstrap", "200")
+    fit = ok("fit", "e2e", "--results-dir", str(results), "--target-flops", "2.4e10", "--bootstrap", "200")
     out_dir = results / "e2e" / "fit"
     payload = json.loads((out_dir / "fit.json").read_text())
     assert payload["laws"]["lr_opt"]["verdict"]["verdict"] in ("reliable", "weak", "undetermined")
@@ -88,13 +88,13 @@ def test_sweep_fit_recommend_and_verify_end_to_end(tmp_path):
     dry = ok("train", "--dry-run", "--overrides-file", str(out_dir / "recommended.overrides"),
              f"results_dir={tmp_path / 'rec'}")
     tiny_M = count(compose(BASE).model).M
-    assert f"{tiny_M:,.0f}" in dry.stdout and "6e+10" in dry.stdout  # the swept tiny model, at the target budget
+    assert f"{tiny_M:,.0f}" in dry.stdout and "2.4e+10" in dry.stdout  # the swept tiny model, at the target budget
     assert not (tmp_path / "rec").exists()
     ok("sweep", str(out_dir / "verify.yaml"), "--results-dir", str(results), "--no-probe", "--no-progress",
        "--workers", "2")
     check = json.loads(ok("fit", "--check", "e2e-verify", "--results-dir", str(results), "--json").stdout)
     [row] = check
-    assert row["C"] == pytest.approx(6e10, rel=0.02) and row["n_runs"] == 3
+    assert row["C"] == pytest.approx(2.4e10, rel=0.02) and row["n_runs"] == 3
     assert row["lr_predicted"] == pytest.approx(payload["laws"]["lr_opt"]["params"]["a"] * row["C"]
                                                 ** payload["laws"]["lr_opt"]["params"]["b"], rel=1e-6)
     assert row["loss_measured"] > 0 and "loss_predicted" in row

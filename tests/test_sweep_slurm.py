@@ -42,11 +42,11 @@ def test_a_clusters_settings_file_next_to_the_sweep_is_a_launcher_option(tmp_pat
 
 
 def test_cells_are_dealt_to_tasks_balancing_their_flops():
-    cells = plan_sweep(compose_sweep(TINY)).cells  # 3 cells at 2e9 FLOPs, 3 at 6e9
+    cells = plan_sweep(compose_sweep(TINY)).cells  # 3 cells at 2e9 FLOPs, 3 at 4e9
     tasks = deal_cells(cells, LauncherConfig(kind="slurm", cells_per_lane=2))
     assert sorted(len(t) for t in tasks) == [2, 2, 2]
     loads = [sum(c.run.budget_flops for c in t) for t in tasks]
-    assert max(loads) == min(loads) == 8e9  # each task: one 6e9 cell and one 2e9 cell
+    assert max(loads) == min(loads) == 6e9  # each task: one 4e9 cell and one 2e9 cell
     assert sorted(c.run_id for t in tasks for c in t) == sorted(c.run_id for c in cells)
     packed = LauncherConfig(kind="slurm", gpus_per_task=2, runs_per_gpu=3)
     assert lanes_per_task(packed) == 6 and len(deal_cells(cells, packed)) == 1
