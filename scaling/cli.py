@@ -90,9 +90,10 @@ def train(
         if _wants_config(show_config, cfg):
             _print_yaml(run)
             return
+        from scaling.data import describe
         from scaling.run import plan_run
 
-        plan = plan_run(run)
+        plan = plan_run(run, describe(run.data, required=False) if dry_run else None)
     except (ConfigError, DataError, StoreError) as e:
         _fail(str(e))
     out.print(run_plan_table(plan))
@@ -196,7 +197,7 @@ def sweep(
     out, console = _console(stderr=False), _console()
     results = _results_dir(results_dir)
     plan, sweep_cfg = _plan(config, list(overrides or []) + worker_overrides, config_dir, results, wandb_mode,
-                            _wants_config(show_config, cfg), console)
+                            _wants_config(show_config, cfg), console, data_required=not dry_run)
     if plan is None:
         return
     slurm = sweep_cfg.launcher.kind == "slurm"
@@ -221,8 +222,10 @@ def sweep(
         _launch_here(plan, results, retry_failed, progress, config, out, console)
 
 
-def _plan(config: str, overrides: list[str], config_dir, results, wandb_mode, show_config: bool, console):
-    """(plan, sweep config) of `scaling sweep`, or (None, config) after printing the config; bad input exits 2."""
+def _plan(config: str, overrides: list[str], config_dir, results, wandb_mode, show_config: bool, console,
+          data_required: bool = True):
+    """(plan, sweep config) of `scaling sweep`, or (None, config) after printing the config; bad input exits 2.
+    A dry run (data_required=False) plans data that is not on this machine from data.train_tokens."""
     from scaling.config import ConfigError
     from scaling.data import DataError
     from scaling.store import StoreError
@@ -235,7 +238,8 @@ def _plan(config: str, overrides: list[str], config_dir, results, wandb_mode, sh
             return None, sweep_cfg
         for note in sweep_cfg.notes:
             console.print(f"[yellow]note:[/] {note}", highlight=False)
-        return plan_sweep(sweep_cfg, results_dir=str(results), wandb_mode=wandb_mode), sweep_cfg
+        return plan_sweep(sweep_cfg, results_dir=str(results), wandb_mode=wandb_mode,
+                          data_required=data_required), sweep_cfg
     except PlanError as e:
         from rich.markup import escape
 
@@ -571,3 +575,44 @@ def _check(results, sweep: str, laws: str | None, as_json: bool, n_boot: int) ->
 
 if __name__ == "__main__":
     app()
+
+
+data_app = typer.Typer(help="Token data: prepare your own corpus as shards a sweep can train on.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    inputs: list[str] = typer.Argument(..., help="Text, JSONL (.gz/.zst), Parquet files, folders of them, or a "
+                                       "Hugging Face dataset saved with save_to_disk."),
+    out: str = typer.Option(..., "--out", help="Folder to write (shards, tokenizer.json, manifest.json); a rerun "
+                            "with the same inputs resumes it."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="A tokenizer.json, a folder holding one, or a "
+                                         "model name already in the local Hugging Face cache (never downloaded)."),
+    train_bpe: int | None = typer.Option(None, "--train-bpe", metavar="VOCAB", help="Train a byte-level BPE of "
+                                         "VOCAB tokens on the training documents instead (saved beside the shards)."),
+    text_key: str = typer.Option("text", "--text-key", help="JSONL field / Parquet or dataset column of the text."),
+    eot_token: str | None = typer.Option(None, "--eot-token", help="The document separator (default: the "
+                                         "tokenizer's end-of-text, e.g. <|endoftext|>)."),
+    shard_tokens: float = typer.Option(1e8, "--shard-tokens", help="Tokens per shard (llm.c: 1e8)."),
+    val_fraction: float = typer.Option(0.01, "--val-fraction", help="Fraction of documents held out."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Tokenizer processes (default: every core)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with MB/s (stderr)."),
+) -> None:
+    """Tokenize documents into llm.c-format shards with a held-out split and a manifest (data.source=shards,
+    data.path=OUT trains on it)."""
+    from scaling.data import DataError
+    from scaling.data.prepare import PrepareOptions, prepare
+    from scaling.tables import manifest_line
+
+    opts = PrepareOptions(inputs=list(inputs), out=out, tokenizer=tokenizer, train_bpe=train_bpe, text_key=text_key,
+                          eot_token=eot_token, shard_tokens=int(shard_tokens), val_fraction=val_fraction,
+                          workers=workers, show_progress=progress)
+    try:
+        manifest = prepare(opts)
+    except DataError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; rerun the same command to resume (finished shards are kept in {out})", code=130)
+    _console(stderr=False).print(manifest_line(manifest, out), highlight=False)

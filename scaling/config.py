@@ -29,8 +29,9 @@ class ModelConfig:
     """Key/value heads for grouped-query attention (must divide n_heads); None = n_heads (multi-head)."""
     seq_len: int = 256
     """Context length (tokens per sequence)."""
-    vocab_size: int = 256
-    """Vocabulary size (tokens); 256 for the byte-level embedded corpus."""
+    vocab_size: int | None = 256
+    """Vocabulary size (tokens); 256 for the byte-level embedded corpus; null = the data's (its manifest's, or its
+    largest token id + 1), rounded up to a multiple of 64 (GPT-2's 50257 -> 50304)."""
     n_experts: int = 8
     """Routed experts E per MoE layer. E=1 with top_k=1 is the dense baseline (no router)."""
     top_k: int = 2
@@ -72,24 +73,54 @@ class ModelConfig:
 
 
 @dataclass
+class MixtureSource:
+    """One prepared folder (or glob) of a data mixture and its share of the training tokens."""
+
+    path: str = ""
+    """A folder or glob of token shards, as data.path takes."""
+    weight: float = 1.0
+    """Relative share of training rows drawn from this source (weights need not sum to 1)."""
+    val_path: str | None = None
+    """Its validation shards when data.path's rule does not find them (see data.val_path)."""
+
+
+@dataclass
 class DataConfig:
     """Where tokens come from (ARCHITECTURE section 6)."""
 
     source: str = "stdlib"
-    """'stdlib' (the embedded corpus built from this Python's standard library) or 'shards' (token files)."""
+    """'stdlib' (the embedded corpus built from this Python's standard library), 'shards' (token files at
+    data.path) or 'mixture' (several shard folders, weighted: data.mixture)."""
     path: str | None = None
-    """For source='shards': a folder holding train.bin and val.bin (flat uint16/uint32, optional llm.c header)."""
+    """For source='shards': a folder of token shards (a `scaling data prepare` folder with its manifest.json, or
+    files named *train*.bin / *val*.bin, flat uint16/uint32 or llm.c-headered) or a glob of training shards."""
+    val_path: str | None = None
+    """Validation shards (folder or glob) when data.path is a glob; None = the glob with 'train' -> 'val'."""
     token_dtype: str = "uint16"
-    """For headerless shards: 'uint16' or 'uint32'."""
+    """For headerless shards without a manifest: 'uint16' or 'uint32'."""
+    mixture: list[MixtureSource] = field(default_factory=list)
+    """For source='mixture': the sources and weights, e.g. [{path: /data/web, weight: 0.7}, {path: /data/code,
+    weight: 0.3}]; every folder must come from the same tokenizer."""
+    tokenizer: str = "bytes"
+    """For source='stdlib': 'bytes' (vocab 256) or 'bpe' (a byte-level BPE of data.bpe_vocab tokens trained on the
+    corpus once and cached; set model.vocab_size to it, or null to take it from the data)."""
+    bpe_vocab: int = 4096
+    """For tokenizer='bpe': the BPE vocabulary size (tokens, specials included)."""
+    train_tokens: float | None = None
+    """Training tokens the data holds, declared for planning when it is not on this machine (a dry run then says
+    how often each cell would repeat it); ignored when the data or its manifest is present."""
     cache_dir: str | None = None
     """Where the built embedded corpus is cached; None = $SCALING_CACHE or ~/.cache/scaling."""
     val_fraction: float = 0.01
-    """Fraction of the embedded corpus held out for validation (the tail)."""
+    """Fraction of the embedded corpus held out for validation (the tail; by document for tokenizer='bpe')."""
     val_tokens: int = 81920
     """Tokens scored by the held-out loss: the first val_tokens of the validation split, as contiguous
     non-overlapping sequences of model.seq_len (the same set for every run, whatever its batch size)."""
     allow_repeat: bool = False
     """Allow a run to see more tokens than the training split holds (the record then shows the epoch count)."""
+
+    def __post_init__(self):
+        self.mixture = [m if isinstance(m, MixtureSource) else MixtureSource(**m) for m in self.mixture or []]
 
 
 @dataclass
@@ -181,7 +212,7 @@ TRAIN_FIELDS_NOT_IN_IDENTITY = ("eval_every", "log_every", "checkpoint_every", "
 """Bookkeeping fields of TrainConfig that do not change the trained model either."""
 
 
-DATA_FIELDS_NOT_IN_IDENTITY = ("cache_dir",)
+DATA_FIELDS_NOT_IN_IDENTITY = ("cache_dir", "train_tokens")
 
 
 def register_configs() -> None:
@@ -193,7 +224,7 @@ def register_configs() -> None:
     cs.store(group="model", name="model_schema", node=ModelConfig)
 
 
-ENV_LOCATIONS = ("data.path", "data.cache_dir", "results_dir")
+ENV_LOCATIONS = ("data.path", "data.val_path", "data.cache_dir", "results_dir")
 """The only keys whose value may come from the environment (`${oc.env:SCALING_DATA}`): locations on this machine.
 Everything else (names, W&B fields, settings) must be written out, so no resolved environment value (a token,
 a user name) ever reaches a folder name, a record or W&B."""
@@ -219,8 +250,9 @@ def from_dict(d: dict) -> RunConfig:
     return RunConfig(**kwargs)
 
 
-def override_value(v) -> str:
-    """A value as Hydra's override grammar reads it back unchanged (strings quoted unless plainly safe)."""
+def override_value(v, nested: bool = False) -> str:
+    """A value as Hydra's override grammar reads it back unchanged (strings quoted unless plainly safe; lists and
+    dicts, e.g. data.mixture, as Hydra's [a, b] and {key: value})."""
     import re
 
     if v is None:
@@ -229,8 +261,13 @@ def override_value(v) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(override_value(x, nested=True) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {override_value(x, nested=True)}" for k, x in v.items()) + "}"
     s = str(v)
-    if re.fullmatch(r"[A-Za-z0-9_./:+-]+", s) and s.lower() not in ("null", "true", "false"):
+    safe = r"[A-Za-z0-9_./+-]+" if nested else r"[A-Za-z0-9_./:+-]+"
+    if re.fullmatch(safe, s) and s.lower() not in ("null", "true", "false"):
         return s
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from scaling import __version__, flops
 from scaling.config import ConfigError, RunConfig, identity_key
-from scaling.data import DataError, TokenData
+from scaling.data import DataError, DataSummary, TokenData
 from scaling.lr_schedule import warmup_steps
 
 
@@ -36,6 +36,9 @@ class RunPlan:
     """Training tokens: whole sequences, steps - 1 full batches plus a last batch of `last_batch_size` sequences."""
     last_batch_size: int
     data: TokenData | None
+    """The tokens it trains on; None for a plan made from a summary (a sweep's plan, a dry run)."""
+    summary: DataSummary | None = None
+    """What planning knew of the data (token counts, vocabulary, fingerprint), whether or not it is here."""
 
     @property
     def flops_per_token(self) -> float:
@@ -75,8 +78,8 @@ class RunPlan:
             "last_batch_size": self.last_batch_size,
             "seq_len": self.run.model.seq_len,
             "warmup_steps": warmup_steps(self.run.train, self.steps),
-            "epochs": self.tokens / len(self.data.train) if self.data is not None else None,
-            "data_fingerprint": self.data.fingerprint if self.data is not None else None,
+            "epochs": self.summary.epochs(self.tokens) if self.summary is not None else None,
+            "data_fingerprint": self.summary.fingerprint if self.summary is not None else None,
         }
 
 
@@ -101,13 +104,19 @@ def cell_name(run: RunConfig, counts: flops.ModelCounts, batch_tokens: int) -> s
             f"-lr{short_number(run.train.lr)}-B{batch}")
 
 
-def plan_run(run: RunConfig, data: TokenData | None = None, check_data: bool = True) -> RunPlan:
+def plan_run(run: RunConfig, data: TokenData | DataSummary | None = None, refuse_repeats: bool = True) -> RunPlan:
     """Derive tokens and steps from the budget; refuse what cannot run (with the numbers and the fix).
 
-    `check_data=False` plans without opening the data (no corpus-size or vocabulary checks; for plans of
-    presets whose data lives elsewhere, e.g. snapshot tests of GPU presets)."""
+    `data`: the tokens to train on (loaded from run.data when None), or a DataSummary to plan without them (a
+    sweep's plan; a dry run of data that is not on this machine, whose unknown counts are then not checked).
+    `refuse_repeats=False` (dry runs) plans a run that would repeat its data without data.allow_repeat, so the
+    plan can show how often."""
     from scaling import data as data_mod
 
+    if data is None:
+        data = data_mod.load(run.data)
+    summary = data.summary() if isinstance(data, TokenData) else data
+    run = with_data_vocab(run, summary)
     counts = flops.count(run.model)
     batch_tokens = run.train.batch_size * run.model.seq_len
     tokens_exact = flops.tokens_for_budget(run.budget_flops, counts.M)
@@ -129,29 +138,48 @@ def plan_run(run: RunConfig, data: TokenData | None = None, check_data: bool = T
             f"{run.model.seq_len}: {abs(tokens * counts.M / run.budget_flops - 1):.1%} off the budget: raise "
             f"budget_flops or shorten model.seq_len"
         )
-    if check_data:
-        data = data or data_mod.load(run.data)
-        check_fits(run, tokens, data)
+    check_fits(run, tokens, summary, refuse_repeats)
     return RunPlan(run=run, run_id=run_id(run), name=cell_name(run, counts, batch_tokens), counts=counts,
                    batch_tokens=batch_tokens, steps=steps, tokens=tokens,
-                   last_batch_size=sequences - (steps - 1) * run.train.batch_size, data=data)
+                   last_batch_size=sequences - (steps - 1) * run.train.batch_size,
+                   data=data if isinstance(data, TokenData) else None, summary=summary)
 
 
-def check_fits(run: RunConfig, tokens: int, data: TokenData) -> None:
-    """The data has the tokens the run needs, in the model's vocabulary."""
-    if data.vocab_size > run.model.vocab_size:
+VOCAB_MULTIPLE = 64
+"""model.vocab_size=null takes the data's vocabulary rounded up to this (GPT-2's 50257 -> 50304, as nanoGPT)."""
+
+
+def with_data_vocab(run: RunConfig, summary: DataSummary) -> RunConfig:
+    """The run with model.vocab_size resolved: as set, or (null) the data's, rounded up to VOCAB_MULTIPLE."""
+    import dataclasses
+
+    if run.model.vocab_size is not None:
+        return run
+    if summary.vocab_size is None:
+        raise ConfigError("model.vocab_size=null takes the vocabulary from the data, which is not on this machine "
+                          "(and has no manifest here): set model.vocab_size")
+    vocab = -(-summary.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    return dataclasses.replace(run, model=dataclasses.replace(run.model, vocab_size=vocab))
+
+
+def check_fits(run: RunConfig, tokens: int, data: DataSummary, refuse_repeats: bool = True) -> None:
+    """The data has the tokens the run needs, in the model's vocabulary (what is unknown is not checked)."""
+    if data.vocab_size is not None and data.vocab_size > run.model.vocab_size:
         raise DataError(
             f"the data holds token ids up to {data.vocab_size - 1} but model.vocab_size={run.model.vocab_size}: "
-            f"set model.vocab_size={data.vocab_size}"
+            f"set model.vocab_size={data.vocab_size} (or null to take the data's)"
         )
-    if tokens > len(data.train) and not run.data.allow_repeat:
+    epochs = data.epochs(tokens)
+    if refuse_repeats and epochs is not None and epochs > 1 and not run.data.allow_repeat:
+        of = " of its most-repeated source" if len(data.weights) > 1 else ""
         raise DataError(
             f"the run needs {tokens:,} training tokens but the {run.data.source} training split holds "
-            f"{len(data.train):,} ({tokens / len(data.train):.2f} epochs): lower budget_flops, use more data, "
-            f"or set data.allow_repeat=true"
+            f"{data.total_train_tokens:,} ({epochs:.2f} epochs{of}): lower budget_flops, use more data, or set "
+            f"data.allow_repeat=true"
         )
-    if len(data.train) < run.model.seq_len + 2:
-        raise DataError(f"the training split holds {len(data.train)} tokens, fewer than one sequence: use more data")
+    if any(n is not None and n < run.model.seq_len + 2 for n in data.train_tokens):
+        raise DataError(f"a training split holds {min(data.train_tokens):,} tokens, fewer than one sequence: use "
+                        f"more data")
 
 
 # ---- provenance ----------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ def run_plan_table(plan):
         ("budget C / spent tokens*M", f"{plan.run.budget_flops:.4g} / {d.tokens * c.M:.4g}"),
         ("tokens D / steps / batch", f"{d.tokens:,} / {d.steps:,} / {d.batch_tokens:,} tokens"),
         ("lr / schedule", f"{plan.run.train.lr:g} / {plan.run.train.schedule}"),
-        ("data", f"{plan.data.fingerprint} ({len(plan.data.train):,} train tokens)"),
+        ("data", _summary_text(plan.summary) + f"; this run reads it {_epochs(plan)} time(s)"),
     ]
     for k, v in rows:
         table.add_row(k, v)
@@ -41,7 +41,7 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
     title = f"sweep {plan.name}: {len(plan.cells)} cells" + (f" — {plan.config.description}"
                                                                if plan.config.description else "")
     table = Table(title=title, title_justify="left")
-    cols = ("#", "id", "cell (C, A, G, lr, batch)", "shape", "params tot/act", "M", "tokens", "steps")
+    cols = ("#", "id", "cell (C, A, G, lr, batch)", "shape", "params tot/act", "M", "tokens", "steps", "epochs")
     for col in cols + (("est s",) if estimates else ()):
         table.add_column(col, justify="left" if col in ("id", "shape") or col.startswith("cell") else "right")
     for c in plan.cells:
@@ -49,13 +49,19 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
         shape = f"d{m.d_model}L{m.n_layers} E{m.n_experts}k{m.top_k}" + (
             f"s{m.n_shared_experts}" if m.n_shared_experts else "")
         row = [str(c.index), c.run_id, c.name, shape, f"{k.params_total / 1e6:.3g}M/{k.params_active / 1e6:.3g}M",
-               f"{k.M:.3g}", f"{c.plan.tokens:,}", str(c.plan.steps)]
+               f"{k.M:.3g}", f"{c.plan.tokens:,}", str(c.plan.steps), _epochs(c.plan)]
         if estimates:
             row.append(f"{estimates.get(c.run_id, float('nan')):.1f}")
         table.add_row(*row)
-    caption = f"base: {' '.join(plan.config.base) or '(none: train.yaml as is)'}\ntotal {plan.total_flops:.3g} FLOPs"
+    caption = (f"base: {' '.join(plan.config.base) or '(none: train.yaml as is)'}\n{data_line(plan)}\n"
+               f"total {plan.total_flops:.3g} FLOPs")
     if plan.duplicates:
         caption += f"; {plan.duplicates} duplicate cell(s) dropped"
+    repeating = [c for c in plan.cells if c.plan.summary and (c.plan.summary.epochs(c.plan.tokens) or 0) > 1
+                 and not c.run.data.allow_repeat]
+    if repeating:
+        caption += (f"\n{len(repeating)} cell(s) would repeat their data (epochs > 1): training them needs more "
+                    f"data or data.allow_repeat=true")
     if estimates and wall:
         seconds, at_once = wall
         caption += (f"; estimated {sum(estimates.values()):.0f} s of training on this device (probe), about "
@@ -63,6 +69,29 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
     table.caption = caption
     table.caption_justify = "left"
     return table
+
+
+def _epochs(run_plan) -> str:
+    """How many times the cell reads its (most-repeated) data: '0.012', '3.1 (repeats)', or '?' if unknown."""
+    e = run_plan.summary.epochs(run_plan.tokens) if run_plan.summary else None
+    return "?" if e is None else f"{e:.2g}" + (" (repeats)" if e > 1 else "")
+
+
+def data_line(plan) -> str:
+    """Where the sweep's data stands: its fingerprint and tokens, or why its size is declared or unknown."""
+    summaries = {c.plan.summary.fingerprint or c.plan.summary.source: c.plan.summary for c in plan.cells
+                 if c.plan.summary is not None}
+    return "\n".join("data " + _summary_text(s) for s in summaries.values()) or "data: none"
+
+
+def _summary_text(s) -> str:
+    if s.where == "missing":
+        return (f"({s.source}): not on this machine; declare its size with data.train_tokens=N to see how often "
+                f"each run repeats it")
+    if s.where == "declared":
+        return f"({s.source}): not on this machine; planned against data.train_tokens={s.total_train_tokens:,}"
+    return (f"{s.fingerprint}: {s.total_train_tokens:,} training tokens"
+            + (" (from its manifest)" if s.where == "manifest" else ""))
 
 
 def frame_table(title: str, df, columns: list[str]):
@@ -340,3 +369,13 @@ def recommendation_table(rec):
         advice = f" -> {'; '.join(miss['advice'])}" if miss.get("advice") else ""
         table.add_row(f"[dim]{name}[/]", "[dim]-[/]", "", "[dim]missing[/]", f"[dim]{escape(miss['why'] + advice)}[/]")
     return table
+
+
+def manifest_line(manifest: dict, folder) -> str:
+    """What `scaling data prepare` made, and how to train on it."""
+    t, n, d = manifest["tokens"], manifest["documents"], manifest["shards"]
+    return (f"{folder}: {t['train']:,} training tokens in {len(d['train'])} shard(s) from {n['train']:,} documents, "
+            f"{t['val']:,} held-out tokens from {n['val']:,}; vocab {manifest['vocab_size']:,} "
+            f"({manifest['tokenizer']['name']}), {manifest['dtype']}, fingerprint shards:"
+            f"{manifest['fingerprint'][:16]}\ntrain on it: data.source=shards data.path={folder} "
+            f"model.vocab_size=null")

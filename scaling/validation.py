@@ -41,7 +41,7 @@ def _check_shape(run: RunConfig) -> None:
     m, t, d = run.model, run.train, run.data
     positive = {
         "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads,
-        "model.seq_len": m.seq_len, "model.vocab_size": m.vocab_size, "model.n_experts": m.n_experts,
+        "model.seq_len": m.seq_len, "model.vocab_size": m.vocab_size or 1, "model.n_experts": m.n_experts,
         "model.top_k": m.top_k, "model.d_expert": m.d_expert, "train.batch_size": t.batch_size,
         "data.val_tokens": d.val_tokens,
     }
@@ -75,23 +75,32 @@ def _check_shape(run: RunConfig) -> None:
 
 
 def _check_choices(run: RunConfig) -> None:
-    m, t, d = run.model, run.train, run.data
+    m, t = run.model, run.train
     _choice("model.score_func", m.score_func, ("softmax", "sigmoid"))
     _choice("model.balancing", m.balancing, ("aux_free", "aux_loss", "none"))
     _choice("model.dispatch", m.dispatch, ("auto", "grouped_mm", "slices"))
-    _choice("data.source", d.source, ("stdlib", "shards"))
-    _choice("data.token_dtype", d.token_dtype, ("uint16", "uint32"))
     _choice("train.schedule", t.schedule, ("cosine", "wsd"))
     _choice("train.wsd_decay", t.wsd_decay, ("exp", "linear"))
     _choice("wandb.mode", run.wandb.mode, ("auto", "online", "offline", "disabled"))
 
 
 def _check_data(run: RunConfig) -> None:
+    """The data source's settings: known names, a mixture with sources, a vocabulary the byte corpus fits.
+    (A missing data.path is the data loader's to refuse: a dry run can plan without the data.)"""
     m, d = run.model, run.data
-    if d.source == "shards" and not d.path:
-        raise ConfigError("data.source=shards needs data.path=FOLDER holding train.bin and val.bin")
-    if d.source == "stdlib" and m.vocab_size < 256:
+    _choice("data.source", d.source, ("stdlib", "shards", "mixture"))
+    _choice("data.tokenizer", d.tokenizer, ("bytes", "bpe"))
+    _choice("data.token_dtype", d.token_dtype, ("uint16", "uint32"))
+    if d.source == "mixture" and not d.mixture:
+        raise ConfigError("data.source=mixture needs data.mixture=[{path: FOLDER, weight: W}, ...]")
+    if any(not (mix.weight > 0) or not mix.path for mix in d.mixture):
+        raise ConfigError("every data.mixture entry needs a path and a positive weight")
+    if d.source == "stdlib" and d.tokenizer == "bytes" and m.vocab_size is not None and m.vocab_size < 256:
         raise ConfigError(f"model.vocab_size={m.vocab_size} is too small for the byte corpus: set it to 256")
+    if d.tokenizer == "bpe" and not 260 <= d.bpe_vocab <= 65535:
+        raise ConfigError(f"data.bpe_vocab={d.bpe_vocab} must be in [260, 65535] (bytes and a few merges, uint16)")
+    if d.train_tokens is not None and d.train_tokens < 1:
+        raise ConfigError(f"data.train_tokens={d.train_tokens} must be a positive token count (or null)")
     if not 0 < d.val_fraction < 0.5:
         raise ConfigError(f"data.val_fraction={d.val_fraction} must be in (0, 0.5)")
 
@@ -165,8 +174,12 @@ def _check_consistent(run: RunConfig) -> None:
     default = {"model": ModelConfig(), "train": TrainConfig(), "data": DataConfig()}
     ignored = [  # (key, is set away from its default, the setting it needs)
         ("data.path", d.path is not None, d.source == "shards", "data.source=shards"),
-        ("data.token_dtype", d.token_dtype != default["data"].token_dtype, d.source == "shards",
+        ("data.token_dtype", d.token_dtype != default["data"].token_dtype, d.source in ("shards", "mixture"),
          "data.source=shards"),
+        ("data.val_path", d.val_path is not None, d.source == "shards", "data.source=shards"),
+        ("data.mixture", bool(d.mixture), d.source == "mixture", "data.source=mixture"),
+        ("data.tokenizer", d.tokenizer != default["data"].tokenizer, d.source == "stdlib", "data.source=stdlib"),
+        ("data.bpe_vocab", d.bpe_vocab != default["data"].bpe_vocab, d.tokenizer == "bpe", "data.tokenizer=bpe"),
         ("model.d_shared", m.d_shared is not None, m.n_shared_experts > 0, "model.n_shared_experts >= 1"),
         ("model.d_ff_dense", m.d_ff_dense is not None, m.n_dense_layers > 0, "model.n_dense_layers >= 1"),
         ("model.aux_loss_coef", m.aux_loss_coef != default["model"].aux_loss_coef, m.balancing == "aux_loss",

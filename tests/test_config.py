@@ -1,6 +1,7 @@
 """Config composition and validation: impossible settings fail at load with a one-line error naming the key."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +33,9 @@ def test_overrides_and_model_group():
         (["model.n_dense_layers=5"], "model.n_dense_layers"),
         (["budget_flops=-1"], "budget_flops"),
         (["train.schedule=linear"], "train.schedule"),
-        (["data.source=shards"], "data.path"),
+        (["data.source=mixture"], "data.mixture"),
+        (["data.source=parquet"], "data.source"),
+        (["data.tokenizer=bpe", "data.bpe_vocab=100"], "data.bpe_vocab"),
         (["model.no_such_key=1"], "no_such_key"),
         (["model.d_model=abc"], "d_model"),
         (["model=no_such_model"], "no_such_model"),
@@ -70,19 +73,24 @@ def test_run_id_is_stable_and_ignores_bookkeeping():
     assert identity_dict(a) == identity_dict(b)
 
 
-DEFAULT_IDENTITY = (2, "296b1339d13a0f1f")
-"""(IDENTITY_VERSION, fingerprint of the schema's identity defaults): a changed default changes what every id that
-relies on it means, so it must come with a bumped IDENTITY_VERSION (then update both numbers here)."""
+IDENTITY_DEFAULTS = Path(__file__).parent / "snapshots" / "identity_defaults.json"
+"""The identity fields' defaults under IDENTITY_VERSION: a changed default changes what every id that relies on it
+means, so it must come with a bumped IDENTITY_VERSION (then rewrite the file). A new field may join with any
+default (ids only hash what differs from the defaults), and is added to the file."""
 
 
 def test_a_changed_default_needs_a_bumped_identity_version():
-    import hashlib
-
     from scaling import config
 
-    fingerprint = hashlib.sha256(json.dumps(config._default_identity(), default=str).encode()).hexdigest()[:16]
-    assert (config.IDENTITY_VERSION, fingerprint) == DEFAULT_IDENTITY, (
-        "a default that enters run ids changed: bump config.IDENTITY_VERSION and update DEFAULT_IDENTITY")
+    pinned = json.loads(IDENTITY_DEFAULTS.read_text())
+    now = json.loads(json.dumps(dict(config._default_identity()), default=str))
+    changed = {k: (v, now.get(k, "(removed)")) for k, v in pinned["defaults"].items() if now.get(k, "(removed)") != v}
+    assert not changed or config.IDENTITY_VERSION != pinned["identity_version"], (
+        f"defaults that enter run ids changed ({changed}): bump config.IDENTITY_VERSION and rewrite "
+        f"{IDENTITY_DEFAULTS.name}")
+    assert not changed and config.IDENTITY_VERSION == pinned["identity_version"], f"rewrite {IDENTITY_DEFAULTS.name}"
+    added = sorted(set(now) - set(pinned["defaults"]))
+    assert not added, f"new identity fields {added}: add their defaults to {IDENTITY_DEFAULTS.name}"
 
 
 def test_run_id_hashes_what_differs_from_the_defaults():
@@ -124,6 +132,7 @@ def test_with_updates_checks_keys_too():
     [
         (["data.path=/tmp"], "data.path", "data.source=shards"),
         (["data.token_dtype=uint32"], "data.token_dtype", "data.source=shards"),
+        (["data.source=shards", "data.tokenizer=bpe"], "data.tokenizer", "data.source=stdlib"),
         (["model.d_shared=64"], "model.d_shared", "n_shared_experts"),
         (["model.d_ff_dense=64"], "model.d_ff_dense", "n_dense_layers"),
         (["model.aux_loss_coef=0.1"], "model.aux_loss_coef", "balancing=aux_loss"),
@@ -192,3 +201,13 @@ def test_environment_values_only_in_locations(tmp_path, monkeypatch):
         assert "hunter2" not in str(e.value)
     monkeypatch.setenv("MY_RESULTS", str(tmp_path))
     assert compose(["results_dir=${oc.env:MY_RESULTS}"]).results_dir == str(tmp_path)
+
+
+def test_identity_overrides_round_trip_a_mixture():
+    """recommended.overrides and verification runs rebuild a run from its record: lists of sources included."""
+    from scaling.config import identity_overrides
+
+    run = compose(["data.source=mixture", "data.mixture=[{path: '/data/web v2:x', weight: 0.7}, "
+                   "{path: /data/code, weight: 0.3, val_path: /data/code/val}]"])
+    again = compose(identity_overrides(to_dict(run)))
+    assert again.data.mixture == run.data.mixture and identity_dict(again) == identity_dict(run)

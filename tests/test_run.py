@@ -9,7 +9,8 @@ from scaling import flops
 from scaling.compose import compose, with_updates
 from scaling.config import ConfigError
 from scaling.data import DataError, TokenData
-from scaling.run import cell_name, check_fits, first_provenance, plan_run, run_id, short_number
+from scaling.data.tokens import DataSummary, Source, TokenStream
+from scaling.run import cell_name, check_fits, first_provenance, plan_run, run_id, short_number, with_data_vocab
 
 
 @pytest.mark.parametrize("module", ["scaling.run", "scaling.sweep.plan", "scaling.sweep.run_cell",
@@ -68,18 +69,31 @@ def test_the_data_must_hold_the_run():
     import numpy as np
 
     run = compose(["budget_flops=3e11"])
-    small = TokenData(train=np.zeros(1000, np.uint16), val=np.zeros(100, np.uint16), vocab_size=256,
-                      fingerprint="x", source="test")
-    with pytest.raises(DataError, match="allow_repeat=true"):
-        check_fits(run, 10_000, small)
-    wide = TokenData(train=np.zeros(10**6, np.uint16), val=np.zeros(100, np.uint16), vocab_size=512,
-                     fingerprint="x", source="test")
+
+    def data(n_train, vocab):
+        stream = TokenStream([np.zeros(n_train, np.uint16)])
+        return TokenData([Source(stream, TokenStream([np.zeros(100, np.uint16)]))], "x", "test", vocab).summary()
+
+    with pytest.raises(DataError, match=r"holds 1,000 \(10.00 epochs\).*allow_repeat=true"):
+        check_fits(run, 10_000, data(1000, 256))
     with pytest.raises(DataError, match="set model.vocab_size=512"):
-        check_fits(run, 10_000, wide)
+        check_fits(run, 10_000, data(10**6, 512))
+    unknown = DataSummary("shards", [None], [1.0], None, None, where="missing")
+    check_fits(run, 10**12, unknown)  # what is not known is not checked (a dry run without the data)
+
+
+def test_a_null_vocabulary_is_the_datas_rounded_up():
+    summary = DataSummary("shards", [10**9], [1.0], 50257, "f")
+    run = with_data_vocab(compose(["model.vocab_size=null", "data.source=shards", "data.path=/x"]), summary)
+    assert run.model.vocab_size == 50304
+    assert run_id(run) == run_id(compose(["model.vocab_size=50304", "data.source=shards", "data.path=/x"]))
+    with pytest.raises(ConfigError, match="model.vocab_size=null takes the vocabulary from the data"):
+        with_data_vocab(compose(["model.vocab_size=null"]), DataSummary("shards", [None], [1.0], None, None))
 
 
 def test_provenance_starts_with_code_data_and_seed():
     plan = plan_run(compose(["budget_flops=3e11", "seed=3"]))
     p = first_provenance(plan)
-    assert p["seed"] == 3 and p["data_fingerprint"] == plan.data.fingerprint and p["attempts"] == 0
+    assert p["seed"] == 3 and p["attempts"] == 0
+    assert p["data_fingerprint"] == plan.data.fingerprint == plan.summary.fingerprint
     assert p["code_version"] and p["created"].endswith("+00:00")

@@ -27,8 +27,11 @@ TINY_BASE = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.
 
 
 def preset_plan(name, monkeypatch):
+    """A preset's plan; the GPU presets' data is not on this machine, so they plan from a declared size."""
     monkeypatch.setenv("SCALING_DATA", "/data/tokens")  # GPU presets read their shards from $SCALING_DATA
-    return plan_sweep(compose_sweep(name), check_data=name not in GPU_PRESETS)
+    if name in GPU_PRESETS:
+        return plan_sweep(compose_sweep(name, ["data.train_tokens=1e10"]), data_required=False)
+    return plan_sweep(compose_sweep(name))
 
 
 def test_every_gpu_preset_exists():
@@ -43,6 +46,8 @@ def test_preset_plan_matches_snapshot_and_budgets(name, monkeypatch):
     assert len({c[0] for c in cells}) == len(cells) and len({c[1] for c in cells}) == len(cells)
     for c in plan.cells:  # whole steps, and tokens x M within 1% of the cell's budget
         assert c.plan.tokens * c.plan.counts.M == pytest.approx(c.run.budget_flops, rel=0.01), c.name
+        if name in GPU_PRESETS:  # planned without the data: how often each cell would read 1e10 tokens
+            assert c.plan.summary.where == "declared" and c.summary()["epochs"] == pytest.approx(c.plan.tokens / 1e10)
     path = SNAPSHOTS / f"{name}.json"
     if os.environ.get("UPDATE_SNAPSHOTS"):
         path.write_text(json.dumps(cells, indent=0) + "\n")
@@ -205,7 +210,7 @@ def test_run_keys_and_base_plus_extend_the_base_and_base_replaces_it_with_a_note
                                                                                   "model.d_model")])
 def test_a_sweep_key_typo_names_the_nearest_key(override, nearest):
     with pytest.raises(ConfigError, match=f"did you mean {nearest}\\?"):
-        plan_sweep(compose_sweep("demo", [override]), check_data=False)
+        plan_sweep(compose_sweep("demo", [override]))
 
 
 def test_an_axis_key_typo_names_the_nearest_key():
@@ -237,3 +242,23 @@ def test_sweep_files_that_would_write_elsewhere_or_leak_the_environment_are_refu
     ok.write_text("name: ok\nbase:\n  - data.path=${oc.env:SCALING_DATA}\nbudgets: [2e9]\n")
     monkeypatch.setenv("SCALING_DATA", "/data/tokens")
     assert compose_sweep(str(ok)).base == ["data.path=/data/tokens"]  # a location may come from the environment
+
+
+def test_gpu_presets_plan_without_their_data_and_say_how_often_they_repeat_it(monkeypatch):
+    """No $SCALING_DATA on this machine: a dry run plans from a declared size (or says the size is unknown), the
+    table shows each cell's epochs and flags repeats; a real plan refuses, naming data.path, before anything runs."""
+    from rich.console import Console
+
+    from scaling.tables import sweep_table
+
+    monkeypatch.delenv("SCALING_DATA", raising=False)  # (every preset's epochs: test_preset_plan_matches_snapshot)
+    plan = plan_sweep(compose_sweep("lr_batch", ["data.train_tokens=1e10"]), data_required=False)
+    console = Console(width=250, record=True)
+    console.print(sweep_table(plan, {}))
+    text = console.export_text()
+    assert "epochs" in text and "1.9 (repeats)" in text and "planned against data.train_tokens=10,000,000,000" in text
+    assert "40 cell(s) would repeat their data" in text
+    unknown = plan_sweep(compose_sweep("isoflop"), data_required=False)
+    assert {c.summary()["epochs"] for c in unknown.cells} == {None}
+    with pytest.raises(PlanError, match="every cell .*needs data.path"):
+        plan_sweep(compose_sweep("isoflop"))

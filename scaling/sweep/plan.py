@@ -33,6 +33,7 @@ groups, seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -132,12 +133,17 @@ class SweepConfig:
 
 
 class PlanError(ValueError):
-    """A sweep with impossible cells: every cell and its reason, one per line."""
+    """A sweep with impossible cells: every cell and its reason, one per line; one line for a reason that every
+    cell shares (e.g. data that is not there)."""
 
     def __init__(self, sweep: str, problems: list[tuple[str, str]]):
         self.problems = problems
         lines = [f"sweep {sweep!r}: {len(problems)} impossible cell(s); nothing was launched"]
-        lines += [f"  {name}: {reason}" for name, reason in problems]
+        reasons = {reason for _, reason in problems}
+        if len(problems) > 1 and len(reasons) == 1:
+            lines.append(f"  every cell ({problems[0][0]}, ...): {problems[0][1]}")
+        else:
+            lines += [f"  {name}: {reason}" for name, reason in problems]
         super().__init__("\n".join(lines))
 
 
@@ -163,6 +169,7 @@ class Cell:
             "batch_tokens": self.plan.batch_tokens, "lr": self.run.train.lr, "flops_per_token": c.M,
             "params_total": c.params_total, "params_active": c.params_active,
             "activation_ratio": c.activation_ratio, "granularity": c.granularity,
+            "epochs": self.plan.summary.epochs(self.plan.tokens) if self.plan.summary else None,
         }
 
 
@@ -400,10 +407,12 @@ def expand_parts(sweep: SweepConfig) -> list[SweepConfig]:
 
 
 def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: str | None = None,
-               check_data: bool = True) -> SweepPlan:
+               data_required: bool = True) -> SweepPlan:
     """Expand a sweep config (all its parts) into cells; raise PlanError listing every impossible cell.
 
-    `check_data=False` plans without opening the data (see `run.plan_run`)."""
+    Cells are planned against a summary of their data (`data.describe`: a manifest, or the files). With
+    `data_required=False` (a dry run) data that is not on this machine is planned from data.train_tokens, or with
+    its size unknown, instead of refused, and cells that would repeat their data are shown rather than refused."""
     from scaling.store import sweep_name_problem
 
     if problem := sweep_name_problem(sweep.name):
@@ -416,7 +425,7 @@ def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: s
     duplicates = 0
     datasets: dict[str, Any] = {}
     for part in expand_parts(sweep):
-        part_cells, part_problems = _plan_part(part, results_dir, wandb_mode, datasets, check_data)
+        part_cells, part_problems = _plan_part(part, results_dir, wandb_mode, datasets, data_required)
         problems += part_problems
         for cell in part_cells:
             if cell.run_id in seen:
@@ -432,7 +441,7 @@ def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: s
 
 
 def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | None, datasets: dict,
-               check_data: bool) -> tuple[list[Cell], list[tuple[str, str]]]:
+               data_required: bool) -> tuple[list[Cell], list[tuple[str, str]]]:
     from scaling import data as data_mod
     from scaling.run import cell_name, plan_run, short_number
 
@@ -490,13 +499,10 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
                         from_law = bool(sweep.batch.law and not sweep.batch.values)
                         updates["train.batch_size"] = _batch_size(batch_tokens, run.model.seq_len, from_law)
                         cell_run = with_updates(run, updates)
-                        data = None
-                        if check_data:
-                            key = json.dumps(cell_run.data.__dict__, sort_keys=True)
-                            if key not in datasets:
-                                datasets[key] = data_mod.load(cell_run.data)
-                            data = datasets[key]
-                        plan = plan_run(cell_run, data, check_data=check_data)
+                        key = json.dumps(dataclasses.asdict(cell_run.data), sort_keys=True)
+                        if key not in datasets:
+                            datasets[key] = data_mod.describe(cell_run.data, required=data_required)
+                        plan = plan_run(cell_run, datasets[key], refuse_repeats=data_required)
                         name = _cell_name(cell_name(cell_run, plan.counts, plan.batch_tokens), shape, updates, sweep)
                     except (ConfigError, DataError) as e:
                         problems.append((f"{name}-lr{short_number(lr)}-B{batch_tokens:.0f}", str(e)))
