@@ -10,6 +10,7 @@ import pytest
 
 from scaling import store
 
+
 def run(*args):
     """`scaling fit ARGS` as the user types it, in this process (Typer's runner: exit code, stdout and stderr
     apart; a subprocess would add ~2 s of interpreter start per call; test_fit_pipeline checks that a fit
