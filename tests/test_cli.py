@@ -1,4 +1,5 @@
-"""The command line, as a user runs it (subprocesses): help, errors, and the acceptance run."""
+"""The command line: help, errors, dry runs and bench in this process (tests/inprocess.py), what an import loads and
+the acceptance run in subprocesses, as a user runs them."""
 
 import json
 import os
@@ -7,10 +8,13 @@ import sys
 
 import pytest
 
+from tests.inprocess import scaling
+
 CLI = [sys.executable, "-m", "scaling.cli"]
 
 
 def run_cli(*args, env_extra=None, timeout=300):
+    """`scaling ARGS` in a fresh process, as a user types it."""
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -30,13 +34,13 @@ def test_fit_does_not_import_torch():
 
 
 def test_help_lists_train():
-    out = run_cli("--help")
+    out = scaling("--help")
     assert out.returncode == 0 and "train" in out.stdout
 
 
 def test_impossible_config_is_one_line_and_spends_nothing(tmp_path):
     results = tmp_path / "results"
-    out = run_cli("train", "model.top_k=9", f"results_dir={results}")
+    out = scaling("train", "model.top_k=9", f"results_dir={results}")
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "model.top_k=9" in lines[0] and "n_experts" in lines[0]
@@ -45,7 +49,7 @@ def test_impossible_config_is_one_line_and_spends_nothing(tmp_path):
 
 def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     results = tmp_path / "results"
-    out = run_cli("train", "--dry-run", "budget_flops=1e12", f"results_dir={results}")
+    out = scaling("train", "--dry-run", "budget_flops=1e12", f"results_dir={results}")
     assert out.returncode == 0, out.stderr
     assert "1,185,792" in out.stdout and "steps" in out.stdout  # M of the default tiny MoE: a result, on stdout
     assert not results.exists()
@@ -70,40 +74,40 @@ def test_acceptance_default_tiny_moe_at_3e11(tmp_path):
 
 
 def test_bench_reports_speed_and_mfu():
-    out = run_cli("bench", "model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64",
+    out = scaling("bench", "model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64",
                   "train.batch_size=4", "--rounds", "1")
     assert out.returncode == 0, out.stderr
     assert "tokens/s" in out.stdout and "MFU" in out.stdout and "ms" in out.stdout
-    bad = run_cli("bench", "model.top_k=99")
+    bad = scaling("bench", "model.top_k=99")
     assert bad.returncode == 2 and "model.top_k" in bad.stderr
 
 
 def test_version_short_help_and_completion():
     from scaling import __version__
 
-    version = run_cli("--version")
+    version = scaling("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"scaling {__version__}"
-    short = run_cli("train", "-h")
+    short = scaling("train", "-h")
     assert short.returncode == 0 and "--results-dir" in short.stdout and "--show-config" in short.stdout
-    assert "--install-completion" in run_cli("--help").stdout
+    assert "--install-completion" in scaling("--help").stdout
 
 
 def test_show_config_prints_the_resolved_run_and_sweep_as_yaml(tmp_path):
     import yaml
 
-    run = run_cli("train", "model=tiny_dense", "train.lr=2e-3", "--show-config")
+    run = scaling("train", "model=tiny_dense", "train.lr=2e-3", "--show-config")
     assert run.returncode == 0, run.stderr
     cfg = yaml.safe_load(run.stdout)
     assert cfg["model"]["n_experts"] == 1 and cfg["train"]["lr"] == 2e-3
-    sweep = run_cli("sweep", "demo", "model.n_experts=16", "--cfg", "job")
+    sweep = scaling("sweep", "demo", "model.n_experts=16", "--cfg", "job")
     assert sweep.returncode == 0, sweep.stderr
     cfg = yaml.safe_load(sweep.stdout)
     assert cfg["name"] == "demo" and cfg["base"][-1] == "model.n_experts=16"
 
 
-def test_a_users_sweep_by_name_from_its_folder(user_sweeps):
-    out = subprocess.run([*CLI, "sweep", "mine", "--dry-run", "--no-probe"], capture_output=True, text=True,
-                         cwd=user_sweeps, timeout=120)
+def test_a_users_sweep_by_name_from_its_folder(user_sweeps, monkeypatch):
+    monkeypatch.chdir(user_sweeps)
+    out = scaling("sweep", "mine", "--dry-run", "--no-probe")
     assert out.returncode == 0, out.stderr
     assert "sweep mine: 2 cells" in out.stdout and "d32L1" in out.stdout
     assert "base: model=wide" in out.stdout  # the dry run shows the resolved base

@@ -9,22 +9,12 @@ import pandas as pd
 import pytest
 
 from scaling import store
+from tests.inprocess import scaling
 
 
 def run(*args):
-    """`scaling fit ARGS` as the user types it, in this process (Typer's runner: exit code, stdout and stderr
-    apart; a subprocess would add ~2 s of interpreter start per call; test_fit_pipeline checks that a fit
-    imports no torch)."""
-    from types import SimpleNamespace
-
-    from typer.testing import CliRunner
-
-    from scaling.cli import app
-
-    result = CliRunner().invoke(app, ["fit", *map(str, args)])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+    """`scaling fit ARGS` in this process (tests/inprocess.py; test_run checks that a fit imports no torch)."""
+    return scaling("fit", *args)
 
 
 def one_line_error(out) -> str:

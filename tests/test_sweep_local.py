@@ -12,12 +12,14 @@ import pytest
 
 from scaling import store
 from scaling.sweep.plan import compose_sweep, plan_sweep
+from tests.inprocess import scaling
 
 TINY = str(Path(__file__).parent / "sweeps" / "tiny.yaml")
 pytestmark = pytest.mark.slow
 
 
 def sweep_cmd(results, *extra):
+    """The sweep command line (`[3:]` of it: the arguments of `scaling`, for tests/inprocess.py)."""
     return [sys.executable, "-m", "scaling.cli", "sweep", TINY, "--results-dir", str(results), "--no-probe",
             "--no-progress", *extra]
 
@@ -46,7 +48,7 @@ def test_sweep_runs_every_cell_once_and_a_rerun_skips_them(tmp_path):
     log = (tmp_path / "tiny" / "logs" / f"{tiny_ids()[0]}.log").read_text()  # the training, as `tail -f` shows it
     assert log.count("\nstep ") >= 2 and "tok/s" in log and "--- completed: val loss" in log
     assert "✓" in out.stdout and tiny_ids()[0] in out.stdout  # the final status table is a result: stdout
-    again = subprocess.run(sweep_cmd(tmp_path), capture_output=True, text=True, timeout=300)
+    again = scaling(*sweep_cmd(tmp_path)[3:])
     assert again.returncode == 0 and "already done" in again.stderr
     assert records(tmp_path) == recs  # untouched
 
@@ -118,16 +120,14 @@ def test_a_failed_cell_is_reported_the_sweep_goes_on_and_retry_failed_completes_
 
 
 def test_dry_run_with_an_impossible_cell_names_it_and_launches_nothing(tmp_path):
-    out = subprocess.run(sweep_cmd(tmp_path, "budgets=[1e3,2e9]", "--dry-run"), capture_output=True, text=True,
-                         timeout=120)
+    out = scaling(*sweep_cmd(tmp_path, "budgets=[1e3,2e9]", "--dry-run")[3:])
     assert out.returncode == 2
     assert "impossible cell" in out.stderr and "C1e3-lr1e-3" in out.stderr and "raise budget_flops" in out.stderr
     assert not (tmp_path / "tiny").exists()
 
 
 def test_dry_run_prints_the_plan_with_an_estimate(tmp_path):
-    cmd = [sys.executable, "-m", "scaling.cli", "sweep", TINY, "--results-dir", str(tmp_path), "--dry-run"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # with the throughput probe
+    out = scaling("sweep", TINY, "--results-dir", tmp_path, "--dry-run")  # with the throughput probe
     assert out.returncode == 0, out.stderr
     for rid in tiny_ids():
         assert rid in out.stdout  # the plan is the dry run's result: stdout
@@ -154,11 +154,9 @@ def test_corrupt_records_are_named_left_alone_and_the_sweep_goes_on(tmp_path):
             if p not in before}
     assert len(good) == 4 and all(r["status"] == "completed" for r in good.values())
     assert {p: p.read_bytes() for p in before} == before
-    status = subprocess.run([sys.executable, "-m", "scaling.cli", "status", "tiny", "--results-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120)
+    status = scaling("status", "tiny", "--results-dir", tmp_path)
     assert status.returncode == 0 and "corrupt 2" in status.stdout and "Traceback" not in status.stderr
-    runs = subprocess.run([sys.executable, "-m", "scaling.cli", "runs", "tiny", "--format", "csv", "--results-dir",
-                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    runs = scaling("runs", "tiny", "--format", "csv", "--results-dir", tmp_path)
     assert runs.returncode == 0 and len(runs.stdout.strip().splitlines()) == 5
     assert runs.stderr.count("skipped:") == 2
 

@@ -1,8 +1,6 @@
 """Per-cell state from the results directory, and the `status` / `runs` commands."""
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -11,6 +9,7 @@ from scaling import claims, store
 from scaling.config import to_dict
 from scaling.sweep.plan import GridAxis, SweepConfig, plan_sweep
 from scaling.sweep.status import cell_states, counts
+from tests.inprocess import scaling
 
 BASE = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",
         "data.val_tokens=2048"]
@@ -47,23 +46,19 @@ def test_states_from_records_and_claims(tmp_path, planned):
 
 def test_status_and_runs_commands(tmp_path, planned):
     put(tmp_path, planned.cells[0], "completed", val=2.5)
-    cli = [sys.executable, "-m", "scaling.cli"]
-    out = subprocess.run([*cli, "status", "st", "--results-dir", str(tmp_path)], capture_output=True, text=True)
+    out = scaling("status", "st", "--results-dir", str(tmp_path))
     assert out.returncode == 0 and planned.cells[0].run_id in out.stdout and "pending 4" in out.stdout
-    every = subprocess.run([*cli, "status", "--results-dir", str(tmp_path)], capture_output=True, text=True)
+    every = scaling("status", "--results-dir", str(tmp_path))
     assert every.returncode == 0 and "st" in every.stdout
-    missing = subprocess.run([*cli, "status", "nope", "--results-dir", str(tmp_path)], capture_output=True, text=True)
+    missing = scaling("status", "nope", "--results-dir", str(tmp_path))
     assert missing.returncode == 2 and "no sweep 'nope'" in missing.stderr
 
-    csv = subprocess.run([*cli, "runs", "st", "--format", "csv", "--results-dir", str(tmp_path)],
-                         capture_output=True, text=True)
+    csv = scaling("runs", "st", "--format", "csv", "--results-dir", str(tmp_path))
     assert csv.returncode == 0 and "results.val_loss" in csv.stdout.splitlines()[0]
-    js = subprocess.run([*cli, "runs", "--format", "json", "--results-dir", str(tmp_path)], capture_output=True,
-                        text=True)
+    js = scaling("runs", "--format", "json", "--results-dir", str(tmp_path))
     assert json.loads(js.stdout)[0]["results.val_loss"] == 2.5
     pq = tmp_path / "runs.parquet"
-    out = subprocess.run([*cli, "runs", "st", "--format", "parquet", "-o", str(pq), "--results-dir", str(tmp_path)],
-                         capture_output=True, text=True)
+    out = scaling("runs", "st", "--format", "parquet", "-o", str(pq), "--results-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert pd.read_parquet(pq)["results.val_loss"].tolist() == [2.5]
 
