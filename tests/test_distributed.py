@@ -89,7 +89,8 @@ def _children(pid: int) -> list[int]:
 
 
 def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_and_the_run_resumes(tmp_path):
-    overrides = TINY + ["budget_flops=2e10", "train.checkpoint_every=100000"]
+    """A dense model, so the resumed 2-process run can be held to the 1-process one (as in the test above)."""
+    overrides = TINY + ["budget_flops=2e10", "train.checkpoint_every=100000", "model.n_experts=1", "model.top_k=1"]
     run, path = write_run(tmp_path, overrides)
     plan = plan_run(run)
     rec_path = store.record_path(tmp_path / "ddp", "ddp", plan.run_id)
@@ -113,9 +114,6 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_and_the_run_resu
     out, _ = again.communicate(timeout=300)
     rec = store.read_record(rec_path)
     assert rec["status"] == "completed" and rec["provenance"]["resumed_from_steps"] == [stopped], out
-    _, clean_path = write_run(tmp_path / "clean", overrides)  # the same run on two processes, uninterrupted
-    clean = torchrun(clean_path)
-    out, _ = clean.communicate(timeout=300)
-    reference = store.read_record(store.record_path(tmp_path / "clean" / "ddp", "ddp", plan.run_id))
-    assert reference["status"] == "completed", out
-    assert rec["results"]["val_loss"] == pytest.approx(reference["results"]["val_loss"], abs=1e-5)
+    reference = train(compose(overrides + [f"results_dir={tmp_path / 'single'}"]), show_progress=False)
+    assert reference["status"] == "completed"  # the same run, uninterrupted, on one process
+    assert rec["results"]["val_loss"] == pytest.approx(reference["results"]["val_loss"], abs=1e-4)

@@ -8,6 +8,7 @@ import pytest
 
 from scaling.compose import compose
 from scaling.flops import count
+from tests.inprocess import scaling
 
 BASE = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",
         "data.val_tokens=2048", "wandb.mode=disabled"]
@@ -31,8 +32,7 @@ def test_ladder_sweep_and_wind_tunnel_check(tmp_path):
     out = subprocess.run([*cli, "sweep", str(tmp_path / "wind.yaml"), "--results-dir", str(tmp_path / "r"),
                           "--no-probe", "--no-progress"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    check = subprocess.run([*cli, "fit", "--check", "wind", "--results-dir", str(tmp_path / "r"), "--json"],
-                           capture_output=True, text=True, timeout=120)
+    check = scaling("fit", "--check", "wind", "--results-dir", tmp_path / "r", "--json")  # in this process
     assert check.returncode == 0, check.stderr
     rows = json.loads(check.stdout)
     assert len(rows) == 3
@@ -43,11 +43,9 @@ def test_ladder_sweep_and_wind_tunnel_check(tmp_path):
         assert r["loss_error"] == pytest.approx(r["loss_measured"] - r["loss_predicted"])
         assert r["loss_held"] is None  # a hand-written law has no resamples: no interval to hold to
         assert r["lr_predicted"] == pytest.approx(0.3 * r["C"] ** -0.125)
-    table = subprocess.run([*cli, "fit", "--check", "wind", "--results-dir", str(tmp_path / "r")],
-                           capture_output=True, text=True, timeout=120)
+    table = scaling("fit", "--check", "wind", "--results-dir", tmp_path / "r")
     assert table.returncode == 0 and "predictions checked by training" in table.stdout
-    missing = subprocess.run([*cli, "fit", "--check", "nope", "--results-dir", str(tmp_path / "r")],
-                             capture_output=True, text=True, timeout=120)
+    missing = scaling("fit", "--check", "nope", "--results-dir", tmp_path / "r")
     assert missing.returncode == 2 and "names no laws" in missing.stderr
 
 

@@ -14,6 +14,7 @@ from scaling import store
 from scaling.compose import compose
 from scaling.run import plan_run
 from scaling.train import train
+from tests.inprocess import scaling
 
 TINY = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",
         "data.val_tokens=2048", "budget_flops=2e9"]
@@ -100,7 +101,7 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
     rec_path = store.record_path(tmp_path / "killed", "single", plan.run_id)
     assert store.read_record(rec_path)["status"] == "running"  # killed mid-run: not completed
 
-    out = subprocess.run(_scaling(*overrides), env=env, capture_output=True, text=True, timeout=300)
+    out = scaling("train", "--no-progress", *overrides, env={"SCALING_RESULTS": str(tmp_path / "killed")})
     assert out.returncode == 0, out.stderr
     assert "resuming from checkpoint" in out.stderr
     resumed = store.read_record(rec_path)
@@ -169,13 +170,13 @@ def test_two_trainings_of_one_run_never_overwrite_each_other(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not rec_path.exists():
         time.sleep(0.05)
-    second = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    second = scaling(*args[3:])  # (in this process: it is refused at once)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 2 and "is being trained by scaling train on" in second.stderr, second.stderr
     record = store.read_record(rec_path)
     assert record["status"] == "completed" and record["provenance"]["attempts"] == 1
-    again = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    again = scaling(*args[3:])
     assert again.returncode == 0 and "already completed" in again.stderr
     assert store.read_record(rec_path) == record
 
