@@ -335,7 +335,7 @@ def bench(
         _fail(str(e))
     r = measure(run.model, run.train.batch_size, run.train.device, rounds=rounds, compile=compile_model)
     model_flops = flops.count(run.model).flops_per_token["M_with_head"]  # every matmul the step runs
-    peak = peak_flops(r["device_str"], r["low_precision"])
+    peak = peak_flops(r["device_str"], r["low_precision"], fresh=True)  # and kept for the runs' MFU
     mfu = r["tokens_per_s"] * model_flops / peak if peak else None
     print(f"device {r['device']}; batch {run.train.batch_size} x {run.model.seq_len} tokens"
           + (" (compiled)" if compile_model else ""))

@@ -30,9 +30,11 @@ def describe(device: torch.device) -> str:
 
 
 @functools.cache
-def peak_flops(device_str: str, low_precision: bool) -> float | None:
+def peak_flops(device_str: str, low_precision: bool, fresh: bool = False) -> float | None:
     """Peak matmul FLOP/s: the data-sheet bf16 number for known GPUs, or, on CPU, a measurement of fp32 matmul
-    throughput (best of five 2048^3 products after a warm-up, ~0.3 s on 2 cores). None when unknown."""
+    throughput (cpu_matmul_peak), kept per CPU, thread count and kernel set in the cache folder so that every
+    training process does not spend 0.3-1 s re-measuring it; `fresh` (scaling bench) measures again and keeps the
+    new value. None when unknown."""
     device = torch.device(device_str)
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -40,6 +42,49 @@ def peak_flops(device_str: str, low_precision: bool) -> float | None:
             if key in name:
                 return peak if low_precision else peak / 2  # tf32 tensor cores: half the bf16 rate
         return None
+    import json
+
+    from scaling.cache import default_cache_dir
+    from scaling.store import atomic_write_text
+
+    path = default_cache_dir() / "cpu_peak_flops.json"
+    key = _cpu_key()
+    try:
+        known = json.loads(path.read_text())
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    if not fresh and isinstance(known.get(key), (int, float)) and known[key] > 0:
+        return float(known[key])
+    peak = cpu_matmul_peak()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({**known, key: peak}, indent=1, sort_keys=True))
+    except OSError:
+        pass  # a read-only cache costs a measurement per process, nothing else
+    return peak
+
+
+def _cpu_key() -> str:
+    """What the CPU peak depends on: the processor, torch's threads, its version and the MKL kernel set."""
+    import platform
+
+    from scaling import cpu_blas
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
+            f"{'avx512' if cpu_blas.state().active else 'default'} kernels")
+
+
+def cpu_matmul_peak() -> float:
+    """fp32 matmul FLOP/s measured here: best of five 2048^3 products after a warm-up (~0.3 s on 2 cores)."""
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b  # warm-up (thread pool, caches)

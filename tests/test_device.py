@@ -27,6 +27,21 @@ def test_known_gpus_use_their_data_sheet_peak_and_tf32_is_half(monkeypatch):
     device.peak_flops.cache_clear()
 
 
-def test_the_cpu_peak_is_measured():
+def test_the_cpu_peak_is_measured_once_per_cpu_and_kept(monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path))
     device.peak_flops.cache_clear()
-    assert 1e9 < device.peak_flops("cpu", False) < 1e14  # a real measurement, in FLOP/s
+    measured = device.peak_flops("cpu", False)
+    assert 1e9 < measured < 1e14  # a real measurement, in FLOP/s
+    [(key, kept)] = json.loads((tmp_path / "cpu_peak_flops.json").read_text()).items()
+    assert kept == measured and "threads" in key and "torch" in key
+    device.peak_flops.cache_clear()
+    monkeypatch.setattr(device, "cpu_matmul_peak", lambda: 1.0)  # a later process reads it, measures nothing
+    assert device.peak_flops("cpu", False) == measured
+    device.peak_flops.cache_clear()
+    assert device.peak_flops("cpu", False, fresh=True) == 1.0  # scaling bench measures again, and keeps that
+    device.peak_flops.cache_clear()
+    (tmp_path / "cpu_peak_flops.json").write_text("{broken")
+    assert device.peak_flops("cpu", False) == 1.0  # an unreadable file is measured over, not an error
+    device.peak_flops.cache_clear()
