@@ -88,6 +88,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.lifecycle
 def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_and_the_run_resumes(tmp_path):
     """A dense model, so the resumed 2-process run can be held to the 1-process one (as in the test above)."""
     overrides = TINY + ["budget_flops=2e10", "train.checkpoint_every=100000", "model.n_experts=1", "model.top_k=1"]

@@ -84,6 +84,7 @@ def _scaling(*args):
     return [sys.executable, "-m", "scaling.cli", "train", "--no-progress", *args]
 
 
+@pytest.mark.lifecycle
 def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
     overrides = TINY + ["budget_flops=6e9", "train.checkpoint_every=5"]
     env = {**os.environ, "SCALING_RESULTS": str(tmp_path / "killed")}
@@ -161,6 +162,7 @@ def test_compile_cache_lives_under_the_corpus_cache_unless_set(tmp_path, monkeyp
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/else"
 
 
+@pytest.mark.lifecycle
 def test_two_trainings_of_one_run_never_overwrite_each_other(tmp_path):
     """Two `scaling train` of the same run at once: the second is refused while the first trains (it used to
     overwrite the record with its own `running`), and a completed record is never replaced."""
