@@ -205,6 +205,10 @@ def code_version() -> str:
 
 
 def first_provenance(plan: RunPlan) -> dict:
-    """What a new record's provenance holds before its first attempt (each attempt adds where it ran)."""
-    return {"code_version": code_version(), "data_fingerprint": plan.data.fingerprint if plan.data else None,
-            "seed": plan.run.seed, "created": now(), "attempts": 0}
+    """What a new record's provenance holds before its first attempt (each attempt adds where it ran): the data
+    by fingerprint, and for prepared data its tokenizer (not its folder: a location, maybe from $SCALING_DATA)."""
+    provenance = {"code_version": code_version(), "data_fingerprint": plan.data.fingerprint if plan.data else None,
+                  "seed": plan.run.seed, "created": now(), "attempts": 0}
+    if plan.data is not None and plan.data.notes.get("tokenizer"):
+        provenance["data_tokenizer"] = plan.data.notes["tokenizer"]
+    return provenance

@@ -153,3 +153,4 @@ def test_the_cli_prepares_a_corpus_a_run_then_trains_on(tmp_path):
     record = train(run, show_progress=False)
     assert record["status"] == "completed" and record["config"]["model"]["vocab_size"] == 320  # 300 -> 64k
     assert record["derived"]["data_fingerprint"].startswith("shards:")
+    assert record["provenance"]["data_tokenizer"] == "bpe-300"
