@@ -41,7 +41,8 @@ def _check_shape(run: RunConfig) -> None:
     m, t, d = run.model, run.train, run.data
     positive = {
         "model.d_model": m.d_model, "model.n_layers": m.n_layers, "model.n_heads": m.n_heads,
-        "model.seq_len": m.seq_len, "model.vocab_size": m.vocab_size or 1, "model.n_experts": m.n_experts,
+        "model.seq_len": m.seq_len, "model.n_experts": m.n_experts,
+        "model.vocab_size": 1 if m.vocab_size is None else m.vocab_size,  # null: the data's (run.with_data_vocab)
         "model.top_k": m.top_k, "model.d_expert": m.d_expert, "train.batch_size": t.batch_size,
         "data.val_tokens": d.val_tokens,
     }

@@ -71,7 +71,7 @@ def describe(cfg: DataConfig, required: bool = True) -> DataSummary:
     from scaling.data import shards
 
     folders = [m.path for m in cfg.mixture] if cfg.source == "mixture" else [cfg.path]
-    if cfg.source == "shards" or cfg.source == "mixture":
+    if cfg.source in ("shards", "mixture"):
         manifests = [shards.read_manifest(Path(p)) if p and Path(p).is_dir() else None for p in folders]
         if all(manifests):
             parts = [shards.manifest_summary(m, str(p)) for m, p in zip(manifests, folders, strict=True)]

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -88,16 +87,16 @@ def prepare(opts: PrepareOptions) -> dict:
     eot, eot_id = tok_mod.end_of_text_id(tokenizer, opts.eot_token)
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     dtype = np.uint16 if vocab <= 1 << 16 else np.uint32
-    state.setdefault("tokenizer_sha256", tok_mod.file_sha256(tokenizer_path))
-    if state["tokenizer_sha256"] != tok_mod.file_sha256(tokenizer_path):
+    sha256 = tok_mod.file_sha256(tokenizer_path)
+    if state.setdefault("tokenizer_sha256", sha256) != sha256:
         raise DataError(f"{tokenizer_path} changed since this folder was started: pass a new --out")
     _write_state(out, state)
     writers = {s: _ShardWriter(out, s, dtype, opts.shard_tokens, state) for s in SPLITS}
-    counts = _tokenize_all(opts, inputs, tokenizer_path, eot_id, writers, state, out)
+    counts = _tokenize_all(opts, inputs, tokenizer_path, eot_id, writers, out)
     for w in writers.values():
         w.finish()
     _write_state(out, state)
-    manifest = _manifest(opts, settings, state, tokenizer_path, eot, eot_id, vocab, dtype, counts)
+    manifest = _manifest(opts, settings, state, eot, eot_id, vocab, dtype, counts)
     atomic_write_text(out / shards.MANIFEST, json.dumps(manifest, indent=1))
     (out / STATE).unlink(missing_ok=True)
     return manifest
@@ -292,7 +291,7 @@ def _chunks(inputs, opts: PrepareOptions, writers: dict, counts: dict, counter) 
         yield batch
 
 
-def _tokenize_all(opts: PrepareOptions, inputs, tokenizer_path: Path, eot_id: int, writers: dict, state: dict,
+def _tokenize_all(opts: PrepareOptions, inputs, tokenizer_path: Path, eot_id: int, writers: dict,
                   out: Path) -> dict:
     counts = {s: 0 for s in SPLITS}
     workers = opts.workers or os.cpu_count() or 1
@@ -348,7 +347,6 @@ class _Progress:
                              TimeRemainingColumn(), transient=False)
         self._bar.start()
         self._task = self._bar.add_task("read", total=total_bytes)
-        self._t0 = time.monotonic()
 
     def advance(self, n: int) -> None:
         if self._bar is not None and n:
@@ -359,7 +357,7 @@ class _Progress:
             self._bar.stop()
 
 
-def _manifest(opts, settings, state, tokenizer_path: Path, eot: str, eot_id: int, vocab: int, dtype,
+def _manifest(opts, settings, state, eot: str, eot_id: int, vocab: int, dtype,
               counts: dict) -> dict:
     split_shards = {s: state["splits"][s]["shards"] for s in SPLITS}
     h = hashlib.sha256(state["tokenizer_sha256"].encode())
