@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import threading
 import time
@@ -221,9 +222,14 @@ def tidy(results_dir: Path, sweep: str, keep_checkpoints: bool = False) -> list[
             removed.append(claim)
         ckpt = store.checkpoint_path(results_dir, sweep, rid)
         keep = keep_checkpoints or (record["config"].get("train") or {}).get("keep_checkpoint")
-        if ckpt.exists() and not keep and (seen is None or not is_live(*seen)):
-            ckpt.unlink(missing_ok=True)
-            removed.append(ckpt)
+        shards = store.checkpoint_shards_path(results_dir, sweep, rid)
+        if not keep and (seen is None or not is_live(*seen)):
+            if ckpt.exists():
+                ckpt.unlink(missing_ok=True)
+                removed.append(ckpt)
+            if shards.is_dir():
+                shutil.rmtree(shards, ignore_errors=True)
+                removed.append(shards)
     now = time.time()
     for tmp in [*root.glob(".*.tmp"), *root.glob("*/.*.tmp")] if root.is_dir() else []:
         # `.RUNID.json.XXXX.tmp` in runs/, `.RUNID.pt.XXXX.tmp` in checkpoints/: only the run's claim holder

@@ -171,6 +171,11 @@ class TrainConfig:
     persists and, on a cluster with a shared home, is shared by every node."""
     threads: int | None = None
     """CPU threads for torch (None = torch's default)."""
+    parallel: str = "auto"
+    """How a run on several processes (launcher.gpus_per_run > 1, torchrun) spreads over them: 'ddp' (a full
+    replica per device, gradients all-reduced), 'fsdp' (FSDP2: parameters, gradients and AdamW state sharded, each
+    block gathered when it runs; sharded checkpoints), or 'auto' (the memory plan's pick: DDP when a replica fits
+    the device, else FSDP; scaling/memory.py). A single process ignores it."""
 
 
 @dataclass
@@ -208,7 +213,7 @@ IDENTITY_EXCLUDED = ("results_dir", "wandb", "sweep")
 
 
 TRAIN_FIELDS_NOT_IN_IDENTITY = ("eval_every", "log_every", "checkpoint_every", "keep_checkpoint", "device", "threads",
-                                "compile")
+                                "compile", "parallel")
 """Bookkeeping fields of TrainConfig that do not change the trained model either."""
 
 

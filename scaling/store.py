@@ -168,6 +168,11 @@ def checkpoint_path(results_dir: Path, sweep: str, run_id: str) -> Path:
     return sweep_dir(results_dir, sweep) / "checkpoints" / f"{run_id}.pt"
 
 
+def checkpoint_shards_path(results_dir: Path, sweep: str, run_id: str) -> Path:
+    """The folder of a sharded (FSDP) run's checkpoint: one file per rank per step (scaling/sharding.py)."""
+    return sweep_dir(results_dir, sweep) / "checkpoints" / f"{run_id}.shards"
+
+
 def run_file_path(results_dir: Path, sweep: str, run_id: str) -> Path:
     """The resolved run config handed to the processes of a multi-process cell (torchrun)."""
     return sweep_dir(results_dir, sweep) / "checkpoints" / f"{run_id}.run.json"

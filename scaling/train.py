@@ -60,6 +60,14 @@ class _Attempt:
     """distributed.Ranks of a multi-process run, else None."""
     console: Any
     show_progress: bool
+    shards_path: Path | None = None
+    """Where an FSDP run's sharded checkpoint lives (store.checkpoint_shards_path)."""
+    parallel: str | None = None
+    """'ddp' or 'fsdp' in a multi-process run (train.parallel, 'auto' resolved by the memory plan), else None."""
+
+    @property
+    def sharded(self) -> bool:
+        return self.parallel == "fsdp"
 
     @property
     def main(self) -> bool:
@@ -128,19 +136,58 @@ def _autocast(device):
     return torch.autocast("cpu", enabled=False)
 
 
-def _save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
+def _save_checkpoint(a: _Attempt, tr: _Trainer) -> None:
+    """The checkpoint of this step: one file written by rank 0, or (FSDP) every rank's shard."""
     import torch
 
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}
-    store.atomic_write(path, lambda f: torch.save(payload, f))
+    if a.sharded:
+        from scaling import sharding
+
+        sharding.save(a.shards_path, a.ranks, tr.model, tr.optimizer, tr.state)
+    elif a.main:
+        payload = {"model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(), "state": tr.state}
+        store.atomic_write(a.ckpt_path, lambda f: torch.save(payload, f))
 
 
-def _load_checkpoint(path: Path, model, optimizer, device, run_id: str) -> dict:
+def _remove_checkpoint(a: _Attempt) -> None:
+    """After a final status: the run's checkpoint goes, unless train.keep_checkpoint (rank 0 removes it)."""
+    if not a.main or a.plan.run.train.keep_checkpoint:
+        return
+    if a.sharded:
+        from scaling import sharding
+
+        sharding.remove(a.shards_path)
+    elif a.ckpt_path.exists():
+        a.ckpt_path.unlink()
+
+
+def _fresh_state() -> dict:
+    return {"step": 0, "train_s": 0.0, "ema": 0.0, "ema_weight": 0.0, "best_ema": math.inf,
+            "curve": [], "evals": [], "resumed_from": []}
+
+
+def _load_checkpoint(a: _Attempt, model, optimizer, device) -> dict:
     """Training state from the checkpoint (model and optimizer loaded in place), or a fresh state."""
     import torch
 
-    state = {"step": 0, "train_s": 0.0, "ema": 0.0, "ema_weight": 0.0, "best_ema": math.inf,
-             "curve": [], "evals": [], "resumed_from": []}
+    from scaling import sharding
+
+    path, run_id = a.ckpt_path, a.plan.run_id
+    shards = a.shards_path
+    if a.sharded:
+        if path.exists():
+            raise store.StoreError(f"run {run_id} has a checkpoint of a single process or DDP ({path}): resume it "
+                                   f"with train.parallel=ddp, or move {path} aside to restart it from step 0")
+        state = sharding.load(shards, a.ranks, model, optimizer, device, run_id)
+        if state is None:
+            return _fresh_state()
+        state["resumed_from"].append(state["step"])
+        return state
+    if (shards / sharding.LATEST).exists():
+        raise store.StoreError(f"run {run_id} has a sharded (FSDP) checkpoint ({shards}): resume it with "
+                               f"train.parallel=fsdp on as many processes as wrote it, or move {shards} aside to "
+                               f"restart it from step 0")
+    state = _fresh_state()
     if not path.exists():
         return state
     try:
@@ -193,7 +240,8 @@ def train(run: RunConfig, show_progress: bool = True, console=None, owner: dict 
         record = store.read_record(rec_path) if rec_path.exists() else None
         ranks, rank_device = distributed.setup(run.train.device)  # several processes (torchrun), else None
         attempt = _Attempt(plan, rec_path, store.checkpoint_path(results_dir, run.sweep, plan.run_id),
-                           store.wandb_dir(results_dir, run.sweep), ranks, console, show_progress)
+                           store.wandb_dir(results_dir, run.sweep), ranks, console, show_progress,
+                           store.checkpoint_shards_path(results_dir, run.sweep, plan.run_id))
         clean = False
         try:
             record = _train(attempt, record, rank_device)
@@ -238,9 +286,8 @@ def _train(a: _Attempt, record: dict | None, rank_device) -> dict:
         tr.tracker.finish(exit_code=1)
         raise
     _summarize(tr.tracker, record, a.plan)
-    if a.main and record["status"] in store.FINAL_STATUSES and a.ckpt_path.exists() \
-            and not a.plan.run.train.keep_checkpoint:
-        a.ckpt_path.unlink()
+    if record["status"] in store.FINAL_STATUSES:
+        _remove_checkpoint(a)
     return record
 
 
@@ -290,12 +337,17 @@ def _build(a: _Attempt, record: dict, rank_device) -> _Trainer:
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(run.seed)
         model = build_model(run.model).to(device)
+        a.parallel = _parallel_mode(a, device)
+        if a.sharded:
+            from scaling import sharding
+
+            sharding.shard(model, mixed_precision=device.type == "cuda")
         # fused AdamW (one kernel over all parameters), on CPU too: on the 2-core CPU, interleaved A/B of the
         # compiled bench_moe models, 1.023x (small) and 1.008x (large) the default foreach AdamW; the d64 default
         # model showed no difference (73.3 vs 73.9 ms/step).
         optimizer = torch.optim.AdamW(_param_groups(model), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
                                       weight_decay=t.weight_decay, fused=device.type in ("cuda", "cpu"))
-        state = _load_checkpoint(a.ckpt_path, model, optimizer, device, a.plan.run_id)
+        state = _load_checkpoint(a, model, optimizer, device)
         forward = compile_model(model, data_cache_dir(run.data)) if t.compile else model
     except Exception as e:
         record["status"], record["error"] = "failed", store.run_error(
@@ -303,9 +355,27 @@ def _build(a: _Attempt, record: dict, rank_device) -> _Trainer:
         record["provenance"]["finished"] = now()
         a.save(record)
         raise
-    record["provenance"].update({"device": device_mod.describe(device), "resumed_from_steps": state["resumed_from"]})
+    record["provenance"].update({"device": device_mod.describe(device), "resumed_from_steps": state["resumed_from"],
+                                 "parallel": a.parallel})
     a.save(record)
     return _Trainer(model, forward, optimizer, device, state)
+
+
+def _parallel_mode(a: _Attempt, device) -> str | None:
+    """train.parallel of a multi-process run, 'auto' resolved by the memory plan against this device (DDP when a
+    replica fits it, or when its memory is unknown, as on the CPU); None for a single process."""
+    if a.ranks is None:
+        return None
+    t = a.plan.run.train
+    if t.parallel != "auto":
+        return t.parallel
+    import torch
+
+    from scaling import memory
+
+    capacity = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+    return memory.plan_parallel(a.plan.run.model, t.batch_size, a.ranks.world, "auto", device.type == "cuda",
+                                capacity).parallel
 
 
 def _start_tracker(a: _Attempt, record: dict):
@@ -425,10 +495,14 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
         g["lr"] = lr
     n_rows = plan.batch_size_at(step)
     x_np, y_np = plan.data.train_batch(step, n_rows, m.seq_len, plan.run.seed)
+    share = 1.0
     if ranks is not None:  # this rank's rows of the global batch
-        x_np, y_np = x_np[ranks.rows(n_rows)], y_np[ranks.rows(n_rows)]
-    share = len(x_np) / n_rows
-    if share:  # (a rank may get no rows of a last, partial batch smaller than the number of ranks)
+        mine = ranks.rows(n_rows)
+        share = len(range(n_rows)[mine]) / n_rows
+        # a rank may get no rows of a last, partial batch smaller than the number of ranks; under FSDP it still
+        # runs the step (every rank takes part in each block's all-gather), on one row weighted 0
+        x_np, y_np = (x_np[mine], y_np[mine]) if share or not a.sharded else (x_np[:1], y_np[:1])
+    if len(x_np):
         x_BT, y_BT = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
         with _autocast(device):
             logits_BTV = tr.forward(x_BT)
@@ -436,6 +510,9 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
         aux, z = model.router_losses()
         total = loss + m.aux_loss_coef * aux.to(device) + m.z_loss_coef * z.to(device)
         (total * share if ranks is not None else total).backward()
+        if not share:
+            model.forget_last_load()
+            loss = torch.zeros(())
     else:
         loss = torch.zeros(())
         for load_E in model.step_load_buffers():
@@ -445,11 +522,16 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
         loss_value = loss.item()
     else:
         loss_value, checkpoint_asked, stop_asked = _agree(model, device, loss.item() * share, checkpoint_asked,
-                                                          stop_asked)
+                                                          stop_asked, gradients=not a.sharded)
     if not math.isfinite(loss_value):
         raise Diverged(step, f"non-finite train loss ({loss_value}) at step {step}")
     clip = plan.run.train.grad_clip or math.inf
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    if a.sharded:  # the norm of sharded gradients is a DTensor
+        from scaling import sharding
+
+        grad_norm = sharding.full_value(grad_norm)
+    grad_norm = float(grad_norm)
     if not math.isfinite(grad_norm):
         raise Diverged(step, f"non-finite gradient norm at step {step}")
     tr.optimizer.step()
@@ -458,14 +540,16 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
     return loss_value, grad_norm, checkpoint_asked, stop_asked
 
 
-def _agree(model, device, loss_share: float, checkpoint_asked: bool, stop_asked: str | None):
-    """Across ranks: summed gradients (= the single-process gradient), summed expert loads, and one collective
-    that agrees on the loss and on whether any rank was asked to checkpoint or stop."""
+def _agree(model, device, loss_share: float, checkpoint_asked: bool, stop_asked: str | None, gradients: bool):
+    """Across ranks: summed gradients (= the single-process gradient; FSDP has summed them already, gradients
+    False), summed expert loads, and one collective that agrees on the loss and on whether any rank was asked to
+    checkpoint or stop."""
     import torch
 
     from scaling import distributed
 
-    distributed.sum_gradients(list(model.parameters()))
+    if gradients:
+        distributed.sum_gradients(list(model.parameters()))
     for load_E in model.step_load_buffers():
         distributed.sum_(load_E)
     agreed = distributed.sum_(torch.tensor([loss_share, bool(checkpoint_asked), bool(stop_asked)],
@@ -512,8 +596,7 @@ def _log_point(a: _Attempt, tr: _Trainer, done: int, point: dict, tokens_per_s: 
 def _checkpoint(a: _Attempt, tr: _Trainer, record: dict, done: int, stop_asked: str | None) -> None:
     """Save a checkpoint (rank 0) and the progress in the record; after a stop request, stop (Preempted)."""
     scheduler.checkpoint_served()
-    if a.main:
-        _save_checkpoint(a.ckpt_path, tr.model, tr.optimizer, tr.state)
+    _save_checkpoint(a, tr)
     record["results"] = {**record.get("results", {}), "steps_done": done}  # the record shows progress
     a.save(record)
     if stop_asked:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from scaling.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
+from scaling.memory import PARALLEL_MODES
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -83,6 +84,10 @@ def _check_choices(run: RunConfig) -> None:
     _choice("train.schedule", t.schedule, ("cosine", "wsd"))
     _choice("train.wsd_decay", t.wsd_decay, ("exp", "linear"))
     _choice("wandb.mode", run.wandb.mode, ("auto", "online", "offline", "disabled"))
+    _choice("train.parallel", t.parallel, PARALLEL_MODES)
+    if t.parallel == "fsdp" and t.compile:
+        raise ConfigError("train.compile=true with train.parallel=fsdp is not supported yet (the blocks would need "
+                          "compiling one by one before sharding): drop train.compile or use train.parallel=ddp")
 
 
 def _check_data(run: RunConfig) -> None:

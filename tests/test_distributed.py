@@ -1,5 +1,7 @@
-"""Data parallel training over several processes (torchrun, gloo on CPU): the same run as one process, and every
-rank stops at the same step when only one of them gets the scheduler's signal."""
+"""Training one run over several processes (torchrun, gloo on CPU), data parallel (DDP) and sharded (FSDP): the
+same run as one process; every rank stops at the same step when only one of them gets the scheduler's signal; a
+sharded run killed mid-way resumes from its sharded checkpoint to the same result. These start real process
+groups (10-20 s each on 2 cores): `make test-distributed` runs them, CI runs that after `make test`."""
 
 import json
 import os
@@ -17,7 +19,7 @@ from scaling.config import to_dict
 from scaling.run import plan_run
 from scaling.train import train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 TINY = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",
         "data.val_tokens=2048", "train.device=cpu", "train.threads=1", "sweep=ddp"]
 
@@ -37,7 +39,8 @@ def write_run(tmp_path, overrides):
 
 
 def _ddp_and_single(tmp_path, overrides):
-    """The same run trained by torchrun over 2 processes and by one process: (plan, 2-process record, record)."""
+    """The same run trained by torchrun over 2 processes and by one process: (plan, 2-process record, record).
+    `train.parallel=fsdp` among the overrides shards it."""
     run, path = write_run(tmp_path, overrides)
     proc = torchrun(path)
     out, _ = proc.communicate(timeout=300)
@@ -47,26 +50,32 @@ def _ddp_and_single(tmp_path, overrides):
     ddp = store.read_record(rec_path)  # the record is the contract (the launchers read it, not torchrun's code)
     single = train(compose(overrides + [f"results_dir={tmp_path / 'single'}"]), show_progress=False)
     assert ddp["status"] == single["status"] == "completed" and ddp["provenance"]["processes"] == 2
+    assert ddp["provenance"]["parallel"] == run.train.parallel.replace("auto", "ddp")  # CPU: memory unknown
     assert ddp["results"]["steps_done"] == single["results"]["steps_done"] == plan.steps
     assert ddp["results"]["tokens_done"] == single["results"]["tokens_done"]
     return plan, ddp, single
 
 
-def test_two_processes_train_the_same_run_as_one(tmp_path):
-    """A dense model (no routing): the 2-process run follows the 1-process one to rounding over the whole run.
-    5 rows per batch, so the ranks get 3 and 2 (unequal shares, weighted by rows)."""
-    overrides = TINY + ["budget_flops=6e9", "train.batch_size=5", "model.n_experts=1", "model.top_k=1"]
+@pytest.mark.parametrize("parallel", ["auto", "fsdp"])
+def test_two_processes_train_the_same_run_as_one(tmp_path, parallel):
+    """A dense model (no routing): the 2-process run (DDP, or FSDP with every tensor split over the ranks, some
+    unevenly) follows the 1-process one to rounding over the whole run. 5 rows per batch, so the ranks get 3 and
+    2 (unequal shares, weighted by rows)."""
+    overrides = TINY + ["budget_flops=6e9", "train.batch_size=5", "model.n_experts=1", "model.top_k=1",
+                        f"train.parallel={parallel}"]
     _, ddp, single = _ddp_and_single(tmp_path, overrides)
     assert ddp["results"]["val_loss"] == pytest.approx(single["results"]["val_loss"], abs=1e-4)
     for a, b in zip(ddp["results"]["curve"], single["results"]["curve"], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)  # summation order differs
 
 
-def test_two_processes_train_the_same_moe_run_as_one(tmp_path):
-    """An MoE, with the expert loads summed over ranks for the bias update and the record. Short: a last-bit
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_train_the_same_moe_run_as_one(tmp_path, parallel):
+    """An MoE, with the expert loads summed over ranks for the bias update and the record (under FSDP the stacked
+    expert tensors of a layer are split over the ranks and gathered whole for each step). Short: a last-bit
     difference of summation order sometimes flips a top-k choice, and aux-free balancing then moves a bias by a
     whole step, after which the runs only agree statistically (seen after 20 to 90 steps of this model)."""
-    overrides = TINY + ["budget_flops=6e8", "train.batch_size=5"]
+    overrides = TINY + ["budget_flops=6e8", "train.batch_size=5", f"train.parallel={parallel}"]
     plan, ddp, single = _ddp_and_single(tmp_path, overrides)
     assert 8 <= plan.steps <= 15
     assert ddp["results"]["val_loss"] == pytest.approx(single["results"]["val_loss"], abs=1e-4)
@@ -118,3 +127,41 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_and_the_run_resu
     reference = train(compose(overrides + [f"results_dir={tmp_path / 'single'}"]), show_progress=False)
     assert reference["status"] == "completed"  # the same run, uninterrupted, on one process
     assert rec["results"]["val_loss"] == pytest.approx(reference["results"]["val_loss"], abs=1e-4)
+
+
+@pytest.mark.lifecycle
+def test_a_sharded_run_killed_mid_way_resumes_from_its_sharded_checkpoint_to_the_same_result(tmp_path):
+    """FSDP over 2 processes, checkpointing every 20 steps; the whole process group is killed (SIGKILL: no
+    chance to save) after a checkpoint; the rerun resumes from that step's shards and ends where an uninterrupted
+    single process does. Then one process refuses the 2-process shards rather than restarting from step 0."""
+    overrides = TINY + ["budget_flops=2e10", "train.checkpoint_every=20", "train.keep_checkpoint=true",
+                        "model.n_experts=1", "model.top_k=1", "train.parallel=fsdp"]
+    run, path = write_run(tmp_path, overrides)
+    plan = plan_run(run)
+    shards = store.checkpoint_shards_path(tmp_path / "ddp", "ddp", plan.run_id)
+    proc = torchrun(path)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (shards / "latest").exists():
+        time.sleep(0.05)
+    for pid in [*_children(proc.pid), proc.pid]:  # the ranks (torchrun starts them in their own sessions), then it
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    saved = int((shards / "latest").read_text().split("-")[1])
+    assert 0 < saved < plan.steps and sorted(p.name for p in (shards / f"step-{saved}").iterdir()) == \
+        ["rank-0-of-2.pt", "rank-1-of-2.pt"]
+
+    again = torchrun(path)
+    out, _ = again.communicate(timeout=300)
+    rec = store.read_record(store.record_path(tmp_path / "ddp", "ddp", plan.run_id))
+    assert rec["status"] == "completed" and rec["provenance"]["resumed_from_steps"] == [saved], (out, rec["provenance"])
+    assert rec["provenance"]["parallel"] == "fsdp"
+    reference = train(compose(TINY + ["budget_flops=2e10", "model.n_experts=1", "model.top_k=1",
+                                      f"results_dir={tmp_path / 'single'}"]), show_progress=False)
+    assert rec["results"]["val_loss"] == pytest.approx(reference["results"]["val_loss"], abs=1e-4)
+    for a, b in zip(rec["results"]["curve"], reference["results"]["curve"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+
+    (rec_path := store.record_path(tmp_path / "ddp", "ddp", plan.run_id)).unlink()  # train it again, one process
+    with pytest.raises(store.StoreError, match="sharded .FSDP. checkpoint.*as many processes as wrote it"):
+        train(run, show_progress=False)
+    assert store.read_record(rec_path)["status"] == "failed" and (shards / "latest").exists()

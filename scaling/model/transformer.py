@@ -156,6 +156,12 @@ class Transformer(nn.Module):
         """Each MoE layer's load of the last forward pass (what the bias update reads), to sum across ranks."""
         return [m._step_load_E for m in self.moe_layers]
 
+    def forget_last_load(self) -> None:
+        """Undo the load counts of the last forward pass (a rank that ran a step on a row weighted 0)."""
+        for m in self.moe_layers:
+            m.load_E -= m._step_load_E.to(m.load_E.device)
+            m._step_load_E = torch.zeros_like(m._step_load_E)
+
     def reset_expert_load(self) -> None:
         for m in self.moe_layers:
             m.reset_load()

@@ -1,0 +1,164 @@
+"""How much memory one device needs to train a run, and how the run is spread over its devices (ARCHITECTURE
+section 5, "Memory and parallelism"). Pure Python, no torch: the planner, dry runs and `scaling fit` use it.
+
+Per device, in bytes, with P parameters (flops.count: embedding and untied head included), N devices, b the
+compute dtype's bytes (2 for bf16 on a GPU, 4 for fp32 on the CPU) and t the tokens of this device's rows
+(ceil(batch_size / N) x seq_len):
+
+    states       16 P     (fp32 weights 4, gradients 4, AdamW's two moments 8)      single process and DDP
+                 16 P / N (every tensor split over the N ranks)                      FSDP
+    working set  b P (GPU only: the bf16 copies autocast keeps of every weight) + 4 P (DDP: our flat gradient
+                 buffer for the all-reduce)                                          single process and DDP
+                 b P_root + (2 b + b + 4) P_block (the gathered root, which stays gathered; the largest block
+                 gathered, the next one prefetched, and its unsharded gradient in b and fp32) FSDP
+    activations  t x a, with a the bytes saved for the backward pass per token (activation_bytes_per_token)
+
+A run fits when the sum is at most USABLE_FRACTION of the device's memory (the rest: the CUDA context, NCCL
+buffers, the allocator's fragmentation). The activation count was checked against what autograd actually saves
+(tests/test_memory.py: within 5% over dense, MoE, shared-expert, GQA and vocabulary variants on the CPU).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scaling.config import ModelConfig
+from scaling.flops import _attention_params, _moe_params, _swiglu_params, count, d_ff_dense, d_shared, head_dim
+
+STATE_BYTES_PER_PARAM = 16
+"""fp32 master weights (4), fp32 gradients (4), AdamW exp_avg and exp_avg_sq (4 + 4)."""
+USABLE_FRACTION = 0.9
+"""Share of a device's memory a run may plan to use."""
+PARALLEL_MODES = ("auto", "ddp", "fsdp")
+GIB = 2 ** 30
+
+
+def activation_bytes_per_token(m: ModelConfig, compute_bytes: int) -> float:
+    """Bytes autograd keeps for the backward pass per token of a training batch (no activation checkpointing).
+
+    Per layer, in elements of the compute dtype: attention 2 d (its norm's input and output) + 3 d_attn (the
+    q, k, v projection) + 2 d_attn (QK-norm outputs, when on) + 5 d_attn (rotated q, repeated k and v, the
+    attention output and its reshape); the FFN's norm 2 d; a dense FFN of width f: 4 f; a routed MoE: top_k (2 d
+    + 4 F) (the dispatched rows, their outputs, and the experts' gate/up and SwiGLU values) plus 4 d_shared x
+    n_shared; in fp32: the router's 4 E (logits, scores, selection, combine) and, on a GPU, the fp32 copy of the
+    top_k outputs combined (4 top_k d bytes). Once per token: the embedding, final norm and head inputs 3 d,
+    and the fp32 log-softmax over the vocabulary (4 V bytes)."""
+    d, b = m.d_model, compute_bytes
+    d_attn = m.n_heads * head_dim(m)
+    attention = 2 * d + 3 * d_attn + (2 * d_attn if m.qk_norm else 0) + 5 * d_attn
+    dense_ffn = 4 * d_ff_dense(m)
+    shared = 4 * m.n_shared_experts * d_shared(m)
+    if m.n_experts > 1:
+        fp32 = 4 * 4 * m.n_experts + (4 * m.top_k * d if b < 4 else 0)
+        moe = b * (m.top_k * (2 * d + 4 * m.d_expert) + shared) + fp32
+    else:  # the dense baseline's single expert: no router, no dispatch
+        moe = b * (4 * m.d_expert + shared)
+    n_moe = m.n_layers - m.n_dense_layers
+    per_layer_common = b * (attention + 2 * d)
+    return (m.n_layers * per_layer_common + m.n_dense_layers * b * dense_ffn + n_moe * moe
+            + b * 3 * d + 4 * m.vocab_size)
+
+
+def block_params(m: ModelConfig) -> int:
+    """Parameters of the largest transformer block (what FSDP gathers at once)."""
+    common = _attention_params(m) + 2 * m.d_model
+    dense = _swiglu_params(m.d_model, d_ff_dense(m)) if m.n_dense_layers else 0
+    moe = _moe_params(m, active=False) if m.n_layers > m.n_dense_layers else 0
+    return common + max(dense, moe)
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """Estimated peak bytes on one device, by kind (see the module docstring)."""
+
+    states: float
+    working: float
+    activations: float
+
+    @property
+    def total(self) -> float:
+        return self.states + self.working + self.activations
+
+
+def need(m: ModelConfig, batch_size: int, devices: int, parallel: str, on_gpu: bool) -> MemoryNeed:
+    """The memory one of `devices` devices needs to train model `m` at `batch_size` rows per step with
+    `parallel` ('ddp' also stands for a single process when devices = 1, 'fsdp')."""
+    counts = count(m)
+    P = counts.params_total
+    b = 2 if on_gpu else 4
+    tokens = math.ceil(batch_size / devices) * m.seq_len
+    activations = tokens * activation_bytes_per_token(m, b)
+    if parallel == "fsdp" and devices > 1:
+        root = counts.params_embedding + counts.params_head + m.d_model  # embedding, head, final norm
+        working = b * root + (3 * b + 4) * block_params(m)
+        return MemoryNeed(STATE_BYTES_PER_PARAM * P / devices, working, activations)
+    working = (b * P if on_gpu else 0) + (4 * P if devices > 1 else 0)
+    return MemoryNeed(STATE_BYTES_PER_PARAM * P, working, activations)
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """How one run uses its devices, and whether it fits them."""
+
+    parallel: str
+    """'single' (one process), 'ddp' (a replica per device) or 'fsdp' (sharded)."""
+    devices: int
+    need: MemoryNeed
+    capacity: float | None
+    """Bytes of one device, or None when unknown (no verdict)."""
+    min_devices: int | None = None
+    """When it does not fit: the fewest devices that would hold it sharded (None: not even one per row)."""
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.capacity is None else self.need.total <= USABLE_FRACTION * self.capacity
+
+    def reason(self) -> str | None:
+        """Why the run does not fit, with its numbers and the fix; None when it fits or nothing is known."""
+        if self.fits is not False:
+            return None
+        n = self.need
+        fix = (f"it needs at least {self.min_devices} of them sharded (launcher.gpus_per_run or nodes_per_run)"
+               if self.min_devices else "even one row per device does not fit: use a smaller batch or model")
+        return (f"needs {n.total / GIB:.1f} GiB per device under {self.parallel} on {self.devices} device(s) "
+                f"(states {n.states / GIB:.1f}, working {n.working / GIB:.1f}, activations {n.activations / GIB:.1f}"
+                f" GiB) but {USABLE_FRACTION:.0%} of {self.capacity / GIB:.0f} GiB is usable: {fix}")
+
+    def summary(self) -> str:
+        """'12.3 GiB/dev ddp x4', with '(fits 80)' or '(TOO BIG for 80: needs 8 GPUs)'."""
+        text = f"{self.need.total / GIB:.3g} GiB {self.parallel}" + (f" x{self.devices}" if self.devices > 1 else "")
+        if self.capacity is None:
+            return text
+        if self.fits:
+            return text
+        return text + (f" > {USABLE_FRACTION * self.capacity / GIB:.0f}: needs {self.min_devices}" if self.min_devices
+                       else f" > {USABLE_FRACTION * self.capacity / GIB:.0f}: cannot fit")
+
+
+def plan_parallel(m: ModelConfig, batch_size: int, devices: int, parallel: str, on_gpu: bool,
+                  capacity: float | None) -> ParallelPlan:
+    """The parallel plan of a run on `devices` devices of `capacity` bytes each: parallel='auto' takes a replica
+    per device (DDP) when one fits, else shards (FSDP); 'ddp' or 'fsdp' as asked. One device: a single process."""
+    if devices == 1:
+        plan = ParallelPlan("single", 1, need(m, batch_size, 1, "ddp", on_gpu), capacity)
+    else:
+        mode = "ddp" if parallel == "auto" else parallel
+        plan = ParallelPlan(mode, devices, need(m, batch_size, devices, mode, on_gpu), capacity)
+        if parallel == "auto" and plan.fits is False:
+            plan = ParallelPlan("fsdp", devices, need(m, batch_size, devices, "fsdp", on_gpu), capacity)
+    if plan.fits is False:
+        plan = ParallelPlan(plan.parallel, devices, plan.need, capacity,
+                            min_devices=fewest_devices(m, batch_size, on_gpu, capacity))
+    return plan
+
+
+def fewest_devices(m: ModelConfig, batch_size: int, on_gpu: bool, capacity: float, most: int = 4096) -> int | None:
+    """The fewest devices (powers of two up to `most`, then the batch's rows) that hold the run under FSDP."""
+    n = 1
+    while n <= min(most, max(1, batch_size)):
+        mode = "ddp" if n == 1 else "fsdp"
+        if need(m, batch_size, n, mode, on_gpu).total <= USABLE_FRACTION * capacity:
+            return n
+        n *= 2
+    return None
