@@ -171,6 +171,11 @@ class TrainConfig:
     persists and, on a cluster with a shared home, is shared by every node."""
     threads: int | None = None
     """CPU threads for torch (None = torch's default)."""
+    micro_batch_size: int | None = None
+    """Rows per forward/backward pass on each device: a step's rows (batch_size, split over the processes) go
+    through in micro-batches of this many, their gradients accumulated, so the update is the whole batch's
+    (aux-loss balancing sees each micro-batch's own balance; aux-free balancing the step's summed load). None:
+    the memory plan's pick on a GPU of known memory (the most rows that fit), else all rows at once."""
     parallel: str = "auto"
     """How a run on several processes (launcher.gpus_per_run > 1, torchrun) spreads over them: 'ddp' (a full
     replica per device, gradients all-reduced), 'fsdp' (FSDP2: parameters, gradients and AdamW state sharded, each
@@ -213,7 +218,7 @@ IDENTITY_EXCLUDED = ("results_dir", "wandb", "sweep")
 
 
 TRAIN_FIELDS_NOT_IN_IDENTITY = ("eval_every", "log_every", "checkpoint_every", "keep_checkpoint", "device", "threads",
-                                "compile", "parallel")
+                                "compile", "parallel", "micro_batch_size")
 """Bookkeeping fields of TrainConfig that do not change the trained model either."""
 
 

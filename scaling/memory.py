@@ -2,8 +2,9 @@
 section 5, "Memory and parallelism"). Pure Python, no torch: the planner, dry runs and `scaling fit` use it.
 
 Per device, in bytes, with P parameters (flops.count: embedding and untied head included), N devices, b the
-compute dtype's bytes (2 for bf16 on a GPU, 4 for fp32 on the CPU) and t the tokens of this device's rows
-(ceil(batch_size / N) x seq_len):
+compute dtype's bytes (2 for bf16 on a GPU, 4 for fp32 on the CPU) and t the tokens of one micro-batch
+(train.micro_batch_size rows x seq_len; a step's ceil(batch_size / N) rows per device go through in as many
+micro-batches as it takes, gradients accumulated):
 
     states       16 P     (fp32 weights 4, gradients 4, AdamW's two moments 8)      single process and DDP
                  16 P / N (every tensor split over the N ranks)                      FSDP
@@ -14,7 +15,8 @@ compute dtype's bytes (2 for bf16 on a GPU, 4 for fp32 on the CPU) and t the tok
     activations  t x a, with a the bytes saved for the backward pass per token (activation_bytes_per_token)
 
 A run fits when the sum is at most USABLE_FRACTION of the device's memory (the rest: the CUDA context, NCCL
-buffers, the allocator's fragmentation). The activation count was checked against what autograd actually saves
+buffers, the allocator's fragmentation). The plan (plan_parallel) prefers a replica per device (DDP) with the
+largest micro-batch that fits, then sharding (FSDP). The activation count was checked against what autograd actually saves
 (tests/test_memory.py: within 5% over dense, MoE, shared-expert, GQA and vocabulary variants on the CPU).
 """
 
@@ -81,13 +83,13 @@ class MemoryNeed:
         return self.states + self.working + self.activations
 
 
-def need(m: ModelConfig, batch_size: int, devices: int, parallel: str, on_gpu: bool) -> MemoryNeed:
-    """The memory one of `devices` devices needs to train model `m` at `batch_size` rows per step with
-    `parallel` ('ddp' also stands for a single process when devices = 1, 'fsdp')."""
+def need(m: ModelConfig, micro_batch: int, devices: int, parallel: str, on_gpu: bool) -> MemoryNeed:
+    """The memory one of `devices` devices needs to train model `m` with `micro_batch` rows per forward/backward
+    pass, under `parallel` ('ddp' also stands for a single process when devices = 1, 'fsdp')."""
     counts = count(m)
     P = counts.params_total
     b = 2 if on_gpu else 4
-    tokens = math.ceil(batch_size / devices) * m.seq_len
+    tokens = micro_batch * m.seq_len
     activations = tokens * activation_bytes_per_token(m, b)
     if parallel == "fsdp" and devices > 1:
         root = counts.params_embedding + counts.params_head + m.d_model  # embedding, head, final norm
@@ -104,11 +106,14 @@ class ParallelPlan:
     parallel: str
     """'single' (one process), 'ddp' (a replica per device) or 'fsdp' (sharded)."""
     devices: int
+    micro_batch: int
+    """Rows per forward/backward pass on each device (gradients accumulated over a step's micro-batches)."""
     need: MemoryNeed
     capacity: float | None
     """Bytes of one device, or None when unknown (no verdict)."""
     min_devices: int | None = None
-    """When it does not fit: the fewest devices that would hold it sharded (None: not even one per row)."""
+    """When it does not fit: the fewest devices that would hold it sharded, one row per micro-batch (None: no
+    number of devices does)."""
 
     @property
     def fits(self) -> bool | None:
@@ -119,46 +124,64 @@ class ParallelPlan:
         if self.fits is not False:
             return None
         n = self.need
-        fix = (f"it needs at least {self.min_devices} of them sharded (launcher.gpus_per_run or nodes_per_run)"
-               if self.min_devices else "even one row per device does not fit: use a smaller batch or model")
-        return (f"needs {n.total / GIB:.1f} GiB per device under {self.parallel} on {self.devices} device(s) "
-                f"(states {n.states / GIB:.1f}, working {n.working / GIB:.1f}, activations {n.activations / GIB:.1f}"
-                f" GiB) but {USABLE_FRACTION:.0%} of {self.capacity / GIB:.0f} GiB is usable: {fix}")
+        fix = (f"it needs at least {self.min_devices} devices, sharded (launcher.gpus_per_run, nodes_per_run)"
+               if self.min_devices else "no number of devices holds it: use a smaller model or sequence")
+        return (f"needs {n.total / GIB:.1f} GiB per device under {self.parallel} on {self.devices} device(s) at "
+                f"{self.micro_batch} row(s) per micro-batch (states {n.states / GIB:.1f}, working "
+                f"{n.working / GIB:.1f}, activations {n.activations / GIB:.1f} GiB) but {USABLE_FRACTION:.0%} of "
+                f"{self.capacity / GIB:.0f} GiB is usable: {fix}")
 
     def summary(self) -> str:
-        """'12.3 GiB/dev ddp x4', with '(fits 80)' or '(TOO BIG for 80: needs 8 GPUs)'."""
+        """'41.2 GiB ddp x2 mb16', and '> 72: needs 8' when it does not fit."""
         text = f"{self.need.total / GIB:.3g} GiB {self.parallel}" + (f" x{self.devices}" if self.devices > 1 else "")
-        if self.capacity is None:
-            return text
-        if self.fits:
-            return text
-        return text + (f" > {USABLE_FRACTION * self.capacity / GIB:.0f}: needs {self.min_devices}" if self.min_devices
-                       else f" > {USABLE_FRACTION * self.capacity / GIB:.0f}: cannot fit")
+        text += f" mb{self.micro_batch}"
+        if self.fits is False:
+            text += f" > {USABLE_FRACTION * self.capacity / GIB:.0f}: " + (
+                f"needs {self.min_devices}" if self.min_devices else "cannot fit")
+        return text
+
+
+def micro_batches(rows: int) -> list[int]:
+    """Micro-batch sizes tried, largest first: all rows, then halvings (rounded up) down to 1."""
+    sizes = [rows]
+    while sizes[-1] > 1:
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes
 
 
 def plan_parallel(m: ModelConfig, batch_size: int, devices: int, parallel: str, on_gpu: bool,
-                  capacity: float | None) -> ParallelPlan:
-    """The parallel plan of a run on `devices` devices of `capacity` bytes each: parallel='auto' takes a replica
-    per device (DDP) when one fits, else shards (FSDP); 'ddp' or 'fsdp' as asked. One device: a single process."""
-    if devices == 1:
-        plan = ParallelPlan("single", 1, need(m, batch_size, 1, "ddp", on_gpu), capacity)
-    else:
-        mode = "ddp" if parallel == "auto" else parallel
-        plan = ParallelPlan(mode, devices, need(m, batch_size, devices, mode, on_gpu), capacity)
-        if parallel == "auto" and plan.fits is False:
-            plan = ParallelPlan("fsdp", devices, need(m, batch_size, devices, "fsdp", on_gpu), capacity)
-    if plan.fits is False:
-        plan = ParallelPlan(plan.parallel, devices, plan.need, capacity,
-                            min_devices=fewest_devices(m, batch_size, on_gpu, capacity))
-    return plan
+                  capacity: float | None, micro_batch: int | None = None) -> ParallelPlan:
+    """The parallel plan of a run on `devices` devices of `capacity` bytes each.
+
+    One device: a single process. Several: parallel='ddp' or 'fsdp' as asked; 'auto' takes a replica per device
+    (DDP) when one fits, else shards (FSDP): the parameter states decide, since activations shrink with the
+    micro-batch and states do not. The micro-batch is `micro_batch` when given, else the most rows (all of the
+    device's share, then halvings) that fit; all rows when the capacity is unknown."""
+    rows = math.ceil(batch_size / devices)
+    modes = ["single"] if devices == 1 else ["ddp", "fsdp"] if parallel == "auto" else [parallel]
+    sizes = [min(micro_batch, rows)] if micro_batch else micro_batches(rows)
+
+    def plan(mode: str, micro: int) -> ParallelPlan:
+        return ParallelPlan(mode, devices, micro, need(m, micro, 1 if mode == "single" else devices, mode, on_gpu),
+                            capacity)
+
+    if capacity is None:
+        return plan(modes[0], sizes[0])
+    for mode in modes:
+        for micro in sizes:
+            if (candidate := plan(mode, micro)).fits:
+                return candidate
+    last = plan(modes[-1], sizes[-1])
+    return ParallelPlan(last.parallel, devices, last.micro_batch, last.need, capacity,
+                        min_devices=fewest_devices(m, on_gpu, capacity))
 
 
-def fewest_devices(m: ModelConfig, batch_size: int, on_gpu: bool, capacity: float, most: int = 4096) -> int | None:
-    """The fewest devices (powers of two up to `most`, then the batch's rows) that hold the run under FSDP."""
+def fewest_devices(m: ModelConfig, on_gpu: bool, capacity: float, most: int = 4096) -> int | None:
+    """The fewest devices (powers of two up to `most`) that hold the model under FSDP at one row per
+    micro-batch."""
     n = 1
-    while n <= min(most, max(1, batch_size)):
-        mode = "ddp" if n == 1 else "fsdp"
-        if need(m, batch_size, n, mode, on_gpu).total <= USABLE_FRACTION * capacity:
+    while n <= most:
+        if need(m, 1, n, "ddp" if n == 1 else "fsdp", on_gpu).total <= USABLE_FRACTION * capacity:
             return n
         n *= 2
     return None

@@ -17,10 +17,19 @@ def run_plan_table(plan):
         ("tokens D / steps / batch", f"{d.tokens:,} / {d.steps:,} / {d.batch_tokens:,} tokens"),
         ("lr / schedule", f"{plan.run.train.lr:g} / {plan.run.train.schedule}"),
         ("data", _summary_text(plan.summary) + f"; this run reads it {_epochs(plan)} time(s)"),
+        ("memory, one device (est.)", _one_device_memory(plan.run)),
     ]
     for k, v in rows:
         table.add_row(k, v)
     return table
+
+
+def _one_device_memory(run) -> str:
+    from scaling.memory import GIB, need
+
+    rows = run.train.micro_batch_size or run.train.batch_size
+    gpu, cpu = (need(run.model, rows, 1, "ddp", on_gpu).total / GIB for on_gpu in (True, False))
+    return f"{gpu:.3g} GiB on a GPU (bf16), {cpu:.3g} GiB on the CPU (fp32), {rows} rows per pass (scaling/memory.py)"
 
 
 def run_result_line(record: dict, rec_path) -> str:
@@ -41,7 +50,8 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
     title = f"sweep {plan.name}: {len(plan.cells)} cells" + (f" — {plan.config.description}"
                                                                if plan.config.description else "")
     table = Table(title=title, title_justify="left")
-    cols = ("#", "id", "cell (C, A, G, lr, batch)", "shape", "params tot/act", "M", "tokens", "steps", "epochs")
+    cols = ("#", "id", "cell (C, A, G, lr, batch)", "shape", "params tot/act", "M", "tokens", "steps", "epochs",
+            "memory/device")
     for col in cols + (("est s",) if estimates else ()):
         table.add_column(col, justify="left" if col in ("id", "shape") or col.startswith("cell") else "right")
     for c in plan.cells:
@@ -49,7 +59,8 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
         shape = f"d{m.d_model}L{m.n_layers} E{m.n_experts}k{m.top_k}" + (
             f"s{m.n_shared_experts}" if m.n_shared_experts else "")
         row = [str(c.index), c.run_id, c.name, shape, f"{k.params_total / 1e6:.3g}M/{k.params_active / 1e6:.3g}M",
-               f"{k.M:.3g}", f"{c.plan.tokens:,}", str(c.plan.steps), _epochs(c.plan)]
+               f"{k.M:.3g}", f"{c.plan.tokens:,}", str(c.plan.steps), _epochs(c.plan),
+               c.memory.summary() if c.memory else "?"]
         if estimates:
             row.append(f"{estimates.get(c.run_id, float('nan')):.1f}")
         table.add_row(*row)
@@ -57,6 +68,7 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
                f"total {plan.total_flops:.3g} FLOPs")
     if plan.duplicates:
         caption += f"; {plan.duplicates} duplicate cell(s) dropped"
+    caption += "\n" + memory_line(plan)
     repeating = [c for c in plan.cells if c.plan.summary and (c.plan.summary.epochs(c.plan.tokens) or 0) > 1
                  and not c.run.data.allow_repeat]
     if repeating:
@@ -69,6 +81,32 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
     table.caption = caption
     table.caption_justify = "left"
     return table
+
+
+def memory_line(plan) -> str:
+    """The sweep's parallel plan: devices per cell, DDP/FSDP counts, and the cells too big for the devices."""
+    from collections import Counter
+
+    from scaling.memory import USABLE_FRACTION
+
+    cells = [c for c in plan.cells if c.memory]
+    if not cells:
+        return "memory: not planned"
+    launcher = plan.config.launcher
+    devices = cells[0].memory.devices
+    modes = Counter(c.memory.parallel for c in cells)
+    peak = max(cells, key=lambda c: c.memory.need.total)
+    line = (f"memory (scaling/memory.py, est.): {devices} device(s) per cell, "
+            + ", ".join(f"{n} {mode}" for mode, n in sorted(modes.items()))
+            + f"; most per device {peak.memory.need.total / 2**30:.3g} GiB ({peak.name})")
+    if launcher.gpu_memory_gb is None:
+        return line + "; not checked against a device: set launcher.gpu_memory_gb=80 (GiB per GPU) to check it"
+    big = [c for c in cells if c.memory.fits is False]
+    line += f"; checked against {launcher.gpu_memory_gb:g} GiB GPUs ({USABLE_FRACTION:.0%} usable)"
+    if big:
+        line += (f"\n{len(big)} cell(s) do not fit their devices (memory column): training them needs more GPUs "
+                 f"per cell (launcher.gpus_per_run, nodes_per_run; train.parallel=auto shards when needed)")
+    return line
 
 
 def _epochs(run_plan) -> str:

@@ -64,6 +64,8 @@ class _Attempt:
     """Where an FSDP run's sharded checkpoint lives (store.checkpoint_shards_path)."""
     parallel: str | None = None
     """'ddp' or 'fsdp' in a multi-process run (train.parallel, 'auto' resolved by the memory plan), else None."""
+    micro_batch: int | None = None
+    """Rows per forward/backward pass (train.micro_batch_size, or the memory plan's pick on a GPU), None = all."""
 
     @property
     def sharded(self) -> bool:
@@ -337,7 +339,7 @@ def _build(a: _Attempt, record: dict, rank_device) -> _Trainer:
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(run.seed)
         model = build_model(run.model).to(device)
-        a.parallel = _parallel_mode(a, device)
+        a.parallel, a.micro_batch = _memory_plan(a, device)
         if a.sharded:
             from scaling import sharding
 
@@ -356,26 +358,27 @@ def _build(a: _Attempt, record: dict, rank_device) -> _Trainer:
         a.save(record)
         raise
     record["provenance"].update({"device": device_mod.describe(device), "resumed_from_steps": state["resumed_from"],
-                                 "parallel": a.parallel})
+                                 "parallel": a.parallel, "micro_batch": a.micro_batch})
     a.save(record)
     return _Trainer(model, forward, optimizer, device, state)
 
 
-def _parallel_mode(a: _Attempt, device) -> str | None:
-    """train.parallel of a multi-process run, 'auto' resolved by the memory plan against this device (DDP when a
-    replica fits it, or when its memory is unknown, as on the CPU); None for a single process."""
-    if a.ranks is None:
-        return None
-    t = a.plan.run.train
-    if t.parallel != "auto":
-        return t.parallel
+def _memory_plan(a: _Attempt, device) -> tuple[str | None, int | None]:
+    """(parallel, micro-batch rows) of this attempt: train.parallel ('auto': the memory plan's pick against this
+    device, DDP when a replica fits it or its memory is unknown, as on the CPU; None for a single process), and
+    train.micro_batch_size (null: on a GPU the most rows that fit it, else all rows)."""
     import torch
 
     from scaling import memory
 
+    t = a.plan.run.train
+    world = a.ranks.world if a.ranks is not None else 1
     capacity = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
-    return memory.plan_parallel(a.plan.run.model, t.batch_size, a.ranks.world, "auto", device.type == "cuda",
-                                capacity).parallel
+    plan = memory.plan_parallel(a.plan.run.model, t.batch_size, world, t.parallel, device.type == "cuda", capacity,
+                                t.micro_batch_size)
+    parallel = None if a.ranks is None else plan.parallel if t.parallel == "auto" else t.parallel
+    micro = t.micro_batch_size or (plan.micro_batch if capacity is not None and plan.fits else None)
+    return parallel, micro
 
 
 def _start_tracker(a: _Attempt, record: dict):
@@ -502,27 +505,32 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
         # a rank may get no rows of a last, partial batch smaller than the number of ranks; under FSDP it still
         # runs the step (every rank takes part in each block's all-gather), on one row weighted 0
         x_np, y_np = (x_np[mine], y_np[mine]) if share or not a.sharded else (x_np[:1], y_np[:1])
-    if len(x_np):
-        x_BT, y_BT = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+    micro = a.micro_batch or max(1, len(x_np))
+    loss_value, loads = 0.0, None
+    for start in range(0, len(x_np), micro):  # gradient accumulation over micro-batches of this rank's rows
+        x_BT = torch.from_numpy(x_np[start: start + micro]).to(device)
+        y_BT = torch.from_numpy(y_np[start: start + micro]).to(device)
+        weight = len(x_BT) / n_rows if share else 0.0  # this micro-batch's share of the global batch
         with _autocast(device):
             logits_BTV = tr.forward(x_BT)
         loss = F.cross_entropy(logits_BTV.float().flatten(0, 1), y_BT.flatten())
         aux, z = model.router_losses()
         total = loss + m.aux_loss_coef * aux.to(device) + m.z_loss_coef * z.to(device)
-        (total * share if ranks is not None else total).backward()
+        (total * weight).backward()
+        loss_value += loss.item() * weight
+        step_loads = model.step_load_buffers()
+        loads = step_loads if loads is None else [acc + new for acc, new in zip(loads, step_loads, strict=True)]
+    if loads is not None:
+        model.set_step_loads(loads)  # what the bias update and the ranks' sum see: the whole step's load
         if not share:
             model.forget_last_load()
-            loss = torch.zeros(())
     else:
-        loss = torch.zeros(())
         for load_E in model.step_load_buffers():
             load_E.zero_()
     checkpoint_asked, stop_asked = scheduler.pending_requests()
-    if ranks is None:
-        loss_value = loss.item()
-    else:
-        loss_value, checkpoint_asked, stop_asked = _agree(model, device, loss.item() * share, checkpoint_asked,
-                                                          stop_asked, gradients=not a.sharded)
+    if ranks is not None:
+        loss_value, checkpoint_asked, stop_asked = _agree(model, device, loss_value, checkpoint_asked, stop_asked,
+                                                          gradients=not a.sharded)
     if not math.isfinite(loss_value):
         raise Diverged(step, f"non-finite train loss ({loss_value}) at step {step}")
     clip = plan.run.train.grad_clip or math.inf

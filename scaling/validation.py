@@ -46,6 +46,7 @@ def _check_shape(run: RunConfig) -> None:
         "model.vocab_size": 1 if m.vocab_size is None else m.vocab_size,  # null: the data's (run.with_data_vocab)
         "model.top_k": m.top_k, "model.d_expert": m.d_expert, "train.batch_size": t.batch_size,
         "data.val_tokens": d.val_tokens,
+        "train.micro_batch_size": 1 if t.micro_batch_size is None else t.micro_batch_size,  # null: the plan's
     }
     for key, value in positive.items():
         if value < 1:

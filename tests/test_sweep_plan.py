@@ -262,3 +262,40 @@ def test_gpu_presets_plan_without_their_data_and_say_how_often_they_repeat_it(mo
     assert {c.summary()["epochs"] for c in unknown.cells} == {None}
     with pytest.raises(PlanError, match="every cell .*needs data.path"):
         plan_sweep(compose_sweep("isoflop"))
+
+
+def test_the_moe_presets_dry_runs_show_memory_and_the_parallel_plan_and_refuse_cells_too_big(monkeypatch):
+    """The activation-ratio and granularity presets declare 80 GiB GPUs: every cell fits one at a micro-batch the
+    plan picks (the 256-expert cells, 3.1e9 parameters, at fewer rows); on 24 GiB GPUs the largest cells are
+    flagged in a dry run and refused, with their numbers, by a real plan; on 4 such GPUs per cell they shard."""
+    from rich.console import Console
+
+    from scaling.tables import sweep_table
+
+    monkeypatch.setenv("SCALING_DATA", "/data/tokens")
+    for name in ("activation_ratio", "granularity"):
+        plan = plan_sweep(compose_sweep(name, ["data.train_tokens=1e11"]), data_required=False)
+        assert plan.config.launcher.gpu_memory_gb == 80 and all(c.memory.fits for c in plan.cells)
+        console = Console(width=300, record=True)
+        console.print(sweep_table(plan, {}))
+        text = console.export_text()
+        assert "memory/device" in text and "checked against 80 GiB GPUs" in text and " GiB single mb" in text
+    plan = plan_sweep(compose_sweep("activation_ratio", ["data.train_tokens=1e11"]), data_required=False)
+    biggest = max(plan.cells, key=lambda c: c.plan.counts.params_total)
+    assert biggest.run.model.n_experts == 256 and biggest.run.train.micro_batch_size < biggest.run.train.batch_size
+    assert biggest.run_id == plan_sweep(compose_sweep("activation_ratio", ["data.train_tokens=1e11",
+                                                                           "launcher.gpu_memory_gb=null"]),
+                                        data_required=False).cells[biggest.index].run_id  # not in the identity
+
+    small = ["data.train_tokens=1e11", "launcher.gpu_memory_gb=24"]
+    flagged = plan_sweep(compose_sweep("activation_ratio", small), data_required=False)
+    too_big = [c for c in flagged.cells if c.memory.fits is False]
+    assert 0 < len(too_big) < len(flagged.cells) and all(c.run.model.n_experts >= 128 for c in too_big)
+    with pytest.raises(PlanError) as refused:
+        plan_sweep(compose_sweep("activation_ratio", small + ["data.allow_repeat=true"]))
+    reasons = [reason for _, reason in refused.value.problems if "too big" in reason]
+    assert len(reasons) == len(too_big) and all("too big for its GPUs (launcher.gpu_memory_gb=24)" in r for r in reasons)
+    assert any("states 45.8" in r and "at least 4 devices, sharded" in r for r in reasons)  # the E = 256 cell
+    sharded = plan_sweep(compose_sweep("activation_ratio", small + ["launcher.gpus_per_run=4"]), data_required=False)
+    modes = {c.run.model.n_experts: c.run.train.parallel for c in sharded.cells if c.coords["budget_flops"] == 1e19}
+    assert modes[256] == "fsdp" and modes[4] == "ddp" and all(c.memory.fits for c in sharded.cells)

@@ -40,6 +40,24 @@ def test_tiny_run_writes_a_complete_record(tmp_path):
     assert not store.checkpoint_path(tmp_path / "results", "single", plan.run_id).exists()
 
 
+@pytest.mark.parametrize("experts", [["model.n_experts=1", "model.top_k=1"], []])
+def test_micro_batches_accumulate_to_the_whole_batchs_update(tmp_path, experts):
+    """5 rows per step in micro-batches of 2, 2 and 1 follow the run that takes all 5 at once (dense to rounding;
+    the aux-free MoE too, its bias moved by the step's summed load, over a run short enough that rounding flips
+    no top-k choice); the micro-batch is not part of the run's identity."""
+    base = TINY + ["train.batch_size=5", "budget_flops=1e9", "train.log_every=1"] + experts
+    whole = train(compose(base + [f"results_dir={tmp_path / 'a'}"]), show_progress=False)
+    run = compose(base + ["train.micro_batch_size=2", f"results_dir={tmp_path / 'b'}"])
+    assert plan_run(run).run_id == whole["id"]
+    micro = train(run, show_progress=False)
+    assert micro["provenance"]["micro_batch"] == 2 and whole["provenance"]["micro_batch"] is None
+    for a, b in zip(micro["results"]["curve"], whole["results"]["curve"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    flat = [[share for layer in r["results"]["expert_load"] for share in layer] for r in (micro, whole)]
+    assert flat[0] == pytest.approx(flat[1], abs=1e-6)
+
+
 def test_a_completed_run_is_not_trained_again(tmp_path):
     run = compose(TINY)
     first = train(run, show_progress=False)

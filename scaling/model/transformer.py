@@ -156,6 +156,11 @@ class Transformer(nn.Module):
         """Each MoE layer's load of the last forward pass (what the bias update reads), to sum across ranks."""
         return [m._step_load_E for m in self.moe_layers]
 
+    def set_step_loads(self, loads: list[torch.Tensor]) -> None:
+        """Replace each MoE layer's load of the last forward pass (e.g. by the sum over a step's micro-batches)."""
+        for m, load_E in zip(self.moe_layers, loads, strict=True):
+            m._step_load_E = load_E
+
     def forget_last_load(self) -> None:
         """Undo the load counts of the last forward pass (a rank that ran a step on a row weighted 0)."""
         for m in self.moe_layers:

@@ -46,9 +46,17 @@ class LauncherConfig:
     """Cells trained side by side on each GPU (on a CPU-only Slurm task: side by side in the task). Packing small
     cells fills a GPU that one small model leaves idle."""
     gpus_per_run: int = 1
-    """GPUs per cell. More than 1 launches each cell with torchrun (data parallel) on that many GPUs;
-    runs_per_gpu must then be 1, and on Slurm gpus_per_task a multiple of it. On CPU: processes per cell
-    (gloo)."""
+    """GPUs per cell (on each of its nodes). More than 1 launches each cell with torchrun on that many GPUs, data
+    parallel or sharded (train.parallel); runs_per_gpu must then be 1, and on Slurm gpus_per_task a multiple of
+    it. On CPU: processes per cell (gloo)."""
+    nodes_per_run: int = 1
+    """(slurm) Nodes per cell: more than 1 runs each cell on that many nodes x gpus_per_run GPUs (one array task
+    per cell, srun starting torchrun on every node with a c10d rendezvous on the first); gpus_per_task is then the
+    GPUs of each node."""
+    gpu_memory_gb: float | None = None
+    """Memory of one GPU, GiB (as nvidia-smi's MiB / 1024; 80 for an H100, 141 for an H200): every cell's need per GPU (scaling/memory.py) is
+    checked against it before anything runs, and train.parallel=auto picks DDP or FSDP from it. None: not
+    checked (the plan still shows each cell's need)."""
     cells_per_lane: int = 1
     """(slurm) Cells each lane trains in turn. Cells are dealt to tasks so that their estimated times (budget
     FLOPs) balance; more cells per lane = fewer, longer tasks (less queueing and start-up per cell)."""
@@ -82,7 +90,7 @@ def check(launcher: LauncherConfig) -> list[str]:
         problems.append(f"launcher.kind={launcher.kind!r} is not one of {', '.join(KINDS)}")
     if launcher.device not in ("auto", "cpu"):
         problems.append(f"launcher.device={launcher.device!r} is not auto or cpu")
-    for key in ("workers", "time_per_cell_min", "runs_per_gpu", "gpus_per_run", "cells_per_lane",
+    for key in ("workers", "time_per_cell_min", "runs_per_gpu", "gpus_per_run", "nodes_per_run", "cells_per_lane",
                 "array_parallelism"):
         if getattr(launcher, key) < 1:
             problems.append(f"launcher.{key}={getattr(launcher, key)} must be at least 1")
@@ -95,6 +103,18 @@ def check(launcher: LauncherConfig) -> list[str]:
         if launcher.runs_per_gpu != 1:
             problems.append("launcher.runs_per_gpu must be 1 when launcher.gpus_per_run > 1 (a cell spread over "
                             "GPUs does not share them)")
+    if launcher.gpu_memory_gb is not None and not launcher.gpu_memory_gb > 0:
+        problems.append(f"launcher.gpu_memory_gb={launcher.gpu_memory_gb} must be a positive number of GB")
+    if launcher.nodes_per_run > 1:
+        if launcher.kind != "slurm":
+            problems.append(f"launcher.nodes_per_run={launcher.nodes_per_run} needs launcher=slurm (one machine "
+                            f"here)")
+        if launcher.cells_per_lane != 1 or launcher.runs_per_gpu != 1:
+            problems.append("launcher.nodes_per_run > 1 trains one cell per array task: cells_per_lane and "
+                            "runs_per_gpu must be 1")
+        if launcher.kind == "slurm" and launcher.gpus_per_task and launcher.gpus_per_task != launcher.gpus_per_run:
+            problems.append(f"launcher.nodes_per_run > 1: a cell takes whole nodes, so gpus_per_run "
+                            f"({launcher.gpus_per_run}) must equal gpus_per_task ({launcher.gpus_per_task})")
     if launcher.signal_delay_s < 10:
         problems.append(f"launcher.signal_delay_s={launcher.signal_delay_s} leaves no time to checkpoint: use >= 10")
     return problems
@@ -106,3 +126,16 @@ def task_workers(launcher: LauncherConfig, lanes: int) -> LauncherConfig:
     from dataclasses import replace
 
     return replace(launcher, workers=lanes, device="cpu" if launcher.gpus_per_task == 0 else "auto")
+
+
+def devices_per_run(launcher: LauncherConfig) -> int:
+    """The processes (GPUs, or CPU processes) one cell trains on: gpus_per_run on each of nodes_per_run nodes."""
+    return launcher.gpus_per_run * launcher.nodes_per_run
+
+
+def runs_on_gpus(launcher: LauncherConfig) -> bool:
+    """Whether the cells are planned as GPU runs (bf16 compute): a GPU memory is declared, or Slurm tasks get
+    GPUs."""
+    if launcher.device == "cpu":
+        return False
+    return launcher.gpu_memory_gb is not None or (launcher.kind == "slurm" and launcher.gpus_per_task > 0)

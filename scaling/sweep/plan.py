@@ -56,6 +56,7 @@ from scaling.compose import (
 from scaling.config import ConfigError, ModelConfig, RunConfig
 from scaling.data import DataError
 from scaling.flops import count
+from scaling.memory import ParallelPlan
 from scaling.run import RunPlan
 from scaling.sweep import launcher
 from scaling.sweep.launcher import LauncherConfig
@@ -156,6 +157,8 @@ class Cell:
     run: RunConfig
     plan: RunPlan
     coords: dict[str, Any]
+    memory: ParallelPlan | None = None
+    """How the cell uses its devices and the memory it needs on each (scaling/memory.py)."""
 
     @property
     def run_id(self) -> str:
@@ -170,6 +173,10 @@ class Cell:
             "params_total": c.params_total, "params_active": c.params_active,
             "activation_ratio": c.activation_ratio, "granularity": c.granularity,
             "epochs": self.plan.summary.epochs(self.plan.tokens) if self.plan.summary else None,
+            "parallel": self.memory.parallel if self.memory else None,
+            "devices": self.memory.devices if self.memory else None,
+            "memory_per_device_bytes": self.memory.need.total if self.memory else None,
+            "fits": self.memory.fits if self.memory else None,
         }
 
 
@@ -499,6 +506,11 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
                         from_law = bool(sweep.batch.law and not sweep.batch.values)
                         updates["train.batch_size"] = _batch_size(batch_tokens, run.model.seq_len, from_law)
                         cell_run = with_updates(run, updates)
+                        parallel = _parallel_plan(cell_run, sweep.launcher)
+                        if parallel.fits is False and data_required:
+                            raise ConfigError(f"too big for its GPUs (launcher.gpu_memory_gb="
+                                              f"{sweep.launcher.gpu_memory_gb:g}): {parallel.reason()}")
+                        cell_run = with_updates(cell_run, _decided(cell_run, parallel))
                         key = json.dumps(dataclasses.asdict(cell_run.data), sort_keys=True)
                         if key not in datasets:
                             datasets[key] = data_mod.describe(cell_run.data, required=data_required)
@@ -512,8 +524,30 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
                               "seed": int(seed), "dense": kind == "dense",
                               "shape": _shape_tag(shape) if shape else None,
                               **{k: v for k, v in updates.items() if k not in ("train.lr", "seed", "train.batch_size")}}
-                    cells.append(Cell(index=len(cells), name=name, run=cell_run, plan=plan, coords=coords))
+                    cells.append(Cell(index=len(cells), name=name, run=cell_run, plan=plan, coords=coords,
+                                      memory=parallel))
     return cells, problems
+
+
+def _decided(run: RunConfig, parallel: ParallelPlan) -> dict:
+    """What the memory plan decided that the run left open (train.parallel=auto, micro_batch_size=null), as
+    updates: neither enters the run id, so the cell is the same run however it is spread."""
+    updates = {}
+    if parallel.devices > 1 and run.train.parallel == "auto":
+        updates["train.parallel"] = parallel.parallel
+    if parallel.capacity is not None and run.train.micro_batch_size is None \
+            and parallel.micro_batch < math.ceil(run.train.batch_size / parallel.devices):
+        updates["train.micro_batch_size"] = parallel.micro_batch
+    return updates
+
+
+def _parallel_plan(run: RunConfig, launch: LauncherConfig) -> ParallelPlan:
+    """The cell's memory and parallel plan on the devices the launcher gives each cell."""
+    from scaling.memory import GIB, plan_parallel
+
+    capacity = launch.gpu_memory_gb * GIB if launch.gpu_memory_gb else None
+    return plan_parallel(run.model, run.train.batch_size, launcher.devices_per_run(launch), run.train.parallel,
+                         launcher.runs_on_gpus(launch), capacity, run.train.micro_batch_size)
 
 
 def _search(sweep: SweepConfig) -> list[Path]:
