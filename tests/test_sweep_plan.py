@@ -294,7 +294,8 @@ def test_the_moe_presets_dry_runs_show_memory_and_the_parallel_plan_and_refuse_c
     with pytest.raises(PlanError) as refused:
         plan_sweep(compose_sweep("activation_ratio", small + ["data.allow_repeat=true"]))
     reasons = [reason for _, reason in refused.value.problems if "too big" in reason]
-    assert len(reasons) == len(too_big) and all("too big for its GPUs (launcher.gpu_memory_gb=24)" in r for r in reasons)
+    assert len(reasons) == len(too_big)
+    assert all("too big for its GPUs (launcher.gpu_memory_gb=24)" in r for r in reasons)
     assert any("states 45.8" in r and "at least 4 devices, sharded" in r for r in reasons)  # the E = 256 cell
     sharded = plan_sweep(compose_sweep("activation_ratio", small + ["launcher.gpus_per_run=4"]), data_required=False)
     modes = {c.run.model.n_experts: c.run.train.parallel for c in sharded.cells if c.coords["budget_flops"] == 1e19}

@@ -54,9 +54,10 @@ class LauncherConfig:
     per cell, srun starting torchrun on every node with a c10d rendezvous on the first); gpus_per_task is then the
     GPUs of each node."""
     gpu_memory_gb: float | None = None
-    """Memory of one GPU, GiB (as nvidia-smi's MiB / 1024; 80 for an H100, 141 for an H200): every cell's need per GPU (scaling/memory.py) is
-    checked against it before anything runs, and train.parallel=auto picks DDP or FSDP from it. None: not
-    checked (the plan still shows each cell's need)."""
+    """Memory of one GPU, GiB (as nvidia-smi's MiB / 1024; 80 for an H100, 141 for an H200): every cell's need
+    per GPU (scaling/memory.py) is checked against it before anything runs, and the plan picks DDP or FSDP
+    (train.parallel=auto) and the micro-batch (train.micro_batch_size=null) from it. None: not checked (the plan
+    still shows each cell's need)."""
     cells_per_lane: int = 1
     """(slurm) Cells each lane trains in turn. Cells are dealt to tasks so that their estimated times (budget
     FLOPs) balance; more cells per lane = fewer, longer tasks (less queueing and start-up per cell)."""
