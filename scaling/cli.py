@@ -474,6 +474,10 @@ def fit(
     target_flops: float | None = typer.Option(None, "--target-flops", help="Recommend lr, batch, A, G, size, "
                                               "tokens and loss for a run of this many FLOPs (and judge the laws "
                                               "there; default 3x the largest budget)."),
+    memory_per_gpu: float | None = typer.Option(None, "--memory-per-gpu", help="With --target-flops: memory of "
+                                                "one GPU, GiB (80 for an H100); the recommended activation ratio is "
+                                                "then the best the leverage law allows whose model fits."),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="With --memory-per-gpu: GPUs of the recommended run."),
     verify_at: float | None = typer.Option(None, "--verify-at", help="Budget of the verification sweep written "
                                            "to verify.yaml (default 3x the largest fitted budget)."),
     verify_lrs: str | None = typer.Option(None, "--verify-lrs", help="Factors of the predicted lr the "
@@ -504,13 +508,16 @@ def fit(
         return
     if wandb_mode is not None and wandb_mode not in ("auto", "online", "offline"):
         _fail(f"--wandb {wandb_mode!r} is not one of auto, online, offline")
+    if memory_per_gpu is not None and target_flops is None:
+        _fail("--memory-per-gpu needs --target-flops C: the memory limit is judged for the run recommended there")
     seeds = _floats(verify_seeds, "--verify-seeds")
     options = FitOptions(sweep=sweep, all_sweeps=all_sweeps, source=source, mapping=mapping, seq_len=seq_len,
                          optimum=optimum, convention=convention, bootstrap=bootstrap,
                          allow_mixed_data=allow_mixed_data, target_flops=target_flops,
                          output=Path(output) if output else None, verify_at=verify_at,
                          verify_lr_factors=_floats(verify_lrs, "--verify-lrs"),
-                         verify_seeds=tuple(int(s) for s in seeds) if seeds else None, plots=plots)
+                         verify_seeds=tuple(int(s) for s in seeds) if seeds else None, plots=plots,
+                         memory_per_gpu_gb=memory_per_gpu, gpus=gpus)
     try:
         result = fit_sweep(results, options)
     except (InputError, StoreError, ValueError) as e:

@@ -331,6 +331,11 @@ def fit_summary(result) -> list:
                      f"{', '.join(sorted({p.stem for p in written['figures']}))}")
     if rec is not None:
         items.append(recommendation_table(rec))
+        if (limit := rec.memory_limit) and limit.get("chosen") and not limit.get("binds"):
+            c = limit["chosen"]
+            items.append(f"memory does not bind: the leverage law's best A = {c['A']:.3g} (E = {c['n_experts']}, "
+                         f"{c['params_total']:.3g} parameters) needs {c['memory_per_gpu_gib']:.3g} GiB per GPU on "
+                         f"{limit['gpus']} x {limit['memory_per_gpu_gb']:g} GiB ({c['parallel']})")
         items += [f"[yellow]warning:[/] {line}" for line in rec.warnings]
         trains = "lr included" if "lr" in rec.items else "no lr: the lr law is not usable"
         items.append(f"wrote {written['overrides']} ({trains}): `scaling train --overrides-file "

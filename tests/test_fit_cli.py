@@ -100,6 +100,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert "no row is usable (2 flops not positive)" in one_line_error(run("--from", str(csv)))
     assert "not found" in one_line_error(run("--from", str(tmp_path / "missing.csv")))
     assert "not 'quadratic'" in one_line_error(run("--from", str(csv), "--optimum", "argmin"))
+    assert "--memory-per-gpu needs --target-flops" in one_line_error(run("--from", str(csv), "--memory-per-gpu", "80"))
 
 
 def test_unusable_csv_rows_are_excluded_and_counted_and_fit_json_stays_valid(tmp_path):

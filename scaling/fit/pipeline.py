@@ -51,6 +51,10 @@ class FitOptions:
     """Seeds of the verification sweep (default: as swept)."""
     plots: bool = True
     """Write the figures (PNG and SVG)."""
+    memory_per_gpu_gb: float | None = None
+    """With target_flops: recommend the activation ratio whose model fits GPUs of this many GiB (fit/affordable.py)."""
+    gpus: int = 1
+    """With memory_per_gpu_gb: how many such GPUs the recommended run gets."""
 
 
 @dataclass
@@ -108,7 +112,8 @@ def fit_sweep(results_dir: Path, options: FitOptions) -> FitResult:
     if o.target_flops is not None:
         from scaling.fit.recommend import recommend
 
-        recommendation = recommend(report, runs.df, o.target_flops)
+        recommendation = recommend(report, runs.df, o.target_flops, memory_per_gpu_gb=o.memory_per_gpu_gb,
+                                   gpus=o.gpus)
     out_dir = Path(o.output) if o.output else default_output_dir(Path(results_dir), sweep, o.source)
     verify: dict = {"budget_flops": o.verify_at, "seeds": tuple(int(s) for s in o.verify_seeds) if o.verify_seeds
                     else None}

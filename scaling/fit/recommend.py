@@ -28,14 +28,18 @@ class Recommendation:
     overrides: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     """What stands between the recommendation and a run (e.g. the data holds too few tokens)."""
+    memory_limit: dict | None = None
+    """Under --memory-per-gpu/--gpus: the affordable A (fit/affordable.py: chosen, unconstrained, EL given up)."""
 
     def as_dict(self) -> dict:
         return {"target_flops": self.target_flops, "items": self.items, "missing": self.missing,
-                "overrides": self.overrides, "warnings": self.warnings}
+                "overrides": self.overrides, "warnings": self.warnings, "memory_limit": self.memory_limit}
 
 
-def recommend(report: FitReport, runs: pd.DataFrame, target_flops: float, level: float = 0.95) -> Recommendation:
-    """The run at `target_flops` (C in the fit's FLOPs convention) that the laws support."""
+def recommend(report: FitReport, runs: pd.DataFrame, target_flops: float, level: float = 0.95,
+              memory_per_gpu_gb: float | None = None, gpus: int = 1) -> Recommendation:
+    """The run at `target_flops` (C in the fit's FLOPs convention) that the laws support; with
+    `memory_per_gpu_gb`, its activation ratio is the best the fitted leverage allows on `gpus` such GPUs."""
     if not target_flops > 0:
         raise ValueError(f"--target-flops {target_flops} must be a positive number of FLOPs")
     rec = Recommendation(target_flops=target_flops)
@@ -73,6 +77,8 @@ def recommend(report: FitReport, runs: pd.DataFrame, target_flops: float, level:
                                  "advice": ["sweep several model sizes per budget (an IsoFLOP sweep)"]}
     family = _architecture(rec, report, runs, C)
     fam = runs[runs["family"] == family]
+    if memory_per_gpu_gb is not None:
+        _memory_limited(rec, report, fam, C, memory_per_gpu_gb, gpus)
     if "params_active" in rec.items and "params_total" in fam.columns:
         ratio = float((fam["params_total"] / fam["params"]).median())
         rec.items["params_total"] = {"value": rec.items["params_active"]["value"] * ratio, "interval": None,
@@ -138,6 +144,71 @@ def _architecture(rec: Recommendation, report: FitReport, runs: pd.DataFrame, C:
     return family
 
 
+def _leverage_law(report: FitReport):
+    """The EL law a memory-limited choice reads: Ling's joint law, else EL(A); None when neither is usable."""
+    for name in ("ling_joint", "leverage"):
+        fit = report.laws.get(name)
+        if fit is not None and (fit.verdict or {}).get("verdict") != "undetermined":
+            return fit
+    return None
+
+
+def _memory_limited(rec: Recommendation, report: FitReport, fam: pd.DataFrame, C: float, memory_gb: float,
+                    gpus: int) -> None:
+    """A (and n_experts) from the leverage law among the configurations that fit the GPUs (fit/affordable.py)."""
+    from scaling.config import ModelConfig
+    from scaling.fit.affordable import affordable_activation, scale_model
+
+    if not (memory_gb > 0 and gpus >= 1):
+        raise ValueError(f"--memory-per-gpu {memory_gb} and --gpus {gpus} must be positive")
+    item = "activation_ratio"
+    law = _leverage_law(report)
+    row = largest_run(fam)
+    if law is None:
+        why = report.excluded.get("leverage") or "no usable efficiency-leverage law (EL(A) or ling_joint)"
+        rec.missing[f"{item} (memory-limited)"] = {"why": why, "advice": [
+            "sweep activation ratios against a dense baseline (sweeps/activation_ratio.yaml)"]}
+        return
+    if row is None or not isinstance(row.get("config"), dict):
+        rec.missing[f"{item} (memory-limited)"] = {"why": "the runs came without configs (a CSV, W&B): no model "
+                                                          "to size", "advice": ["fit the sweep's own records"]}
+        return
+    model = ModelConfig(**row["config"]["model"])
+    if "params_active" in rec.items:
+        model = scale_model(model, rec.items["params_active"]["value"])
+    else:
+        rec.warnings.append("no allocation law: the memory limit is judged at the swept family's own model size")
+    seq_len = model.seq_len
+    rows = round(rec.items["batch_tokens"]["value"] / seq_len) if "batch_tokens" in rec.items \
+        else int(row["config"]["train"]["batch_size"])
+    G = rec.items.get("granularity", {}).get("value") or 2 * model.d_model / model.d_expert
+    result = affordable_activation(law, model, max(1, rows), C, G, memory_gb, gpus)
+    rec.memory_limit = result
+    chosen = result["chosen"]
+    if chosen is None:
+        rec.missing[f"{item} (memory-limited)"] = {"why": result["why"], "advice": []}
+        return
+    verdict = law.verdict or {"verdict": "weak", "reasons": ["not judged"]}
+    shape = result["shape"]
+    rec.items[item] = {
+        "value": chosen["A"], "interval": None, "verdict": verdict["verdict"], "reasons": verdict.get("reasons", []),
+        "source": f"best EL of {law.name} among the A in its fitted range whose d{shape['d_model']}L"
+                  f"{shape['n_layers']} model fits {gpus} x {memory_gb:g} GiB ({chosen['parallel']}, micro-batch "
+                  f"{chosen['micro_batch']}, {chosen['memory_per_gpu_gib']:.3g} GiB per GPU; scaling/memory.py)"}
+    rec.items["n_experts"] = {"value": chosen["n_experts"], "interval": None, "verdict": verdict["verdict"],
+                              "reasons": [], "source": f"A = {shape['top_k']}+{shape['n_shared_experts']} active "
+                                                       f"of E+{shape['n_shared_experts']}"}
+    rec.items["efficiency_leverage"] = {"value": chosen["el"], "interval": None, "verdict": verdict["verdict"],
+                                        "reasons": [], "source": f"{law.name} at the memory-limited A"}
+    if result["binds"]:
+        best = result["unconstrained"]
+        rec.warnings.append(
+            f"memory binds: A = {chosen['A']:.3g} (E = {chosen['n_experts']}, {chosen['params_total']:.3g} "
+            f"parameters) instead of the law's best A = {best['A']:.3g} (E = {best['n_experts']}, "
+            f"{best['params_total']:.3g} parameters, {best['memory_per_gpu_gib']:.3g} GiB per GPU): EL "
+            f"{chosen['el']:.3g} instead of {best['el']:.3g}, {result['el_given_up']:.3g}x given up")
+
+
 SET_BY_RECOMMENDATION = ("train.lr", "train.batch_size")
 """Keys a recommendation (or a verification sweep) sets itself; every other key is the swept family's own."""
 
@@ -185,6 +256,10 @@ def _overrides(rec: Recommendation, fam: pd.DataFrame) -> list[str]:
         if it.get("verdict") == "weak":
             lines.append(f"# {item}: weak ({'; '.join(it['reasons'])})")
 
+    if rec.memory_limit and rec.memory_limit.get("chosen"):
+        lines.append(f"# activation ratio {rec.items['activation_ratio']['value']:.4g}: the best the leverage law "
+                     f"allows in {rec.memory_limit['gpus']} x {rec.memory_limit['memory_per_gpu_gb']:g} GiB")
+        lines.append(f"model.n_experts={rec.items['n_experts']['value']}")
     if "lr" in rec.items:
         weak_note("lr")
         lines.append(f"train.lr={rec.items['lr']['value']:.6g}")
