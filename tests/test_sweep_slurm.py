@@ -61,6 +61,12 @@ def test_bad_launcher_settings_are_named():
     assert "gpus_per_task=3 is not a multiple" in text and "runs_per_gpu must be 1" in text
     assert "signal_delay_s=1" in text
     assert launcher_mod.check(LauncherConfig(kind="pbs"))
+    text = "; ".join(launcher_mod.check(LauncherConfig(nodes_per_run=2, cells_per_lane=2)))
+    assert "needs launcher=slurm" in text and "cells_per_lane and runs_per_gpu must be 1" in text
+    text = "; ".join(launcher_mod.check(LauncherConfig(kind="slurm", nodes_per_run=2, gpus_per_task=8,
+                                                       gpus_per_run=4, gpu_memory_gb=-1)))
+    assert "gpus_per_run (4) must equal gpus_per_task (8)" in text and "gpu_memory_gb=-1 must be" in text
+    assert launcher_mod.devices_per_run(LauncherConfig(kind="slurm", nodes_per_run=4, gpus_per_run=8)) == 32
 
 
 def test_launcher_slurm_without_slurm_fails_before_anything_runs(tmp_path):
@@ -197,3 +203,36 @@ def test_a_cell_over_two_processes_runs_with_torchrun_inside_its_task(tmp_path):
     assert local.returncode == 0, local.stderr
     one = records(tmp_path / "one", "ddp")[run_id]  # the same cell on one process
     assert rec["results"]["val_loss"] == pytest.approx(one["results"]["val_loss"], abs=1e-4)
+
+
+@pytest.mark.slurm
+def test_a_cell_across_two_nodes_is_preempted_requeued_and_resumes_like_one_process(tmp_path):
+    """launcher.nodes_per_run=2 on the one-node cluster: the job's two tasks stand in for two nodes (the sbatch
+    options put both on this node), each starts a torchrun agent and they meet in a c10d rendezvous; the ranks
+    train one FSDP cell. Pre-empted after a checkpoint, the job is requeued and the cell resumes from its
+    sharded checkpoint; it ends where the same run on one process does."""
+    two_nodes = ["launcher.nodes_per_run=2", "+launcher.sbatch.nodes=1", "+launcher.sbatch.ntasks_per_node=2",
+                 "model.n_experts=1", "model.top_k=1", "train.parallel=fsdp", "budgets=[4e10]"]
+    sweep(LONG, tmp_path, *two_nodes)
+    (run_id,) = [c.run_id for c in plan_sweep(compose_sweep(LONG, CPU_TASKS + two_nodes)).cells]
+    wait_for("a first checkpoint", lambda: checkpointed(tmp_path, "long", run_id), 120)
+    task = task_of(tmp_path, "long", run_id)
+    for sig in ("TERM", "USR2"):
+        subprocess.run(["scancel", f"--signal={sig}", task], check=True, timeout=30)
+    wait_for("the requeued job to finish the cell",
+             lambda: records(tmp_path, "long")[run_id]["status"] == "completed", 180)
+    rec = records(tmp_path, "long")[run_id]
+    assert rec["provenance"]["processes"] == 2 and rec["provenance"]["parallel"] == "fsdp"
+    assert rec["provenance"]["attempts"] == 2 and rec["provenance"]["restart"] == 1
+    (resumed,) = rec["provenance"]["resumed_from_steps"]
+    assert 100 <= resumed < rec["derived"]["steps"]
+    log = (tmp_path / "long" / "logs" / f"{run_id}.log").read_text()
+    assert log.count("=== ") == 2 and "on 2 nodes" in log
+    from scaling.config import from_dict
+    from scaling.train import train
+
+    one = train(from_dict({**rec["config"], "results_dir": str(tmp_path / "one")}), show_progress=False)
+    for a, b in zip(rec["results"]["curve"], one["results"]["curve"], strict=True):
+        if a["step"] <= 100:  # to rounding while the sums' order has had few steps to matter (tests/test_distributed)
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    assert rec["results"]["val_loss"] == pytest.approx(one["results"]["val_loss"], rel=0.01)

@@ -19,6 +19,7 @@ import math
 import os
 import queue
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -98,6 +99,8 @@ class SweepTask:
         from scaling import cpu_blas
 
         cpu_blas.enable()  # this task's own process (its workers enable it in theirs)
+        if self.workers.nodes_per_run > 1:
+            return self._across_nodes(cells)
         slots = worker_slots(self.workers)[: max(1, len(cells))]
         print(f"task {scheduler.batch_job_id()} (restart {scheduler.restart_count()}): {len(cells)} cells on "
               f"{', '.join(s[0] for s in slots)}", flush=True)
@@ -118,6 +121,21 @@ class SweepTask:
             p.join()
         return counts
 
+    def _across_nodes(self, cells: list[tuple[str, str, dict]]) -> dict:
+        """This job's tasks (one per node) train each cell together (sweep/multinode.py)."""
+        import submitit
+
+        from scaling.sweep.multinode import train_across_nodes
+
+        env = submitit.JobEnvironment()
+        cores = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.cpu_count() or 1)
+        threads = max(1, cores // self.workers.gpus_per_run) if self.workers.device == "cpu" else None
+        print(f"task {scheduler.batch_job_id()} (restart {scheduler.restart_count()}): {len(cells)} cell(s) on "
+              f"{env.num_tasks} nodes, this is {env.global_rank} on {env.hostname}", flush=True)
+        return train_across_nodes(cells, Path(self.results_dir), self.sweep, self.workers.gpus_per_run,
+                                  self.retry_failed, env.global_rank, env.num_tasks, env.hostnames[0], threads,
+                                  self._procs)
+
     def checkpoint(self, cells):
         """On the warning signal: make every worker checkpoint and stop (bounded wait), then ask to be requeued."""
         import submitit
@@ -125,11 +143,20 @@ class SweepTask:
         print(f"{time.strftime('%H:%M:%S')} warning signal: stopping {len(self._procs)} worker(s) at their next "
               f"step", flush=True)
         for p in self._procs:
+            if isinstance(p, subprocess.Popen):
+                continue  # a torchrun agent of a multi-node cell: its ranks heard Slurm's signal themselves
             if p.is_alive():
                 os.kill(p.pid, signal.SIGUSR2)
         deadline = time.time() + self.stop_wait_s
         for p in self._procs:
-            p.join(timeout=max(0.0, deadline - time.time()))
+            left = max(0.0, deadline - time.time())
+            if isinstance(p, subprocess.Popen):
+                try:
+                    p.wait(timeout=left)
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                p.join(timeout=left)
         return submitit.helpers.DelayedSubmission(self, cells)
 
 
@@ -166,8 +193,9 @@ def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_f
     tasks = deal_cells(todo, launcher)
     folder = store.slurm_jobs_dir(results_dir, plan.name)
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=launcher.max_requeues)
-    params = {"job_name": f"scaling-{plan.name}", "time": task_minutes(tasks, launcher), "nodes": 1,
-              "ntasks_per_node": 1, "cpus_per_task": launcher.cpus_per_task, "mem": f"{int(launcher.mem_gb * 1024)}M",
+    params = {"job_name": f"scaling-{plan.name}", "time": task_minutes(tasks, launcher),
+              "nodes": launcher.nodes_per_run, "ntasks_per_node": 1, "cpus_per_task": launcher.cpus_per_task,
+              "mem": f"{int(launcher.mem_gb * 1024)}M",
               "array_parallelism": launcher.array_parallelism, "signal_delay_s": launcher.signal_delay_s,
               "setup": list(launcher.setup), "additional_parameters": dict(launcher.sbatch)}
     if launcher.gpus_per_task:

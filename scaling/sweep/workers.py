@@ -153,23 +153,41 @@ def _train_with_torchrun(run_dict: dict, nproc: int, results: Path, sweep: str, 
     import json
     import subprocess
 
-    from scaling.scheduler import Preempted
-
     run_file = store.run_file_path(results, sweep, run_id)
     store.atomic_write_text(run_file, json.dumps({"run": run_dict, "owner": owner}))
-
-    def ignore_scheduler_signals() -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "scaling.sweep.run_cell", str(run_file)]
     sys.stdout.flush()
     import torch
 
     threads = torch.get_num_threads()  # this worker's share of the cores, already divided by the processes per run
-    code = subprocess.run(cmd, preexec_fn=ignore_scheduler_signals,
+    code = subprocess.run(torchrun_command(run_file, nproc), preexec_fn=ignore_scheduler_signals,
                           env={**os.environ, "OMP_NUM_THREADS": str(threads)}).returncode
+    record = finished_record(results, sweep, run_id, code)
+    run_file.unlink(missing_ok=True)
+    return record
+
+
+def torchrun_command(run_file: Path, nproc: int, nodes: int = 1, endpoint: str | None = None,
+                     rendezvous_id: str | None = None) -> list[str]:
+    """torchrun training the cell of `run_file` on `nproc` processes here: alone (`--standalone`), or as one of
+    `nodes` agents meeting at `endpoint` (host:port, c10d rendezvous `rendezvous_id`)."""
+    where = ["--standalone"] if nodes == 1 else [f"--nnodes={nodes}", "--rdzv_backend=c10d",
+                                                 f"--rdzv_endpoint={endpoint}", f"--rdzv_id={rendezvous_id}"]
+    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc_per_node={nproc}",
+            "-m", "scaling.sweep.run_cell", str(run_file)]
+
+
+def ignore_scheduler_signals() -> None:
+    """For torchrun's agent (preexec_fn): its own handlers would tear the ranks down on SIGTERM or SIGUSR2; the
+    ranks install their own (scheduler.handle_signals), so they still hear them."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def finished_record(results: Path, sweep: str, run_id: str, code: int) -> dict:
+    """The record a multi-process cell left: final, or Preempted when it stopped on a scheduler's signal; a
+    RuntimeError when the processes ended without either."""
+    from scaling.scheduler import Preempted
+
     rec_path = store.record_path(results, sweep, run_id)
     record = store.read_record(rec_path) if rec_path.exists() else None
     error = (record or {}).get("error") or {}
@@ -177,7 +195,6 @@ def _train_with_torchrun(run_dict: dict, nproc: int, results: Path, sweep: str, 
         raise Preempted(error.get("reason", "preempted"))
     if record is None or record["status"] not in store.FINAL_STATUSES:
         raise RuntimeError(f"torchrun exited with code {code} before the run finished (its log: above)")
-    run_file.unlink(missing_ok=True)
     return record
 
 
