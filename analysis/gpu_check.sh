@@ -2,7 +2,9 @@
 # gpu_check.sh: every GPU check in one run, for a lent NVIDIA GPU (the device tool runs it as one command).
 #   1. the tests marked `gpu` (bf16 training on CUDA);
 #   2. MFU of the compiled bf16 training step at d_model 512 and 1024 (`scaling bench --compile`);
-#   3. sweep throughput, runs per hour, with 1 and with 4 cells packed on the GPU (analysis/gpu_packing.yaml).
+#   3. sweep throughput, runs per hour, with 1 and with 4 cells packed on the GPU (analysis/gpu_packing.yaml);
+#   4. one rank's step time and peak memory unsharded and under FSDP, beside the memory plan's estimate
+#      (analysis/bench_memory.py: calibrates scaling/memory.py's bf16 activation count on a real GPU).
 # Results go to $OUT (or ./gpu_check_out): gpu_check.txt with every number, and the logs.
 #   bash analysis/gpu_check.sh                 # on the GPU machine, from the repository root
 #   GPU_CHECK_SMOKE=1 bash analysis/gpu_check.sh   # on a CPU: the same steps, tiny, to check the script itself
@@ -47,4 +49,9 @@ for packed in 1 4; do
   n=$(ls "$SCALING_RESULTS/$name/runs" 2>/dev/null | wc -l)
   say "-- 3. $packed run(s) per GPU: exit $rc, $n cells in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s = $(awk -v a="$t0" -v b="$t1" -v n="$n" 'BEGIN{printf "%.0f", n*3600/(b-a)}') runs/hour"
 done
+# 4. memory: measured peak against the plan, unsharded and FSDP (one rank: two ranks cannot share one GPU)
+if [ "$SMOKE" = 1 ]; then shape="model.d_model=64 model.n_layers=2 train.batch_size=4"
+else shape="model.d_model=1024 model.n_layers=8 model.n_heads=16 model.d_expert=512 model.n_experts=32 model.top_k=4 model.seq_len=2048 model.vocab_size=50304 train.batch_size=8"; fi
+timeout 600 $PY analysis/bench_memory.py $shape --steps 5 >"$OUT/bench_memory.log" 2>&1
+say "-- 4. memory (single vs fsdp): exit $? | $(grep -v -i warn "$OUT/bench_memory.log" | tail -3 | tr '\n' ' ')"
 say "== done"
