@@ -1,5 +1,5 @@
 """How much memory one device needs to train a run, and how the run is spread over its devices (ARCHITECTURE
-section 5, "Memory and parallelism"). Pure Python, no torch: the planner, dry runs and `scaling fit` use it.
+section 7, "Memory and parallelism"). Pure Python, no torch: the planner, dry runs and `scaling fit` use it.
 
 Per device, in bytes, with P parameters (flops.count: embedding and untied head included), N devices, b the
 compute dtype's bytes (2 for bf16 on a GPU, 4 for fp32 on the CPU) and t the tokens of one micro-batch
