@@ -57,7 +57,7 @@ test-slurm: install
 	  echo "test-slurm: skipped (starting a one-node Slurm cluster needs root and apt-get)"; exit 0; fi; \
 	trap 'SLURM_CI_DIR=$(SLURM_CI_DIR) timeout 60 bash tests/slurm/slurm_down.sh' EXIT; \
 	SLURM_CI_DIR=$(SLURM_CI_DIR) timeout 120 bash tests/slurm/slurm_up.sh && \
-	. $(SLURM_CI_DIR)/env.sh && timeout 240 $(BIN)/python -m pytest -q -m slurm tests
+	. $(SLURM_CI_DIR)/env.sh && timeout 420 $(BIN)/python -m pytest -q -m slurm tests
 
 # The package as a user installs it: the wheel built from this tree, installed with its dependencies into a fresh
 # virtual environment outside the repo, run from an empty folder (the presets must come from the wheel). CI runs it

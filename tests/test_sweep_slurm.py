@@ -212,7 +212,7 @@ def test_a_cell_across_two_nodes_is_preempted_requeued_and_resumes_like_one_proc
     train one FSDP cell. Pre-empted after a checkpoint, the job is requeued and the cell resumes from its
     sharded checkpoint; it ends where the same run on one process does."""
     two_nodes = ["launcher.nodes_per_run=2", "+launcher.sbatch.nodes=1", "+launcher.sbatch.ntasks_per_node=2",
-                 "model.n_experts=1", "model.top_k=1", "train.parallel=fsdp", "budgets=[4e10]"]
+                 "model.n_experts=1", "model.top_k=1", "train.parallel=fsdp", "budgets=[2e10]"]
     sweep(LONG, tmp_path, *two_nodes)
     (run_id,) = [c.run_id for c in plan_sweep(compose_sweep(LONG, CPU_TASKS + two_nodes)).cells]
     wait_for("a first checkpoint", lambda: checkpointed(tmp_path, "long", run_id), 120)
