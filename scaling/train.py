@@ -376,7 +376,7 @@ def _memory_plan(a: _Attempt, device) -> tuple[str | None, int | None]:
     capacity = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
     plan = memory.plan_parallel(a.plan.run.model, t.batch_size, world, t.parallel, device.type == "cuda", capacity,
                                 t.micro_batch_size)
-    parallel = None if a.ranks is None else plan.parallel if t.parallel == "auto" else t.parallel
+    parallel = None if a.ranks is None else plan.parallel  # (an explicit train.parallel is the plan's too)
     micro = t.micro_batch_size or (plan.micro_batch if capacity is not None and plan.fits else None)
     return parallel, micro
 
