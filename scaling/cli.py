@@ -333,11 +333,13 @@ def bench(
         run = compose(overrides or [], search_path(config_dir))
     except ConfigError as e:
         _fail(str(e))
-    r = measure(run.model, run.train.batch_size, run.train.device, rounds=rounds, compile=compile_model)
+    r = measure(run.model, run.train.batch_size, run.train.device, rounds=rounds, compile=compile_model,
+                precision=run.train.precision, fp8_scaling=run.train.fp8_scaling)
     model_flops = flops.count(run.model).flops_per_token["M_with_head"]  # every matmul the step runs
     peak = peak_flops(r["device_str"], r["low_precision"], fresh=True)  # and kept for the runs' MFU
     mfu = r["tokens_per_s"] * model_flops / peak if peak else None
-    print(f"device {r['device']}; batch {run.train.batch_size} x {run.model.seq_len} tokens"
+    how = ", ".join(str(v) for k, v in r["precision"].items() if k in ("precision", "linear"))
+    print(f"device {r['device']}; batch {run.train.batch_size} x {run.model.seq_len} tokens; {how}"
           + (" (compiled)" if compile_model else ""))
     if not r["device_str"].startswith("cuda"):
         from scaling import cpu_blas

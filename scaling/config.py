@@ -123,6 +123,12 @@ class DataConfig:
         self.mixture = [m if isinstance(m, MixtureSource) else MixtureSource(**m) for m in self.mixture or []]
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp8")
+"""train.precision's values."""
+FP8_SCALINGS = ("tensorwise", "rowwise")
+"""train.fp8_scaling's values (scaling/model/fp8.py)."""
+
+
 @dataclass
 class TrainConfig:
     """Optimisation of one run."""
@@ -176,6 +182,21 @@ class TrainConfig:
     through in micro-batches of this many, their gradients accumulated, so the update is the whole batch's
     (aux-loss balancing sees each micro-batch's own balance; aux-free balancing the step's summed load). None:
     the memory plan's pick on a GPU of known memory (the most rows that fit), else all rows at once."""
+    precision: str = "auto"
+    """Number formats of training: 'fp32'; 'bf16' (autocast: matmuls in bf16, reductions, norms and the loss in
+    fp32; on the CPU too); 'fp8' (bf16, with the inputs of every linear layer's GEMMs and of the expert GEMMs in
+    FP8 as train.fp8_scaling says, the router and output head kept in bf16: torchao's float8 training on GPUs with
+    FP8 tensor cores (compute capability >= 8.9), emulated elsewhere with the same casts and scales: the numerics of
+    FP8 at the speed of the base precision; scaling/model/fp8.py); 'auto' (bf16 on CUDA, fp32 on the CPU)."""
+    fp8_scaling: str = "tensorwise"
+    """For train.precision=fp8 (and the diagnostics): 'tensorwise' (one scale per GEMM input; output gradients in
+    E5M2) or 'rowwise' (one scale per row along each GEMM's reduction dimension; everything E4M3). Scales are
+    powers of two."""
+    diagnostics_every: int = 0
+    """Steps between FP8 quantization diagnostics (0 = none): per layer and GEMM input kind the relative
+    quantization error and the fraction of values that underflow to zero under the FP8 recipe (also in a bf16 or
+    fp32 run: what FP8 would do to it), the QKV projection's gradient underflow and the attention logit maximum
+    (scaling/diagnostics.py); in the record's results.diagnostics and W&B."""
     parallel: str = "auto"
     """How a run on several processes (launcher.gpus_per_run > 1, torchrun) spreads over them: 'ddp' (a full
     replica per device, gradients all-reduced), 'fsdp' (FSDP2: parameters, gradients and AdamW state sharded, each
@@ -218,7 +239,7 @@ IDENTITY_EXCLUDED = ("results_dir", "wandb", "sweep")
 
 
 TRAIN_FIELDS_NOT_IN_IDENTITY = ("eval_every", "log_every", "checkpoint_every", "keep_checkpoint", "device", "threads",
-                                "compile", "parallel", "micro_batch_size")
+                                "compile", "parallel", "micro_batch_size", "diagnostics_every")
 """Bookkeeping fields of TrainConfig that do not change the trained model either."""
 
 

@@ -11,27 +11,30 @@ from scaling.config import ModelConfig
 
 
 def tokens_per_second(model_cfg: ModelConfig, batch_size: int, device: str = "auto", steps: int = 3,
-                      warmup: int = 1, threads: int | None = None) -> float:
+                      warmup: int = 1, threads: int | None = None, precision: str = "auto",
+                      fp8_scaling: str = "tensorwise") -> float:
     """A quick estimate: tokens / s over `steps` AdamW steps after `warmup` steps, random tokens."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    return measure(model_cfg, batch_size, device, rounds=1, steps=steps, warmup=warmup)["tokens_per_s"]
+    return measure(model_cfg, batch_size, device, rounds=1, steps=steps, warmup=warmup, precision=precision,
+                   fp8_scaling=fp8_scaling)["tokens_per_s"]
 
 
-def train_step(forward, optimizer, x_BT1, after_step=None):
+def train_step(forward, optimizer, x_BT1, after_step=None, precision: str = "auto"):
     """One training step as a callable: next-token cross-entropy of `forward(x[:, :-1])` (logits), backward,
-    optimizer step (bf16 autocast on CUDA). Shared by the probe and analysis/bench_moe.py, so every model is timed
-    on the same step."""
-    import torch
+    optimizer step, under `precision`'s autocast (scaling/precision.py; 'auto': bf16 on CUDA). Shared by the probe
+    and analysis/bench_moe.py, so every model is timed on the same step."""
     import torch.nn.functional as F
 
-    cuda = x_BT1.device.type == "cuda"
+    from scaling import precision as precision_mod
+
+    resolved = precision_mod.resolve(precision, x_BT1.device)
     inputs_BT, targets_BT = x_BT1[:, :-1], x_BT1[:, 1:]
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with precision_mod.autocast(x_BT1.device, resolved):
             logits_BTV = forward(inputs_BT)
         F.cross_entropy(logits_BTV.float().flatten(0, 1), targets_BT.flatten()).backward()
         optimizer.step()
@@ -43,19 +46,22 @@ def train_step(forward, optimizer, x_BT1, after_step=None):
 
 
 def measure(model_cfg: ModelConfig, batch_size: int, device: str = "auto", rounds: int = 5, steps: int = 4,
-            warmup: int = 2, compile: bool = False) -> dict:
-    """Training-step time over `rounds` rounds of `steps` steps (after `warmup`): median, min and max seconds per
-    step, tokens per second at the median, and the device."""
+            warmup: int = 2, compile: bool = False, precision: str = "auto", fp8_scaling: str = "tensorwise") -> dict:
+    """Training-step time over `rounds` rounds of `steps` steps (after `warmup`) in `precision` (train.precision):
+    median, min and max seconds per step, tokens per second at the median, the device and the precision."""
     import statistics
 
     import torch
 
     from scaling import device as device_mod
+    from scaling import precision as precision_mod
     from scaling.model import build_model
 
     dev = device_mod.pick(device)
     torch.manual_seed(0)
     model = build_model(model_cfg).to(dev)
+    resolved = precision_mod.resolve(precision, dev)
+    info = precision_mod.prepare(model, resolved, fp8_scaling, dev)
     if compile:
         from scaling.config import DataConfig
         from scaling.data import cache_dir
@@ -66,7 +72,7 @@ def measure(model_cfg: ModelConfig, batch_size: int, device: str = "auto", round
         forward = model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type in ("cuda", "cpu"))  # as train.py
     x = torch.randint(0, model_cfg.vocab_size, (batch_size, model_cfg.seq_len + 1), device=dev)
-    step = train_step(forward, opt, x, model.update_expert_bias)
+    step = train_step(forward, opt, x, model.update_expert_bias, resolved)
 
     for _ in range(warmup):
         step()
@@ -83,4 +89,4 @@ def measure(model_cfg: ModelConfig, batch_size: int, device: str = "auto", round
     median = statistics.median(times)
     return {"step_s": median, "step_s_min": min(times), "step_s_max": max(times),
             "tokens_per_s": batch_size * model_cfg.seq_len / median, "device": device_mod.describe(dev),
-            "low_precision": dev.type == "cuda", "device_str": str(dev)}
+            "low_precision": resolved != "fp32", "device_str": str(dev), "precision": info}

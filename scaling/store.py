@@ -264,9 +264,11 @@ def new_record(run_id: str, sweep: str, name: str, config: dict, derived: dict, 
 
 
 RESULT_FIELDS = ("val_loss", "train_loss_smoothed", "steps_done", "tokens_done", "tokens_per_s", "mfu", "train_s",
-                 "wall_s", "curve", "evals", "expert_load", "expert_load_steps", "max_expert_load_ratio")
+                 "wall_s", "curve", "evals", "expert_load", "expert_load_steps", "max_expert_load_ratio",
+                 "diagnostics")
 """A finished attempt's `results`: held-out and smoothed train loss (nats/token), progress, speed, the logged
-curve and evaluations, and each expert's share of its layer's assignments over `expert_load_steps`."""
+curve and evaluations, each expert's share of its layer's assignments over `expert_load_steps`, and the FP8
+quantization diagnostics (scaling/diagnostics.py; empty unless train.diagnostics_every)."""
 ERROR_KINDS = ("exception", "interrupted", "diverged")
 
 

@@ -47,6 +47,8 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
     """The plan, cell by cell, with its resolved base and totals; `wall` = (estimated seconds, cells at once)."""
     from rich.table import Table
 
+    from scaling.sweep.estimate import GPU_STUDY_FLOPS, PLANNING_MFU, gpu_hours
+
     title = f"sweep {plan.name}: {len(plan.cells)} cells" + (f" — {plan.config.description}"
                                                                if plan.config.description else "")
     table = Table(title=title, title_justify="left")
@@ -66,6 +68,9 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
         table.add_row(*row)
     caption = (f"base: {' '.join(plan.config.base) or '(none: train.yaml as is)'}\n{data_line(plan)}\n"
                f"total {plan.total_flops:.3g} FLOPs")
+    if plan.total_flops >= GPU_STUDY_FLOPS or plan.config.launcher.gpu_memory_gb is not None:
+        caption += (f" = {gpu_hours(plan.total_flops):,.0f} H100/H200-hours at {PLANNING_MFU:.0%} MFU in bf16 "
+                    f"(989 TFLOP/s peak)")
     if plan.duplicates:
         caption += f"; {plan.duplicates} duplicate cell(s) dropped"
     caption += "\n" + memory_line(plan)
@@ -228,6 +233,27 @@ def leverage_table(report):
     return table
 
 
+def precision_table(report):
+    """The FP8 loss gap per configuration (fit/precision_gap.py), with the FP8 runs' diagnostics."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="FP8 against its base precision: loss gap fp8 - base (nats) per configuration, paired runs",
+                  title_justify="left")
+    for c in ("configuration", "base", "pairs", "budgets", "mean gap", "gap 95%", "QKV grad underflow",
+              "logit max fp8 / base", "verdict"):
+        table.add_column(c, overflow="fold")
+    for _, r in report.precision.iterrows():
+        under = r.get("qkv_grad_underflow")
+        logits = f"{_g(r.get('attn_logit_max'))} / {_g(r.get('attn_logit_max_base'))}"
+        style = "green" if r["verdict"] == "no significant gap" else "yellow"
+        table.add_row(str(r["configuration"]), str(r["base"]), str(int(r["pairs"])), str(int(r["budgets"])),
+                      f"{r['mean_gap']:+.3g}", _iv(r["gap_lo"], r["gap_hi"]),
+                      "" if under is None or under != under else f"{under:.2%}", logits,
+                      f"[{style}]{escape(r['reading'])}[/]")
+    return table
+
+
 def held_out_table(held: dict):
     import pandas as pd
 
@@ -315,6 +341,8 @@ def fit_summary(result) -> list:
         items.append(optima_table(report))
     if report.leverage is not None and not report.leverage.empty:
         items.append(leverage_table(report))
+    if report.precision is not None and not report.precision.empty:
+        items.append(precision_table(report))
     items.append(laws_table(report))
     if report.held_out:
         items.append(held_out_table(report.held_out))
@@ -323,7 +351,7 @@ def fit_summary(result) -> list:
             iv = f" [{item['interval'][0]:.3g}, {item['interval'][1]:.3g}]" if item["interval"] else ""
             items.append(f"structure: {key} = {item['slope']:.3g}{iv}: {item['reading']}")
     items += [f"note: {line}" for line in report.notes]
-    if not report.laws:
+    if not report.laws and report.precision is None:
         items.append(f"[bold]{no_law_reason(result.runs, report)}[/] (the reasons are in the table above)")
     items.append(f"wrote {written['fit']}")
     if written.get("figures"):

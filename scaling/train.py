@@ -8,6 +8,7 @@ failed), and at every checkpoint. A finished run is never trained again. The sch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scaling import precision as precision_mod
 from scaling import progress as progress_line
 from scaling import scheduler, store
 from scaling.config import RunConfig, resolve_results_dir, to_dict
@@ -66,6 +68,8 @@ class _Attempt:
     """'ddp' or 'fsdp' in a multi-process run (train.parallel, 'auto' resolved by the memory plan), else None."""
     micro_batch: int | None = None
     """Rows per forward/backward pass (train.micro_batch_size, or the memory plan's pick on a GPU), None = all."""
+    precision: str = "fp32"
+    """train.precision with 'auto' resolved for this device: fp32, bf16 or fp8."""
 
     @property
     def sharded(self) -> bool:
@@ -111,7 +115,7 @@ def _param_groups(model) -> list[dict]:
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]  # no decay on norm weights
 
 
-def _evaluate(model, data: TokenData, run: RunConfig, device, batch_size: int = 32) -> float:
+def _evaluate(model, data: TokenData, run: RunConfig, device, precision: str, batch_size: int = 32) -> float:
     """Mean next-token cross-entropy (nats per token) over the fixed held-out sequences."""
     import torch
     import torch.nn.functional as F
@@ -119,7 +123,7 @@ def _evaluate(model, data: TokenData, run: RunConfig, device, batch_size: int = 
     x_all, y_all = data.val_sequences(run.data.val_tokens, run.model.seq_len)
     model.eval()
     total, count = 0.0, 0
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), precision_mod.autocast(device, precision):
         for i in range(0, len(x_all), batch_size):
             x = torch.from_numpy(x_all[i : i + batch_size]).to(device)
             y = torch.from_numpy(y_all[i : i + batch_size]).to(device)
@@ -128,14 +132,6 @@ def _evaluate(model, data: TokenData, run: RunConfig, device, batch_size: int = 
             count += y.numel()
     model.train()
     return total / count
-
-
-def _autocast(device):
-    import torch
-
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 def _save_checkpoint(a: _Attempt, tr: _Trainer) -> None:
@@ -165,7 +161,7 @@ def _remove_checkpoint(a: _Attempt) -> None:
 
 def _fresh_state() -> dict:
     return {"step": 0, "train_s": 0.0, "ema": 0.0, "ema_weight": 0.0, "best_ema": math.inf,
-            "curve": [], "evals": [], "resumed_from": []}
+            "curve": [], "evals": [], "resumed_from": [], "diagnostics": []}
 
 
 def _load_checkpoint(a: _Attempt, model, optimizer, device) -> dict:
@@ -340,6 +336,8 @@ def _build(a: _Attempt, record: dict, rank_device) -> _Trainer:
         torch.manual_seed(run.seed)
         model = build_model(run.model).to(device)
         a.parallel, a.micro_batch = _memory_plan(a, device)
+        a.precision = precision_mod.resolve(t.precision, device)
+        precision = precision_mod.prepare(model, a.precision, t.fp8_scaling, device)  # before FSDP shards it
         if a.sharded:
             from scaling import sharding
 
@@ -358,7 +356,7 @@ def _build(a: _Attempt, record: dict, rank_device) -> _Trainer:
         a.save(record)
         raise
     record["provenance"].update({"device": device_mod.describe(device), "resumed_from_steps": state["resumed_from"],
-                                 "parallel": a.parallel, "micro_batch": a.micro_batch})
+                                 "parallel": a.parallel, "micro_batch": a.micro_batch, "precision": precision})
     a.save(record)
     return _Trainer(model, forward, optimizer, device, state)
 
@@ -399,7 +397,7 @@ def _start_tracker(a: _Attempt, record: dict):
 def _final_evaluation(a: _Attempt, tr: _Trainer) -> float:
     """The held-out loss after the last step (a run whose loss is no better than chance has diverged)."""
     run, plan = a.plan.run, a.plan
-    val_loss = _evaluate(tr.model, plan.data, run, tr.device)
+    val_loss = _evaluate(tr.model, plan.data, run, tr.device, a.precision)
     tr.state["evals"].append({"step": plan.steps, "val_loss": val_loss})
     if not math.isfinite(val_loss) or val_loss > divergence_bound(run):
         raise Diverged(plan.steps, f"held-out loss {val_loss:.4g} after the last step exceeds "
@@ -424,7 +422,7 @@ def _finish(a: _Attempt, tr: _Trainer, record: dict, val_loss: float | None, wal
     plan, state, model, ranks = a.plan, tr.state, tr.model, a.ranks
     tokens_done = plan.tokens_after(state["step"])
     tokens_per_s = tokens_done / state["train_s"] if state["train_s"] > 0 else None
-    peak = device_mod.peak_flops(str(tr.device), tr.device.type == "cuda")
+    peak = device_mod.peak_flops(str(tr.device), a.precision != "fp32")
     if peak and ranks is not None:
         peak *= ranks.world
     if ranks is not None and val_loss is not None:  # every rank got here: sum their expert loads
@@ -442,6 +440,7 @@ def _finish(a: _Attempt, tr: _Trainer, record: dict, val_loss: float | None, wal
         curve=state["curve"], evals=state["evals"], expert_load=shares,
         expert_load_steps=[min(state["step"], state.get("load_from", 0)), state["step"]],
         max_expert_load_ratio=max((max(s) * len(s) for s in shares if s), default=None),
+        diagnostics=state.get("diagnostics", []),
     )
     record["provenance"]["finished"] = now()
     a.save(record)
@@ -490,7 +489,8 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
     """One optimizer step on this rank's rows of the step's batch: (loss, gradient norm, checkpoint asked, stop
     asked), the last three agreed by every rank. Non-finite loss or gradients: Diverged."""
     import torch
-    import torch.nn.functional as F
+
+    from scaling import diagnostics
 
     plan, model, device, ranks = a.plan, tr.model, tr.device, a.ranks
     m = plan.run.model
@@ -507,19 +507,19 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
         x_np, y_np = (x_np[mine], y_np[mine]) if share or not a.sharded else (x_np[:1], y_np[:1])
     micro = a.micro_batch or max(1, len(x_np))
     loss_value, loads = 0.0, None
-    for start in range(0, len(x_np), micro):  # gradient accumulation over micro-batches of this rank's rows
-        x_BT = torch.from_numpy(x_np[start: start + micro]).to(device)
-        y_BT = torch.from_numpy(y_np[start: start + micro]).to(device)
-        weight = len(x_BT) / n_rows if share else 0.0  # this micro-batch's share of the global batch
-        with _autocast(device):
-            logits_BTV = tr.forward(x_BT)
-        loss = F.cross_entropy(logits_BTV.float().flatten(0, 1), y_BT.flatten())
-        aux, z = model.router_losses()
-        total = loss + m.aux_loss_coef * aux.to(device) + m.z_loss_coef * z.to(device)
-        (total * weight).backward()
-        loss_value += loss.item() * weight
-        step_loads = model.step_load_buffers()
-        loads = step_loads if loads is None else [acc + new for acc, new in zip(loads, step_loads, strict=True)]
+    probe = _probe(a, tr, step)
+    forward = model if probe is not None else tr.forward  # the probe's hooks are on the eager modules
+    with probe if probe is not None else contextlib.nullcontext():
+        for start in range(0, len(x_np), micro):  # gradient accumulation over micro-batches of this rank's rows
+            x_BT = torch.from_numpy(x_np[start: start + micro]).to(device)
+            y_BT = torch.from_numpy(y_np[start: start + micro]).to(device)
+            weight = len(x_BT) / n_rows if share else 0.0  # this micro-batch's share of the global batch
+            loss_value, loads = _micro_step(a, model, forward, x_BT, y_BT, weight, loss_value, loads)
+    if probe is not None:
+        entry = probe.summary(step + 1)
+        tr.state["diagnostics"].append(entry)
+        tr.tracker.log(diagnostics.tracker_metrics(entry), step=step + 1)
+
     if loads is not None:
         model.set_step_loads(loads)  # what the bias update and the ranks' sum see: the whole step's load
         if not share:
@@ -546,6 +546,35 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
     tr.optimizer.zero_grad(set_to_none=True)
     model.update_expert_bias()
     return loss_value, grad_norm, checkpoint_asked, stop_asked
+
+
+def _probe(a: _Attempt, tr: _Trainer, step: int):
+    """The diagnostics probe of this step when one is due (every train.diagnostics_every steps, and the last)."""
+    every, done = a.plan.run.train.diagnostics_every, step + 1
+    if not every or (done % every and done != a.plan.steps):
+        return None
+    from scaling import diagnostics
+    from scaling.model.fp8 import Fp8Recipe
+
+    return diagnostics.Probe(tr.model, Fp8Recipe(a.plan.run.train.fp8_scaling))
+
+
+def _micro_step(a: _Attempt, model, forward, x_BT, y_BT, weight: float, loss_value: float, loads):
+    """Forward and backward of one micro-batch weighted by its share of the global batch: (the loss so far, the
+    expert loads so far)."""
+    import torch.nn.functional as F
+
+    m, device = a.plan.run.model, x_BT.device
+    with precision_mod.autocast(device, a.precision):
+        logits_BTV = forward(x_BT)
+    loss = F.cross_entropy(logits_BTV.float().flatten(0, 1), y_BT.flatten())
+    aux, z = model.router_losses()
+    total = loss + m.aux_loss_coef * aux.to(device) + m.z_loss_coef * z.to(device)
+    (total * weight).backward()
+    loss_value += loss.item() * weight
+    step_loads = model.step_load_buffers()
+    loads = step_loads if loads is None else [acc + new for acc, new in zip(loads, step_loads, strict=True)]
+    return loss_value, loads
 
 
 def _agree(model, device, loss_share: float, checkpoint_asked: bool, stop_asked: str | None, gradients: bool):
@@ -593,7 +622,7 @@ def _log_point(a: _Attempt, tr: _Trainer, done: int, point: dict, tokens_per_s: 
                         "train/lr": point["lr"], "train/grad_norm": point["grad_norm"],
                         "train/tokens_per_s": tokens_per_s, **plan.x_axes(done)}, step=done)
     if t.eval_every and done % t.eval_every == 0 and not last:
-        val = _evaluate(tr.model, plan.data, plan.run, tr.device)
+        val = _evaluate(tr.model, plan.data, plan.run, tr.device, a.precision)
         state["evals"].append({"step": done, "val_loss": val})
         tr.tracker.log({"val/loss": val, **plan.x_axes(done)}, step=done)
     if not (a.show_progress and a.main) and a.main and (done % t.log_every == 0 or last):

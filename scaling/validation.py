@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from scaling.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
+from scaling.config import FP8_SCALINGS, PRECISIONS, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 from scaling.memory import PARALLEL_MODES
 
 
@@ -86,9 +86,29 @@ def _check_choices(run: RunConfig) -> None:
     _choice("train.wsd_decay", t.wsd_decay, ("exp", "linear"))
     _choice("wandb.mode", run.wandb.mode, ("auto", "online", "offline", "disabled"))
     _choice("train.parallel", t.parallel, PARALLEL_MODES)
+    _choice("train.precision", t.precision, PRECISIONS)
+    _choice("train.fp8_scaling", t.fp8_scaling, FP8_SCALINGS)
+    if t.precision == "fp8":
+        _check_fp8_shapes(m)
     if t.parallel == "fsdp" and t.compile:
         raise ConfigError("train.compile=true with train.parallel=fsdp is not supported yet (the blocks would need "
                           "compiling one by one before sharding): drop train.compile or use train.parallel=ddp")
+
+
+def _check_fp8_shapes(m: ModelConfig) -> None:
+    """FP8 GEMMs (torch._scaled_mm) need both dimensions of every quantized weight divisible by 16."""
+    from scaling.flops import d_ff_dense, d_shared, head_dim, n_kv_heads
+
+    widths = {"model.d_model": m.d_model, "model.d_expert": m.d_expert,
+              "the qkv width (n_heads + 2 n_kv_heads) * head width": (m.n_heads + 2 * n_kv_heads(m)) * head_dim(m)}
+    if m.n_shared_experts:
+        widths["model.n_shared_experts * d_shared"] = m.n_shared_experts * d_shared(m)
+    if m.n_dense_layers:
+        widths["model.d_ff_dense"] = d_ff_dense(m)
+    for key, width in widths.items():
+        if width % 16:
+            raise ConfigError(f"train.precision=fp8 needs {key} divisible by 16 for FP8 GEMMs (got {width}): pick a "
+                              f"multiple of 16, or train.precision=bf16")
 
 
 def _check_data(run: RunConfig) -> None:
@@ -147,7 +167,7 @@ def _check_coefficients(run: RunConfig) -> None:
                        ("model.bias_update_rate", m.bias_update_rate)):
         if value < 0:
             raise ConfigError(f"{key}={value} must be >= 0")
-    for key in ("eval_every", "log_every", "checkpoint_every"):
+    for key in ("eval_every", "log_every", "checkpoint_every", "diagnostics_every"):
         if getattr(t, key) < 0:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 0")
     if m.dispatch == "grouped_mm" and (m.d_model % 8 or m.d_expert % 8):
@@ -196,6 +216,8 @@ def _check_consistent(run: RunConfig) -> None:
         ("train.decay_fraction", t.decay_fraction != default["train"].decay_fraction, t.schedule == "wsd",
          "train.schedule=wsd"),
         ("train.wsd_decay", t.wsd_decay != default["train"].wsd_decay, t.schedule == "wsd", "train.schedule=wsd"),
+        ("train.fp8_scaling", t.fp8_scaling != default["train"].fp8_scaling,
+         t.precision == "fp8" or t.diagnostics_every > 0, "train.precision=fp8 or train.diagnostics_every > 0"),
     ]
     for key, is_set, used, needs in ignored:
         if is_set and not used:

@@ -185,3 +185,28 @@ def test_sigterm_to_the_launcher_saves_checkpoints_and_a_rerun_resumes(tmp_path)
     assert again.returncode == 0, again.stderr
     done = store.read_record(store.record_path(tmp_path, "tiny", rid))
     assert done["status"] == "completed" and done["provenance"]["resumed_from_steps"] == [stopped_at]
+
+
+def test_a_precision_sweep_resumes_like_any_other_and_fits_its_gap(tmp_path):
+    """bf16 and emulated fp8 cells of one sweep: a lost record is trained again, the rest left alone, and
+    `scaling fit` pairs the two precisions."""
+    spec = tmp_path / "tiny_precision.yaml"
+    spec.write_text(Path(TINY).read_text() + "seeds: [0, 1]\naxes:\n  train.precision: [bf16, fp8]\n")
+    cmd = [*sweep_cmd(tmp_path, "lr.values=[3e-3]", "budgets=[2e9]", "base+=train.diagnostics_every=2")[3:]]
+    cmd[1] = str(spec)
+    first = scaling(*cmd, "--workers", "2")
+    assert first.returncode == 0, first.stderr
+    recs = records(tmp_path)
+    assert len(recs) == 4 and {r["provenance"]["precision"]["precision"] for r in recs.values()} == {"bf16", "fp8"}
+    lost = next(i for i, r in recs.items() if r["config"]["train"]["precision"] == "fp8")
+    (tmp_path / "tiny" / "runs" / f"{lost}.json").unlink()
+    again = scaling(*cmd)
+    assert again.returncode == 0, again.stderr
+    after = records(tmp_path)
+    assert after[lost]["status"] == "completed" and after[lost]["results"]["diagnostics"]
+    assert {i: r for i, r in after.items() if i != lost} == {i: r for i, r in recs.items() if i != lost}
+    fit = scaling("fit", "tiny", "--results-dir", tmp_path, "--json")
+    assert fit.returncode == 0, fit.stderr
+    (row,) = json.loads(fit.stdout)["precision"]
+    assert row["pairs"] == 2 and row["base"] == "bf16" and row["verdict"] in ("no significant gap", "fp8 worse",
+                                                                              "fp8 better")

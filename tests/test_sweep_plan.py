@@ -21,7 +21,7 @@ from scaling.sweep.plan import (
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 PRESETS = sorted(p.stem for p in preset_dir().glob("*.yaml") if p.stem != "train")
-GPU_PRESETS = {"lr_batch", "activation_ratio", "granularity", "isoflop", "wind_tunnel"}
+GPU_PRESETS = {"lr_batch", "activation_ratio", "granularity", "isoflop", "wind_tunnel", "precision"}
 TINY_BASE = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.seq_len=64", "train.batch_size=4",
              "data.val_tokens=2048"]
 
@@ -300,3 +300,17 @@ def test_the_moe_presets_dry_runs_show_memory_and_the_parallel_plan_and_refuse_c
     sharded = plan_sweep(compose_sweep("activation_ratio", small + ["launcher.gpus_per_run=4"]), data_required=False)
     modes = {c.run.model.n_experts: c.run.train.parallel for c in sharded.cells if c.coords["budget_flops"] == 1e19}
     assert modes[256] == "fsdp" and modes[4] == "ddp" and all(c.memory.fits for c in sharded.cells)
+
+
+def test_the_precision_presets_dry_run_costs_the_gpu_study(monkeypatch):
+    from scaling import tables
+
+    plan = preset_plan("precision", monkeypatch)
+    assert {(c.run.train.precision, c.run.model.qk_norm) for c in plan.cells} == {
+        ("bf16", True), ("bf16", False), ("fp8", True), ("fp8", False)}
+    assert sorted({c.run.budget_flops for c in plan.cells}) == [1e18, 3e18, 1e19] and len(plan.cells) == 12
+    caption = tables.sweep_table(plan, {}).caption
+    hours = plan.total_flops / (989e12 * 0.35) / 3600
+    assert f"total {plan.total_flops:.3g} FLOPs = {hours:,.0f} H100/H200-hours at 35% MFU" in caption
+    assert all(c.run.train.diagnostics_every == 200 for c in plan.cells)
+    assert "fp8-noqknorm" in plan.cells[3].name

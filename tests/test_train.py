@@ -232,3 +232,34 @@ def test_a_full_disk_at_the_end_prints_the_result_it_could_not_record(tmp_path, 
         train(compose(TINY), show_progress=False, console=Console(file=text, width=300))
     printed = text.getvalue()
     assert "completed: val loss" in printed and "NOT RECORDED: no space left" in printed
+
+
+def test_an_fp8_run_stopped_at_a_checkpoint_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """Emulated FP8 (torchao's Float8Linear layers, quantized expert GEMMs) through a checkpoint and back: the same
+    run, its diagnostics kept across the stop; the record says how it trained."""
+    from scaling import scheduler
+
+    overrides = TINY + ["budget_flops=4e9", "train.precision=fp8", "train.diagnostics_every=3",
+                        "train.checkpoint_every=0"]
+    reference = train(compose(overrides + [f"results_dir={tmp_path / 'clean'}"]), show_progress=False)
+    calls = {"n": 0}
+    real = scheduler.pending_requests
+
+    def stop_at_step_4():
+        calls["n"] += 1
+        return (False, "a test's stop") if calls["n"] == 4 else real()
+
+    monkeypatch.setattr(scheduler, "pending_requests", stop_at_step_4)
+    run = compose(overrides + [f"results_dir={tmp_path / 'stopped'}"])
+    with pytest.raises(scheduler.Preempted):
+        train(run, show_progress=False)
+    monkeypatch.setattr(scheduler, "pending_requests", real)
+    resumed = train(run, show_progress=False)
+    assert resumed["provenance"]["resumed_from_steps"] == [4]
+    precision = resumed["provenance"]["precision"]
+    assert precision["precision"] == "fp8" and precision["linear"] == "torchao float8 (emulated)"
+    assert precision["linear_layers"] == 4 and "quantize-dequantize" in precision["experts"]
+    assert resumed["results"]["val_loss"] == pytest.approx(reference["results"]["val_loss"], abs=1e-6)
+    steps = [e["step"] for e in resumed["results"]["diagnostics"]]
+    assert steps == [e["step"] for e in reference["results"]["diagnostics"]] and steps[:2] == [3, 6]
+    assert resumed["results"]["diagnostics"] == reference["results"]["diagnostics"]

@@ -3,10 +3,12 @@
 Canonical columns: `params` (N), `tokens` (D), `flops` (C: tokens x FLOPs per token under the chosen convention;
 every law is fitted against it), `budget` (the planned budget of the run's cell in the trainer's M convention, which
 groups runs; for a CSV, C), `loss`, and when known `lr`, `batch_tokens`, `activation_ratio`, `granularity`,
-`family` (one MoE configuration, or 'dense'), `group`; from the results store also `config` (the resolved run
-config), `flops_M` and `data_tokens` (the training split's size). Diverged, failed and unfinished runs, and runs
-with a non-finite loss, are excluded and counted by reason; records of different data fingerprints are refused
-unless asked for (their losses are not comparable).
+`family` (one MoE configuration, or 'dense'; '-noqk' when QK-norm is off, and '-fp8', '-bf16' or '-fp32' for an
+explicit train.precision), `group`; from the results store also `config` (the resolved run config), `flops_M`,
+`data_tokens` (the training split's size), `arch` (the family without its precision), `precision` (as trained:
+fp32, bf16 or fp8) and the last FP8 diagnostics (`qkv_grad_underflow`, `attn_logit_max`). Diverged, failed and
+unfinished runs, and runs with a non-finite loss, are excluded and counted by reason; records of different data
+fingerprints are refused unless asked for (their losses are not comparable).
 """
 
 from __future__ import annotations
@@ -51,6 +53,27 @@ def parse_map(text: str | None) -> dict[str, str]:
 
 def _family(A: float, G: float, n_experts: int) -> str:
     return "dense" if n_experts == 1 else f"A{A:.3g}-G{G:.3g}"
+
+
+def _arch(family: str, qk_norm: bool) -> str:
+    """The family with what else changes the model's training: QK-norm off shows as '-noqk'."""
+    return family if qk_norm else f"{family}-noqk"
+
+
+def _with_precision(arch: str, precision_setting: str) -> str:
+    """A family of runs trains in one precision: an explicit train.precision joins the name ('auto' does not)."""
+    return arch if precision_setting == "auto" else f"{arch}-{precision_setting}"
+
+
+def _last_diagnostics(results: dict) -> tuple[float | None, float | None]:
+    """(QKV gradient underflow, attention logit max) of a run's last diagnostics step, the largest over layers."""
+    entries = results.get("diagnostics") or []
+    if not entries:
+        return None, None
+    last = entries[-1]
+    under = [v for v in last.get("qkv_grad_underflow") or [] if v is not None]
+    logit = [v for v in last.get("attn_logit_max") or [] if v is not None]
+    return (max(under) if under else None), (max(logit) if logit else None)
 
 
 def from_store(results_dir: Path, sweep: str | None = None, convention: str = "M",
@@ -104,6 +127,10 @@ RECORD_ORDER = ["group", "family", "budget", "batch_tokens", "lr", "seed", "id"]
 def _row(rec: dict, convention: str) -> dict:
     """One completed run record as a row of the canonical table."""
     d, r, m = rec["derived"], rec["results"], rec["config"]["model"]
+    t = rec["config"].get("train") or {}
+    setting = t.get("precision", "auto")
+    arch = _arch(_family(d["activation_ratio"], d["granularity"], m["n_experts"]), m.get("qk_norm", True))
+    qkv_underflow, logit_max = _last_diagnostics(r)
     if convention not in d["flops_per_token"]:
         raise InputError(f"FLOPs convention {convention!r} not in record {rec['id']}: choose one of "
                          f"{', '.join(d['flops_per_token'])}")
@@ -113,7 +140,9 @@ def _row(rec: dict, convention: str) -> dict:
         "flops": d["tokens"] * d["flops_per_token"][convention], "budget": d["budget_flops"],
         "loss": r.get("val_loss"), "lr": rec["config"]["train"]["lr"], "batch_tokens": d["batch_tokens"],
         "activation_ratio": d["activation_ratio"], "granularity": d["granularity"],
-        "family": _family(d["activation_ratio"], d["granularity"], m["n_experts"]),
+        "family": _with_precision(arch, setting), "arch": arch,
+        "precision": (rec.get("provenance") or {}).get("precision", {}).get("precision", setting),
+        "qkv_grad_underflow": qkv_underflow, "attn_logit_max": logit_max,
         "fingerprint": d.get("data_fingerprint"), "seq_len": d.get("seq_len"), "n_experts": m["n_experts"],
         "top_k": m.get("top_k"), "n_shared_experts": m.get("n_shared_experts", 0),
         "flops_M": d["tokens"] * d["flops_per_token"]["M"] if "M" in d["flops_per_token"] else None,

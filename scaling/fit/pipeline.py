@@ -106,7 +106,7 @@ def fit_sweep(results_dir: Path, options: FitOptions) -> FitResult:
         sweep = only_sweep(Path(results_dir))
     runs = load_runs(o.source, Path(results_dir), sweep, o.mapping, o.seq_len, o.convention, o.allow_mixed_data)
     report = fit_all(runs, optimum=o.optimum, n_boot=o.bootstrap, target_flops=o.target_flops)
-    if not report.laws and report.optima is None:
+    if not report.laws and report.optima is None and report.precision is None:
         raise InputError(no_law_reason(runs, report))
     recommendation = None
     if o.target_flops is not None:

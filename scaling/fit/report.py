@@ -64,6 +64,10 @@ class FitReport:
     """Refit without the largest budget: predicted against achieved optimum lr, batch and loss there."""
     structure: dict | None = None
     """Whether the optima depend on the MoE structure (d ln lr* / d ln A, d ln lr* / d ln G), with intervals."""
+    precision: pd.DataFrame | None = None
+    """The FP8 loss gap per configuration (fit/precision_gap.py): mean with its interval, verdict, law."""
+    precision_pairs: pd.DataFrame | None = None
+    """The FP8 / base run pairs behind it."""
 
     def as_json(self) -> dict:
         def records(df):
@@ -74,6 +78,7 @@ class FitReport:
             "convention": self.convention, "target_flops": self.target_flops,
             "laws": {name: fit.as_dict() for name, fit in self.laws.items()},
             "optima": records(self.optima), "leverage": records(self.leverage), "structure": self.structure,
+            "precision": records(self.precision), "precision_pairs": records(self.precision_pairs),
             "excluded": {"laws": self.excluded, "runs": self.runs_excluded},
             "held_out": self.held_out,
             "notes": self.notes,
@@ -181,6 +186,8 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
     if only is None or "leverage" in only:
         _leverage(report, df, grids, n_boot, seed, attempt)
         report.structure = structure_dependence(df, grids)
+    if only is None or "fp8_gap" in only:
+        _precision(report, df)
     if check:
         report.held_out = held_out_check(runs, optimum, n_boot=min(n_boot, 200), seed=seed, full=report)
     for law in report.laws.values():
@@ -221,6 +228,20 @@ def _leverage(report: FitReport, df: pd.DataFrame, grids: dict[str, Optima], n_b
         attempt("ling_joint", lambda: lev.fit_ling_joint(table))
     except FitError as e:
         report.excluded["leverage"] = str(e)
+
+
+def _precision(report: FitReport, df: pd.DataFrame) -> None:
+    """The FP8 gap laws, when the runs hold FP8 runs (a sweep without any says nothing about them)."""
+    from scaling.fit.precision_gap import precision_gaps
+
+    if "precision" not in df.columns or not (df["precision"] == "fp8").any():
+        return
+    try:
+        report.precision, report.precision_pairs, laws = precision_gaps(df)
+    except FitError as e:
+        report.excluded["fp8_gap"] = str(e)
+        return
+    report.laws.update(laws)
 
 
 def structure_dependence(df: pd.DataFrame, grids: dict[str, Optima]) -> dict | None:

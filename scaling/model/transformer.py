@@ -69,6 +69,8 @@ class Attention(nn.Module):
         self.wo = nn.Linear(self.n_heads * self.dh, cfg.d_model, bias=False)
         self.q_norm = nn.RMSNorm(self.dh, eps=1e-6) if cfg.qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.dh, eps=1e-6) if cfg.qk_norm else nn.Identity()
+        self.observer = None
+        """Set by diagnostics.Probe for one step: called as observer(q_BHTDh, k_BHTDh) after RoPE."""
         cos, sin = rope_tables(cfg.seq_len, self.dh, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -85,6 +87,8 @@ class Attention(nn.Module):
             rep = self.n_heads // self.n_kv
             k_BHkvTDh = k_BHkvTDh.repeat_interleave(rep, dim=1)
             v_BHkvTDh = v_BHkvTDh.repeat_interleave(rep, dim=1)
+        if self.observer is not None:
+            self.observer(q_BHTDh, k_BHkvTDh)
         y_BHTDh = F.scaled_dot_product_attention(q_BHTDh, k_BHkvTDh, v_BHkvTDh, is_causal=True)
         return self.wo(y_BHTDh.transpose(1, 2).reshape(B, T, self.n_heads * self.dh))
 

@@ -9,6 +9,13 @@ from scaling.probe import tokens_per_second
 from scaling.sweep.launcher import LauncherConfig
 from scaling.sweep.workers import parallel_cells, worker_slots
 
+PROBE_MEMORY_FRACTION = 0.25
+"""A cell is probed on the CPU only when its training memory (scaling/memory.py) is below this fraction of the
+memory available here: a GPU preset's cells (tens of GiB) would exhaust the machine, and measure nothing useful."""
+PLANNING_MFU = 0.35
+"""The model FLOPs utilisation a GPU study is costed at (what bf16 MoE training of these sizes reaches)."""
+GPU_STUDY_FLOPS = 1e17
+"""A plan of at least this many FLOPs (or one checked against GPU memory) is costed in GPU-hours too."""
 MAX_PROBES = 6
 """Distinct (model, batch) pairs timed; the rest are estimated from the probes' mean FLOP rate."""
 OVERHEAD_S = 0.5
@@ -16,7 +23,9 @@ OVERHEAD_S = 0.5
 
 
 def _shape_key(cell) -> str:
-    return json.dumps([cell.run.model.__dict__, cell.run.train.batch_size], sort_keys=True, default=str)
+    t = cell.run.train
+    return json.dumps([cell.run.model.__dict__, t.batch_size, t.precision, t.fp8_scaling], sort_keys=True,
+                      default=str)
 
 
 def estimate_seconds(cell, tokens_per_s: float, overhead_s: float = OVERHEAD_S) -> float:
@@ -32,12 +41,16 @@ def estimate_sweep_seconds(plan, launcher: LauncherConfig | None = None) -> dict
     threads = worker_slots(launcher)[0][2]
     rates: dict[str, float] = {}
     flop_rates = []
+    probe_on_cpu = device == "cpu" or (device == "auto" and not _cuda_here())
     for cell in plan.cells:
         key = _shape_key(cell)
+        if probe_on_cpu and not _fits_in_memory_here(cell):
+            continue
         if key not in rates and len(rates) < MAX_PROBES:
             try:
-                rates[key] = tokens_per_second(cell.run.model, cell.run.train.batch_size, device=device,
-                                               threads=threads)
+                t = cell.run.train
+                rates[key] = tokens_per_second(cell.run.model, t.batch_size, device=device, threads=threads,
+                                               precision=t.precision, fp8_scaling=t.fp8_scaling)
             except Exception:  # an estimate is not worth failing the sweep for
                 continue
             flop_rates.append(rates[key] * cell.plan.counts.M)
@@ -48,6 +61,33 @@ def estimate_sweep_seconds(plan, launcher: LauncherConfig | None = None) -> dict
         if tps:
             out[cell.run_id] = estimate_seconds(cell, tps)
     return out
+
+
+def gpu_hours(total_flops: float, gpu: str = "H100") -> float:
+    """GPU-hours of `total_flops` at PLANNING_MFU of the GPU's dense bf16 peak (device.GPU_BF16_PEAK)."""
+    from scaling.device import GPU_BF16_PEAK
+
+    return total_flops / (GPU_BF16_PEAK[gpu] * PLANNING_MFU) / 3600
+
+
+def _cuda_here() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _fits_in_memory_here(cell) -> bool:
+    """Whether a CPU probe of the cell's model stays within PROBE_MEMORY_FRACTION of the available memory."""
+    import os
+
+    from scaling.memory import need
+
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux: no probe of doubtful size
+        available = 0
+    probe_rows = max(1, cell.run.train.batch_size)
+    return need(cell.run.model, probe_rows, 1, "ddp", on_gpu=False).total < PROBE_MEMORY_FRACTION * available
 
 
 def sweep_wall_seconds(estimates: dict[str, float], launcher: LauncherConfig) -> tuple[float, int]:

@@ -61,7 +61,8 @@ from scaling.run import RunPlan
 from scaling.sweep import launcher
 from scaling.sweep.launcher import LauncherConfig
 
-NAME_KEYS = {"train.lr": "lr", "model.d_model": "d", "model.n_layers": "L", "train.schedule": "", "seed": "s"}
+NAME_KEYS = {"train.lr": "lr", "model.d_model": "d", "model.n_layers": "L", "train.schedule": "", "seed": "s",
+             "train.precision": "", "model.qk_norm": "qknorm"}
 
 
 @dataclass
@@ -590,7 +591,10 @@ def _cell_name(base_name: str, shape: dict | None, updates: dict, sweep: SweepCo
         if key in ("train.lr", "train.batch_size", "seed"):
             continue
         short = NAME_KEYS.get(key, key.split(".")[-1])
-        parts.append(f"{short}{_fmt(value)}" if short in ("d", "L", "") else f"{short}={_fmt(value)}")
+        if isinstance(value, bool):
+            parts.append(short if value else f"no{short}")
+        else:
+            parts.append(f"{short}{_fmt(value)}" if short in ("d", "L", "") else f"{short}={_fmt(value)}")
     if len(sweep.seeds) > 1:
         parts.append(f"s{updates['seed']}")
     return "-".join(parts)
