@@ -4,7 +4,9 @@
 #   2. MFU of the compiled bf16 training step at d_model 512 and 1024 (`scaling bench --compile`);
 #   3. sweep throughput, runs per hour, with 1 and with 4 cells packed on the GPU (analysis/gpu_packing.yaml);
 #   4. one rank's step time and peak memory unsharded and under FSDP, beside the memory plan's estimate
-#      (analysis/bench_memory.py: calibrates scaling/memory.py's bf16 activation count on a real GPU).
+#      (analysis/bench_memory.py: calibrates scaling/memory.py's bf16 activation count on a real GPU);
+#   5. FP8 against BF16: compiled step time, tokens/s and MFU (of the bf16 peak) of one MoE in train.precision=bf16
+#      and fp8 (torchao float8 linears on FP8 tensor cores; expert GEMMs quantized, in bf16 grouped GEMMs).
 # Results go to $OUT (or ./gpu_check_out): gpu_check.txt with every number, and the logs.
 #   bash analysis/gpu_check.sh                 # on the GPU machine, from the repository root
 #   GPU_CHECK_SMOKE=1 bash analysis/gpu_check.sh   # on a CPU: the same steps, tiny, to check the script itself
@@ -54,4 +56,11 @@ if [ "$SMOKE" = 1 ]; then shape="model.d_model=64 model.n_layers=2 train.batch_s
 else shape="model.d_model=1024 model.n_layers=8 model.n_heads=16 model.d_expert=512 model.n_experts=32 model.top_k=4 model.seq_len=2048 model.vocab_size=50304 train.batch_size=8"; fi
 timeout 600 $PY analysis/bench_memory.py $shape --steps 5 >"$OUT/bench_memory.log" 2>&1
 say "-- 4. memory (single vs fsdp): exit $? | $(grep -v -i warn "$OUT/bench_memory.log" | tail -3 | tr '\n' ' ')"
+# 5. fp8 vs bf16 (the same model, the same compiled step; FP8 pays off on wide GEMMs)
+if [ "$SMOKE" = 1 ]; then shape="model.d_model=64 model.n_layers=2 model.d_expert=64 train.batch_size=4"; copt=""
+else shape="model.d_model=2048 model.n_layers=4 model.n_heads=16 model.d_expert=1024 model.n_experts=16 model.top_k=2 model.seq_len=2048 train.batch_size=8"; copt="--compile"; fi
+for p in bf16 fp8; do
+  timeout 600 $PY -m scaling.cli bench $shape train.precision=$p $copt --rounds 5 >"$OUT/bench_$p.log" 2>&1
+  say "-- 5. bench $p: exit $? | $(grep -v -i warn "$OUT/bench_$p.log" | tr '\n' ' ' | tail -c 400)"
+done
 say "== done"

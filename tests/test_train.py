@@ -145,6 +145,20 @@ def test_tiny_run_on_cuda_in_bf16(tmp_path):
     assert record["results"]["val_loss"] < 4.0
 
 
+@pytest.mark.gpu
+def test_tiny_run_on_cuda_in_fp8_uses_real_fp8_gemms_where_the_gpu_has_them(tmp_path):
+    import torch
+
+    run = compose(TINY + ["train.device=cuda", "budget_flops=2e10", "train.precision=fp8",
+                          "train.diagnostics_every=10"])
+    record = train(run, show_progress=False)
+    assert record["status"] == "completed" and record["results"]["val_loss"] < 4.0
+    fp8_cores = torch.cuda.get_device_capability() >= (8, 9)
+    assert record["provenance"]["precision"]["linear"] == ("torchao float8" if fp8_cores else
+                                                           "torchao float8 (emulated)")
+    assert record["results"]["diagnostics"][-1]["qkv_grad_underflow"][0] is not None
+
+
 def test_an_unreadable_checkpoint_is_a_clear_error(tmp_path):
     run = compose(TINY)
     ckpt = store.checkpoint_path(tmp_path / "results", "single", plan_run(run).run_id)

@@ -126,11 +126,22 @@ class Fp8GroupedMatmul(torch.autograd.Function):
         return grad_x_ND.to(x_dtype), grad_w_EDF.to(w_dtype), None, None, None, None
 
 
+if hasattr(torch, "_grouped_mm"):
+    # a custom op, as moe.py's grouped GEMM: torch.compile traces it as one node (the built-in fake kernel of
+    # torch._grouped_mm accepts only bf16)
+    @torch.library.custom_op("scaling::grouped_weight_grad", mutates_args=())
+    def _grouped_weight_grad_op(x_ND: torch.Tensor, g_NF: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
+        return torch._grouped_mm(x_ND.t(), g_NF, offs=offs_E)
+
+    @_grouped_weight_grad_op.register_fake
+    def _(x_ND, g_NF, offs_E):
+        return x_ND.new_empty(offs_E.shape[0], x_ND.shape[1], g_NF.shape[1])
+
+
 def _grouped_weight_grad(x_ND: torch.Tensor, g_NF: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
     """Per expert e: x_e^T @ g_e over its rows (E, D, F)."""
     if hasattr(torch, "_grouped_mm") and x_ND.shape[1] % 8 == 0 and g_NF.shape[1] % 8 == 0:
-        offs_E = counts_E.cumsum(0).to(torch.int32)
-        return torch._grouped_mm(x_ND.t(), g_NF, offs=offs_E)
+        return _grouped_weight_grad_op(x_ND, g_NF, counts_E.cumsum(0).to(torch.int32))
     rows = counts_E.tolist()
     return torch.stack([xs.t() @ gs for xs, gs in zip(x_ND.split(rows), g_NF.split(rows), strict=True)])
 
