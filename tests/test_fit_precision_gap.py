@@ -97,7 +97,7 @@ def test_a_gap_law_recovers_its_exponent_and_its_interval_covers_it_at_the_nomin
     assert 0.93 <= hits / 600 <= 0.97
 
 
-def test_the_table_tells_a_growing_gap_from_none_and_the_laws_join_the_report():
+def test_the_table_tells_a_growing_gap_from_none_and_the_laws_join_the_report(tmp_path):
     rng = np.random.default_rng(4)
 
     def gap(C, qk):  # QK-norm off: FP8 loses 0.02 nats at 1e11, growing as C^0.5; QK-norm on: nothing
@@ -120,6 +120,11 @@ def test_the_table_tells_a_growing_gap_from_none_and_the_laws_join_the_report():
     assert off["law"] in report.laws and report.laws[off["law"]].verdict is not None
     assert list(report.precision["configuration"]) == list(table["configuration"])
     assert report.as_json()["precision"][0]["configuration"] == "A0.25-G1, tensorwise"
+    from scaling.fit.plots import plot_precision_gap
+
+    written = plot_precision_gap(report, tmp_path)
+    assert sorted(p.name for p in written) == ["precision_gap.png", "precision_gap.svg"]
+    assert all(p.stat().st_size > 1000 for p in written)
 
 
 def test_fp8_better_throughout_gets_the_law_of_the_other_sign():

@@ -7,6 +7,8 @@
 - ``loss_vs_compute``: every run, each budget's bowl minimum with its interval, the loss law and its band.
 - ``lr_batch_losses``: per budget, loss over the (lr, batch) grid (only when the batch was swept).
 - ``isoflop``: IsoFLOP curves; ``leverage``: efficiency leverage with intervals, against A, G or compute.
+- ``precision_gap``: the FP8 - base loss gap of every pair against compute, per configuration, its mean with the
+  95% interval, and the gap law where there is one; beside it, the QKV gradient underflow of the FP8 runs.
 
 Log axes use matplotlib's log locators and plain-text log formatters, which label minor ticks when an axis spans
 less than a decade or two; every axis names its unit.
@@ -238,6 +240,39 @@ def plot_leverage(report: FitReport, out: Path) -> list[Path]:
     return _save(fig, out, "leverage")
 
 
+def plot_precision_gap(report: FitReport, out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    pairs, table = report.precision_pairs, report.precision.set_index("configuration")
+    fig, (ax, ax_u) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    for i, (config, g) in enumerate(pairs.groupby("configuration", sort=True)):
+        color, row = f"C{i % 10}", table.loc[config]
+        ax.scatter(g["C"], g["gap"], color=color, s=14, label=f"{config}: pairs")
+        lo, hi = row["gap_lo"], row["gap_hi"]
+        if lo is not None and lo == lo:
+            ax.axhspan(lo, hi, color=color, alpha=0.12, lw=0, label=f"mean {row['mean_gap']:+.3g}, 95% interval")
+        if isinstance(row["law"], str) and row["law"] in report.laws:
+            law = report.laws[row["law"]]
+            grid = np.geomspace(g["C"].min() / 1.5, g["C"].max() * 1.5, 60)
+            sign = -1.0 if row["verdict"] == "fp8 better" else 1.0
+            ax.plot(grid, sign * law.evaluate(law.params, C=grid), color=color,
+                    label=f"{'-' if sign < 0 else ''}{law.formula}{_verdict(report, row['law'])}")
+        under = g.groupby("C")["qkv_grad_underflow"].mean()
+        if under.notna().any():
+            ax_u.plot(under.index, 100 * under.to_numpy(float), "o-", color=color, label=config)
+    ax.axhline(0.0, color="0.5", lw=0.8, ls="--")
+    _log(ax)
+    ax.set(xlabel=f"compute C (FLOPs, {report.convention})", ylabel="loss gap fp8 - base (nats/token)",
+           title="FP8 loss gap, paired runs")
+    ax.legend(fontsize=6)
+    _log(ax_u)
+    ax_u.set(xlabel=f"compute C (FLOPs, {report.convention})", ylabel="QKV output gradients underflowing (%)",
+             title="FP8 runs' QKV gradient underflow (last diagnostics)")
+    if ax_u.lines:
+        ax_u.legend(fontsize=6)
+    return _save(fig, out, "precision_gap")
+
+
 def plot_all(report: FitReport, runs: pd.DataFrame, out: Path) -> list[Path]:
     import matplotlib
 
@@ -256,4 +291,6 @@ def plot_all(report: FitReport, runs: pd.DataFrame, out: Path) -> list[Path]:
         written += plot_isoflop(fam, out)
     if report.leverage is not None and not report.leverage.empty:
         written += plot_leverage(report, out)
+    if report.precision is not None and not report.precision.empty:
+        written += plot_precision_gap(report, out)
     return written
