@@ -16,12 +16,20 @@ def run_plan_table(plan):
         ("budget C / spent tokens*M", f"{plan.run.budget_flops:.4g} / {d.tokens * c.M:.4g}"),
         ("tokens D / steps / batch", f"{d.tokens:,} / {d.steps:,} / {d.batch_tokens:,} tokens"),
         ("lr / schedule", f"{plan.run.train.lr:g} / {plan.run.train.schedule}"),
+        ("precision", _precision_text(plan.run.train)),
         ("data", _summary_text(plan.summary) + f"; this run reads it {_epochs(plan)} time(s)"),
         ("memory, one device (est.)", _one_device_memory(plan.run)),
     ]
     for k, v in rows:
         table.add_row(k, v)
     return table
+
+
+def _precision_text(t) -> str:
+    what = {"auto": "auto (bf16 on CUDA, fp32 on the CPU)", "fp32": "fp32", "bf16": "bf16 autocast",
+            "fp8": f"fp8 ({t.fp8_scaling}; real FP8 GEMMs on FP8 tensor cores, emulated elsewhere), bf16 otherwise"}
+    diagnostics = f"; FP8 diagnostics every {t.diagnostics_every} steps" if t.diagnostics_every else ""
+    return what[t.precision] + diagnostics
 
 
 def _one_device_memory(run) -> str:

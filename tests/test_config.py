@@ -181,6 +181,11 @@ def test_config_dir_must_exist(tmp_path):
     ("model.z_loss_coef=-0.1", "model.z_loss_coef=-0.1 must be >= 0"),
     ("sweep=../../x", "not a plain folder name"),
     ("sweep=/tmp/abs", "not a plain folder name"),
+    ("train.precision=fp16", "train.precision='fp16' is not one of auto, fp32, bf16, fp8"),
+    ("train.fp8_scaling=blockwise", "train.fp8_scaling='blockwise' is not one of tensorwise, rowwise"),
+    ("train.fp8_scaling=rowwise", "train.fp8_scaling=rowwise has no effect without train.precision=fp8 or "
+                                  "train.diagnostics_every > 0"),
+    ("train.diagnostics_every=-1", "train.diagnostics_every=-1 must be >= 0"),
 ])
 def test_settings_that_would_fail_after_writing_a_record_fail_at_load(override, words):
     """Each of these used to pass validation and fail later (after a record was written), or silently switch a
@@ -188,6 +193,14 @@ def test_settings_that_would_fail_after_writing_a_record_fail_at_load(override, 
     with pytest.raises(ConfigError) as e:
         compose([override])
     assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_fp8_needs_gemm_widths_divisible_by_16_and_says_which():
+    with pytest.raises(ConfigError, match=r"train.precision=fp8 needs model.d_expert divisible by 16 .*got 40.*"
+                                          r"train.precision=bf16"):
+        compose(["train.precision=fp8", "model.d_expert=40"])
+    compose(["train.precision=bf16", "model.d_expert=40"])  # bf16 has no such need
+    assert compose(["train.precision=fp8"]).train.precision == "fp8"
 
 
 def test_environment_values_only_in_locations(tmp_path, monkeypatch):
