@@ -431,6 +431,47 @@ def runs(
         sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
 
 
+@app.command()
+def diagnostics(
+    sweep: str | None = typer.Argument(None, help="Sweep name; all sweeps when omitted."),
+    cell: str | None = typer.Option(None, "--cell", help="Only the cells whose name (with its precision, QK-norm "
+                                    "and seed: C1e12-...-fp8-noqknorm-s0) contains this text."),
+    step: str = typer.Option("last", "--step", help="In the table: each run's 'last' or 'first' diagnostics step."),
+    fmt: str = typer.Option("table", "--format", help="table (per run and layer), or csv (every step, layer, GEMM "
+                            "and input kind)."),
+    output: str | None = typer.Option(None, "--output", "-o", help="Write the CSV to this file instead of stdout."),
+    results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+) -> None:
+    """FP8 quantization diagnostics of the runs (train.diagnostics_every): per layer the attention logit maximum,
+    the QKV gradient underflow and the worst GEMM inputs (scaling.store.diagnostics gives the whole frame)."""
+    import sys
+
+    from scaling import store
+    from scaling.tables import diagnostics_table
+
+    if fmt not in ("table", "csv") or step not in ("last", "first"):
+        _fail(f"--format {fmt!r} / --step {step!r}: the format is table or csv, the step last or first")
+    try:
+        df = store.diagnostics(_results_dir(results_dir), sweep, on_error=_report_skipped)
+    except store.StoreError as e:
+        _fail(str(e))
+    if cell:
+        df = df[df["cell"].astype(str).str.contains(cell, regex=False)]
+    if df.empty:
+        which = (" in sweep " + sweep if sweep else "") + (f" for cells with {cell!r}" if cell else "")
+        _fail(f"no FP8 diagnostics{which} under {_results_dir(results_dir)}: train with train.diagnostics_every=N")
+    if fmt == "table":
+        _console(stderr=False).print(diagnostics_table(df, step))  # a result: stdout
+        return
+    text = df.to_csv(index=False)
+    if output:
+        from pathlib import Path
+
+        store.atomic_write_text(Path(output), text)
+    else:
+        sys.stdout.write(text)
+
+
 def _report_skipped(message: str) -> None:
     """One line on stderr for a file a command skipped (an unreadable record), and it goes on with the rest."""
     from rich.markup import escape

@@ -424,3 +424,36 @@ def curves(results_dir: Path, sweep: str | None = None, on_error=warn):
                          "flops": p["tokens"] * M if M and p.get("tokens") is not None else None,
                          "loss": p.get("train_loss"), "smoothed_loss": p.get("smoothed_loss"), "lr": p.get("lr")})
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
+
+
+DIAGNOSTICS_COLUMNS = ("run", "cell", "name", "sweep", "status", "budget_flops", "precision", "qk_norm", "fp8_scaling",
+                       "seed", "step", "layer", "gemm", "kind", "format", "rel_error", "underflow", "attn_logit_max")
+
+
+def diagnostics(results_dir: Path, sweep: str | None = None, on_error=warn):
+    """Every run's FP8 quantization diagnostics (train.diagnostics_every; scaling/diagnostics.py) as one long-format
+    DataFrame, a row per (run, step, layer, GEMM, input kind): the run (id; `cell`, its name with the precision,
+    QK-norm and seed; name, sweep, status, budget, precision as set, QK-norm, FP8 scaling, seed), the GEMM input's
+    format, relative quantization error and underflow fraction, and that layer's attention logit maximum then."""
+    import pandas as pd
+
+    rows = []
+    for _, rec in iter_records(Path(results_dir), sweep, on_error):
+        d, r, cfg = rec.get("derived") or {}, rec.get("results") or {}, rec.get("config") or {}
+        t, m = cfg.get("train") or {}, cfg.get("model") or {}
+        run = {"run": rec["id"], "name": rec.get("name"), "sweep": rec.get("sweep"), "status": rec["status"],
+               "budget_flops": d.get("budget_flops"), "precision": t.get("precision", "auto"),
+               "qk_norm": m.get("qk_norm", True), "fp8_scaling": t.get("fp8_scaling", "tensorwise"),
+               "seed": cfg.get("seed")}
+        run["cell"] = (f"{run['name']}-{run['precision']}-{'qknorm' if run['qk_norm'] else 'noqknorm'}-"
+                       f"s{run['seed']}")
+        for entry in r.get("diagnostics") or []:
+            logits = entry.get("attn_logit_max") or []
+            for g in entry.get("gemms") or []:
+                layer = g.get("layer")
+                rows.append({**run, "step": entry.get("step"), "layer": layer, "gemm": g.get("gemm"),
+                             "kind": g.get("kind"), "format": g.get("format"), "rel_error": g.get("rel_error"),
+                             "underflow": g.get("underflow"),
+                             "attn_logit_max": logits[layer] if isinstance(layer, int) and layer < len(logits)
+                             else None})
+    return pd.DataFrame(rows, columns=list(DIAGNOSTICS_COLUMNS))

@@ -262,6 +262,29 @@ def precision_table(report):
     return table
 
 
+def diagnostics_table(df, step: str = "last"):
+    """Per run and layer, at the run's last (or first) diagnostics step: the attention logit maximum, the QKV
+    output-gradient underflow, and the GEMM input with the largest quantization error and the one with the most
+    underflow (store.diagnostics' frame)."""
+    from rich.table import Table
+
+    pick = df.groupby("run")["step"].transform("max" if step == "last" else "min")
+    at = df[df["step"] == pick]
+    table = Table(title=f"FP8 quantization diagnostics per layer ({step} diagnostics step of each run)",
+                  title_justify="left")
+    for c in ("cell", "step", "layer", "logit max", "QKV grad underflow", "largest error", "most underflow"):
+        table.add_column(c, overflow="fold")
+    for (name, _, layer), g in at.sort_values(["cell", "run", "layer"]).groupby(["cell", "run", "layer"], sort=False):
+        qkv = g[(g["gemm"] == "attn.qkv") & (g["kind"] == "grad_output")]["underflow"]
+        worst = g.loc[g["rel_error"].idxmax()]
+        most = g.loc[g["underflow"].idxmax()]
+        table.add_row(str(name), str(int(g["step"].iloc[0])), str(int(layer)), _g(g["attn_logit_max"].iloc[0]),
+                      f"{qkv.iloc[0]:.3%}" if len(qkv) else "",
+                      f"{worst['gemm']} {worst['kind']} {worst['rel_error']:.3g}",
+                      f"{most['gemm']} {most['kind']} {most['underflow']:.3%}")
+    return table
+
+
 def held_out_table(held: dict):
     import pandas as pd
 

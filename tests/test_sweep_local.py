@@ -210,3 +210,12 @@ def test_a_precision_sweep_resumes_like_any_other_and_fits_its_gap(tmp_path):
     (row,) = json.loads(fit.stdout)["precision"]
     assert row["pairs"] == 2 and row["base"] == "bf16" and row["verdict"] in ("no significant gap", "fp8 worse",
                                                                               "fp8 better")
+    table = scaling("diagnostics", "tiny", "--cell", "fp8", "--results-dir", tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.count("fp8") >= 4 and "QKV grad underflow" in table.stdout  # 2 runs x 2 layers
+    frame = scaling("diagnostics", "tiny", "--format", "csv", "--results-dir", tmp_path)
+    lines = frame.stdout.strip().splitlines()
+    assert frame.returncode == 0 and lines[0].startswith("run,cell,name,sweep")
+    steps = {r["results"]["diagnostics"][-1]["step"] for r in after.values()}
+    assert len(lines) - 1 == sum(len(e["gemms"]) for r in after.values() for e in r["results"]["diagnostics"])
+    assert steps and scaling("diagnostics", "tiny", "--cell", "nope", "--results-dir", tmp_path).returncode != 0
