@@ -85,6 +85,19 @@ def test_two_processes_train_the_same_moe_run_as_one(tmp_path, parallel):
     assert flat == pytest.approx([share for layer in single["results"]["expert_load"] for share in layer], abs=1e-6)
 
 
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_fp8_trains_over_two_processes_as_in_one_to_its_scales(tmp_path, parallel):
+    """Emulated FP8 over 2 processes: weights are whole when they are quantized (FSDP gathers them first), but each
+    rank scales its own activations and gradients (its rows' amax, as torchao does under DDP), so the runs agree to
+    FP8's rounding, not to the last bit."""
+    overrides = TINY + ["budget_flops=6e8", "train.batch_size=4", f"train.parallel={parallel}", "train.precision=fp8",
+                        "train.diagnostics_every=4"]
+    _, ddp, single = _ddp_and_single(tmp_path, overrides)
+    assert ddp["provenance"]["precision"]["linear"] == "torchao float8 (emulated)"
+    assert ddp["results"]["val_loss"] == pytest.approx(single["results"]["val_loss"], rel=0.01)
+    assert [e["step"] for e in ddp["results"]["diagnostics"]] == [e["step"] for e in single["results"]["diagnostics"]]
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
