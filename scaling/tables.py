@@ -248,8 +248,8 @@ def precision_table(report):
 
     table = Table(title="FP8 against its base precision: loss gap fp8 - base (nats) per configuration, paired runs",
                   title_justify="left")
-    for c in ("configuration", "base", "pairs", "budgets", "mean gap", "gap 95%", "QKV grad underflow",
-              "logit max fp8 / base", "verdict"):
+    for c in ("configuration", "base", "pairs", "budgets", "mean gap", "gap 95%", "QKV grad underflow (peak)",
+              "logit max (peak) fp8 / base", "verdict"):
         table.add_column(c, overflow="fold")
     for _, r in report.precision.iterrows():
         under = r.get("qkv_grad_underflow")

@@ -72,3 +72,50 @@ def synthetic_sweep(seed: int, budgets=(1e11, 3e11, 1e12), n_lr: int = 5, seeds:
                 rows.append({"params": 1.3e5, "tokens": C / 1.2e6, "flops": C, "budget": C, "loss": loss, "lr": lr,
                              "batch_tokens": 2048.0, "family": "A0.25-G1", "seed": s})
     return Runs(df=pd.DataFrame(rows), source=f"synthetic {seed}")
+
+
+def write_precision_sweep(root, sweep: str = "precision_cpu", budgets=(1e11, 3e11, 1e12), seeds=(0, 1),
+                          seed: int = 0) -> list[dict]:
+    """Completed records of a precision sweep (bf16 / fp8 x QK-norm on / off), as `scaling sweep` writes them with
+    train.diagnostics_every: FP8 costing 0.01 nats, and without QK-norm logits and QKV gradient underflow growing
+    over training (more in the first layer)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for C in budgets:
+        tokens = int(C / M)
+        steps = max(4, tokens // 2048)
+        for qk_norm in (True, False):
+            for s in seeds:
+                base = loss_at(C, 1.6e-2) + rng.normal(0, 0.02)
+                for precision in ("bf16", "fp8"):
+                    cfg = to_dict(RunConfig(budget_flops=C, seed=s, sweep=sweep))
+                    cfg["train"].update(lr=1.6e-2, batch_size=8, precision=precision, diagnostics_every=steps // 4)
+                    cfg["model"]["qk_norm"] = qk_norm
+                    qk = "qknorm" if qk_norm else "noqknorm"
+                    rid = f"{sweep}-{C:.0e}-{precision}-{qk}-{s}".replace("+", "")
+                    final = base + (0.01 if precision == "fp8" else 0.0) + rng.normal(0, 0.003)
+                    diagnostics = []
+                    for k in range(1, 5):
+                        step = k * (steps // 4)
+                        grow = 0.0 if qk_norm else 0.02 * k * (C / 1e11) ** 0.3
+                        gemms = [{"layer": layer, "gemm": gemm, "kind": kind,
+                                  "format": "e5m2" if kind == "grad_output" else "e4m3",
+                                  "rel_error": 0.053 if kind == "grad_output" else 0.026,
+                                  "underflow": grow / (1 + layer) if (gemm, kind) == ("attn.qkv", "grad_output")
+                                  else 1e-5}
+                                 for layer in (0, 1) for gemm in ("attn.qkv", "attn.out", "experts.gate_up")
+                                 for kind in ("activation", "weight", "grad_output")]
+                        logit = 4.0 + (0 if qk_norm else 10.0 * k * (C / 1e11) ** 0.3)
+                        diagnostics.append({"step": step, "scaling": "tensorwise", "gemms": gemms,
+                                            "attn_logit_max": [logit, logit / 2],
+                                            "qkv_grad_underflow": [grow, grow / 2]})
+                    derived = {"params_active_non_embedding": 132_096, "params_non_embedding": 460_096,
+                               "tokens": tokens, "flops_per_token": {"M": M, "6N_total": 6 * 460_096},
+                               "budget_flops": C, "batch_tokens": 2048, "activation_ratio": 0.25, "granularity": 1.0,
+                               "seq_len": 256, "epochs": tokens / 12_000_000, "data_fingerprint": "synthetic"}
+                    rec = store.new_record(rid, sweep, f"C{C:.0e}-lr1.6e-2", cfg, derived,
+                                           {"precision": {"precision": precision}})
+                    rec.update(status="completed", results={"val_loss": final, "curve": [], "diagnostics": diagnostics})
+                    store.write_record(store.record_path(root, sweep, rid), rec)
+                    records.append(rec)
+    return records

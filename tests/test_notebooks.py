@@ -8,9 +8,10 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from synthetic import write_sweep
+from synthetic import write_precision_sweep, write_sweep
 
-EXPECTED = {"01_run_records.ipynb": "runs plotted", "analysis.ipynb": "verdicts shown: "}
+EXPECTED = {"01_run_records.ipynb": "runs plotted", "analysis.ipynb": "verdicts shown: ",
+            "02_precision.ipynb": "configurations compared: 2"}
 """A line each notebook must print: it ran to its end and did its job."""
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -24,6 +25,7 @@ def results(tmp_path_factory):
     assert out.returncode == 0, out.stderr
     write_sweep(root, "demo-verify", (3e12,), (1.5e-3, 3e-3, 6e-3), seed=1,
                 laws=str(root / "demo" / "fit" / "fit.json"))
+    write_precision_sweep(root, "precision_cpu")
     return root
 
 
@@ -33,6 +35,7 @@ def test_notebook_runs(path, results, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("SCALING_RESULTS", str(results))
     monkeypatch.setenv("SCALING_SWEEP", "demo")
+    monkeypatch.setenv("SCALING_PRECISION_SWEEP", "precision_cpu")
     before = sorted(p.name for p in results.glob("*/runs/*.json"))
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()

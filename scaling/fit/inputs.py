@@ -6,7 +6,7 @@ groups runs; for a CSV, C), `loss`, and when known `lr`, `batch_tokens`, `activa
 `family` (one MoE configuration, or 'dense'; '-noqk' when QK-norm is off, and '-fp8', '-bf16' or '-fp32' for an
 explicit train.precision), `group`; from the results store also `config` (the resolved run config), `flops_M`,
 `data_tokens` (the training split's size), `arch` (the family without its precision), `precision` (as trained:
-fp32, bf16 or fp8) and the last FP8 diagnostics (`qkv_grad_underflow`, `attn_logit_max`). Diverged, failed and
+fp32, bf16 or fp8) and the peak FP8 diagnostics (`qkv_grad_underflow`, `attn_logit_max`). Diverged, failed and
 unfinished runs, and runs with a non-finite loss, are excluded and counted by reason; records of different data
 fingerprints are refused unless asked for (their losses are not comparable).
 """
@@ -65,14 +65,13 @@ def _with_precision(arch: str, precision_setting: str) -> str:
     return arch if precision_setting == "auto" else f"{arch}-{precision_setting}"
 
 
-def _last_diagnostics(results: dict) -> tuple[float | None, float | None]:
-    """(QKV gradient underflow, attention logit max) of a run's last diagnostics step, the largest over layers."""
-    entries = results.get("diagnostics") or []
-    if not entries:
-        return None, None
-    last = entries[-1]
-    under = [v for v in last.get("qkv_grad_underflow") or [] if v is not None]
-    logit = [v for v in last.get("attn_logit_max") or [] if v is not None]
+def _peak_diagnostics(results: dict) -> tuple[float | None, float | None]:
+    """(QKV gradient underflow, attention logit max) of a run at their peak over its diagnostics steps and layers
+    (both rise while the lr is high and fall as it decays: the last step understates what training went through)."""
+    under, logit = [], []
+    for entry in results.get("diagnostics") or []:
+        under += [v for v in entry.get("qkv_grad_underflow") or [] if v is not None]
+        logit += [v for v in entry.get("attn_logit_max") or [] if v is not None]
     return (max(under) if under else None), (max(logit) if logit else None)
 
 
@@ -130,7 +129,7 @@ def _row(rec: dict, convention: str) -> dict:
     t = rec["config"].get("train") or {}
     setting = t.get("precision", "auto")
     arch = _arch(_family(d["activation_ratio"], d["granularity"], m["n_experts"]), m.get("qk_norm", True))
-    qkv_underflow, logit_max = _last_diagnostics(r)
+    qkv_underflow, logit_max = _peak_diagnostics(r)
     if convention not in d["flops_per_token"]:
         raise InputError(f"FLOPs convention {convention!r} not in record {rec['id']}: choose one of "
                          f"{', '.join(d['flops_per_token'])}")

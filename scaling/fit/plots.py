@@ -267,7 +267,7 @@ def plot_precision_gap(report: FitReport, out: Path) -> list[Path]:
     ax.legend(fontsize=6)
     _log(ax_u)
     ax_u.set(xlabel=f"compute C (FLOPs, {report.convention})", ylabel="QKV output gradients underflowing (%)",
-             title="FP8 runs' QKV gradient underflow (last diagnostics)")
+             title="FP8 runs' QKV gradient underflow (peak over training)")
     if ax_u.lines:
         ax_u.legend(fontsize=6)
     return _save(fig, out, "precision_gap")

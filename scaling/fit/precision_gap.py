@@ -17,7 +17,7 @@ Per configuration:
   resolved. An FP8 run better than its base (gap < 0 throughout) gets the law of -gap, and says so.
 
 The FP8 runs' diagnostics travel along (scaling/diagnostics.py): the QKV gradient underflow and the attention logit
-maximum of each run's last diagnostics step (the largest over layers), averaged over the configuration's pairs.
+maximum of each run at their peak over its diagnostics steps and layers, averaged over the configuration's pairs.
 """
 
 from __future__ import annotations
