@@ -88,7 +88,7 @@ class Probe:
     def __enter__(self) -> Probe:
         for layer, block in enumerate(self.model.blocks):
             for path, gemm in LINEAR_GEMMS.items():
-                module = block.get_submodule(path) if _has(block, path) else None
+                module = _submodule(block, path)
                 if isinstance(module, nn.Linear):
                     def hook(mod, inputs, output, layer=layer, gemm=gemm):
                         self._watch(layer, gemm, inputs[0], mod.weight, output)
@@ -125,12 +125,12 @@ class Probe:
                 "qkv_grad_underflow": [qkv.get(i) for i in range(n_layers)]}
 
 
-def _has(block, path: str) -> bool:
+def _submodule(block, path: str):
+    """The block's module at `path`, or None (a dense block has no experts, an MoE one no dense FFN)."""
     try:
-        block.get_submodule(path)
-        return True
+        return block.get_submodule(path)
     except AttributeError:
-        return False
+        return None
 
 
 def _order(item) -> tuple:

@@ -55,6 +55,7 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
     """The plan, cell by cell, with its resolved base and totals; `wall` = (estimated seconds, cells at once)."""
     from rich.table import Table
 
+    from scaling.device import GPU_BF16_PEAK
     from scaling.sweep.estimate import GPU_STUDY_FLOPS, PLANNING_MFU, gpu_hours
 
     title = f"sweep {plan.name}: {len(plan.cells)} cells" + (f" — {plan.config.description}"
@@ -78,7 +79,7 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
                f"total {plan.total_flops:.3g} FLOPs")
     if plan.total_flops >= GPU_STUDY_FLOPS or plan.config.launcher.gpu_memory_gb is not None:
         caption += (f" = {gpu_hours(plan.total_flops):,.0f} H100/H200-hours at {PLANNING_MFU:.0%} MFU in bf16 "
-                    f"(989 TFLOP/s peak)")
+                    f"({GPU_BF16_PEAK['H100'] / 1e12:.0f} TFLOP/s peak)")
     if plan.duplicates:
         caption += f"; {plan.duplicates} duplicate cell(s) dropped"
     caption += "\n" + memory_line(plan)

@@ -514,12 +514,13 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
             x_BT = torch.from_numpy(x_np[start: start + micro]).to(device)
             y_BT = torch.from_numpy(y_np[start: start + micro]).to(device)
             weight = len(x_BT) / n_rows if share else 0.0  # this micro-batch's share of the global batch
-            loss_value, loads = _micro_step(a, model, forward, x_BT, y_BT, weight, loss_value, loads)
+            loss, step_loads = _micro_step(a, model, forward, x_BT, y_BT, weight)
+            loss_value += loss * weight
+            loads = step_loads if loads is None else [acc + new for acc, new in zip(loads, step_loads, strict=True)]
     if probe is not None:
         entry = probe.summary(step + 1)
         tr.state["diagnostics"].append(entry)
         tr.tracker.log(diagnostics.tracker_metrics(entry), step=step + 1)
-
     if loads is not None:
         model.set_step_loads(loads)  # what the bias update and the ranks' sum see: the whole step's load
         if not share:
@@ -559,9 +560,9 @@ def _probe(a: _Attempt, tr: _Trainer, step: int):
     return diagnostics.Probe(tr.model, Fp8Recipe(a.plan.run.train.fp8_scaling))
 
 
-def _micro_step(a: _Attempt, model, forward, x_BT, y_BT, weight: float, loss_value: float, loads):
-    """Forward and backward of one micro-batch weighted by its share of the global batch: (the loss so far, the
-    expert loads so far)."""
+def _micro_step(a: _Attempt, model, forward, x_BT, y_BT, weight: float) -> tuple[float, list]:
+    """Forward and backward of one micro-batch, its gradients weighted by its share of the global batch: (its
+    loss, its expert loads)."""
     import torch.nn.functional as F
 
     m, device = a.plan.run.model, x_BT.device
@@ -571,10 +572,7 @@ def _micro_step(a: _Attempt, model, forward, x_BT, y_BT, weight: float, loss_val
     aux, z = model.router_losses()
     total = loss + m.aux_loss_coef * aux.to(device) + m.z_loss_coef * z.to(device)
     (total * weight).backward()
-    loss_value += loss.item() * weight
-    step_loads = model.step_load_buffers()
-    loads = step_loads if loads is None else [acc + new for acc, new in zip(loads, step_loads, strict=True)]
-    return loss_value, loads
+    return loss.item(), model.step_load_buffers()
 
 
 def _agree(model, device, loss_share: float, checkpoint_asked: bool, stop_asked: str | None, gradients: bool):

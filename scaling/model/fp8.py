@@ -60,6 +60,11 @@ def scale_of(x: torch.Tensor, fmt: str, dims: tuple[int, ...] | None) -> torch.T
     """The power-of-2 scale of x in `fmt`: one for the whole tensor (dims None), or one per slice reduced over
     `dims` (kept as size-1 dimensions, so it broadcasts against x). fp32."""
     amax = x.detach().abs().amax() if dims is None else x.detach().abs().amax(dim=dims, keepdim=True)
+    return _scale_for(amax, fmt)
+
+
+def _scale_for(amax: torch.Tensor, fmt: str) -> torch.Tensor:
+    """fp8_max / amax (in fp64, then fp32, as torchao), rounded down to a power of two."""
     scale = (fp8_max(fmt) / amax.double().clamp(min=AMAX_FLOOR)).float()
     return torch.exp2(torch.floor(torch.log2(scale)))
 
@@ -79,8 +84,7 @@ def _segment_scale(x_ND: torch.Tensor, counts_E: torch.Tensor, fmt: str) -> torc
     lengths = counts_E.to(x_ND.device)
     amax_ED = torch.segment_reduce(x_ND.detach().abs().float(), "max", lengths=lengths, axis=0, unsafe=True)
     amax_ED = torch.nan_to_num(amax_ED, nan=0.0, neginf=0.0)  # an empty group
-    scale_ED = torch.exp2(torch.floor(torch.log2((fp8_max(fmt) / amax_ED.double().clamp(min=AMAX_FLOOR)).float())))
-    return scale_ED.repeat_interleave(lengths, dim=0)
+    return _scale_for(amax_ED, fmt).repeat_interleave(lengths, dim=0)
 
 
 class Fp8GroupedMatmul(torch.autograd.Function):

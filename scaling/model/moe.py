@@ -19,6 +19,8 @@ E * sum_e f_e * P_e. The router z-loss (ST-MoE) is added in both cases. Router l
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -290,12 +292,9 @@ class MoE(nn.Module):
 
     def _expert_matmul(self, x_ND, w_EDF, counts_E, offs_E) -> torch.Tensor:
         """The grouped expert GEMM, through FP8 when the layer was converted."""
+        matmul = functools.partial(grouped_matmul, use_grouped_mm=self.use_grouped_mm)
         if not self.fp8_scaling:
-            return grouped_matmul(x_ND, w_EDF, counts_E, offs_E, self.use_grouped_mm)
-
-        def matmul(x, w, counts, offs):
-            return grouped_matmul(x, w, counts, offs, self.use_grouped_mm)
-
+            return matmul(x_ND, w_EDF, counts_E, offs_E)
         return Fp8GroupedMatmul.apply(x_ND, w_EDF, counts_E, offs_E, matmul, self.fp8_scaling)
 
     def _record_load_dense(self, n_tokens: int) -> None:
