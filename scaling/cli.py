@@ -217,9 +217,9 @@ def sweep(
     if dry_run:
         return
     if slurm:
-        _submit_to_slurm(plan, results, sweep_cfg.launcher, retry_failed, wait, progress, config, console)
+        _submit_to_slurm(plan, retry_failed, wait, progress, config, console)
     else:
-        _launch_here(plan, results, retry_failed, progress, config, out, console)
+        _launch_here(plan, retry_failed, progress, config, out, console)
 
 
 def _plan(config: str, overrides: list[str], config_dir, results, wandb_mode, show_config: bool, console,
@@ -249,12 +249,12 @@ def _plan(config: str, overrides: list[str], config_dir, results, wandb_mode, sh
         _fail(str(e))
 
 
-def _launch_here(plan, results, retry_failed: bool, progress: bool, config: str, out, console) -> None:
+def _launch_here(plan, retry_failed: bool, progress: bool, config: str, out, console) -> None:
     from scaling.store import StoreError
     from scaling.sweep.local import launch
 
     try:
-        counts = launch(plan, results, retry_failed=retry_failed, console=console, show_progress=progress)
+        counts = launch(plan, retry_failed=retry_failed, console=console, show_progress=progress)
     except StoreError as e:
         _fail(str(e))
     except KeyboardInterrupt:
@@ -262,19 +262,18 @@ def _launch_here(plan, results, retry_failed: bool, progress: bool, config: str,
     if counts.get("terminated"):
         _fail(f"stopped on SIGTERM with checkpoints saved; re-run the same command to resume (state: `scaling status "
               f"{plan.name}`)", code=143)
-    _show_final_status(results, plan.name, f"scaling sweep {config} --retry-failed", out, console)
+    _show_final_status(plan.results_dir, plan.name, f"scaling sweep {config} --retry-failed", out, console)
     if counts.get("skipped"):
         console.print(f"{counts['skipped']} cell(s) were taken by another launcher")
 
 
-def _submit_to_slurm(plan, results, launcher_cfg, retry_failed: bool, wait: bool, progress: bool, config: str,
-                     console) -> None:
+def _submit_to_slurm(plan, retry_failed: bool, wait: bool, progress: bool, config: str, console) -> None:
     from scaling.store import StoreError
     from scaling.sweep.slurm import SlurmError, submit
     from scaling.sweep.slurm import wait as follow
 
     try:
-        sub = submit(plan, results, launcher_cfg, retry_failed=retry_failed)
+        sub = submit(plan, retry_failed=retry_failed)
     except (SlurmError, StoreError) as e:
         _fail(str(e))
     busy = f"; {sub['busy']} cell(s) already queued or running" if sub["busy"] else ""
@@ -288,10 +287,10 @@ def _submit_to_slurm(plan, results, launcher_cfg, retry_failed: bool, wait: bool
     if not wait:
         return
     try:
-        follow(results, plan.name, [c.run_id for c in plan.cells], console=console, show_progress=progress)
+        follow(plan.results_dir, plan.name, [c.run_id for c in plan.cells], console=console, show_progress=progress)
     except KeyboardInterrupt:
         _fail(f"stopped following; the jobs go on (`scaling status {plan.name}`)", code=130)
-    _show_final_status(results, plan.name, f"scaling sweep {config} launcher=slurm --retry-failed",
+    _show_final_status(plan.results_dir, plan.name, f"scaling sweep {config} launcher=slurm --retry-failed",
                        _console(stderr=False), console)
 
 
@@ -335,9 +334,10 @@ def bench(
         _fail(str(e))
     r = measure(run.model, run.train.batch_size, run.train.device, rounds=rounds, compile=compile_model,
                 precision=run.train.precision, fp8_scaling=run.train.fp8_scaling)
-    model_flops = flops.count(run.model).flops_per_token["M_with_head"]  # every matmul the step runs
+    counts = flops.count(run.model)
+    model_flops = counts.flops_per_token[flops.MFU_CONVENTION]
     peak = peak_flops(r["device_str"], r["low_precision"], fresh=True)  # and kept for the runs' MFU
-    mfu = r["tokens_per_s"] * model_flops / peak if peak else None
+    mfu = flops.mfu(r["tokens_per_s"], counts, peak)
     how = ", ".join(str(v) for k, v in r["precision"].items() if k in ("precision", "linear"))
     print(f"device {r['device']}; batch {run.train.batch_size} x {run.model.seq_len} tokens; {how}"
           + (" (compiled)" if compile_model else ""))
@@ -541,7 +541,7 @@ def fit(
     from pathlib import Path
 
     from scaling.fit.inputs import InputError
-    from scaling.fit.pipeline import FitOptions, fit_sweep
+    from scaling.advise.pipeline import FitOptions, fit_sweep
     from scaling.store import StoreError
     from scaling.tables import fit_summary
 
@@ -596,7 +596,7 @@ def _check(results, sweep: str, laws: str | None, as_json: bool, n_boot: int) ->
     import sys
     from pathlib import Path
 
-    from scaling.fit.check import check_predictions
+    from scaling.advise.verify import check_predictions
     from scaling.fit.inputs import InputError
     from scaling.store import StoreError
     from scaling.tables import check_table
@@ -621,10 +621,6 @@ def _check(results, sweep: str, laws: str | None, as_json: bool, n_boot: int) ->
                          f"({r['loss_error']:+.3f} nats)")
         if parts:
             console.print(f"C = {r['C']:.3g}: " + "; ".join(parts), highlight=False)
-
-
-if __name__ == "__main__":
-    app()
 
 
 data_app = typer.Typer(help="Token data: prepare your own corpus as shards a sweep can train on.",
@@ -666,3 +662,7 @@ def data_prepare(
     except KeyboardInterrupt:
         _fail(f"interrupted; rerun the same command to resume (finished shards are kept in {out})", code=130)
     _console(stderr=False).print(manifest_line(manifest, out), highlight=False)
+
+
+if __name__ == "__main__":  # last: every command (the data group too) is registered by now
+    app()

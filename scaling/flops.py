@@ -139,6 +139,20 @@ def count(m: ModelConfig) -> ModelCounts:
     )
 
 
+MFU_CONVENTION = "M_with_head"
+"""The FLOPs per token of model FLOPs utilisation: every matmul a training step runs, the output head included (the
+input embedding is a lookup, not a matmul). `scaling bench`, the records' results.mfu and the GPU-hours of a dry
+run all count this."""
+
+
+def mfu(tokens_per_s: float | None, counts: ModelCounts, peak_flops: float | None) -> float | None:
+    """Model FLOPs utilisation: tokens/s x FLOPs per token (MFU_CONVENTION) over the device's peak FLOP/s; None
+    when either is unknown."""
+    if not tokens_per_s or not peak_flops:
+        return None
+    return tokens_per_s * counts.flops_per_token[MFU_CONVENTION] / peak_flops
+
+
 def tokens_for_budget(budget_flops: float, flops_per_token: float) -> float:
     """Training tokens D that a budget C buys: D = C / M."""
     return budget_flops / flops_per_token

@@ -78,7 +78,7 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
     caption = (f"base: {' '.join(plan.config.base) or '(none: train.yaml as is)'}\n{data_line(plan)}\n"
                f"total {plan.total_flops:.3g} FLOPs")
     if plan.total_flops >= GPU_STUDY_FLOPS or plan.config.launcher.gpu_memory_gb is not None:
-        caption += (f" = {gpu_hours(plan.total_flops):,.0f} H100/H200-hours at {PLANNING_MFU:.0%} MFU in bf16 "
+        caption += (f" = {gpu_hours(plan.mfu_flops):,.0f} H100/H200-hours at {PLANNING_MFU:.0%} MFU in bf16 "
                     f"({GPU_BF16_PEAK['H100'] / 1e12:.0f} TFLOP/s peak)")
     if plan.duplicates:
         caption += f"; {plan.duplicates} duplicate cell(s) dropped"
@@ -363,9 +363,9 @@ def runs_frame(df, extra: list[str], every: bool = False):
 
 
 def fit_summary(result) -> list:
-    """What `scaling fit` prints of a fit (fit/pipeline.FitResult), in order: tables, structure readings, notes,
+    """What `scaling fit` prints of a fit (advise/pipeline.FitResult), in order: tables, structure readings, notes,
     the files written, the recommendation and its warnings, and how to verify it."""
-    from scaling.fit.pipeline import no_law_reason
+    from scaling.advise.pipeline import no_law_reason
 
     report, written, rec = result.report, result.written, result.recommendation
     items: list = []
@@ -452,7 +452,7 @@ def sweeps_table(results_dir, per_sweep: dict[str, dict]):
 
 # ---- recommendation ------------------------------------------------------------------------------------------
 def recommendation_table(rec):
-    """The recommended run (fit/recommend.Recommendation): each quantity with its interval, verdict and law,
+    """The recommended run (advise/recommend.Recommendation): each quantity with its interval, verdict and law,
     and what no law supports, with the sweep that would settle it."""
     import numpy as np
     from rich.markup import escape

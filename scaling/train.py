@@ -22,7 +22,7 @@ from typing import Any
 
 from scaling import precision as precision_mod
 from scaling import progress as progress_line
-from scaling import scheduler, store
+from scaling import flops, scheduler, store
 from scaling.config import RunConfig, resolve_results_dir, to_dict
 from scaling.data import TokenData
 from scaling.data import cache_dir as data_cache_dir
@@ -435,7 +435,7 @@ def _finish(a: _Attempt, tr: _Trainer, record: dict, val_loss: float | None, wal
         val_loss=val_loss,
         train_loss_smoothed=state["ema"] / state["ema_weight"] if state["ema_weight"] else None,
         steps_done=state["step"], tokens_done=tokens_done, tokens_per_s=tokens_per_s,
-        mfu=tokens_per_s * plan.counts.M / peak if tokens_per_s and peak else None,
+        mfu=flops.mfu(tokens_per_s, plan.counts, peak),
         train_s=state["train_s"], wall_s=time.perf_counter() - wall_start,
         curve=state["curve"], evals=state["evals"], expert_load=shares,
         expert_load_steps=[min(state["step"], state.get("load_from", 0)), state["step"]],

@@ -10,6 +10,7 @@ import pandas as pd
 
 from scaling import store
 from scaling.config import RunConfig, to_dict
+from scaling.flops import count
 from scaling.fit.inputs import Runs
 
 M = 1_185_792
@@ -37,8 +38,10 @@ def write_sweep(root, sweep: str, budgets, lrs, seeds=(0, 1), noise: float = 0.0
                 curve = [{"step": k, "tokens": k * 2048, "train_loss": final + 3.0 * (1 - k / steps) ** 2,
                           "smoothed_loss": final + 3.0 * (1 - k / steps) ** 2, "lr": lr, "grad_norm": 1.0}
                          for k in np.unique(np.linspace(1, steps, 8).astype(int))]
-                derived = {"params_active_non_embedding": 132_096, "params_non_embedding": 460_096,
-                           "tokens": tokens, "flops_per_token": {"M": M, "6N_total": 6 * 460_096},
+                counts = count(RunConfig().model)  # the records' own model, so every convention agrees with it
+                derived = {"params_active_non_embedding": counts.params_active_non_embedding,
+                           "params_non_embedding": counts.params_non_embedding,
+                           "tokens": tokens, "flops_per_token": counts.flops_per_token,
                            "budget_flops": C, "batch_tokens": 2048, "activation_ratio": 0.25, "granularity": 1.0,
                            "seq_len": 256, "epochs": tokens / 12_000_000, "data_fingerprint": "synthetic"}
                 rec = store.new_record(rid, sweep, f"C{C:.0e}-lr{lr:.1e}-s{s}", cfg, derived, {})

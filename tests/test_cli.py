@@ -112,3 +112,14 @@ def test_a_users_sweep_by_name_from_its_folder(user_sweeps, monkeypatch):
     assert "sweep mine: 2 cells" in out.stdout and "d32L1" in out.stdout
     assert "base: model=wide" in out.stdout  # the dry run shows the resolved base
 
+
+
+def test_python_dash_m_knows_every_command():
+    """`python -m scaling.cli data prepare` (before issue 26: "No such command 'data'": app() ran before the data
+    commands were registered)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "scaling.cli", "data", "prepare", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "--train-bpe" in out.stdout, out.stderr

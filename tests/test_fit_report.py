@@ -87,3 +87,20 @@ def test_fit_json_is_valid_json_with_nan_inside():
     runs.df.loc[0, "loss"] = 5.0  # an outlier; still finite
     text = json.dumps(fit_all(runs, n_boot=100).as_json(), allow_nan=False)  # raises on a bare NaN
     assert "lr_opt" in json.loads(text)["laws"]
+
+
+def test_the_fit_package_is_statistics_only():
+    """scaling.fit imports neither the trainer, torch, the config composition nor the package that turns laws into
+    runs (a fresh process: this one has them loaded)."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import scaling.fit
+
+    modules = [f"scaling.fit.{m.name}" for m in pkgutil.iter_modules(scaling.fit.__path__)]
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "print(sorted(m for m in sys.modules if m in ('torch', 'scaling.train', 'scaling.model', "
+            "'scaling.compose', 'scaling.sweep') or m.startswith('scaling.advise')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

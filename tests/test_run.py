@@ -14,7 +14,7 @@ from scaling.run import cell_name, check_fits, first_provenance, plan_run, run_i
 
 
 @pytest.mark.parametrize("module", ["scaling.run", "scaling.sweep.plan", "scaling.sweep.run_cell",
-                                    "scaling.sweep.local", "scaling.sweep.slurm", "scaling.fit.pipeline"])
+                                    "scaling.sweep.local", "scaling.sweep.slurm", "scaling.advise.pipeline"])
 def test_planning_and_launching_load_no_torch(module):
     """The planner, the launchers, run_cell and the fit import neither torch nor the trainer (a fresh process:
     this one has torch loaded already)."""

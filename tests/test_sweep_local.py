@@ -219,3 +219,19 @@ def test_a_precision_sweep_resumes_like_any_other_and_fits_its_gap(tmp_path):
     steps = {r["results"]["diagnostics"][-1]["step"] for r in after.values()}
     assert len(lines) - 1 == sum(len(e["gemms"]) for r in after.values() for e in r["results"]["diagnostics"])
     assert steps and scaling("diagnostics", "tiny", "--cell", "nope", "--results-dir", tmp_path).returncode != 0
+
+
+def test_launch_takes_the_results_folder_from_the_plan_and_refuses_another(tmp_path):
+    """The results folder travels once, in the plan: launch(plan) records there; a different folder handed to the
+    launcher is refused before anything is written (before issue 26 every cell failed with a ClaimError)."""
+    from scaling.config import ConfigError
+    from scaling.sweep.local import launch
+
+    plan = plan_sweep(compose_sweep(TINY, ["budgets=[2e9]", "lr.values=[1e-3]", "launcher.workers=1"]),
+                      results_dir=str(tmp_path / "a"))
+    assert plan.results_dir == tmp_path / "a"
+    with pytest.raises(ConfigError, match="planned to record under .*/a, not .*/b"):
+        launch(plan, tmp_path / "b", show_progress=False)
+    assert not (tmp_path / "b").exists()
+    counts = launch(plan, show_progress=False)
+    assert counts["completed"] == 1 and records(tmp_path / "a")[plan.cells[0].run_id]["status"] == "completed"

@@ -18,6 +18,7 @@ from scaling.sweep.plan import (
     reshape_activation,
     reshape_granularity,
 )
+from tests.inprocess import scaling
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 PRESETS = sorted(p.stem for p in preset_dir().glob("*.yaml") if p.stem != "train")
@@ -310,7 +311,20 @@ def test_the_precision_presets_dry_run_costs_the_gpu_study(monkeypatch):
         ("bf16", True), ("bf16", False), ("fp8", True), ("fp8", False)}
     assert sorted({c.run.budget_flops for c in plan.cells}) == [1e18, 3e18, 1e19] and len(plan.cells) == 12
     caption = tables.sweep_table(plan, {}).caption
-    hours = plan.total_flops / (989e12 * 0.35) / 3600
+    hours = plan.mfu_flops / (989e12 * 0.35) / 3600  # MFU counts the output head too
+    assert plan.total_flops < plan.mfu_flops < 1.1 * plan.total_flops
     assert f"total {plan.total_flops:.3g} FLOPs = {hours:,.0f} H100/H200-hours at 35% MFU" in caption
     assert all(c.run.train.diagnostics_every == 200 for c in plan.cells)
     assert "fp8-noqknorm" in plan.cells[3].name
+
+
+@pytest.mark.parametrize("key", ["results_dir", "sweep"])
+def test_a_per_sweep_key_as_an_axis_is_refused_before_anything_runs(key, tmp_path):
+    """results_dir or sweep as an axis would record cells outside the folder the launcher claims them in (before
+    issue 26: every cell left pending with a ClaimError, exit 0)."""
+    values = [str(tmp_path / "x"), str(tmp_path / "y")] if key == "results_dir" else ["s1", "s2"]
+    with pytest.raises(ConfigError, match=f"{key} cannot be an axis"):
+        plan_sweep(SweepConfig(name="w", base=["train.batch_size=4"], axes={key: values}), data_required=False)
+    (tmp_path / "w.yaml").write_text(f"name: w\nbase: [train.batch_size=4]\naxes: {{{key}: {json.dumps(values)}}}\n")
+    out = scaling("sweep", str(tmp_path / "w.yaml"), "--no-probe", "--results-dir", str(tmp_path / "r"))
+    assert out.returncode == 2 and f"{key} cannot be an axis" in out.stderr

@@ -38,6 +38,10 @@ def test_tiny_run_writes_a_complete_record(tmp_path):
     assert r["expert_load_steps"][1] == d["steps"]
     assert record["provenance"]["data_fingerprint"].startswith("stdlib:")
     assert not store.checkpoint_path(tmp_path / "results", "single", plan.run_id).exists()
+    from scaling.device import peak_flops  # MFU as `scaling bench` counts it: with the output head (issue 26)
+
+    peak = peak_flops("cpu", False)
+    assert r["mfu"] == pytest.approx(r["tokens_per_s"] * d["flops_per_token"]["M_with_head"] / peak, rel=1e-9)
 
 
 @pytest.mark.parametrize("experts", [["model.n_experts=1", "model.top_k=1"], []])

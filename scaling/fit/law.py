@@ -248,22 +248,3 @@ def laws_from_json(payload: dict) -> dict[str, LawFit]:
     if not isinstance(laws, dict):
         raise FitError("not a `scaling fit --json` output (no 'laws')")
     return {name: LawFit.from_dict(name, d) for name, d in laws.items()}
-
-
-def read_laws(path) -> dict[str, LawFit]:
-    """The laws of a fit.json file; a missing or malformed file is a FitError naming it."""
-    import json
-    from pathlib import Path
-
-    p = Path(path)
-    try:
-        payload = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise FitError(f"laws file {p} not found: run `scaling fit SWEEP` first (it writes fit.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FitError(f"laws file {p} is not readable JSON ({type(e).__name__}): regenerate it with "
-                       f"`scaling fit`") from None
-    try:
-        return laws_from_json(payload)
-    except FitError as e:
-        raise FitError(f"{p}: {e}") from None

@@ -64,7 +64,8 @@ def estimate_sweep_seconds(plan, launcher: LauncherConfig | None = None) -> dict
 
 
 def gpu_hours(total_flops: float, gpu: str = "H100") -> float:
-    """GPU-hours of `total_flops` at PLANNING_MFU of the GPU's dense bf16 peak (device.GPU_BF16_PEAK)."""
+    """GPU-hours of `total_flops` (counted as MFU counts them: SweepPlan.mfu_flops) at PLANNING_MFU of the GPU's
+    dense bf16 peak (device.GPU_BF16_PEAK)."""
     from scaling.device import GPU_BF16_PEAK
 
     return total_flops / (GPU_BF16_PEAK[gpu] * PLANNING_MFU) / 3600

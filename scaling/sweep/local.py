@@ -45,15 +45,16 @@ class _stop_workers_on_sigterm:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def launch(plan: SweepPlan, results_dir: Path, retry_failed: bool = False, console=None, show_progress: bool = True,
-           stale_after: float = claims.STALE_AFTER_S) -> dict:
+def launch(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool = False, console=None,
+           show_progress: bool = True, stale_after: float = claims.STALE_AFTER_S) -> dict:
     """Train every cell still to do with the workers of the plan's launcher config (`workers`, `runs_per_gpu`,
-    `gpus_per_run`, `device`); returns counts by final state. Failed cells are reported as they fail.
-    `retry_failed`: also retry cells whose last attempt failed (resuming from their checkpoints)."""
+    `gpus_per_run`, `device`) in the plan's results folder (`results_dir`, when given, must be that one); returns
+    counts by final state. Failed cells are reported as they fail. `retry_failed`: also retry cells whose last
+    attempt failed (resuming from their checkpoints)."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
-    results_dir = Path(results_dir)
+    results_dir = plan.results_folder(results_dir)
     store.check_writable(results_dir)
     store.write_plan(results_dir, plan.name, plan.to_json())
     claims.tidy(results_dir, plan.name)

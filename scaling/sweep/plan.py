@@ -20,7 +20,8 @@ The axes and what they mean:
 - ``dense_baseline``: adds, per budget, shape, lr, batch and seed, the dense model of equal active width
   (one expert of width top_k * d_expert + n_shared * d_shared, no router): the reference of efficiency leverage.
 - ``lr`` and ``batch``: absolute values, or factors around a centre; the centre is a value, the base config's
-  value, or a fitted law ``a * C^b`` read from a previous `scaling fit --json` (keys ``lr_opt`` / ``batch_opt``).
+  value, or a fitted law ``a * C^b`` read from a previous `scaling fit --json` (keys ``lr_opt`` / ``batch_opt``),
+  evaluated at the cell's budget in the fit's FLOPs convention for the cell's model (scaling/advise/grids.py).
   Batch is in tokens per optimizer step (a whole number of sequences).
 - ``axes``: any other config keys as a product (``{"train.schedule": ["cosine", "wsd"]}``).
 - ``groups``: zipped axes: each group is a list of entries, each entry sets several keys together
@@ -55,7 +56,6 @@ from scaling.compose import (
 )
 from scaling.config import ConfigError, ModelConfig, RunConfig
 from scaling.data import DataError
-from scaling.flops import count
 from scaling.memory import ParallelPlan
 from scaling.run import RunPlan
 from scaling.sweep import launcher
@@ -185,8 +185,18 @@ class Cell:
 class SweepPlan:
     config: SweepConfig
     cells: list[Cell]
+    results_dir: Path
+    """The results folder every cell records under (one per sweep; the launchers take it from here)."""
     duplicates: int = 0
     """Cells dropped because an earlier cell had the same id (e.g. an axis value equal to the base)."""
+
+    def results_folder(self, given: str | Path | None = None) -> Path:
+        """The plan's results folder; a launcher handed another one is refused (its cells would record in one
+        folder and be claimed in the other)."""
+        if given is not None and Path(given).resolve() != self.results_dir.resolve():
+            raise ConfigError(f"sweep {self.name!r} was planned to record under {self.results_dir}, not {given}: plan "
+                              f"it with results_dir={str(given)!r}, or launch the plan without a results folder")
+        return self.results_dir
 
     @property
     def name(self) -> str:
@@ -194,7 +204,15 @@ class SweepPlan:
 
     @property
     def total_flops(self) -> float:
+        """The cells' budgets as trained (tokens x M)."""
         return sum(c.plan.tokens * c.plan.counts.M for c in self.cells)
+
+    @property
+    def mfu_flops(self) -> float:
+        """What the cells' steps compute as MFU counts it (flops.MFU_CONVENTION: the output head included)."""
+        from scaling.flops import MFU_CONVENTION
+
+        return sum(c.plan.tokens * c.plan.counts.flops_per_token[MFU_CONVENTION] for c in self.cells)
 
     def to_json(self) -> str:
         return json.dumps({"sweep": self.name, "description": self.config.description, "laws": self.config.laws,
@@ -337,28 +355,16 @@ def dense_equivalent(run: RunConfig) -> dict:
 
 
 # ---- lr / batch grids ----------------------------------------------------------------------------------------
-def read_law(path: str, name: str, search: list[Path] | None = None):
-    """The law called `name` (a `scaling.fit.law.LawFit`) in a `scaling fit --json` output. Numbers only, never
-    code; a relative path also resolves along the config search path (e.g. laws/ling_moe.json, a preset)."""
-    from scaling.fit.law import FitError, read_laws
-
-    p = find_file(path, search or search_path())
-    try:
-        laws = read_laws(p)
-    except FitError as e:
-        raise ConfigError(str(e)) from None
-    law = laws.get(name)
-    if law is None or law.kind != "power" or law.variables != ("C",):
-        raise ConfigError(f"law file {p} has no usable {name!r} law (a * C^b): regenerate it with `scaling fit`")
-    return law
-
-
-def grid_values(axis: GridAxis, budget: float, base_value: float, law_name: str,
+def grid_values(axis: GridAxis, budget: float, base_value: float, law_name: str, model: ModelConfig,
                 search: list[Path] | None = None) -> list[float]:
+    """The axis's values at one budget: as given, or its centre (a value, the fitted optimum for `model` at
+    `budget`: advise/grids.py, else the base config's value) times its factors."""
     if axis.values:
         return list(axis.values)
     if axis.law:
-        centre = read_law(axis.law, law_name, search).value(C=budget)
+        from scaling.advise.grids import law_centre
+
+        centre = law_centre(axis.law, law_name, budget, model, search)
     else:
         centre = axis.centre if axis.centre is not None else base_value
     return [centre * f for f in axis.factors]
@@ -433,6 +439,7 @@ def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: s
     duplicates = 0
     datasets: dict[str, Any] = {}
     for part in expand_parts(sweep):
+        _check_not_swept(part)
         part_cells, part_problems = _plan_part(part, results_dir, wandb_mode, datasets, data_required)
         problems += part_problems
         for cell in part_cells:
@@ -445,7 +452,31 @@ def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: s
     if problems:
         raise PlanError(sweep.name, problems)
     _make_names_unique(cells)
-    return SweepPlan(config=sweep, cells=cells, duplicates=duplicates)
+    return SweepPlan(config=sweep, cells=cells, results_dir=_one_results_dir(sweep.name, cells, results_dir),
+                     duplicates=duplicates)
+
+
+PER_SWEEP_KEYS = ("results_dir", "sweep")
+"""Run keys that are one value for a whole sweep: its folder is one folder (set them with --results-dir, name=)."""
+
+
+def _check_not_swept(sweep: SweepConfig) -> None:
+    swept = set(sweep.axes) | {k for group in sweep.groups for entry in group for k in entry}
+    for key in PER_SWEEP_KEYS:
+        if key in swept:
+            fix = "--results-dir (results_dir=... in Python)" if key == "results_dir" else "the sweep's name"
+            raise ConfigError(f"sweep {sweep.name!r}: {key} cannot be an axis or group key: a sweep records every "
+                              f"cell in one folder; set it once with {fix}, or make separate sweeps")
+
+
+def _one_results_dir(name: str, cells: list[Cell], results_dir: str | None) -> Path:
+    from scaling.config import resolve_results_dir, results_root
+
+    folders = sorted({str(resolve_results_dir(c.run)) for c in cells}) or [str(results_root(results_dir))]
+    if len(folders) > 1:
+        raise ConfigError(f"sweep {name!r}: its cells would record under {len(folders)} results folders "
+                          f"({', '.join(folders)}): give one with --results-dir")
+    return Path(folders[0])
 
 
 def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | None, datasets: dict,
@@ -490,8 +521,8 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
                         if arch["A"] is not None:
                             run = with_updates(run, reshape_activation(run, arch["A"]))
                     batches = grid_values(sweep.batch, budget, run.train.batch_size * run.model.seq_len,
-                                          "batch_opt", search)
-                    lrs = grid_values(sweep.lr, budget, run.train.lr, "lr_opt", search)
+                                          "batch_opt", run.model, search)
+                    lrs = grid_values(sweep.lr, budget, run.train.lr, "lr_opt", run.model, search)
                 except (ConfigError, DataError) as e:
                     variant = "dense" if kind == "dense" else "-".join(f"{k}{v:g}" for k, v in arch.items() if v)
                     problems.append((f"{label}-{variant}" if variant else label, str(e)))
@@ -555,19 +586,9 @@ def _search(sweep: SweepConfig) -> list[Path]:
     return [Path(d) for d in sweep.config_dirs] or search_path()
 
 
-def compute_optimal_budget(run: RunConfig, laws_path: str, search: list[Path] | None = None) -> float:
-    """The budget at which `run`'s model is compute-optimal by the fitted allocation law (3 significant digits)."""
-    counts = count(run.model)
-    try:
-        law, size = read_law(laws_path, "n_opt", search), counts.params_active_non_embedding
-    except ConfigError:
-        law, size = read_law(laws_path, "m_opt", search), counts.M  # Ling's published form, in FLOPs per token
-    return float(f"{law.inverse(size):.3g}")
-
-
 def _ladder_to_shapes(sweep: SweepConfig) -> SweepConfig:
     """A wind-tunnel ladder as shapes, each limited to its own compute-optimal budget."""
-    import dataclasses
+    from scaling.advise.grids import compute_optimal_budget
 
     if not sweep.laws:
         raise ConfigError(f"sweep {sweep.name!r} has a ladder but no laws: pass laws=PATH to a `scaling fit --json` "
@@ -577,7 +598,7 @@ def _ladder_to_shapes(sweep: SweepConfig) -> SweepConfig:
     shapes, budgets = [], []
     for shape in sweep.ladder:
         run = with_updates(base, {f"model.{k}": v for k, v in shape.items() if k != "budgets"})
-        budget = compute_optimal_budget(run, sweep.laws, search)
+        budget = compute_optimal_budget(run.model, sweep.laws, search)
         shapes.append({**{k: v for k, v in shape.items() if k != "budgets"}, "budgets": [budget]})
         budgets.append(budget)
     return dataclasses.replace(sweep, ladder=[], shapes=shapes, budgets=sorted(set(budgets)))

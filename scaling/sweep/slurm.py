@@ -177,13 +177,15 @@ def todo_cells(plan: SweepPlan, results_dir: Path, retry_failed: bool, report=pr
     return todo, busy
 
 
-def submit(plan: SweepPlan, results_dir: Path, launcher: LauncherConfig, retry_failed: bool = False) -> dict:
-    """Submit the cells still to do as one job array; returns {"job": id, "tasks": n, "cells": n, "busy": n}
-    (job None when nothing needed submitting)."""
+def submit(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool = False) -> dict:
+    """Submit the cells still to do as one job array with the plan's launcher config, recording in the plan's
+    results folder (`results_dir`, when given, must be that one); returns {"job": id, "tasks": n, "cells": n,
+    "busy": n} (job None when nothing needed submitting)."""
     import submitit
 
     require_slurm()
-    results_dir = Path(results_dir).resolve()  # the jobs may start in another directory
+    launcher = plan.config.launcher
+    results_dir = plan.results_folder(results_dir).resolve()  # the jobs may start in another directory
     store.write_plan(results_dir, plan.name, plan.to_json())
     claims.tidy(results_dir, plan.name)
     todo, busy = todo_cells(plan, results_dir, retry_failed, report=lambda m: print(m, file=sys.stderr))

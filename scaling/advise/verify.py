@@ -26,8 +26,11 @@ import numpy as np
 import pandas as pd
 
 from scaling import store
+from scaling.advise import compute
+from scaling.advise.family import config_overrides, family_model, largest_run
+from scaling.advise.fitfile import FitFile, read_fit
 from scaling.fit.inputs import InputError, from_store
-from scaling.fit.law import FitError, LawFit, read_laws
+from scaling.fit.law import FitError, LawFit
 
 DEFAULT_VERIFY_FACTOR = 3.0
 """The verification budget, without one given: this many times the largest fitted budget."""
@@ -47,11 +50,11 @@ def laws_path_of(results_dir: Path, sweep: str) -> Path | None:
     return find_file(laws, search_path())
 
 
-def _convention_of(path: Path) -> str:
+def _read(path: Path) -> FitFile:
     try:
-        return json.loads(Path(path).read_text()).get("convention") or "M"
-    except (OSError, json.JSONDecodeError):
-        return "M"
+        return read_fit(path)
+    except FitError as e:
+        raise InputError(str(e)) from None
 
 
 def _half_width(value: float, interval, log: bool) -> float:
@@ -89,14 +92,12 @@ def check_predictions(results_dir: Path, sweep: str, laws_path: Path | None = No
     laws_path = laws_path or laws_path_of(results_dir, sweep)
     if laws_path is None:
         raise InputError(f"sweep {sweep!r} names no laws: pass --laws PATH to the fit it was built from")
-    try:
-        laws = read_laws(laws_path)
-    except FitError as e:
-        raise InputError(str(e)) from None
+    fit = _read(laws_path)
+    laws = fit.laws
     if "loss_vs_compute" not in laws and "chinchilla" not in laws and "lr_opt" not in laws:
         raise InputError(f"{laws_path} has no law to check (lr_opt, loss_vs_compute or chinchilla)")
     try:
-        runs = from_store(results_dir, sweep, convention=_convention_of(laws_path))
+        runs = from_store(results_dir, sweep, convention=fit.convention)
     except InputError as e:
         raise InputError(f"{e} (run the verification sweep first)") from None
     df = runs.df
@@ -155,9 +156,6 @@ def verification_sweep(report, runs: pd.DataFrame, fit_json: Path, budget_flops:
                        name: str | None = None) -> dict:
     """A sweep config (as a dict) that trains the fit's family at a held-out budget C (in the fit's convention;
     default 3x the largest fitted) at the predicted lr times `lr_factors`, with `seeds` (default: as swept)."""
-    from scaling.config import from_dict
-    from scaling.fit.recommend import config_overrides, largest_run, trainer_budget
-
     if "lr_opt" not in report.laws:
         raise InputError(f"no lr_opt law to verify ({report.excluded.get('lr_opt', 'not fitted')})")
     fam = runs[runs["family"] == report.family]
@@ -170,7 +168,7 @@ def verification_sweep(report, runs: pd.DataFrame, fit_json: Path, budget_flops:
     row = largest_run(fam)
     lr = law.value(C=C)
     seeds = tuple(seeds) if seeds else tuple(sorted(int(s) for s in fam["seed"].dropna().unique())) or (0,)
-    seq_len = from_dict(row["config"]).model.seq_len
+    model = family_model(row)
     batch = int(round(row["batch_tokens"]))
     sweep = name or f"{row['group']}-verify"
     return {
@@ -178,8 +176,8 @@ def verification_sweep(report, runs: pd.DataFrame, fit_json: Path, budget_flops:
         "description": f"verify {Path(fit_json).name}: lr_opt and the loss law at C = {C:.3g} "
                        f"({C / law.fitted_range['C'][1]:.3g}x the largest fitted budget), predicted lr {lr:.3g}",
         "laws": str(Path(fit_json).resolve()),
-        "base": config_overrides(row) + [f"train.batch_size={max(1, batch // seq_len)}"],
-        "budgets": [float(f"{trainer_budget(row, C):.4g}")],
+        "base": config_overrides(row) + [f"train.batch_size={max(1, batch // model.seq_len)}"],
+        "budgets": [float(f"{compute.budget_flops(C, model, report.convention):.4g}")],
         "lr": {"values": [float(f"{lr * f:.4g}") for f in lr_factors]},
         "batch": {"values": [batch]},
         "seeds": list(seeds),

@@ -1,8 +1,8 @@
 """One fit from its inputs to its files, for the CLI, notebooks and cluster jobs alike: choose the sweep, load its
-runs (fit/inputs.py), fit every law (fit/report.py), recommend a run at a target budget (fit/recommend.py), and
-write fit.json, recommended.overrides, verify.yaml and the figures (fit/outputs.py).
+runs (fit/inputs.py), fit every law (fit/report.py), recommend a run at a target budget (advise/recommend.py), and
+write fit.json, recommended.overrides, verify.yaml and the figures (advise/outputs.py).
 
-    from scaling.fit.pipeline import FitOptions, fit_sweep
+    from scaling.advise.pipeline import FitOptions, fit_sweep
     result = fit_sweep("results", FitOptions(sweep="demo", target_flops=3e12))
     result.report.laws, result.recommendation.items, result.written["fit"]
 """
@@ -52,7 +52,7 @@ class FitOptions:
     plots: bool = True
     """Write the figures (PNG and SVG)."""
     memory_per_gpu_gb: float | None = None
-    """With target_flops: recommend the activation ratio whose model fits GPUs of this many GiB (fit/affordable.py)."""
+    """With target_flops: recommend the activation ratio whose model fits GPUs of this many GiB (advise/affordable.py)."""
     gpus: int = 1
     """With memory_per_gpu_gb: how many such GPUs the recommended run gets."""
 
@@ -94,7 +94,7 @@ def fit_sweep(results_dir: Path, options: FitOptions) -> FitResult:
     """Load, fit, recommend and write. Bad input (no runs, nothing fittable, a bad option): InputError or
     ValueError, raised before anything is written."""
     from scaling.fit.optima import parse_method
-    from scaling.fit.outputs import default_output_dir, write_fit_outputs
+    from scaling.advise.outputs import default_output_dir, write_fit_outputs
     from scaling.fit.report import fit_all
 
     o = options
@@ -110,7 +110,7 @@ def fit_sweep(results_dir: Path, options: FitOptions) -> FitResult:
         raise InputError(no_law_reason(runs, report))
     recommendation = None
     if o.target_flops is not None:
-        from scaling.fit.recommend import recommend
+        from scaling.advise.recommend import recommend
 
         recommendation = recommend(report, runs.df, o.target_flops, memory_per_gpu_gb=o.memory_per_gpu_gb,
                                    gpus=o.gpus)

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from scaling.config import ModelConfig, RunConfig, TrainConfig, to_dict
-from scaling.fit.affordable import affordable_activation, scale_model
+from scaling.advise.affordable import affordable_activation, scale_model
 from scaling.fit.law import LawFit
-from scaling.fit.recommend import recommend
+from scaling.advise.recommend import recommend
 from scaling.fit.report import FitReport
 from scaling.flops import count
 from scaling.memory import GIB, USABLE_FRACTION, need

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from synthetic import A_LR, B_LR, synthetic_sweep
 
-from scaling.fit.recommend import config_overrides, largest_run, recommend, trainer_budget
+from scaling.advise.family import config_overrides, largest_run
+from scaling.advise.recommend import recommend
 from scaling.fit.report import fit_all
 
 
@@ -46,14 +47,12 @@ def test_a_bad_target_is_refused():
         recommend(report, runs.df, -1.0)
 
 
-def test_the_family_config_comes_from_its_largest_run_and_the_budget_in_the_trainers_convention():
+def test_the_family_config_comes_from_its_largest_run():
     fam = pd.DataFrame([{"budget": 1e11, "flops": 1e11, "flops_M": 1e11, "config": None},
                         {"budget": 1e12, "flops": 2e12, "flops_M": 1e12,
                          "config": {"model": {"d_model": 96}, "train": {"lr": 1e-3, "batch_size": 8}}}])
     row = largest_run(fam)
     assert row["budget"] == 1e12 and largest_run(fam.iloc[:0]) is None
-    assert trainer_budget(row, 6e12) == pytest.approx(3e12)  # C in 2x another convention: half in M
-    assert trainer_budget(None, 6e12) == 6e12
     assert config_overrides(None) is None and config_overrides(fam.iloc[0]) is None
     overrides = config_overrides(row)
     assert "model.d_model=96" in overrides and not any(o.startswith(("train.lr=", "train.batch_size="))

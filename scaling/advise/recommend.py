@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from scaling.advise import compute
+from scaling.advise.family import config_overrides, family_model, largest_run
 from scaling.fit.report import FitReport
 
 
@@ -29,7 +31,7 @@ class Recommendation:
     warnings: list[str] = field(default_factory=list)
     """What stands between the recommendation and a run (e.g. the data holds too few tokens)."""
     memory_limit: dict | None = None
-    """Under --memory-per-gpu/--gpus: the affordable A (fit/affordable.py: chosen, unconstrained, EL given up)."""
+    """Under --memory-per-gpu/--gpus: the affordable A (advise/affordable.py: chosen, unconstrained, EL given up)."""
 
     def as_dict(self) -> dict:
         return {"target_flops": self.target_flops, "items": self.items, "missing": self.missing,
@@ -84,7 +86,7 @@ def recommend(report: FitReport, runs: pd.DataFrame, target_flops: float, level:
         rec.items["params_total"] = {"value": rec.items["params_active"]["value"] * ratio, "interval": None,
                                      "source": f"params_active x {ratio:.3g} (total/active of {family})",
                                      "verdict": rec.items["params_active"]["verdict"], "reasons": []}
-    rec.overrides = _overrides(rec, fam)
+    rec.overrides = _overrides(rec, fam, report.convention)
     return rec
 
 
@@ -155,9 +157,8 @@ def _leverage_law(report: FitReport):
 
 def _memory_limited(rec: Recommendation, report: FitReport, fam: pd.DataFrame, C: float, memory_gb: float,
                     gpus: int) -> None:
-    """A (and n_experts) from the leverage law among the configurations that fit the GPUs (fit/affordable.py)."""
-    from scaling.config import ModelConfig
-    from scaling.fit.affordable import affordable_activation, scale_model
+    """A (and n_experts) from the leverage law among the configurations that fit the GPUs (advise/affordable.py)."""
+    from scaling.advise.affordable import affordable_activation, scale_model
 
     if not (memory_gb > 0 and gpus >= 1):
         raise ValueError(f"--memory-per-gpu {memory_gb} and --gpus {gpus} must be positive")
@@ -169,11 +170,11 @@ def _memory_limited(rec: Recommendation, report: FitReport, fam: pd.DataFrame, C
         rec.missing[f"{item} (memory-limited)"] = {"why": why, "advice": [
             "sweep activation ratios against a dense baseline (sweeps/activation_ratio.yaml)"]}
         return
-    if row is None or not isinstance(row.get("config"), dict):
+    model = family_model(row)
+    if model is None:
         rec.missing[f"{item} (memory-limited)"] = {"why": "the runs came without configs (a CSV, W&B): no model "
                                                           "to size", "advice": ["fit the sweep's own records"]}
         return
-    model = ModelConfig(**row["config"]["model"])
     if "params_active" in rec.items:
         model = scale_model(model, rec.items["params_active"]["value"])
     else:
@@ -209,33 +210,7 @@ def _memory_limited(rec: Recommendation, report: FitReport, fam: pd.DataFrame, C
             f"{chosen['el']:.3g} instead of {best['el']:.3g}, {result['el_given_up']:.3g}x given up")
 
 
-SET_BY_RECOMMENDATION = ("train.lr", "train.batch_size")
-"""Keys a recommendation (or a verification sweep) sets itself; every other key is the swept family's own."""
-
-
-def largest_run(fam: pd.DataFrame) -> pd.Series | None:
-    """The family's run at its largest budget: the model, data and optimisation a recommendation scales up."""
-    return fam.sort_values("budget").iloc[-1] if len(fam) else None
-
-
-def config_overrides(row: pd.Series | None) -> list[str] | None:
-    """The run's whole model, data and optimisation config as overrides (lr and batch left to the caller); None
-    when the runs came without configs (a CSV, W&B)."""
-    from scaling.config import identity_overrides
-
-    if row is None or not isinstance(row.get("config"), dict):
-        return None
-    return identity_overrides(row["config"], skip=SET_BY_RECOMMENDATION)
-
-
-def trainer_budget(row: pd.Series | None, C: float) -> float:
-    """C in the fit's FLOPs convention as the trainer's budget_flops (the M convention) for that run's model."""
-    if row is None or pd.isna(row.get("flops_M")) or not row["flops"] > 0:
-        return C
-    return C * float(row["flops_M"] / row["flops"])
-
-
-def _overrides(rec: Recommendation, fam: pd.DataFrame) -> list[str]:
+def _overrides(rec: Recommendation, fam: pd.DataFrame, convention: str) -> list[str]:
     """Hydra overrides for `scaling train`: the family's config (from its run at the largest budget), then the
     budget (in the trainer's M convention), lr and batch in sequences; weak items commented."""
     lines: list[str] = []
@@ -245,7 +220,7 @@ def _overrides(rec: Recommendation, fam: pd.DataFrame) -> list[str]:
     if family_lines is not None:
         lines.append(f"# the swept family's model, data and optimisation (from run {row['id']})")
         lines += family_lines
-    budget = trainer_budget(row, rec.target_flops)
+    budget = compute.budget_flops(rec.target_flops, family_model(row), convention)
     if abs(budget / rec.target_flops - 1) > 1e-3:
         lines.append(f"# target C = {rec.target_flops:.6g} in the fit's convention = {budget:.6g} in the "
                      f"trainer's M convention")

@@ -22,7 +22,7 @@ def write_fit_outputs(report: FitReport, runs: Runs, out_dir: Path, recommendati
                       verify: dict | None = None) -> dict[str, object]:
     """Write everything a fit produces under `out_dir`; returns what was written (paths, and why a verification
     sweep could not be written) and the fit.json object itself ("payload"). `verify`: keyword arguments of
-    `check.verification_sweep`, or None for none."""
+    `verify.verification_sweep`, or None for none."""
     from scaling.store import atomic_write_text
 
     out_dir = Path(out_dir)
@@ -35,7 +35,7 @@ def write_fit_outputs(report: FitReport, runs: Runs, out_dir: Path, recommendati
         written["overrides"] = path
     fit_json = out_dir / "fit.json"
     if verify is not None and "config" in runs.df.columns:
-        from scaling.fit.check import verification_sweep, write_sweep_yaml
+        from scaling.advise.verify import verification_sweep, write_sweep_yaml
         from scaling.fit.inputs import InputError
 
         try:

@@ -1,4 +1,4 @@
-"""One fit from inputs to files (fit/pipeline.py), as the CLI and notebooks call it."""
+"""One fit from inputs to files (advise/pipeline.py), as the CLI and notebooks call it."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 from synthetic import write_sweep
 
 from scaling.fit.inputs import InputError
-from scaling.fit.pipeline import FitOptions, fit_sweep, only_sweep
+from scaling.advise.pipeline import FitOptions, fit_sweep, only_sweep
 
 
 def test_a_sweep_is_fitted_recommended_and_written_in_one_call(tmp_path):
