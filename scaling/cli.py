@@ -540,8 +540,8 @@ def fit(
     import sys
     from pathlib import Path
 
-    from scaling.fit.inputs import InputError
     from scaling.advise.pipeline import FitOptions, fit_sweep
+    from scaling.fit.inputs import InputError
     from scaling.store import StoreError
     from scaling.tables import fit_summary
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scaling import flops, scheduler, store
 from scaling import precision as precision_mod
 from scaling import progress as progress_line
-from scaling import flops, scheduler, store
 from scaling.config import RunConfig, resolve_results_dir, to_dict
 from scaling.data import TokenData
 from scaling.data import cache_dir as data_cache_dir

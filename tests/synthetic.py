@@ -10,8 +10,8 @@ import pandas as pd
 
 from scaling import store
 from scaling.config import RunConfig, to_dict
-from scaling.flops import count
 from scaling.fit.inputs import Runs
+from scaling.flops import count
 
 M = 1_185_792
 """FLOPs per token of the default tiny MoE (tests/test_cli.py checks it against flops.py)."""

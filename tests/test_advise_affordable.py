@@ -5,10 +5,10 @@ its overrides carry it."""
 import pandas as pd
 import pytest
 
-from scaling.config import ModelConfig, RunConfig, TrainConfig, to_dict
 from scaling.advise.affordable import affordable_activation, scale_model
-from scaling.fit.law import LawFit
 from scaling.advise.recommend import recommend
+from scaling.config import ModelConfig, RunConfig, TrainConfig, to_dict
+from scaling.fit.law import LawFit
 from scaling.fit.report import FitReport
 from scaling.flops import count
 from scaling.memory import GIB, USABLE_FRACTION, need

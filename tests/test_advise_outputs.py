@@ -5,8 +5,8 @@ from pathlib import Path
 
 from synthetic import write_sweep
 
-from scaling.fit.inputs import from_store
 from scaling.advise.outputs import default_output_dir, write_fit_outputs
+from scaling.fit.inputs import from_store
 from scaling.fit.report import fit_all
 
 

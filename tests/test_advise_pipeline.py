@@ -5,8 +5,8 @@ import json
 import pytest
 from synthetic import write_sweep
 
-from scaling.fit.inputs import InputError
 from scaling.advise.pipeline import FitOptions, fit_sweep, only_sweep
+from scaling.fit.inputs import InputError
 
 
 def test_a_sweep_is_fitted_recommended_and_written_in_one_call(tmp_path):

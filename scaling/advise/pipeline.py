@@ -52,7 +52,8 @@ class FitOptions:
     plots: bool = True
     """Write the figures (PNG and SVG)."""
     memory_per_gpu_gb: float | None = None
-    """With target_flops: recommend the activation ratio whose model fits GPUs of this many GiB (advise/affordable.py)."""
+    """With target_flops: recommend the activation ratio whose model fits GPUs of this many GiB
+    (advise/affordable.py)."""
     gpus: int = 1
     """With memory_per_gpu_gb: how many such GPUs the recommended run gets."""
 
@@ -93,8 +94,8 @@ def no_law_reason(runs: Runs, report: FitReport) -> str:
 def fit_sweep(results_dir: Path, options: FitOptions) -> FitResult:
     """Load, fit, recommend and write. Bad input (no runs, nothing fittable, a bad option): InputError or
     ValueError, raised before anything is written."""
-    from scaling.fit.optima import parse_method
     from scaling.advise.outputs import default_output_dir, write_fit_outputs
+    from scaling.fit.optima import parse_method
     from scaling.fit.report import fit_all
 
     o = options
