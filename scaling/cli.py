@@ -577,6 +577,38 @@ def fit(
         console.print(item, highlight=False)
 
 
+@app.command("next")
+def next_rung(
+    sweep: str = typer.Argument(..., help="The fitted sweep (its folder under the results directory)."),
+    fit_json: str | None = typer.Option(None, "--fit", help="The fit whose advice to follow (default: "
+                                        "<results>/<sweep>/fit/fit.json, as `scaling fit SWEEP` wrote it)."),
+    results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+) -> None:
+    """Write the next sweep that the fit's verdicts advise (a budget above the largest, wider lr grids, more
+    seeds) as next.yaml beside fit.json, and show it as a dry run. Train it with `scaling sweep PATH`, then
+    `scaling fit SWEEP` fits the old and new runs together."""
+    from pathlib import Path
+
+    from scaling.advise.outputs import write_next_sweep
+    from scaling.fit.inputs import InputError
+    from scaling.store import StoreError
+    from scaling.tables import sweep_table
+
+    results = _results_dir(results_dir)
+    console, out = _console(), _console(stderr=False)
+    try:
+        path, config = write_next_sweep(results, sweep, Path(fit_json) if fit_json else None)
+    except (InputError, StoreError, ValueError) as e:
+        _fail(str(e))
+    if path is None:
+        out.print(f"{sweep}: no law's verdict asks for more runs; nothing written", highlight=False)
+        return
+    plan, _ = _plan(str(path), [], None, results, None, False, console, data_required=False)
+    out.print(sweep_table(plan, {}))
+    out.print(f"wrote {path}: {config['description']}\ntrain it with `scaling sweep {path}`, then refit with "
+              f"`scaling fit {sweep}`", highlight=False, soft_wrap=True)
+
+
 def _log_fit_to_wandb(mode: str, result) -> str | None:
     """The fit as a W&B run in the sweep's group, in the project (and entity) its runs were logged to."""
     from scaling.config import WandbConfig

@@ -45,28 +45,45 @@ def fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+ACTIONS = ("add_budget", "widen_lr", "add_lrs", "add_seed")
+"""What an advice asks a sweep to do, as data (scaling/advise/next_sweep.py turns them into the next sweep):
+add_budget {"C"}: a budget at C (the fit's convention); widen_lr {"C", "budget", "direction": down|up, "lr"}: learning
+rates beyond the swept edge `lr` at that budget; add_lrs {"C", "budget"}: learning rates on both sides; add_seed
+{"C", "budget"}: one more seed at every lr of that budget."""
+
+
 class _Judgement:
     def __init__(self):
         self.level = 0
         self.reasons: list[str] = []
         self.advice: list[str] = []
+        self.actions: list[dict] = []
 
-    def add(self, level: str, reason: str, advice: str | None = None) -> None:
+    def add(self, level: str, reason: str, advice: str | None = None, action: dict | None = None) -> None:
         self.level = max(self.level, LEVELS.index(level))
         if level != "reliable":
             self.reasons.append(reason)
         if advice:
-            self.advise(advice)
+            self.advise(advice, action)
 
-    def advise(self, advice: str) -> None:
-        """What would help, without lowering the verdict."""
+    def advise(self, advice: str, action: dict | None = None) -> None:
+        """What would help, without lowering the verdict; `action`: the same as data (ACTIONS)."""
         if advice not in self.advice:
             self.advice.append(advice)
+        if action is not None and action not in self.actions:
+            self.actions.append(action)
 
     def result(self, at: dict) -> dict:
         verdict = LEVELS[self.level]
         reasons = self.reasons or ["every criterion met"]
-        return {"verdict": verdict, "reasons": reasons, "advice": self.advice, "judged_at": at}
+        return {"verdict": verdict, "reasons": reasons, "advice": self.advice, "actions": self.actions,
+                "judged_at": at}
+
+
+def _next_budget(law: LawFit) -> dict | None:
+    """The action of "add a budget": the next rung of a x3 ladder above the largest fitted C."""
+    hi = law.fitted_range.get("C", [0, 0])[1]
+    return {"kind": "add_budget", "C": float(f"{DEFAULT_JUDGE_FACTOR * hi:.3g}")} if hi > 0 else None
 
 
 def judged_point(law: LawFit, target_flops: float | None) -> dict[str, float]:
@@ -94,10 +111,11 @@ def _range(j: _Judgement, law: LawFit) -> None:
     span = hi / lo if lo > 0 else float("inf")
     text = f"the fitted {var} span {span:.3g}x ({fmt(lo)} to {fmt(hi)})"
     advice = f"add a budget above {fmt(hi * 3)}" if var == "C" else None
+    action = _next_budget(law) if var == "C" else None
     if span < RANGE_WEAK * (1 - SLACK):
-        j.add("undetermined", f"{text}; a law needs >= {RANGE_WEAK:g}x", advice)
+        j.add("undetermined", f"{text}; a law needs >= {RANGE_WEAK:g}x", advice, action)
     elif span < RANGE_RELIABLE * (1 - SLACK):
-        j.add("weak", f"{text}; reliable needs >= {RANGE_RELIABLE:g}x", advice)
+        j.add("weak", f"{text}; reliable needs >= {RANGE_RELIABLE:g}x", advice, action)
 
 
 def _extrapolation(j: _Judgement, law: LawFit, at: dict) -> None:
@@ -111,9 +129,10 @@ def _extrapolation(j: _Judgement, law: LawFit, at: dict) -> None:
     where = ", ".join(f"{k} = {fmt(v)}" for k, v in at.items())
     text = f"judged at {where}, {factor:.3g}x beyond the fitted range, which spans {span:.3g}x"
     if factor > span**2 * (1 + SLACK):
-        j.add("undetermined", f"{text} (weak up to {span**2:.3g}x)", f"add budgets towards {where}")
+        j.add("undetermined", f"{text} (weak up to {span**2:.3g}x)", f"add budgets towards {where}",
+              _next_budget(law))
     elif factor > span * (1 + SLACK):
-        j.add("weak", f"{text} (reliable up to {span:.3g}x)", f"add budgets towards {where}")
+        j.add("weak", f"{text} (reliable up to {span:.3g}x)", f"add budgets towards {where}", _next_budget(law))
 
 
 def _interval_factor(j: _Judgement, law: LawFit, at: dict, relative: bool) -> None:
@@ -121,7 +140,7 @@ def _interval_factor(j: _Judgement, law: LawFit, at: dict, relative: bool) -> No
     where = ", ".join(f"{k} = {fmt(v)}" for k, v in at.items())
     if p.interval is None:
         j.add("undetermined", f"no interval at {where} ({'; '.join(law.notes) or law.method})",
-              "add budgets or seeds so the law has an interval")
+              "add budgets or seeds so the law has an interval", _next_budget(law))
         return
     lo, hi = p.interval
     if relative:
@@ -151,7 +170,7 @@ def _fit_quality(j: _Judgement, law: LawFit) -> None:
         j.add("undetermined", f"the losses do not follow {law.formula} over the fitted budgets{shape}: with "
                               f"{'; '.join(d['pinned'])}, they still scatter {lof['birge']:.2g}x beyond the runs' "
                               f"noise (chi2 {lof['chi2']:.3g} on {lof['dof']} dof)",
-              f"add budgets above {fmt(hi)}, where the losses start to flatten")
+              f"add budgets above {fmt(hi)}, where the losses start to flatten", _next_budget(law))
         return
     if lof.get("birge", 1.0) > 1:
         j.add("weak", f"the points scatter about the law {lof['birge']:.2g}x more than the runs' noise explains "
@@ -159,9 +178,10 @@ def _fit_quality(j: _Judgement, law: LawFit) -> None:
               "check the law's form, or add seeds")
     if d.get("dof") == 0 and not lof.get("dof"):
         j.add("weak", f"{law.n_points} points for {law.n_points} parameters: the form itself is not tested",
-              "add a budget")
+              "add a budget", _next_budget(law))
     for p in d.get("pinned") or []:
-        j.add("weak", p, "add budgets above the largest: the loss is not yet bending towards a floor")
+        j.add("weak", p, "add budgets above the largest: the loss is not yet bending towards a floor",
+              _next_budget(law))
 
 
 def _held_out(j: _Judgement, item: dict | None, what: str) -> None:
@@ -179,22 +199,25 @@ def _optima(j: _Judgement, groups: pd.DataFrame | None) -> None:
     n_int = int(groups["interior"].sum())
     for _, g in groups.iterrows():
         where = f"C = {fmt(g['C'])}"
+        at = {"C": float(g["C"]), "budget": float(g.get("budget", g["C"]))}
         if g["edge"] == "below":
             j.add("weak", f"the lr optimum at {where} is at or below the lowest lr swept ({fmt(g['lr_min'])})",
-                  f"widen lr downwards at {where} (below {fmt(g['lr_min'])})")
+                  f"widen lr downwards at {where} (below {fmt(g['lr_min'])})",
+                  {"kind": "widen_lr", **at, "direction": "down", "lr": float(g["lr_min"])})
         elif g["edge"] == "above":
             j.add("weak", f"the lr optimum at {where} is at or above the highest lr swept ({fmt(g['lr_max'])})",
-                  f"widen lr upwards at {where} (above {fmt(g['lr_max'])})")
+                  f"widen lr upwards at {where} (above {fmt(g['lr_max'])})",
+                  {"kind": "widen_lr", **at, "direction": "up", "lr": float(g["lr_max"])})
         elif g["edge"] == "none":
             j.add("weak", f"no upward lr bowl at {where} (the best run stands in)",
-                  f"add learning rates or seeds at {where}")
+                  f"add learning rates or seeds at {where}", {"kind": "add_lrs", **at})
         spread = g.get("seed_sd")
         spread = spread if spread is not None and np.isfinite(spread) else g.get("noise_sd")
         gap = g.get("step_gap")
         if spread is not None and gap is not None and np.isfinite(spread) and np.isfinite(gap):
             if spread / np.sqrt(max(1, g["n_seeds"])) > gap:
                 j.advise(f"add a seed at {where}: spread {spread:.2g} nats against a {gap:.2g} gap between "
-                         f"neighbouring learning rates")
+                         f"neighbouring learning rates", {"kind": "add_seed", **at})
     if n_int < MIN_INTERIOR:
         j.add("undetermined", f"{n_int} of {len(groups)} budgets have an lr bowl with its vertex inside the swept "
                               f"range (need {MIN_INTERIOR})")
