@@ -274,6 +274,22 @@ def to_dict(run: RunConfig) -> dict:
     return dataclasses.asdict(run)
 
 
+@functools.cache
+def _default_dict() -> dict:
+    return to_dict(RunConfig())
+
+
+def with_defaults(config: dict) -> dict:
+    """A resolved config's dict form (a record's `config`) with the schema's default for every field it lacks (a
+    record written before the field existed), so that no reader re-types a default."""
+    defaults = _default_dict()
+    out = {**defaults, **config}
+    for section, fields in defaults.items():
+        if isinstance(fields, dict):
+            out[section] = {**fields, **(config.get(section) or {})}
+    return out
+
+
 def from_dict(d: dict) -> RunConfig:
     """Rebuild a RunConfig from its dict form (as stored in a record); unknown keys are an error."""
     sub = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "wandb": WandbConfig}

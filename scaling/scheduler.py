@@ -6,7 +6,8 @@
   bounded by a timeout; without Slurm (or when it does not answer) states are unknown and callers fall back on
   records and claims alone;
 - its signals: a handler asks for a checkpoint (SIGTERM) or a checkpoint and a stop (SIGUSR2), and the training
-  loop serves the request at its next step boundary (`take_requests`), raising `Preempted` after a stop."""
+  loop serves the request at its next step boundary (`pending_requests`, then `checkpoint_served`), raising
+  `Preempted` after a stop."""
 
 from __future__ import annotations
 

@@ -34,6 +34,8 @@ STATUSES = ("running", "completed", "diverged", "failed")
 """A record is written when an attempt starts (running) and ends in one of the others."""
 FINAL_STATUSES = ("completed", "diverged")
 """A run in one of these states is never trained again, and its record is never replaced."""
+INTERRUPTED = "interrupted"
+"""The error kind of an attempt that was stopped (Ctrl-C, a scheduler's signal) rather than failed: it resumes."""
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """A sweep name: one folder name under the results directory (no '/', no leading '.', at most 128 characters)."""
 TMP_STALE_S = 3600.0
@@ -269,7 +271,20 @@ RESULT_FIELDS = ("val_loss", "train_loss_smoothed", "steps_done", "tokens_done",
 """A finished attempt's `results`: held-out and smoothed train loss (nats/token), progress, speed, the logged
 curve and evaluations, each expert's share of its layer's assignments over `expert_load_steps`, and the FP8
 quantization diagnostics (scaling/diagnostics.py; empty unless train.diagnostics_every)."""
-ERROR_KINDS = ("exception", "interrupted", "diverged")
+ERROR_KINDS = ("exception", INTERRUPTED, "diverged")
+
+
+def was_interrupted(record: dict) -> bool:
+    """Whether the record's last attempt was stopped rather than failed (it resumes, with or without
+    --retry-failed)."""
+    return record["status"] == "failed" and (record.get("error") or {}).get("kind") == INTERRUPTED
+
+
+def record_config(record: dict) -> dict:
+    """The record's resolved config with the schema's defaults for the fields it predates (config.with_defaults)."""
+    from scaling.config import with_defaults
+
+    return with_defaults(record.get("config") or {})
 
 
 def run_results(**fields) -> dict:
@@ -439,12 +454,11 @@ def diagnostics(results_dir: Path, sweep: str | None = None, on_error=warn):
 
     rows = []
     for _, rec in iter_records(Path(results_dir), sweep, on_error):
-        d, r, cfg = rec.get("derived") or {}, rec.get("results") or {}, rec.get("config") or {}
-        t, m = cfg.get("train") or {}, cfg.get("model") or {}
+        d, r, cfg = rec.get("derived") or {}, rec.get("results") or {}, record_config(rec)
+        t, m = cfg["train"], cfg["model"]
         run = {"run": rec["id"], "name": rec.get("name"), "sweep": rec.get("sweep"), "status": rec["status"],
-               "budget_flops": d.get("budget_flops"), "precision": t.get("precision", "auto"),
-               "qk_norm": m.get("qk_norm", True), "fp8_scaling": t.get("fp8_scaling", "tensorwise"),
-               "seed": cfg.get("seed")}
+               "budget_flops": d.get("budget_flops"), "precision": t["precision"], "qk_norm": m["qk_norm"],
+               "fp8_scaling": t["fp8_scaling"], "seed": cfg["seed"]}
         run["cell"] = (f"{run['name']}-{run['precision']}-{'qknorm' if run['qk_norm'] else 'noqknorm'}-"
                        f"s{run['seed']}")
         for entry in r.get("diagnostics") or []:

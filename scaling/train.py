@@ -294,7 +294,7 @@ def _failure(e: BaseException, step: int) -> dict:
     interrupted = isinstance(e, (KeyboardInterrupt, scheduler.Preempted))
     reason = str(e) if isinstance(e, scheduler.Preempted) else "interrupted" if interrupted else \
         f"{type(e).__name__}: {e}"
-    return store.run_error("interrupted" if interrupted else "exception", step, reason, traceback.format_exc())
+    return store.run_error(store.INTERRUPTED if interrupted else "exception", step, reason, traceback.format_exc())
 
 
 def _start_record(a: _Attempt, record: dict | None) -> dict:

@@ -27,7 +27,7 @@ def synthetic_runs(gap, budgets=BUDGETS, seeds=(0, 1), qk_norms=(True,), noise=0
                     cfg = to_dict(RunConfig(budget_flops=C, seed=seed, model=ModelConfig(qk_norm=qk),
                                             train=TrainConfig(precision=precision)))
                     loss = base + (gap(C, qk) + rng.normal(0, noise) if precision == "fp8" else 0.0)
-                    arch = "A0.25-G1" if qk else "A0.25-G1-noqk"
+                    arch = "A0.25-G1" if qk else "A0.25-G1-noqknorm"
                     rows.append({"id": f"{qk}-{C:g}-{seed}-{precision}", "config": cfg, "flops": C, "budget": C,
                                  "seed": seed, "loss": loss, "precision": precision, "arch": arch,
                                  "family": f"{arch}-{precision}", "params": 1e5, "tokens": C / 1e6,
@@ -106,9 +106,9 @@ def test_the_table_tells_a_growing_gap_from_none_and_the_laws_join_the_report(tm
     df = synthetic_runs(gap, qk_norms=(True, False), noise=0.002, rng=rng)
     table, pairs, laws = pg.precision_gaps(df)
     by = table.set_index("configuration")
-    on, off = by.loc["A0.25-G1, tensorwise"], by.loc["A0.25-G1-noqk, tensorwise"]
+    on, off = by.loc["A0.25-G1, tensorwise"], by.loc["A0.25-G1-noqknorm, tensorwise"]
     assert on["verdict"] == "no significant gap" and pd.isna(on["law"]) and "less than" in on["reading"]
-    assert off["verdict"] == "fp8 worse" and off["law"] == "fp8_gap[A0.25-G1-noqk, tensorwise]"
+    assert off["verdict"] == "fp8 worse" and off["law"] == "fp8_gap[A0.25-G1-noqknorm, tensorwise]"
     assert off["b_lo"] > 0 and "grows with compute" in off["reading"]
     assert off["qkv_grad_underflow"] == pytest.approx(0.05) and on["qkv_grad_underflow"] == 0.0
     law = laws[off["law"]]

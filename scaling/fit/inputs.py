@@ -3,7 +3,7 @@
 Canonical columns: `params` (N), `tokens` (D), `flops` (C: tokens x FLOPs per token under the chosen convention;
 every law is fitted against it), `budget` (the planned budget of the run's cell in the trainer's M convention, which
 groups runs; for a CSV, C), `loss`, and when known `lr`, `batch_tokens`, `activation_ratio`, `granularity`,
-`family` (one MoE configuration, or 'dense'; '-noqk' when QK-norm is off, and '-fp8', '-bf16' or '-fp32' for an
+`family` (one MoE configuration, or 'dense'; '-noqknorm' when QK-norm is off, and '-fp8', '-bf16' or '-fp32' for an
 explicit train.precision), `group`; from the results store also `config` (the resolved run config), `flops_M`,
 `data_tokens` (the training split's size), `arch` (the family without its precision), `precision` (as trained:
 fp32, bf16 or fp8) and the peak FP8 diagnostics (`qkv_grad_underflow`, `attn_logit_max`). Diverged, failed and
@@ -56,8 +56,9 @@ def _family(A: float, G: float, n_experts: int) -> str:
 
 
 def _arch(family: str, qk_norm: bool) -> str:
-    """The family with what else changes the model's training: QK-norm off shows as '-noqk'."""
-    return family if qk_norm else f"{family}-noqk"
+    """The family with what else changes the model's training: QK-norm off shows as '-noqknorm' (as in cell
+    names)."""
+    return family if qk_norm else f"{family}-noqknorm"
 
 
 def _with_precision(arch: str, precision_setting: str) -> str:
@@ -125,10 +126,10 @@ RECORD_ORDER = ["group", "family", "budget", "batch_tokens", "lr", "seed", "id"]
 
 def _row(rec: dict, convention: str) -> dict:
     """One completed run record as a row of the canonical table."""
-    d, r, m = rec["derived"], rec["results"], rec["config"]["model"]
-    t = rec["config"].get("train") or {}
-    setting = t.get("precision", "auto")
-    arch = _arch(_family(d["activation_ratio"], d["granularity"], m["n_experts"]), m.get("qk_norm", True))
+    d, r, cfg = rec["derived"], rec["results"], store.record_config(rec)
+    m, t = cfg["model"], cfg["train"]
+    setting = t["precision"]
+    arch = _arch(_family(d["activation_ratio"], d["granularity"], m["n_experts"]), m["qk_norm"])
     qkv_underflow, logit_max = _peak_diagnostics(r)
     if convention not in d["flops_per_token"]:
         raise InputError(f"FLOPs convention {convention!r} not in record {rec['id']}: choose one of "
@@ -137,16 +138,16 @@ def _row(rec: dict, convention: str) -> dict:
         "id": rec["id"], "group": rec["sweep"], "params": d["params_active_non_embedding"],
         "params_total": d["params_non_embedding"], "tokens": d["tokens"],
         "flops": d["tokens"] * d["flops_per_token"][convention], "budget": d["budget_flops"],
-        "loss": r.get("val_loss"), "lr": rec["config"]["train"]["lr"], "batch_tokens": d["batch_tokens"],
+        "loss": r.get("val_loss"), "lr": t["lr"], "batch_tokens": d["batch_tokens"],
         "activation_ratio": d["activation_ratio"], "granularity": d["granularity"],
         "family": _with_precision(arch, setting), "arch": arch,
         "precision": (rec.get("provenance") or {}).get("precision", {}).get("precision", setting),
         "qkv_grad_underflow": qkv_underflow, "attn_logit_max": logit_max,
         "fingerprint": d.get("data_fingerprint"), "seq_len": d.get("seq_len"), "n_experts": m["n_experts"],
-        "top_k": m.get("top_k"), "n_shared_experts": m.get("n_shared_experts", 0),
+        "top_k": m["top_k"], "n_shared_experts": m["n_shared_experts"],
         "flops_M": d["tokens"] * d["flops_per_token"]["M"] if "M" in d["flops_per_token"] else None,
         "data_tokens": d["tokens"] / d["epochs"] if d.get("epochs") else None,
-        "config": rec["config"], "seed": rec["config"].get("seed"),
+        "config": cfg, "seed": cfg["seed"],
     }
 
 

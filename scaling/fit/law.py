@@ -201,10 +201,6 @@ class LawFit:
                 factor = max(factor, v / hi if v > hi else (lo / v if v < lo else 1.0))
         return factor
 
-    @property
-    def verdict_level(self) -> str:
-        return (self.verdict or {}).get("verdict", "undetermined")
-
     def as_dict(self) -> dict:
         out = {"kind": self.kind, "variables": list(self.variables), "formula": self.formula, "params": self.params,
                "interval": self.interval, "r2": self.r2, "n_points": self.n_points, "method": self.method,

@@ -4,7 +4,7 @@ gap grows with compute (pandas, numpy, scipy; no torch).
 A **pair** is an FP8 run and the run with the same resolved config but for train.precision (same model, budget,
 lr, batch and seed: common random numbers, so the seed's own noise largely cancels) in bf16 (or, where there is
 no bf16 run, fp32). Its gap is `loss(fp8) - loss(base)` in nats. Pairs are grouped by **configuration**: the
-family (MoE structure; QK-norm off shows as '-noqk') and the FP8 scaling.
+family (MoE structure; QK-norm off shows as '-noqknorm') and the FP8 scaling.
 
 Per configuration:
 
@@ -79,7 +79,7 @@ def gap_pairs(df: pd.DataFrame) -> pd.DataFrame:
 
 def configuration(row) -> str:
     """The configuration an FP8 gap belongs to: the family without its precision, and the FP8 scaling."""
-    scaling = (row["config"].get("train") or {}).get("fp8_scaling", "tensorwise")
+    scaling = row["config"]["train"]["fp8_scaling"]  # defaults filled in (store.record_config)
     return f"{row['arch']}, {scaling}"
 
 

@@ -38,7 +38,6 @@ EL_RELIABLE, EL_WEAK = 1.25, 2.0
 DEFAULT_JUDGE_FACTOR = 3.0
 SLACK = 0.02
 HYPERPARAMETER_LAWS = ("lr_opt", "batch_opt")
-LOSS_LAWS = ("loss_vs_compute",)
 
 
 def fmt(x: float) -> str:

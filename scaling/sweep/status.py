@@ -60,7 +60,7 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
             state = rec["status"]
             err = rec.get("error") or {}
             detail = err.get("reason", "")
-            if state == "running" or (state == "failed" and err.get("kind") == "interrupted"):
+            if state == "running" or store.was_interrupted(rec):
                 state = "interrupted"
         seen = seen_claims[rid]
         task = tasks.get(rid)

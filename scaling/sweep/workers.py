@@ -37,8 +37,7 @@ def _record_todo(record: dict | None, retry_failed: bool) -> bool:
         return True
     if record["status"] in store.FINAL_STATUSES:
         return False
-    interrupted = (record.get("error") or {}).get("kind") == "interrupted"  # Ctrl-C: resume, not a failure
-    return record["status"] != "failed" or interrupted or retry_failed
+    return record["status"] != "failed" or store.was_interrupted(record) or retry_failed
 
 
 def cells_to_run(plan: SweepPlan, results_dir: Path, retry_failed: bool, report) -> tuple[list, int, int]:
@@ -190,9 +189,8 @@ def finished_record(results: Path, sweep: str, run_id: str, code: int) -> dict:
 
     rec_path = store.record_path(results, sweep, run_id)
     record = store.read_record(rec_path) if rec_path.exists() else None
-    error = (record or {}).get("error") or {}
-    if record is not None and record["status"] == "failed" and error.get("kind") == "interrupted":
-        raise Preempted(error.get("reason", "preempted"))
+    if record is not None and store.was_interrupted(record):
+        raise Preempted(record["error"].get("reason", "preempted"))
     if record is None or record["status"] not in store.FINAL_STATUSES:
         raise RuntimeError(f"torchrun exited with code {code} before the run finished (its log: above)")
     return record
