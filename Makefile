@@ -30,7 +30,7 @@ demo: install
 	$(BIN)/scaling sweep demo --workers 2 --results-dir $(RESULTS)
 	$(BIN)/scaling fit demo --target-flops 3e12 --results-dir $(RESULTS)
 	$(BIN)/scaling sweep $(RESULTS)/demo/fit/verify.yaml --workers 2 --results-dir $(RESULTS)
-	$(BIN)/scaling fit --check demo-verify --results-dir $(RESULTS)
+	$(BIN)/scaling verify demo-verify --results-dir $(RESULTS)
 
 lint: install
 	$(BIN)/ruff check scaling tests analysis

@@ -111,7 +111,7 @@ def train(
         _fail(f"interrupted; re-run the same command to resume (record {rec_path})", code=130)
     except Exception as e:
         _fail(f"run {plan.run_id} failed: {type(e).__name__}: {e} (record {rec_path})", code=1)
-    out.print(run_result_line(record, rec_path))
+    out.print(run_result_line(record, rec_path), soft_wrap=True)
     if record["status"] == "diverged":
         raise typer.Exit(3)
 
@@ -123,13 +123,25 @@ def _fast_cpu_matmuls() -> None:
     cpu_blas.enable()
 
 
-def _console(stderr: bool = True):
-    """A rich console; wide when it is not a terminal (logs, pipes), so tables do not fold."""
+TABLE_WIDTH = 100
+"""Columns of a table printed to a pipe or a log without $COLUMNS (a terminal's own width otherwise)."""
+WIDE_WIDTH = 250
+WIDE_HELP = "Every column, long texts inside the tables (up to 250 columns; default: short columns, notes below)."
+
+
+def _console(stderr: bool = True, wide: bool = False):
+    """A rich console. Results (stdout): the terminal's width ($COLUMNS, else TABLE_WIDTH when not a terminal:
+    logs, pipes), WIDE_WIDTH with `wide`. Progress and messages (stderr): WIDE_WIDTH when not a terminal, so a
+    log keeps each message on one line."""
+    import os
+
     from rich.console import Console
 
     console = Console(stderr=stderr)
-    if not console.is_terminal:
-        console.width = 200
+    if wide or (stderr and not console.is_terminal):
+        console.width = WIDE_WIDTH
+    elif not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        console.width = TABLE_WIDTH
     return console
 
 
@@ -186,6 +198,7 @@ def sweep(
                               "settle (Ctrl-C stops following; the jobs go on)."),
     config_dir: str | None = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
     show_config: bool = typer.Option(False, "--show-config", help=SHOW_CONFIG_HELP),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
     cfg: str | None = typer.Option(None, "--cfg", hidden=True),
 ) -> None:
     """Plan a sweep of MoE runs (budgets x axes), print it, and train every cell not yet done: here
@@ -194,7 +207,7 @@ def sweep(
     _fast_cpu_matmuls()  # the launcher's own probes train a few steps
     flags = {"workers": workers, "runs_per_gpu": runs_per_gpu, "gpus_per_run": gpus_per_run, "device": device}
     worker_overrides = [f"{WORKER_FLAGS[k]}={v}" for k, v in flags.items() if v is not None]
-    out, console = _console(stderr=False), _console()
+    out, console = _console(stderr=False, wide=wide), _console()
     results = _results_dir(results_dir)
     plan, sweep_cfg = _plan(config, list(overrides or []) + worker_overrides, config_dir, results, wandb_mode,
                             _wants_config(show_config, cfg), console, data_required=not dry_run)
@@ -213,7 +226,7 @@ def sweep(
 
     estimates = estimate_sweep_seconds(plan) if probe else {}
     wall = sweep_wall_seconds(estimates, sweep_cfg.launcher) if estimates else None
-    out.print(sweep_table(plan, estimates, wall))
+    out.print(sweep_table(plan, estimates, wall, wide=wide))
     if dry_run:
         return
     if slurm:
@@ -441,6 +454,7 @@ def diagnostics(
                             "and input kind)."),
     output: str | None = typer.Option(None, "--output", "-o", help="Write the CSV to this file instead of stdout."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """FP8 quantization diagnostics of the runs (train.diagnostics_every): per layer the attention logit maximum,
     the QKV gradient underflow and the worst GEMM inputs (scaling.store.diagnostics gives the whole frame)."""
@@ -461,7 +475,7 @@ def diagnostics(
         which = (" in sweep " + sweep if sweep else "") + (f" for cells with {cell!r}" if cell else "")
         _fail(f"no FP8 diagnostics{which} under {_results_dir(results_dir)}: train with train.diagnostics_every=N")
     if fmt == "table":
-        _console(stderr=False).print(diagnostics_table(df, step))  # a result: stdout
+        _console(stderr=False, wide=wide).print(diagnostics_table(df, step))  # a result: stdout
         return
     text = df.to_csv(index=False)
     if output:
@@ -491,78 +505,68 @@ def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
     return values
 
 
+def _fit_help(name: str, extra: str = "") -> str:
+    """The help of a `scaling fit` option: its FitOptions field's docstring (advise/pipeline.py), read once."""
+    from scaling.fielddocs import field_docs
+
+    return field_docs("scaling.advise.pipeline", "FitOptions")[name] + extra
+
+
+def _conventions() -> str:
+    from scaling.flops import CONVENTIONS
+
+    return f" One of {', '.join(CONVENTIONS)}."
+
+
 @app.command()
 def fit(
-    sweep: str | None = typer.Argument(None, help="Sweep to fit (its folder under the results directory, or its "
-                                       "W&B group with --from wandb:...); may be omitted when there is one."),
-    all_sweeps: bool = typer.Option(False, "--all", help="Pool the runs of every sweep (their losses must be "
-                                    "comparable: same data)."),
+    sweep: str | None = typer.Argument(None, help=_fit_help("sweep")),
+    all_sweeps: bool = typer.Option(False, "--all", help=_fit_help("all_sweeps")),
+    source: str | None = typer.Option(None, "--from", help=_fit_help("source")),
+    mapping: str | None = typer.Option(None, "--map", help=_fit_help("mapping")),
+    seq_len: int | None = typer.Option(None, "--seq-len", help=_fit_help("seq_len")),
+    optimum: str = typer.Option("quadratic", "--optimum", help=_fit_help("optimum")),
+    convention: str = typer.Option("M", "--convention", help=_fit_help("convention", _conventions())),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help=_fit_help("bootstrap")),
+    allow_mixed_data: bool = typer.Option(False, "--allow-mixed-data", help=_fit_help("allow_mixed_data")),
+    target_flops: float | None = typer.Option(None, "--target-flops", help=_fit_help("target_flops")),
+    memory_per_gpu_gb: float | None = typer.Option(None, "--memory-per-gpu", help=_fit_help("memory_per_gpu_gb")),
+    gpus: int = typer.Option(1, "--gpus", min=1, help=_fit_help("gpus")),
+    output: str | None = typer.Option(None, "--output", "-o", help=_fit_help("output")),
+    verify_at: float | None = typer.Option(None, "--verify-at", help=_fit_help("verify_at")),
+    verify_lr_factors: str | None = typer.Option(None, "--verify-lrs", help=_fit_help("verify_lr_factors",
+                                                                                      " Comma-separated.")),
+    verify_seeds: str | None = typer.Option(None, "--verify-seeds", help=_fit_help("verify_seeds", " E.g. 0,1.")),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help=_fit_help("plots")),
     wandb_mode: str | None = typer.Option(None, "--wandb", help="Also log the fit (laws table, verdicts, figures) "
                                           "to W&B as a run in the sweep's group: auto, online or offline."),
-    source: str | None = typer.Option(None, "--from", help="A CSV of runs, or wandb:ENTITY/PROJECT (default: the "
-                                      "results directory)."),
-    mapping: str | None = typer.Option(None, "--map", help="Rename CSV columns: 'params=Model Size,flops=Training "
-                                       "FLOP'. Ours: params, tokens, flops, loss, lr, batch_tokens (or batch + "
-                                       "seq_len), activation_ratio, granularity, group."),
-    seq_len: int | None = typer.Option(None, "--seq-len", help="Sequence length when the CSV's batch is in sequences."),
-    optimum: str = typer.Option("quadratic", "--optimum", help="quadratic, or near-optimal[:TOL] (default 0.0025)."),
-    convention: str = typer.Option("M", "--convention", help="FLOPs convention of C: M, M_with_head, 6N_total, "
-                                   "6N_active, 6N_active_attn."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="Run-level resamples for the intervals (0: "
-                                  "intervals from the fitted points alone, Student-t)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
-    output: str | None = typer.Option(None, "--output", "-o", help="Folder for fit.json (default: "
-                                      "<results>/<sweep>/fit, or ./fit for other sources)."),
-    allow_mixed_data: bool = typer.Option(False, "--allow-mixed-data", help="Fit runs of different data sets."),
-    target_flops: float | None = typer.Option(None, "--target-flops", help="Recommend lr, batch, A, G, size, "
-                                              "tokens and loss for a run of this many FLOPs (and judge the laws "
-                                              "there; default 3x the largest budget)."),
-    memory_per_gpu: float | None = typer.Option(None, "--memory-per-gpu", help="With --target-flops: memory of "
-                                                "one GPU, GiB (80 for an H100); the recommended activation ratio is "
-                                                "then the best the leverage law allows whose model fits."),
-    gpus: int = typer.Option(1, "--gpus", min=1, help="With --memory-per-gpu: GPUs of the recommended run."),
-    verify_at: float | None = typer.Option(None, "--verify-at", help="Budget of the verification sweep written "
-                                           "to verify.yaml (default 3x the largest fitted budget)."),
-    verify_lrs: str | None = typer.Option(None, "--verify-lrs", help="Factors of the predicted lr the "
-                                          "verification sweep trains (default 0.5,1,2)."),
-    verify_seeds: str | None = typer.Option(None, "--verify-seeds", help="Seeds of the verification sweep "
-                                            "(default: as swept), e.g. 0,1."),
-    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write figures (PNG and SVG) to the output folder."),
-    check: str | None = typer.Option(None, "--check", help="Check a verification or wind-tunnel sweep: the laws' "
-                                     "predicted optimum lr and loss against the measured ones."),
-    laws: str | None = typer.Option(None, "--laws", help="With --check: the fit JSON to predict with (default: "
-                                    "the sweep's own `laws`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print fit.json on stdout instead of tables."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """Fit scaling laws (lr and batch optima, loss vs compute, L(N, D), IsoFLOP, MoE leverage), each with its
     interval and verdict; recommend a run; write the sweep that verifies the predictions."""
+    params = dict(locals())  # first: the command's parameters alone
+    import dataclasses
     import json
     import sys
-    from pathlib import Path
 
     from scaling.advise.pipeline import FitOptions, fit_sweep
     from scaling.fit.inputs import InputError
     from scaling.store import StoreError
     from scaling.tables import fit_summary
 
-    results = _results_dir(results_dir)
-    if check is not None:
-        _check(results, check, laws, as_json, bootstrap)
-        return
+    given = {f.name: params[f.name] for f in dataclasses.fields(FitOptions) if params[f.name] is not None}
     if wandb_mode is not None and wandb_mode not in ("auto", "online", "offline"):
         _fail(f"--wandb {wandb_mode!r} is not one of auto, online, offline")
-    if memory_per_gpu is not None and target_flops is None:
+    if memory_per_gpu_gb is not None and target_flops is None:
         _fail("--memory-per-gpu needs --target-flops C: the memory limit is judged for the run recommended there")
     seeds = _floats(verify_seeds, "--verify-seeds")
-    options = FitOptions(sweep=sweep, all_sweeps=all_sweeps, source=source, mapping=mapping, seq_len=seq_len,
-                         optimum=optimum, convention=convention, bootstrap=bootstrap,
-                         allow_mixed_data=allow_mixed_data, target_flops=target_flops,
-                         output=Path(output) if output else None, verify_at=verify_at,
-                         verify_lr_factors=_floats(verify_lrs, "--verify-lrs"),
-                         verify_seeds=tuple(int(s) for s in seeds) if seeds else None, plots=plots,
-                         memory_per_gpu_gb=memory_per_gpu, gpus=gpus)
+    given.update(verify_lr_factors=_floats(verify_lr_factors, "--verify-lrs"),
+                 verify_seeds=tuple(int(s) for s in seeds) if seeds else None)
+    results = _results_dir(results_dir)
     try:
-        result = fit_sweep(results, options)
+        result = fit_sweep(results, FitOptions(**given))
     except (InputError, StoreError, ValueError) as e:
         _fail(str(e))
     if wandb_mode is not None:
@@ -572,9 +576,9 @@ def fit(
     if as_json:
         sys.stdout.write(json.dumps(result.written["payload"], indent=1, allow_nan=False) + "\n")
         return
-    console = _console(stderr=False)
-    for item in fit_summary(result):
-        console.print(item, highlight=False)
+    console = _console(stderr=False, wide=wide)
+    for item in fit_summary(result, wide=wide):
+        console.print(item, highlight=False, soft_wrap=isinstance(item, str))  # a message keeps its line
 
 
 @app.command("next")
@@ -583,6 +587,7 @@ def next_rung(
     fit_json: str | None = typer.Option(None, "--fit", help="The fit whose advice to follow (default: "
                                         "<results>/<sweep>/fit/fit.json, as `scaling fit SWEEP` wrote it)."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """Write the next sweep that the fit's verdicts advise (a budget above the largest, wider lr grids, more
     seeds) as next.yaml beside fit.json, and show it as a dry run. Train it with `scaling sweep PATH`, then
@@ -595,7 +600,7 @@ def next_rung(
     from scaling.tables import sweep_table
 
     results = _results_dir(results_dir)
-    console, out = _console(), _console(stderr=False)
+    console, out = _console(), _console(stderr=False, wide=wide)
     try:
         path, config = write_next_sweep(results, sweep, Path(fit_json) if fit_json else None)
     except (InputError, StoreError, ValueError) as e:
@@ -604,7 +609,7 @@ def next_rung(
         out.print(f"{sweep}: no law's verdict asks for more runs; nothing written", highlight=False)
         return
     plan, _ = _plan(str(path), [], None, results, None, False, console, data_required=False)
-    out.print(sweep_table(plan, {}))
+    out.print(sweep_table(plan, {}, wide=wide))
     out.print(f"wrote {path}: {config['description']}\ntrain it with `scaling sweep {path}`, then refit with "
               f"`scaling fit {sweep}`", highlight=False, soft_wrap=True)
 
@@ -624,25 +629,38 @@ def _log_fit_to_wandb(mode: str, result) -> str | None:
                    result.out_dir)
 
 
-def _check(results, sweep: str, laws: str | None, as_json: bool, n_boot: int) -> None:
+@app.command()
+def verify(
+    sweep: str = typer.Argument(..., help="A trained verification sweep (from a fit's verify.yaml, e.g. "
+                                "demo-verify) or wind-tunnel ladder."),
+    laws: str | None = typer.Option(None, "--laws", help="The fit JSON to predict with (default: the sweep's own "
+                                    "`laws`)."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=200, help="Run-level resamples of the measured optima."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per budget instead of the table."),
+    results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
+) -> None:
+    """Check a fit's predictions by training: per budget of the sweep, the predicted optimum lr and loss (95%)
+    against the measured ones, and whether each held."""
     import sys
     from pathlib import Path
 
     from scaling.advise.verify import check_predictions
     from scaling.fit.inputs import InputError
     from scaling.store import StoreError
-    from scaling.tables import check_table
+    from scaling.tables import verify_table
 
+    results = _results_dir(results_dir)
     try:
-        table = check_predictions(results, sweep, Path(laws) if laws else None, n_boot=max(n_boot, 200))
+        table = check_predictions(results, sweep, Path(laws) if laws else None, n_boot=bootstrap)
     except (InputError, StoreError) as e:
         _fail(str(e))
     if as_json:
         sys.stdout.write(table.to_json(orient="records", indent=1) + "\n")
         return
-    console = _console(stderr=False)
-    console.print(check_table(f"predictions checked by training ({sweep}): predicted [95%] against measured [95%]",
-                              table))
+    console = _console(stderr=False, wide=wide)
+    console.print(verify_table(f"predictions checked by training ({sweep}): predicted [95%] against measured "
+                               f"[95%]", table))
     for _, r in table.iterrows():
         parts = []
         if r.get("lr_ratio") == r.get("lr_ratio") and r.get("lr_ratio") is not None:
@@ -652,7 +670,7 @@ def _check(results, sweep: str, laws: str | None, as_json: bool, n_boot: int) ->
             parts.append(f"loss predicted {r['loss_predicted']:.4g}, measured {r['loss_measured']:.4g} "
                          f"({r['loss_error']:+.3f} nats)")
         if parts:
-            console.print(f"C = {r['C']:.3g}: " + "; ".join(parts), highlight=False)
+            console.print(f"C = {r['C']:.3g}: " + "; ".join(parts), highlight=False, soft_wrap=True)
 
 
 data_app = typer.Typer(help="Token data: prepare your own corpus as shards a sweep can train on.",
@@ -693,7 +711,7 @@ def data_prepare(
         _fail(str(e))
     except KeyboardInterrupt:
         _fail(f"interrupted; rerun the same command to resume (finished shards are kept in {out})", code=130)
-    _console(stderr=False).print(manifest_line(manifest, out), highlight=False)
+    _console(stderr=False).print(manifest_line(manifest, out), highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":  # last: every command (the data group too) is registered by now

@@ -2,7 +2,7 @@
 `train.diagnostics_every` steps), in the record.
 
 For each layer and each FP8 GEMM (attention qkv and out projections, the experts' gate|up and down, the shared
-experts and dense FFNs) and each GEMM input kind (activation, weight, output gradient), the `Probe` quantizes the
+experts and dense FFNs) and each GEMM input kind (activation, weight, output gradient), the `Monitor` quantizes the
 tensor as the run's FP8 recipe does (scaling/model/fp8.py: format, scaling granularity, power-of-2 scale) and
 reports
 
@@ -15,7 +15,7 @@ without QK-norm it grows in training, and with it the gradients of the QKV proje
 underflow (the QKV gradient underflow is also reported on its own). In a bf16 or fp32 run the same statistics say
 what the FP8 recipe would do to that run's tensors.
 
-The probe is attached for one step (hooks on the linear layers, observers on the experts and attention) and adds a
+The monitor is attached for one step (hooks on the linear layers, observers on the experts and attention) and adds a
 few element-wise passes over each GEMM input of that step; the other steps pay nothing.
 """
 
@@ -56,9 +56,9 @@ def causal_logit_max(q_BHTDh: torch.Tensor, k_BHTDh: torch.Tensor) -> float:
     return float(logits_BHTT.masked_fill(future_TT, -math.inf).amax())
 
 
-class Probe:
-    """The diagnostics of one step: `with Probe(model, recipe) as probe:` around its forward and backward, then
-    `probe.summary(step)`."""
+class Monitor:
+    """The diagnostics of one step: `with Monitor(model, recipe) as monitor:` around its forward and backward, then
+    `monitor.summary(step)`."""
 
     def __init__(self, model, recipe: Fp8Recipe):
         self.model, self.recipe = model, recipe
@@ -85,7 +85,7 @@ class Probe:
         if y.requires_grad:
             y.register_hook(lambda g: self._add(layer, gemm, "grad_output", g))
 
-    def __enter__(self) -> Probe:
+    def __enter__(self) -> Monitor:
         for layer, block in enumerate(self.model.blocks):
             for path, gemm in LINEAR_GEMMS.items():
                 module = _submodule(block, path)

@@ -40,10 +40,6 @@ class RunPlan:
     summary: DataSummary | None = None
     """What planning knew of the data (token counts, vocabulary, fingerprint), whether or not it is here."""
 
-    @property
-    def flops_per_token(self) -> float:
-        return self.counts.M
-
     def batch_size_at(self, step: int) -> int:
         """Sequences in optimizer step `step` (0-based): the full batch, except a possibly smaller last one."""
         return self.last_batch_size if step == self.steps - 1 else self.run.train.batch_size

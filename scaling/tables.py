@@ -51,27 +51,35 @@ def run_result_line(record: dict, rec_path) -> str:
             + (f" ({tps:,.0f} tok/s)" if tps else "") + f"; record {rec_path}")
 
 
-def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None):
-    """The plan, cell by cell, with its resolved base and totals; `wall` = (estimated seconds, cells at once)."""
+def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wide: bool = False):
+    """The plan, cell by cell, with its resolved base and totals; `wall` = (estimated seconds, cells at once).
+    `wide` adds the run ids, M, epochs (shown anyway when a cell repeats its data) and the memory plan's layout
+    (the caption has the totals either way)."""
     from rich.table import Table
 
     from scaling.device import GPU_BF16_PEAK
+    from scaling.memory import GIB
     from scaling.sweep.estimate import GPU_STUDY_FLOPS, PLANNING_MFU, gpu_hours
 
     title = f"sweep {plan.name}: {len(plan.cells)} cells" + (f" — {plan.config.description}"
                                                                if plan.config.description else "")
     table = Table(title=title, title_justify="left")
-    cols = ("#", "id", "cell (C, A, G, lr, batch)", "shape", "params tot/act", "M", "tokens", "steps", "epochs",
-            "memory/device")
+    epochs = wide or any(c.plan.summary and (c.plan.summary.epochs(c.plan.tokens) or 0) > 1 for c in plan.cells)
+    cols = ("#", *(("id",) if wide else ()), "cell (C, A, G, lr, batch)", "shape", "params tot/act",
+            *(("M",) if wide else ()), "tokens", "steps", *(("epochs",) if epochs else ()),
+            "memory/device" if wide else "GiB/dev")
     for col in cols + (("est s",) if estimates else ()):
-        table.add_column(col, justify="left" if col in ("id", "shape") or col.startswith("cell") else "right")
+        table.add_column(col, justify="left" if col in ("id", "shape") or col.startswith("cell") else "right",
+                         no_wrap=col.startswith("cell"))
     for c in plan.cells:
         m, k = c.run.model, c.plan.counts
         shape = f"d{m.d_model}L{m.n_layers} E{m.n_experts}k{m.top_k}" + (
             f"s{m.n_shared_experts}" if m.n_shared_experts else "")
-        row = [str(c.index), c.run_id, c.name, shape, f"{k.params_total / 1e6:.3g}M/{k.params_active / 1e6:.3g}M",
-               f"{k.M:.3g}", f"{c.plan.tokens:,}", str(c.plan.steps), _epochs(c.plan),
-               c.memory.summary() if c.memory else "?"]
+        memory = "?" if not c.memory else c.memory.summary() if wide or c.memory.fits is False else \
+            f"{c.memory.need.total / GIB:.3g}"
+        row = [str(c.index), *((c.run_id,) if wide else ()), c.name, shape,
+               f"{k.params_total / 1e6:.3g}M/{k.params_active / 1e6:.3g}M", *((f"{k.M:.3g}",) if wide else ()),
+               f"{c.plan.tokens:,}", str(c.plan.steps), *((_epochs(c.plan),) if epochs else ()), memory]
         if estimates:
             row.append(f"{estimates.get(c.run_id, float('nan')):.1f}")
         table.add_row(*row)
@@ -169,48 +177,92 @@ def _iv(lo, hi) -> str:
 VERDICT_STYLE = {"reliable": "green", "weak": "yellow", "undetermined": "red"}
 
 
-def laws_table(report):
+class Notes:
+    """Long texts (a verdict's reasons, a law's source) as numbered notes printed below a table, so the table itself
+    keeps to short columns and fits a 100-column terminal; `--wide` puts them back in the table."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def ref(self, text: str) -> str:
+        """The note's mark for a table cell ('' for no text); the text joins the notes."""
+        if not text:
+            return ""
+        self.lines.append(text)
+        return f"({len(self.lines)})"
+
+    def renderables(self) -> list:
+        """The notes as one grid, each text indented under its own first line; nothing without notes."""
+        from rich.markup import escape
+        from rich.table import Table
+
+        if not self.lines:
+            return []
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(justify="right", no_wrap=True)
+        grid.add_column(overflow="fold")
+        for i, line in enumerate(self.lines, 1):
+            grid.add_row(f"({i})", escape(line))
+        return [grid]
+
+
+def laws_table(report, wide: bool = False) -> list:
+    """The fitted laws (parameters, R^2, points, verdict) and those not fitted, with why: a table and its notes."""
     from rich.markup import escape
     from rich.table import Table
 
     def fmt(v):
         return f"{v:.4g}"
 
+    notes = Notes()
     table = Table(title=f"scaling laws from {report.n_runs} runs ({report.source}); optimum: {report.optimum_method}",
                   title_justify="left")
-    for col in ("law", "formula", "parameters (95% interval)", "R^2", "n", "verdict (judged at)"):
+    cols = ("law", "formula", "parameters (95% interval)" if wide else "parameters", "R^2", "n",
+            "verdict (judged at)" if wide else "verdict", *(() if wide else ("note",)))
+    for col in cols:
         table.add_column(col, overflow="fold")
     for name, law in report.laws.items():
-        params = ", ".join(f"{k}={fmt(v)}" + (f" [{fmt(law.interval[k][0])}, {fmt(law.interval[k][1])}]"
-                                               if k in law.interval else "") for k, v in law.params.items())
-        if law.method:
-            params += f" ({law.method})"
+        with_iv = ", ".join(f"{k}={fmt(v)}" + (f" [{fmt(law.interval[k][0])}, {fmt(law.interval[k][1])}]"
+                                                if k in law.interval else "") for k, v in law.params.items())
         v = law.verdict or {}
         at = ", ".join(f"{k} = {x:.3g}" for k, x in (v.get("judged_at") or {}).items())
         level = v.get("verdict", "")
-        verdict = f"[{VERDICT_STYLE.get(level, 'white')}]{level}[/] ({at})"
-        if level != "reliable" and v.get("reasons"):
-            verdict += ": " + escape("; ".join(v["reasons"]))
-        table.add_row(name, law.formula, escape(params), "" if law.r2 is None else f"{law.r2:.3f}",
-                      str(law.n_points), verdict)
+        reasons = "; ".join(v["reasons"]) if level != "reliable" and v.get("reasons") else ""
+        style = VERDICT_STYLE.get(level, "white")
+        r2 = "" if law.r2 is None else f"{law.r2:.3f}"
+        if wide:
+            params = with_iv + (f" ({law.method})" if law.method else "")
+            verdict = f"[{style}]{level}[/] ({at})" + (": " + escape(reasons) if reasons else "")
+            table.add_row(name, law.formula, escape(params), r2, str(law.n_points), verdict)
+        else:
+            short = ", ".join(f"{k}={fmt(v)}" for k, v in law.params.items())
+            note = f"{name}: {with_iv}" + (f" ({law.method})" if law.method else "") + \
+                f"; {level} at {at}" + (f": {reasons}" if reasons else "")
+            table.add_row(name, law.formula, escape(short), r2, str(law.n_points), f"[{style}]{level}[/]",
+                          notes.ref(note))
     for name, why in report.excluded.items():
-        table.add_row(f"[dim]{name}[/]", "[dim]not fitted[/]", f"[dim]{escape(why)}[/]", "", "", "")
+        if wide:
+            table.add_row(f"[dim]{name}[/]", "[dim]not fitted[/]", f"[dim]{escape(why)}[/]", "", "", "")
+        else:
+            table.add_row(f"[dim]{name}[/]", "[dim]not fitted[/]", "", "", "", "", notes.ref(f"{name}: {why}"))
     if report.runs_excluded:
         table.caption = "runs excluded: " + ", ".join(f"{v} {k}" for k, v in report.runs_excluded.items())
-    return table
+    return [table, *notes.renderables()]
 
 
-def optima_table(report):
-    """Per budget (model size, tokens): the optimum lr, batch and loss with run-level 95% intervals."""
+def optima_table(report, wide: bool = False) -> list:
+    """Per budget (model size, tokens): the optimum lr, batch and loss with run-level 95% intervals (model size,
+    tokens and the runs' noise with `wide`)."""
     from rich.table import Table
 
     o = report.optima
+    notes = Notes()
     table = Table(title=f"optima per budget ({report.family}; bowl vertex, 95% run-level interval)",
                   title_justify="left")
     varies_batch = o["batch_tokens"].nunique() > 1
-    cols = ["C (FLOPs)", "params", "tokens", "runs", "lr*", "lr 95%", "lr swept"]
+    cols = ["C (FLOPs)", *(["params", "tokens"] if wide else []), "runs", "lr*", "lr 95%", "lr swept"]
     cols += ["batch*", "batch 95%"] if varies_batch else []
-    cols += ["loss*", "loss 95%", "noise (nats)", "note"]
+    cols += ["loss*", "loss 95%", *(["noise (nats)"] if wide else []), "note"]
     for c in cols:
         table.add_column(c, overflow="fold")
     for _, r in o.iterrows():
@@ -218,12 +270,13 @@ def optima_table(report):
         noise = r.get("seed_sd")
         if noise is None or noise != noise:
             noise = r.get("noise_sd")
-        row = [f"{r['C']:.3g}", f"{r['params']:.3g}", f"{r['tokens']:.3g}", str(int(r["n_runs"])), _g(r["lr"]),
-               _iv(r["lr_lo"], r["lr_hi"]), f"{r['lr_min']:.3g}..{r['lr_max']:.3g}"]
+        row = [f"{r['C']:.3g}", *([f"{r['params']:.3g}", f"{r['tokens']:.3g}"] if wide else []),
+               str(int(r["n_runs"])), _g(r["lr"]), _iv(r["lr_lo"], r["lr_hi"]), f"{r['lr_min']:.3g}..{r['lr_max']:.3g}"]
         row += [_g(r["batch_tokens"]), _iv(r["batch_tokens_lo"], r["batch_tokens_hi"])] if varies_batch else []
-        row += [_g(r["loss"]), _iv(r["loss_lo"], r["loss_hi"]), _g(noise), note]
+        row += [_g(r["loss"]), _iv(r["loss_lo"], r["loss_hi"]), *([_g(noise)] if wide else []),
+                note if wide else notes.ref(f"C = {r['C']:.3g}: {note}" if note else "")]
         table.add_row(*row)
-    return table
+    return [table, *notes.renderables()]
 
 
 def leverage_table(report):
@@ -296,7 +349,7 @@ def held_out_table(held: dict):
                        pd.DataFrame(rows, columns=cols), cols)
 
 
-def check_table(title: str, df):
+def verify_table(title: str, df):
     """Predicted against measured, per group of a verification (or wind-tunnel) sweep."""
     from rich.table import Table
 
@@ -362,20 +415,21 @@ def runs_frame(df, extra: list[str], every: bool = False):
     return out.reset_index(drop=True)
 
 
-def fit_summary(result) -> list:
+def fit_summary(result, wide: bool = False) -> list:
     """What `scaling fit` prints of a fit (advise/pipeline.FitResult), in order: tables, structure readings, notes,
-    the files written, the recommendation and its warnings, and how to verify it."""
+    the files written, the recommendation and its warnings, and how to verify it. Tables keep to short columns with
+    their long texts as numbered notes below them, unless `wide`."""
     from scaling.advise.pipeline import no_law_reason
 
     report, written, rec = result.report, result.written, result.recommendation
     items: list = []
     if report.optima is not None and not report.optima.empty:
-        items.append(optima_table(report))
+        items += optima_table(report, wide)
     if report.leverage is not None and not report.leverage.empty:
         items.append(leverage_table(report))
     if report.precision is not None and not report.precision.empty:
         items.append(precision_table(report))
-    items.append(laws_table(report))
+    items += laws_table(report, wide)
     if report.held_out:
         items.append(held_out_table(report.held_out))
     for key, item in (report.structure or {}).items():
@@ -390,7 +444,7 @@ def fit_summary(result) -> list:
         items.append(f"wrote {len(written['figures'])} figure files in {result.out_dir}: "
                      f"{', '.join(sorted({p.stem for p in written['figures']}))}")
     if rec is not None:
-        items.append(recommendation_table(rec))
+        items += recommendation_table(rec, wide)
         if (limit := rec.memory_limit) and limit.get("chosen") and not limit.get("binds"):
             c = limit["chosen"]
             items.append(f"memory does not bind: the leverage law's best A = {c['A']:.3g} (E = {c['n_experts']}, "
@@ -402,7 +456,7 @@ def fit_summary(result) -> list:
                      f"{written['overrides']}` trains it")
     if "verify" in written:
         items.append(f"wrote {written['verify']}: verify the predictions by training there, `scaling sweep "
-                     f"{written['verify']}`, then `scaling fit --check {written['verify_name']}`")
+                     f"{written['verify']}`, then `scaling verify {written['verify_name']}`")
     elif "verify_skipped" in written:
         items.append(f"no verification sweep: {written['verify_skipped']}")
     return items
@@ -451,9 +505,9 @@ def sweeps_table(results_dir, per_sweep: dict[str, dict]):
 
 
 # ---- recommendation ------------------------------------------------------------------------------------------
-def recommendation_table(rec):
+def recommendation_table(rec, wide: bool = False) -> list:
     """The recommended run (advise/recommend.Recommendation): each quantity with its interval, verdict and law,
-    and what no law supports, with the sweep that would settle it."""
+    and what no law supports, with the sweep that would settle it: a table and its notes."""
     import numpy as np
     from rich.markup import escape
     from rich.table import Table
@@ -461,17 +515,20 @@ def recommendation_table(rec):
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, (float, int, np.floating)) else str(v)
 
+    notes = Notes()
     table = Table(title=f"recommendation at C = {rec.target_flops:.3g} FLOPs", title_justify="left")
-    for col in ("quantity", "value", "95% interval", "verdict", "from"):
+    for col in ("quantity", "value", "95% interval", "verdict", "from" if wide else "note"):
         table.add_column(col, overflow="fold")
     for name, item in rec.items.items():
         interval = f"[{fmt(item['interval'][0])}, {fmt(item['interval'][1])}]" if item["interval"] else ""
-        why = f" ({'; '.join(item['reasons'])})" if item.get("reasons") else ""
-        table.add_row(name, fmt(item["value"]), interval, item.get("verdict", ""), escape(item["source"] + why))
+        source = item["source"] + (f" ({'; '.join(item['reasons'])})" if item.get("reasons") else "")
+        table.add_row(name, fmt(item["value"]), interval, item.get("verdict", ""),
+                      escape(source) if wide else notes.ref(f"{name}: {source}"))
     for name, miss in rec.missing.items():
-        advice = f" -> {'; '.join(miss['advice'])}" if miss.get("advice") else ""
-        table.add_row(f"[dim]{name}[/]", "[dim]-[/]", "", "[dim]missing[/]", f"[dim]{escape(miss['why'] + advice)}[/]")
-    return table
+        why = miss["why"] + (f" -> {'; '.join(miss['advice'])}" if miss.get("advice") else "")
+        table.add_row(f"[dim]{name}[/]", "[dim]-[/]", "", "[dim]missing[/]",
+                      f"[dim]{escape(why)}[/]" if wide else notes.ref(f"{name}: {why}"))
+    return [table, *notes.renderables()]
 
 
 def manifest_line(manifest: dict, folder) -> str:

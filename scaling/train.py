@@ -507,9 +507,9 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
         x_np, y_np = (x_np[mine], y_np[mine]) if share or not a.sharded else (x_np[:1], y_np[:1])
     micro = a.micro_batch or max(1, len(x_np))
     loss_value, loads = 0.0, None
-    probe = _probe(a, tr, step)
-    forward = model if probe is not None else tr.forward  # the probe's hooks are on the eager modules
-    with probe if probe is not None else contextlib.nullcontext():
+    monitor = _monitor(a, tr, step)
+    forward = model if monitor is not None else tr.forward  # the monitor's hooks are on the eager modules
+    with monitor if monitor is not None else contextlib.nullcontext():
         for start in range(0, len(x_np), micro):  # gradient accumulation over micro-batches of this rank's rows
             x_BT = torch.from_numpy(x_np[start: start + micro]).to(device)
             y_BT = torch.from_numpy(y_np[start: start + micro]).to(device)
@@ -517,8 +517,8 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
             loss, step_loads = _micro_step(a, model, forward, x_BT, y_BT, weight)
             loss_value += loss * weight
             loads = step_loads if loads is None else [acc + new for acc, new in zip(loads, step_loads, strict=True)]
-    if probe is not None:
-        entry = probe.summary(step + 1)
+    if monitor is not None:
+        entry = monitor.summary(step + 1)
         tr.state["diagnostics"].append(entry)
         tr.tracker.log(diagnostics.tracker_metrics(entry), step=step + 1)
     if loads is not None:
@@ -549,15 +549,15 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
     return loss_value, grad_norm, checkpoint_asked, stop_asked
 
 
-def _probe(a: _Attempt, tr: _Trainer, step: int):
-    """The diagnostics probe of this step when one is due (every train.diagnostics_every steps, and the last)."""
+def _monitor(a: _Attempt, tr: _Trainer, step: int):
+    """The diagnostics monitor of this step when one is due (every train.diagnostics_every steps, and the last)."""
     every, done = a.plan.run.train.diagnostics_every, step + 1
     if not every or (done % every and done != a.plan.steps):
         return None
     from scaling import diagnostics
     from scaling.model.fp8 import Fp8Recipe
 
-    return diagnostics.Probe(tr.model, Fp8Recipe(a.plan.run.train.fp8_scaling))
+    return diagnostics.Monitor(tr.model, Fp8Recipe(a.plan.run.train.fp8_scaling))
 
 
 def _micro_step(a: _Attempt, model, forward, x_BT, y_BT, weight: float) -> tuple[float, list]:

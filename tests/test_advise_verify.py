@@ -32,7 +32,7 @@ def test_ladder_sweep_and_wind_tunnel_check(tmp_path):
     out = subprocess.run([*cli, "sweep", str(tmp_path / "wind.yaml"), "--results-dir", str(tmp_path / "r"),
                           "--no-probe", "--no-progress"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    check = scaling("fit", "--check", "wind", "--results-dir", tmp_path / "r", "--json")  # in this process
+    check = scaling("verify", "wind", "--results-dir", tmp_path / "r", "--json")  # in this process
     assert check.returncode == 0, check.stderr
     rows = json.loads(check.stdout)
     assert len(rows) == 3
@@ -43,9 +43,9 @@ def test_ladder_sweep_and_wind_tunnel_check(tmp_path):
         assert r["loss_error"] == pytest.approx(r["loss_measured"] - r["loss_predicted"])
         assert r["loss_held"] is None  # a hand-written law has no resamples: no interval to hold to
         assert r["lr_predicted"] == pytest.approx(0.3 * r["C"] ** -0.125)
-    table = scaling("fit", "--check", "wind", "--results-dir", tmp_path / "r")
+    table = scaling("verify", "wind", "--results-dir", tmp_path / "r")
     assert table.returncode == 0 and "predictions checked by training" in table.stdout
-    missing = scaling("fit", "--check", "nope", "--results-dir", tmp_path / "r")
+    missing = scaling("verify", "nope", "--results-dir", tmp_path / "r")
     assert missing.returncode == 2 and "names no laws" in missing.stderr
 
 
@@ -90,11 +90,11 @@ def test_sweep_fit_recommend_and_verify_end_to_end(tmp_path):
     assert not (tmp_path / "rec").exists()
     ok("sweep", str(out_dir / "verify.yaml"), "--results-dir", str(results), "--no-probe", "--no-progress",
        "--workers", "2")
-    check = json.loads(ok("fit", "--check", "e2e-verify", "--results-dir", str(results), "--json").stdout)
+    check = json.loads(ok("verify", "e2e-verify", "--results-dir", str(results), "--json").stdout)
     [row] = check
     assert row["C"] == pytest.approx(2.4e10, rel=0.02) and row["n_runs"] == 3
     assert row["lr_predicted"] == pytest.approx(payload["laws"]["lr_opt"]["params"]["a"] * row["C"]
                                                 ** payload["laws"]["lr_opt"]["params"]["b"], rel=1e-6)
     assert row["loss_measured"] > 0 and "loss_predicted" in row
-    table = ok("fit", "--check", "e2e-verify", "--results-dir", str(results))
+    table = ok("verify", "e2e-verify", "--results-dir", str(results))
     assert "predictions checked by training" in table.stdout

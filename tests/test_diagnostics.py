@@ -1,4 +1,4 @@
-"""FP8 quantization diagnostics (scaling/diagnostics.py): the statistics themselves, the probe's hooks, and the
+"""FP8 quantization diagnostics (scaling/diagnostics.py): the statistics themselves, the monitor's hooks, and the
 QK-norm ablation they exist for."""
 
 import math
@@ -41,15 +41,15 @@ def _step(model, x):
 
 
 @pytest.mark.parametrize("scaling", ["tensorwise", "rowwise"])
-def test_probe_reports_every_layer_gemm_and_kind_and_leaves_nothing_attached(scaling):
+def test_monitor_reports_every_layer_gemm_and_kind_and_leaves_nothing_attached(scaling):
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, seq_len=16, n_experts=4, top_k=2, d_expert=32,
                       n_shared_experts=1, n_dense_layers=1)
     torch.manual_seed(0)
     model = build_model(cfg)
     x = torch.randint(0, 256, (2, 16))
-    with diagnostics.Probe(model, Fp8Recipe(scaling)) as probe:
+    with diagnostics.Monitor(model, Fp8Recipe(scaling)) as monitor:
         _step(model, x)
-    entry = probe.summary(step=7)
+    entry = monitor.summary(step=7)
     got = {(g["layer"], g["gemm"], g["kind"]) for g in entry["gemms"]}
     layer0 = {"attn.qkv", "attn.out", "ffn.gate_up", "ffn.down"}  # the dense first layer
     layer1 = {"attn.qkv", "attn.out", "experts.gate_up", "experts.down", "shared.gate_up", "shared.down"}
@@ -63,8 +63,8 @@ def test_probe_reports_every_layer_gemm_and_kind_and_leaves_nothing_attached(sca
     assert set(diagnostics.tracker_metrics(entry)) == {f"fp8/{m}/layer{i}" for m in ("qkv_grad_underflow",
                                                                                     "attn_logit_max")
                                                        for i in range(2)}
-    _step(model, x)  # after the probe: no hook or observer left to count this step
-    assert probe.summary(step=7) == entry
+    _step(model, x)  # after the monitor: no hook or observer left to count this step
+    assert monitor.summary(step=7) == entry
     assert all(b.attn.observer is None for b in model.blocks) and model.blocks[1].ffn.observer is None
 
 

@@ -36,7 +36,7 @@ def test_the_plan_spends_the_budget_in_whole_sequences_and_steps():
     run = compose(["budget_flops=3e11", "train.batch_size=16"])
     plan = plan_run(run)
     M = flops.count(run.model).M
-    assert plan.flops_per_token == M and plan.tokens % run.model.seq_len == 0
+    assert plan.counts.M == M and plan.tokens % run.model.seq_len == 0
     assert abs(plan.tokens * M / run.budget_flops - 1) < 0.01
     assert (plan.steps - 1) * 16 + plan.last_batch_size == plan.tokens // run.model.seq_len
     assert 1 <= plan.last_batch_size <= 16 and plan.batch_size_at(plan.steps - 1) == plan.last_batch_size

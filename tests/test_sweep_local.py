@@ -129,10 +129,10 @@ def test_dry_run_with_an_impossible_cell_names_it_and_launches_nothing(tmp_path)
 
 
 def test_dry_run_prints_the_plan_with_an_estimate(tmp_path):
-    out = scaling("sweep", TINY, "--results-dir", tmp_path, "--dry-run")  # with the throughput probe
+    out = scaling("sweep", TINY, "--results-dir", tmp_path, "--dry-run", "--wide")  # with the throughput probe
     assert out.returncode == 0, out.stderr
     for rid in tiny_ids():
-        assert rid in out.stdout  # the plan is the dry run's result: stdout
+        assert rid in out.stdout  # the plan is the dry run's result: stdout (ids with --wide)
     assert "estimated" in out.stdout and "total" in out.stdout
     assert not (tmp_path / "tiny").exists()
 
@@ -210,7 +210,7 @@ def test_a_precision_sweep_resumes_like_any_other_and_fits_its_gap(tmp_path):
     (row,) = json.loads(fit.stdout)["precision"]
     assert row["pairs"] == 2 and row["base"] == "bf16" and row["verdict"] in ("no significant gap", "fp8 worse",
                                                                               "fp8 better")
-    table = scaling("diagnostics", "tiny", "--cell", "fp8", "--results-dir", tmp_path)
+    table = scaling("diagnostics", "tiny", "--cell", "fp8", "--results-dir", tmp_path, "--wide")
     assert table.returncode == 0, table.stderr
     assert table.stdout.count("fp8") >= 4 and "QKV grad underflow" in table.stdout  # 2 runs x 2 layers
     frame = scaling("diagnostics", "tiny", "--format", "csv", "--results-dir", tmp_path)

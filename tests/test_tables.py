@@ -34,3 +34,38 @@ def test_columns_adds_fields_and_a_typo_names_the_nearest():
     assert len(runs_frame(_records(), ["all"]).columns) > 100
     with pytest.raises(RunsColumnsError, match="did you mean results.mfu"):
         runs_frame(_records(), ["results.mf"])
+
+
+def _widest(text: str) -> int:
+    """The widest line of the tables and their notes (a message keeps its line: a terminal wraps it)."""
+    import re
+
+    table = re.compile(r"^\s*(\(\d+\)|[┃│┏┗┡└╭╰|])")
+    return max(len(line.rstrip()) for line in text.splitlines() if table.match(line))
+
+
+def test_fit_and_plan_tables_fit_100_columns_with_notes_below_and_wide_shows_all(tmp_path):
+    """Issue 26: the fit and plan tables were 200+ columns; at COLUMNS=100 they keep within it (long reasons as
+    numbered notes below the table, every cell name whole), and --wide puts everything back."""
+    from synthetic import write_sweep
+
+    from scaling.sweep.plan import compose_sweep, plan_sweep
+    from tests.inprocess import scaling
+
+    write_sweep(tmp_path, "demo", budgets=(1e11, 3e11, 1e12), lrs=(1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2))
+    env = {"COLUMNS": "100"}
+    fit = scaling("fit", "demo", "--results-dir", tmp_path, "--target-flops", "3e12", "--no-plots",
+                  "--bootstrap", "100", env=env)
+    assert fit.returncode == 0, fit.stderr
+    assert _widest(fit.stdout) <= 100 and "(1) lr_opt: a=" in fit.stdout and "not fitted" in fit.stdout
+    wide = scaling("fit", "demo", "--results-dir", tmp_path, "--target-flops", "3e12", "--no-plots",
+                   "--bootstrap", "100", "--wide", env=env)
+    assert "parameters (95% interval)" in wide.stdout and _widest(wide.stdout) > 100
+
+    plan = scaling("sweep", "demo", "--dry-run", "--no-probe", env=env)
+    assert plan.returncode == 0 and _widest(plan.stdout) <= 100
+    names = [c.name for c in plan_sweep(compose_sweep("demo"), data_required=False).cells]
+    assert all(name in plan.stdout for name in names)  # whole, not cut
+    assert plan_sweep(compose_sweep("demo"), data_required=False).cells[0].run_id not in plan.stdout
+    wide_plan = scaling("sweep", "demo", "--dry-run", "--no-probe", "--wide", env=env)
+    assert names[0] in wide_plan.stdout and "memory/device" in wide_plan.stdout

@@ -21,41 +21,43 @@ class FitOptions:
     """What to fit and what to write (the options of `scaling fit`)."""
 
     sweep: str | None = None
-    """The sweep (its folder under the results directory, or its W&B group with a wandb: source); None: the only
-    sweep there is (several are refused unless `all_sweeps`)."""
+    """The sweep to fit: its folder under the results directory, or its W&B group with a wandb: source; may be
+    omitted when there is only one (several are refused unless all_sweeps)."""
     all_sweeps: bool = False
     """Pool the runs of every sweep (their losses must be comparable: same data)."""
     source: str | None = None
-    """A CSV of runs, or wandb:ENTITY/PROJECT; None: the results directory."""
+    """A CSV of runs, or wandb:ENTITY/PROJECT (default: the results directory)."""
     mapping: str | None = None
-    """CSV column renames, 'params=Model Size,flops=Training FLOP'."""
+    """Rename CSV columns: 'params=Model Size,flops=Training FLOP'. Ours: params, tokens, flops, loss, lr,
+    batch_tokens (or batch + seq_len), activation_ratio, granularity, group."""
     seq_len: int | None = None
-    """Sequence length when a CSV's batch is in sequences."""
+    """Sequence length when the CSV's batch is in sequences."""
     optimum: str = "quadratic"
-    """How a budget's optimum is read: quadratic, or near-optimal[:TOL]."""
+    """How a budget's optimum is read: quadratic, or near-optimal[:TOL] (default TOL 0.0025)."""
     convention: str = "M"
-    """FLOPs convention of C: M, M_with_head, 6N_total, 6N_active, 6N_active_attn."""
+    """FLOPs convention of C (flops.CONVENTIONS)."""
     bootstrap: int = 1000
     """Run-level resamples for the intervals (0: Student-t intervals from the fitted points alone)."""
     allow_mixed_data: bool = False
     """Fit runs of different data sets together."""
     target_flops: float | None = None
-    """Recommend a run of this many FLOPs (and judge the laws there; default 3x the largest budget)."""
+    """Recommend lr, batch, A, G, size, tokens and loss for a run of this many FLOPs (and judge the laws there;
+    default 3x the largest budget)."""
+    memory_per_gpu_gb: float | None = None
+    """With target_flops: memory of one GPU, GiB (80 for an H100); the recommended activation ratio is then the
+    best the leverage law allows whose model fits (advise/affordable.py)."""
+    gpus: int = 1
+    """With memory_per_gpu_gb: how many such GPUs the recommended run gets."""
     output: Path | None = None
-    """Folder of the outputs; None: <results>/<sweep>/fit, or ./fit for other sources."""
+    """Folder of the outputs (default: <results>/<sweep>/fit, or ./fit for other sources)."""
     verify_at: float | None = None
-    """Budget of the verification sweep (default 3x the largest fitted budget)."""
+    """Budget of the verification sweep written to verify.yaml (default 3x the largest fitted budget)."""
     verify_lr_factors: tuple[float, ...] | None = None
     """Factors of the predicted lr the verification sweep trains (default 0.5, 1, 2)."""
     verify_seeds: tuple[int, ...] | None = None
     """Seeds of the verification sweep (default: as swept)."""
     plots: bool = True
-    """Write the figures (PNG and SVG)."""
-    memory_per_gpu_gb: float | None = None
-    """With target_flops: recommend the activation ratio whose model fits GPUs of this many GiB
-    (advise/affordable.py)."""
-    gpus: int = 1
-    """With memory_per_gpu_gb: how many such GPUs the recommended run gets."""
+    """Write the figures (PNG and SVG) to the output folder."""
 
 
 @dataclass
@@ -97,9 +99,12 @@ def fit_sweep(results_dir: Path, options: FitOptions) -> FitResult:
     from scaling.advise.outputs import default_output_dir, write_fit_outputs
     from scaling.fit.optima import parse_method
     from scaling.fit.report import fit_all
+    from scaling.flops import CONVENTIONS
 
     o = options
     parse_method(o.optimum)  # a bad option fails before any data is read
+    if o.source is None and o.convention not in CONVENTIONS:
+        raise InputError(f"--convention {o.convention!r} is not one of {', '.join(CONVENTIONS)}")
     sweep = o.sweep
     if sweep is not None and o.all_sweeps:
         raise InputError(f"give a sweep ({sweep!r}) or --all, not both")

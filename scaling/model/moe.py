@@ -196,7 +196,7 @@ class MoE(nn.Module):
         self.fp8_scaling: str | None = None
         """Set by fp8.convert: the expert GEMMs quantize their operands to FP8 with this scaling."""
         self.observer = None
-        """Set by diagnostics.Probe for one step: called as observer(gemm name, input, weight, output)."""
+        """Set by diagnostics.Monitor for one step: called as observer(gemm name, input, weight, output)."""
 
     @staticmethod
     def _pick_dispatch(cfg: ModelConfig) -> bool:

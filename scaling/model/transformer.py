@@ -70,7 +70,7 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(self.dh, eps=1e-6) if cfg.qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.dh, eps=1e-6) if cfg.qk_norm else nn.Identity()
         self.observer = None
-        """Set by diagnostics.Probe for one step: called as observer(q_BHTDh, k_BHTDh) after RoPE."""
+        """Set by diagnostics.Monitor for one step: called as observer(q_BHTDh, k_BHTDh) after RoPE."""
         cos, sin = rope_tables(cfg.seq_len, self.dh, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)

@@ -170,7 +170,7 @@ class Cell:
         return {
             "index": self.index, "id": self.run_id, "name": self.name, "coords": self.coords,
             "budget_flops": self.run.budget_flops, "tokens": self.plan.tokens, "steps": self.plan.steps,
-            "batch_tokens": self.plan.batch_tokens, "lr": self.run.train.lr, "flops_per_token": c.M,
+            "batch_tokens": self.plan.batch_tokens, "lr": self.run.train.lr, "M": c.M,
             "params_total": c.params_total, "params_active": c.params_active,
             "activation_ratio": c.activation_ratio, "granularity": c.granularity,
             "epochs": self.plan.summary.epochs(self.plan.tokens) if self.plan.summary else None,
@@ -300,7 +300,7 @@ def compose_sweep(config: str, overrides: list[str] | tuple[str, ...] = (),
                                f"it instead, give the keys alone (model.n_experts=16) or base+=ENTRY")
     sweep.base = [*sweep.base, *appended]
     sweep.config_dirs = [str(d) for d in search]
-    if sweep.laws:  # absolute, so the plan (and `scaling fit --check`) finds it from anywhere
+    if sweep.laws:  # absolute, so the plan (and `scaling verify`) finds it from anywhere
         sweep.laws = str(find_file(sweep.laws, search).resolve())
     return sweep
 
@@ -479,86 +479,123 @@ def _one_results_dir(name: str, cells: list[Cell], results_dir: str | None) -> P
     return Path(folders[0])
 
 
+@dataclass
+class _Part:
+    """One part of a sweep as it is planned: its config, its base run, where its files are looked up, and the
+    data summaries shared by every part (described once per data config)."""
+
+    sweep: SweepConfig
+    base: RunConfig
+    search: list[Path]
+    datasets: dict
+    data_required: bool
+
+
 def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | None, datasets: dict,
                data_required: bool) -> tuple[list[Cell], list[tuple[str, str]]]:
-    from scaling import data as data_mod
-    from scaling.run import cell_name, plan_run, short_number
+    """The cells of one part (budgets x shapes x architecture variants x batch x lr x axes x groups x seeds) and
+    the problems of those that cannot be planned, each (name, reason)."""
+    from scaling.run import short_number
 
-    if sweep.ladder:
-        sweep = _ladder_to_shapes(sweep)
+    sweep = _with_checked_budgets(_ladder_to_shapes(sweep) if sweep.ladder else sweep)
+    part = _Part(sweep, _part_base(sweep, results_dir, wandb_mode), _search(sweep), datasets, data_required)
+    cells: list[Cell] = []
+    problems: list[tuple[str, str]] = []
+    for budget in sweep.budgets:
+        for shape in [s for s in sweep.shapes if not s.get("budgets") or budget in s["budgets"]] or [None]:
+            for arch, kind in _arch_variants(sweep):
+                label = f"C{short_number(budget)}" + (f"-{_shape_tag(shape)}" if shape else "")
+                try:
+                    run, batches, lrs = _variant(part, budget, shape, arch, kind)
+                except (ConfigError, DataError) as e:
+                    variant = "dense" if kind == "dense" else "-".join(f"{k}{v:g}" for k, v in arch.items() if v)
+                    problems.append((f"{label}-{variant}" if variant else label, str(e)))
+                    continue
+                for batch_tokens, lr, updates in _hyperparameter_points(sweep, batches, lrs):
+                    try:
+                        cells.append(_cell(part, run, budget, shape, kind, batch_tokens, lr, updates, len(cells)))
+                    except (ConfigError, DataError) as e:
+                        problems.append((f"{label}-lr{short_number(lr)}-B{batch_tokens:.0f}", str(e)))
+    return cells, problems
+
+
+def _with_checked_budgets(sweep: SweepConfig) -> SweepConfig:
     if not sweep.budgets:
         raise ConfigError(f"sweep {sweep.name!r} has no budgets: set budgets: [3e11, ...] (FLOPs)")
     if any(not (0 < b < math.inf) for b in sweep.budgets):
         raise ConfigError(f"sweep {sweep.name!r}: every budget must be a positive, finite number of FLOPs (got "
                           f"{', '.join(f'{b:g}' for b in sweep.budgets)})")
-    search = _search(sweep)
-    base = compose(list(sweep.base) + [f"sweep={sweep.name}"], search)
-    top = {"sweep": sweep.name}
+    return sweep
+
+
+def _part_base(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | None) -> RunConfig:
+    """The run every cell of the part starts from: train.yaml with the part's base, in the sweep's folder."""
+    base = compose(list(sweep.base) + [f"sweep={sweep.name}"], _search(sweep))
+    top: dict[str, Any] = {"sweep": sweep.name}
     if results_dir:
         top["results_dir"] = results_dir
     if wandb_mode:
         top["wandb.mode"] = wandb_mode
-    base = with_updates(base, top)
-    problems: list[tuple[str, str]] = []
-    cells: list[Cell] = []
+    return with_updates(base, top)
+
+
+def _variant(part: _Part, budget: float, shape: dict | None, arch: dict, kind: str | None):
+    """(run, batch values, lr values) of one budget, shape and architecture variant."""
+    shape_updates = {f"model.{k}": v for k, v in (shape or {}).items() if k != "budgets"}
+    run = with_updates(part.base, {"budget_flops": float(budget), **shape_updates})
+    if kind == "dense":
+        run = with_updates(run, dense_equivalent(run))
+    else:
+        if arch["G"] is not None:
+            run = with_updates(run, reshape_granularity(run, arch["G"]))
+        if arch["A"] is not None:
+            run = with_updates(run, reshape_activation(run, arch["A"]))
+    sweep = part.sweep
+    batches = grid_values(sweep.batch, budget, run.train.batch_size * run.model.seq_len, "batch_opt", run.model,
+                          part.search)
+    lrs = grid_values(sweep.lr, budget, run.train.lr, "lr_opt", run.model, part.search)
+    return run, batches, lrs
+
+
+def _hyperparameter_points(sweep: SweepConfig, batches: list[float], lrs: list[float]):
+    """(batch tokens, lr, updates) for every batch x lr x axes x groups x seed, in that nesting order."""
     axis_keys = list(sweep.axes)
     axis_product = list(itertools.product(*(sweep.axes[k] for k in axis_keys))) or [()]
     group_product = list(itertools.product(*sweep.groups)) or [()]
+    for batch_tokens, lr, axis_values, group_entries, seed in itertools.product(
+            batches, lrs, axis_product, group_product, sweep.seeds):
+        updates = {"train.lr": float(lr), "seed": int(seed), **dict(zip(axis_keys, axis_values, strict=True))}
+        for entry in group_entries:
+            updates.update(entry)
+        yield batch_tokens, lr, updates
 
-    for budget in sweep.budgets:
-        shapes = [s for s in sweep.shapes if not s.get("budgets") or budget in s["budgets"]] or [None]
-        for shape in shapes:
-            shape_updates = {f"model.{k}": v for k, v in (shape or {}).items() if k != "budgets"}
-            for arch, kind in _arch_variants(sweep):
-                label = f"C{short_number(budget)}" + (f"-{_shape_tag(shape)}" if shape else "")
-                try:
-                    run = with_updates(base, {"budget_flops": float(budget), **shape_updates})
-                    if kind == "dense":
-                        run = with_updates(run, dense_equivalent(run))
-                    else:
-                        if arch["G"] is not None:
-                            run = with_updates(run, reshape_granularity(run, arch["G"]))
-                        if arch["A"] is not None:
-                            run = with_updates(run, reshape_activation(run, arch["A"]))
-                    batches = grid_values(sweep.batch, budget, run.train.batch_size * run.model.seq_len,
-                                          "batch_opt", run.model, search)
-                    lrs = grid_values(sweep.lr, budget, run.train.lr, "lr_opt", run.model, search)
-                except (ConfigError, DataError) as e:
-                    variant = "dense" if kind == "dense" else "-".join(f"{k}{v:g}" for k, v in arch.items() if v)
-                    problems.append((f"{label}-{variant}" if variant else label, str(e)))
-                    continue
-                for batch_tokens, lr, axis_values, group_entries, seed in itertools.product(
-                        batches, lrs, axis_product, group_product, sweep.seeds):
-                    updates = {"train.lr": float(lr), "seed": int(seed),
-                               **dict(zip(axis_keys, axis_values, strict=True))}
-                    for entry in group_entries:
-                        updates.update(entry)
-                    name = label
-                    try:
-                        from_law = bool(sweep.batch.law and not sweep.batch.values)
-                        updates["train.batch_size"] = _batch_size(batch_tokens, run.model.seq_len, from_law)
-                        cell_run = with_updates(run, updates)
-                        parallel = _parallel_plan(cell_run, sweep.launcher)
-                        if parallel.fits is False and data_required:
-                            raise ConfigError(f"too big for its GPUs (launcher.gpu_memory_gb="
-                                              f"{sweep.launcher.gpu_memory_gb:g}): {parallel.reason()}")
-                        cell_run = with_updates(cell_run, _decided(cell_run, parallel))
-                        key = json.dumps(dataclasses.asdict(cell_run.data), sort_keys=True)
-                        if key not in datasets:
-                            datasets[key] = data_mod.describe(cell_run.data, required=data_required)
-                        plan = plan_run(cell_run, datasets[key], refuse_repeats=data_required)
-                        name = _cell_name(cell_name(cell_run, plan.counts, plan.batch_tokens), shape, updates, sweep)
-                    except (ConfigError, DataError) as e:
-                        problems.append((f"{name}-lr{short_number(lr)}-B{batch_tokens:.0f}", str(e)))
-                        continue
-                    coords = {"budget_flops": float(budget), "A": plan.counts.activation_ratio,
-                              "G": plan.counts.granularity, "lr": float(lr), "batch_tokens": plan.batch_tokens,
-                              "seed": int(seed), "dense": kind == "dense",
-                              "shape": _shape_tag(shape) if shape else None,
-                              **{k: v for k, v in updates.items() if k not in ("train.lr", "seed", "train.batch_size")}}
-                    cells.append(Cell(index=len(cells), name=name, run=cell_run, plan=plan, coords=coords,
-                                      memory=parallel))
-    return cells, problems
+
+def _cell(part: _Part, run: RunConfig, budget: float, shape: dict | None, kind: str | None, batch_tokens: float,
+          lr: float, updates: dict, index: int) -> Cell:
+    """One cell: its run with the updates and batch, its memory plan on the launcher's devices, its run plan
+    against its data's summary, and its name and coordinates."""
+    from scaling import data as data_mod
+    from scaling.run import cell_name, plan_run
+
+    sweep = part.sweep
+    from_law = bool(sweep.batch.law and not sweep.batch.values)
+    updates = {**updates, "train.batch_size": _batch_size(batch_tokens, run.model.seq_len, from_law)}
+    cell_run = with_updates(run, updates)
+    parallel = _parallel_plan(cell_run, sweep.launcher)
+    if parallel.fits is False and part.data_required:
+        raise ConfigError(f"too big for its GPUs (launcher.gpu_memory_gb={sweep.launcher.gpu_memory_gb:g}): "
+                          f"{parallel.reason()}")
+    cell_run = with_updates(cell_run, _decided(cell_run, parallel))
+    key = json.dumps(dataclasses.asdict(cell_run.data), sort_keys=True)
+    if key not in part.datasets:
+        part.datasets[key] = data_mod.describe(cell_run.data, required=part.data_required)
+    plan = plan_run(cell_run, part.datasets[key], refuse_repeats=part.data_required)
+    name = _cell_name(cell_name(cell_run, plan.counts, plan.batch_tokens), shape, updates, sweep)
+    coords = {"budget_flops": float(budget), "A": plan.counts.activation_ratio, "G": plan.counts.granularity,
+              "lr": float(lr), "batch_tokens": plan.batch_tokens, "seed": updates["seed"], "dense": kind == "dense",
+              "shape": _shape_tag(shape) if shape else None,
+              **{k: v for k, v in updates.items() if k not in ("train.lr", "seed", "train.batch_size")}}
+    return Cell(index=index, name=name, run=cell_run, plan=plan, coords=coords, memory=parallel)
 
 
 def _decided(run: RunConfig, parallel: ParallelPlan) -> dict:
