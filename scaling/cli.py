@@ -660,7 +660,7 @@ def verify(
         return
     console = _console(stderr=False, wide=wide)
     console.print(verify_table(f"predictions checked by training ({sweep}): predicted [95%] against measured "
-                               f"[95%]", table))
+                               f"[95%]", table, wide=wide))
     for _, r in table.iterrows():
         parts = []
         if r.get("lr_ratio") == r.get("lr_ratio") and r.get("lr_ratio") is not None:

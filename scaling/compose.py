@@ -48,7 +48,7 @@ def find_config(name: str, search: list[Path]) -> Path | None:
 
 def find_file(path: str | Path, search: list[Path]) -> Path:
     """A file named in a config (a law JSON): as given when it exists or is absolute, else the first match along
-    the search path (`laws/ling_moe.json` is in the presets); unchanged when found nowhere (its reader reports)."""
+    the search path (`published/ling_moe.json` is in the presets); unchanged when found nowhere (its reader reports)."""
     p = Path(path)
     if p.is_absolute() or p.exists():
         return p
@@ -101,10 +101,22 @@ def hydra_compose(config_name: str, overrides: list[str] | tuple[str, ...], sear
         raise ConfigError(f"bad config: {_one_line(e)} (the keys and their meaning: scaling/config.py)") from None
     except Exception as e:  # hydra's own composition errors (missing group option, bad syntax)
         if type(e).__module__.startswith(("hydra", "omegaconf")):
-            raise ConfigError(f"bad config: {_one_line(e)}") from None
+            raise ConfigError(f"bad config: {_one_line(e)}{_shadowing_folder(str(e), search)}") from None
         raise
     finally:
         GlobalHydra.instance().clear()
+
+
+def _shadowing_folder(message: str, search: list[Path]) -> str:
+    """Hydra reads `KEY=VALUE` as a config-group choice when a folder KEY is on the search path: name it."""
+    import re
+
+    m = re.search(r"Could not override '([\w]+)'\. No match in the defaults list", message)
+    folders = [d / m.group(1) for d in search if (d / m.group(1)).is_dir()] if m else []
+    if not folders:
+        return ""
+    return (f" (the folder {folders[0]} on the config search path makes Hydra read {m.group(1)}= as a choice of "
+            f"config: rename that folder)")
 
 
 _ENV_INTERPOLATION = r"\$\{\s*(oc\.env|env)\s*:"

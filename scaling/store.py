@@ -34,6 +34,10 @@ STATUSES = ("running", "completed", "diverged", "failed")
 """A record is written when an attempt starts (running) and ends in one of the others."""
 FINAL_STATUSES = ("completed", "diverged")
 """A run in one of these states is never trained again, and its record is never replaced."""
+RUN_ORDER = ("sweep", "derived.budget_flops", "derived.activation_ratio", "derived.granularity",
+             "derived.batch_tokens", "config.train.lr", "config.seed", "id")
+"""The canonical order of runs, as record fields: by sweep, then its coordinates (budget, A, G, batch, lr, seed);
+`scaling runs`, the fit's inputs and the notebooks list runs in it."""
 INTERRUPTED = "interrupted"
 """The error kind of an attempt that was stopped (Ctrl-C, a scheduler's signal) rather than failed: it resumes."""
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

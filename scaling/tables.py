@@ -53,8 +53,9 @@ def run_result_line(record: dict, rec_path) -> str:
 
 def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wide: bool = False):
     """The plan, cell by cell, with its resolved base and totals; `wall` = (estimated seconds, cells at once).
-    `wide` adds the run ids, M, epochs (shown anyway when a cell repeats its data) and the memory plan's layout
-    (the caption has the totals either way)."""
+    Short columns by default (counts with SI prefixes; a cell too big for its devices marked ✗ and explained
+    below); `wide` adds the run ids, shapes, M, epochs (shown anyway when a cell repeats its data) and the memory
+    plan's layout per cell."""
     from rich.table import Table
 
     from scaling.device import GPU_BF16_PEAK
@@ -65,21 +66,28 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
                                                                if plan.config.description else "")
     table = Table(title=title, title_justify="left")
     epochs = wide or any(c.plan.summary and (c.plan.summary.epochs(c.plan.tokens) or 0) > 1 for c in plan.cells)
-    cols = ("#", *(("id",) if wide else ()), "cell (C, A, G, lr, batch)", "shape", "params tot/act",
-            *(("M",) if wide else ()), "tokens", "steps", *(("epochs",) if epochs else ()),
+    cols = ("#", *(("id",) if wide else ()), "cell (C, A, G, lr, batch)", *(("shape",) if wide else ()),
+            "params tot/act", *(("M",) if wide else ()), "tokens", "steps", *(("epochs",) if epochs else ()),
             "memory/device" if wide else "GiB/dev")
     for col in cols + (("est s",) if estimates else ()):
         table.add_column(col, justify="left" if col in ("id", "shape") or col.startswith("cell") else "right",
-                         no_wrap=col.startswith("cell"))
+                         no_wrap=True)
+    too_big = []
     for c in plan.cells:
         m, k = c.run.model, c.plan.counts
         shape = f"d{m.d_model}L{m.n_layers} E{m.n_experts}k{m.top_k}" + (
             f"s{m.n_shared_experts}" if m.n_shared_experts else "")
-        memory = "?" if not c.memory else c.memory.summary() if wide or c.memory.fits is False else \
-            f"{c.memory.need.total / GIB:.3g}"
-        row = [str(c.index), *((c.run_id,) if wide else ()), c.name, shape,
-               f"{k.params_total / 1e6:.3g}M/{k.params_active / 1e6:.3g}M", *((f"{k.M:.3g}",) if wide else ()),
-               f"{c.plan.tokens:,}", str(c.plan.steps), *((_epochs(c.plan),) if epochs else ()), memory]
+        if wide:
+            memory = c.memory.summary() if c.memory else "?"
+            row = [str(c.index), c.run_id, c.name, shape, f"{k.params_total / 1e6:.3g}M/{k.params_active / 1e6:.3g}M",
+                   f"{k.M:.3g}", f"{c.plan.tokens:,}", str(c.plan.steps), _epochs(c.plan), memory]
+        else:
+            memory = f"{c.memory.need.total / GIB:.3g}" if c.memory else "?"
+            if c.memory and c.memory.fits is False:
+                too_big.append(f"#{c.index} {c.name}: {c.memory.summary()}")
+                memory += " ✗"
+            row = [str(c.index), c.name, f"{_si(k.params_total)}/{_si(k.params_active)}", _si(c.plan.tokens),
+                   str(c.plan.steps), *((_epochs(c.plan),) if epochs else ()), memory]
         if estimates:
             row.append(f"{estimates.get(c.run_id, float('nan')):.1f}")
         table.add_row(*row)
@@ -91,6 +99,7 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
     if plan.duplicates:
         caption += f"; {plan.duplicates} duplicate cell(s) dropped"
     caption += "\n" + memory_line(plan)
+    caption += "".join(f"\n  ✗ {line}" for line in too_big)
     repeating = [c for c in plan.cells if c.plan.summary and (c.plan.summary.epochs(c.plan.tokens) or 0) > 1
                  and not c.run.data.allow_repeat]
     if repeating:
@@ -103,6 +112,14 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
     table.caption = caption
     table.caption_justify = "left"
     return table
+
+
+def _si(x: float) -> str:
+    """A count in 3 significant digits with an SI prefix: 460k, 1.51G."""
+    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{prefix}"
+    return f"{x:.3g}"
 
 
 def memory_line(plan) -> str:
@@ -279,27 +296,39 @@ def optima_table(report, wide: bool = False) -> list:
     return [table, *notes.renderables()]
 
 
-def leverage_table(report):
+def leverage_table(report, wide: bool = False) -> list:
+    """Efficiency leverage of each configuration per budget, with its interval, loss gap and verdict; the reading
+    as notes below unless `wide`."""
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="efficiency leverage against the dense baseline (EL = C_dense / C_moe at equal loss)",
-                  title_justify="left")
-    for c in ("family", "A", "G", "C (FLOPs)", "EL", "EL 95%", "dense - MoE loss", "gap 95%", "verdict", "reading"):
-        table.add_column(c, overflow="fold")
+    notes = Notes()
+    table = Table(title="efficiency leverage against the dense baseline (EL = C_dense / C_moe at equal loss; gap = "
+                        "dense - MoE loss, nats)", title_justify="left")
+    cols = ("family", "A", "G", "C (FLOPs)", "EL", "EL 95%", "gap", "gap 95%", "verdict", "reading") if wide else \
+        ("family", "C (FLOPs)", "EL [95%]", "gap [95%]", "verdict", "note")
+    for c in cols:
+        table.add_column(c, overflow="fold", no_wrap=c not in ("family", "reading"))
     for _, r in report.leverage.iterrows():
-        table.add_row(str(r["family"]), f"{r['activation_ratio']:.3g}", f"{r['granularity']:.3g}", f"{r['C']:.3g}",
-                      _g(r["el"]), _iv(r["el_lo"], r["el_hi"]), _g(r["loss_gap"]),
-                      _iv(r.get("loss_gap_lo"), r.get("loss_gap_hi")),
-                      f"[{VERDICT_STYLE.get(r['verdict'], 'white')}]{r['verdict']}[/]", escape(r["resolved"]))
-    return table
+        el, el_iv = _g(r["el"]), _iv(r["el_lo"], r["el_hi"])
+        gap, gap_iv = _g(r["loss_gap"]), _iv(r.get("loss_gap_lo"), r.get("loss_gap_hi"))
+        verdict = f"[{VERDICT_STYLE.get(r['verdict'], 'white')}]{r['verdict']}[/]"
+        if wide:
+            table.add_row(str(r["family"]), f"{r['activation_ratio']:.3g}", f"{r['granularity']:.3g}",
+                          f"{r['C']:.3g}", el, el_iv, gap, gap_iv, verdict, escape(r["resolved"]))
+        else:
+            table.add_row(str(r["family"]), f"{r['C']:.3g}", f"{el} {el_iv}", f"{gap} {gap_iv}", verdict,
+                          notes.ref(f"{r['family']} at C = {r['C']:.3g}: {r['resolved']}"))
+    return [table, *notes.renderables()]
 
 
-def precision_table(report):
-    """The FP8 loss gap per configuration (fit/precision_gap.py), with the FP8 runs' diagnostics."""
+def precision_table(report, wide: bool = False) -> list:
+    """The FP8 loss gap per configuration (fit/precision_gap.py), with the FP8 runs' diagnostics; the reading as
+    notes below unless `wide`."""
     from rich.markup import escape
     from rich.table import Table
 
+    notes = Notes()
     table = Table(title="FP8 against its base precision: loss gap fp8 - base (nats) per configuration, paired runs",
                   title_justify="left")
     for c in ("configuration", "base", "pairs", "budgets", "mean gap", "gap 95%", "QKV grad underflow (peak)",
@@ -309,11 +338,12 @@ def precision_table(report):
         under = r.get("qkv_grad_underflow")
         logits = f"{_g(r.get('attn_logit_max'))} / {_g(r.get('attn_logit_max_base'))}"
         style = "green" if r["verdict"] == "no significant gap" else "yellow"
+        verdict = escape(r["reading"]) if wide else f"{escape(r['verdict'])} " + notes.ref(
+            f"{r['configuration']}: {r['reading']}")
         table.add_row(str(r["configuration"]), str(r["base"]), str(int(r["pairs"])), str(int(r["budgets"])),
                       f"{r['mean_gap']:+.3g}", _iv(r["gap_lo"], r["gap_hi"]),
-                      "" if under is None or under != under else f"{under:.2%}", logits,
-                      f"[{style}]{escape(r['reading'])}[/]")
-    return table
+                      "" if under is None or under != under else f"{under:.2%}", logits, f"[{style}]{verdict}[/]")
+    return [table, *notes.renderables()]
 
 
 def diagnostics_table(df, step: str = "last"):
@@ -349,15 +379,12 @@ def held_out_table(held: dict):
                        pd.DataFrame(rows, columns=cols), cols)
 
 
-def verify_table(title: str, df):
-    """Predicted against measured, per group of a verification (or wind-tunnel) sweep."""
+def verify_table(title: str, df, wide: bool = False):
+    """Predicted against measured, per group of a verification (or wind-tunnel) sweep: one row per group, or
+    (narrow, the default) one row each for its lr and its loss."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    cols = ["C (FLOPs)", "params", "runs", "lr law", "lr predicted", "lr measured", "pred/meas", "lr held",
-            "loss law", "loss predicted", "loss measured", "error (nats)", "loss held"]
-    for c in cols:
-        table.add_column(c, overflow="fold")
 
     def held(v):
         return "" if v is None or v != v else ("[green]yes[/]" if v else "[red]no[/]")
@@ -365,17 +392,32 @@ def verify_table(title: str, df):
     def verdict(v):
         return "" if not isinstance(v, str) else f"[{VERDICT_STYLE.get(v, 'white')}]{v}[/]"
 
+    def lr_measured(get):
+        return (f"{_g(get('lr_measured'))} {_iv(get('lr_measured_lo'), get('lr_measured_hi'))}"
+                if get("lr_measured") == get("lr_measured") and get("lr_measured") is not None
+                else str(get("bowl", "")))
+
+    if wide:
+        cols = ["C (FLOPs)", "params", "runs", "lr law", "lr predicted", "lr measured", "pred/meas", "lr held",
+                "loss law", "loss predicted", "loss measured", "error (nats)", "loss held"]
+    else:
+        cols = ["C", "", "law", "predicted [95%]", "measured [95%]", "held"]
+    for c in cols:
+        table.add_column(c, overflow="fold")
     for _, r in df.iterrows():
         get = r.get
-        table.add_row(
-            f"{r['C']:.3g}", f"{r['params']:.3g}", str(int(r["n_runs"])), verdict(get("lr_verdict")),
-            f"{_g(get('lr_predicted'))} {_iv(get('lr_predicted_lo'), get('lr_predicted_hi'))}",
-            f"{_g(get('lr_measured'))} {_iv(get('lr_measured_lo'), get('lr_measured_hi'))}"
-            if get("lr_measured") == get("lr_measured") and get("lr_measured") is not None else str(get("bowl", "")),
-            _g(get("lr_ratio")), held(get("lr_held")), verdict(get("loss_verdict")),
-            f"{_g(get('loss_predicted'))} {_iv(get('loss_predicted_lo'), get('loss_predicted_hi'))}",
-            f"{_g(get('loss_measured'))} {_iv(get('loss_measured_lo'), get('loss_measured_hi'))}",
-            _g(get("loss_error")), held(get("loss_held")))
+        lr_pred = f"{_g(get('lr_predicted'))} {_iv(get('lr_predicted_lo'), get('lr_predicted_hi'))}"
+        loss_pred = f"{_g(get('loss_predicted'))} {_iv(get('loss_predicted_lo'), get('loss_predicted_hi'))}"
+        loss_meas = f"{_g(get('loss_measured'))} {_iv(get('loss_measured_lo'), get('loss_measured_hi'))}"
+        if wide:
+            table.add_row(f"{r['C']:.3g}", f"{r['params']:.3g}", str(int(r["n_runs"])), verdict(get("lr_verdict")),
+                          lr_pred, lr_measured(get), _g(get("lr_ratio")), held(get("lr_held")),
+                          verdict(get("loss_verdict")), loss_pred, loss_meas, _g(get("loss_error")),
+                          held(get("loss_held")))
+            continue
+        table.add_row(f"{r['C']:.3g}", "lr", verdict(get("lr_verdict")), lr_pred, lr_measured(get),
+                      held(get("lr_held")))
+        table.add_row("", "loss", verdict(get("loss_verdict")), loss_pred, loss_meas, held(get("loss_held")))
     return table
 
 
@@ -384,9 +426,6 @@ RUNS_COLUMNS = {"sweep": "sweep", "cell": "name", "status": "status", "C": "deri
                 "lr": "config.train.lr", "seed": "config.seed", "val loss": "results.val_loss",
                 "tok/s": "results.tokens_per_s", "id": "id"}
 """The `scaling runs` table's default columns (shown name -> record field); --columns adds any other field."""
-RUNS_ORDER = ("sweep", "derived.budget_flops", "derived.activation_ratio", "derived.granularity",
-              "derived.batch_tokens", "config.train.lr", "config.seed", "name")
-"""Sort order of the runs: by sweep, then its coordinates."""
 
 
 class RunsColumnsError(ValueError):
@@ -398,7 +437,9 @@ def runs_frame(df, extra: list[str], every: bool = False):
     extra == ['all'], every field under its record name)."""
     import difflib
 
-    order = [c for c in RUNS_ORDER if c in df.columns]
+    from scaling.store import RUN_ORDER
+
+    order = [c for c in RUN_ORDER if c in df.columns]
     df = df.sort_values(order, kind="stable") if order else df
     if every or extra == ["all"]:
         return df.reset_index(drop=True)
@@ -426,9 +467,9 @@ def fit_summary(result, wide: bool = False) -> list:
     if report.optima is not None and not report.optima.empty:
         items += optima_table(report, wide)
     if report.leverage is not None and not report.leverage.empty:
-        items.append(leverage_table(report))
+        items += leverage_table(report, wide)
     if report.precision is not None and not report.precision.empty:
-        items.append(precision_table(report))
+        items += precision_table(report, wide)
     items += laws_table(report, wide)
     if report.held_out:
         items.append(held_out_table(report.held_out))

@@ -45,7 +45,8 @@ def write_sweep(root, sweep: str, budgets, lrs, seeds=(0, 1), noise: float = 0.0
                            "budget_flops": C, "batch_tokens": 2048, "activation_ratio": 0.25, "granularity": 1.0,
                            "seq_len": 256, "epochs": tokens / 12_000_000, "data_fingerprint": "synthetic"}
                 rec = store.new_record(rid, sweep, f"C{C:.0e}-lr{lr:.1e}-s{s}", cfg, derived, {})
-                rec.update(status="completed", results={"val_loss": final, "curve": curve})
+                rec.update(status="completed", results={"val_loss": final, "curve": curve, "tokens_per_s": 5e4,
+                                                        "mfu": 0.012})
                 store.write_record(store.record_path(root, sweep, rid), rec)
                 records.append(rec)
     plan = store.sweep_dir(root, sweep) / "plan.json"

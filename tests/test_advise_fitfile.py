@@ -27,7 +27,7 @@ def test_a_file_without_a_run_convention_is_read_in_the_trainers(tmp_path):
     for convention in (None, "as given (CSV)"):
         payload = {"laws": {}, **({"convention": convention} if convention else {})}
         assert read_fit(_write(tmp_path / "f.json", payload)).convention == "M"
-    ling = read_fit("laws/ling_moe.json", search_path())
+    ling = read_fit("published/ling_moe.json", search_path())
     assert ling.convention == "M" and ling.power_law("m_opt").params["b"] == pytest.approx(0.5095)
 
 

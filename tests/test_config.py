@@ -224,3 +224,25 @@ def test_identity_overrides_round_trip_a_mixture():
                    "{path: /data/code, weight: 0.3, val_path: /data/code/val}]"])
     again = compose(identity_overrides(to_dict(run)))
     assert again.data.mixture == run.data.mixture and identity_dict(again) == identity_dict(run)
+
+
+def test_no_preset_folder_shadows_a_config_key(tmp_path, monkeypatch):
+    """A folder on the config search path is a config group to Hydra: one named like a key (sweeps/laws/ did,
+    so `scaling sweep wind_tunnel laws=PATH` failed) makes `KEY=VALUE` unusable. The presets' folders are the
+    groups alone, and a user's folder that shadows a key is named in the error."""
+    import dataclasses
+
+    from scaling.compose import preset_dir
+    from scaling.config import RunConfig
+    from scaling.sweep.plan import SweepConfig, compose_sweep
+    from tests.inprocess import scaling
+
+    keys = {f.name for cls in (SweepConfig, RunConfig) for f in dataclasses.fields(cls)}
+    folders = {p.name for p in preset_dir().iterdir() if p.is_dir() and not p.name.startswith("_")}
+    assert folders & keys <= {"model", "launcher"}, folders & keys
+    laws = preset_dir() / "published" / "ling_moe.json"
+    assert compose_sweep("wind_tunnel", [f"laws={laws}"]).laws == str(laws)
+    (tmp_path / "sweeps" / "name").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    out = scaling("sweep", "demo", "name=x", "--dry-run", "--no-probe")
+    assert out.returncode == 2 and "sweeps/name on the config search path" in out.stderr

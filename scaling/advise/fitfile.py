@@ -1,4 +1,4 @@
-"""The one reader of a fit's JSON (fit.json, or a published-laws file such as sweeps/laws/ling_moe.json): its laws
+"""The one reader of a fit's JSON (fit.json, or a published-laws file such as sweeps/published/ling_moe.json): its laws
 and the FLOPs convention their C is in. Numbers only: a law is rebuilt from its kind and parameters
 (`fit/law.py`), never evaluated from text.
 
@@ -39,7 +39,7 @@ class FitFile:
 
 
 def read_fit(path: str | Path, search: list[Path] | None = None) -> FitFile:
-    """Read a fit's JSON. A relative path also resolves along the config search path (`laws/ling_moe.json` is a
+    """Read a fit's JSON. A relative path also resolves along the config search path (`published/ling_moe.json` is a
     preset); a missing, unreadable or malformed file is a FitError naming it and the fix."""
     from scaling.compose import find_file
 

@@ -110,7 +110,8 @@ def _from_records(records, where: str, convention: str, allow_mixed_data: bool, 
                          f"{', '.join(f'{v} {k}' for k, v in excluded.items())}: nothing to fit")
     # In a canonical order (sweep coordinates, then id), not the store's file order: run ids are hashes, and a fit's
     # resamples must not change when ids do (an id scheme change once moved a verdict across its threshold).
-    df = pd.DataFrame(rows).sort_values(RECORD_ORDER, kind="stable").reset_index(drop=True)
+    order = [RECORD_COLUMNS[field] for field in store.RUN_ORDER]
+    df = pd.DataFrame(rows).sort_values(order, kind="stable", na_position="first").reset_index(drop=True)
     fingerprints = df["fingerprint"].dropna().unique()
     if len(fingerprints) > 1 and not allow_mixed_data:
         raise InputError(f"runs from {len(fingerprints)} different data sets ({', '.join(fingerprints)}) are not "
@@ -120,8 +121,10 @@ def _from_records(records, where: str, convention: str, allow_mixed_data: bool, 
     return _drop_bad_losses(runs)
 
 
-RECORD_ORDER = ["group", "family", "budget", "batch_tokens", "lr", "seed", "id"]
-"""The order of runs from records, whatever their ids."""
+RECORD_COLUMNS = {"sweep": "group", "derived.budget_flops": "budget", "derived.activation_ratio": "activation_ratio",
+                  "derived.granularity": "granularity", "derived.batch_tokens": "batch_tokens",
+                  "config.train.lr": "lr", "config.seed": "seed", "id": "id"}
+"""The canonical table's column of each record field of store.RUN_ORDER (runs from records come in that order)."""
 
 
 def _row(rec: dict, convention: str) -> dict:
