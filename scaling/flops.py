@@ -52,6 +52,27 @@ class ModelCounts:
         return asdict(self)
 
 
+# ---- MoE shape (Ling's definitions; ARCHITECTURE section 3) ---------------------------------------------------
+def activation_ratio(top_k: int, n_shared: int, n_experts: int) -> float:
+    """A = (E_a + E_s) / (E + E_s): activated routed plus shared experts over routed plus shared."""
+    return (top_k + n_shared) / (n_experts + n_shared)
+
+
+def experts_for_activation(A: float, top_k: int, n_shared: int) -> float:
+    """The number of routed experts (not rounded) that gives activation ratio A at fixed top_k and shared experts."""
+    return (top_k + n_shared) / A - n_shared
+
+
+def granularity(d_model: int, d_expert: float) -> float:
+    """G = 2 d_model / d_expert (Ling; Krajewski et al.'s is twice this)."""
+    return 2 * d_model / d_expert
+
+
+def expert_width_for(G: float, d_model: int) -> float:
+    """The expert width d_expert (not rounded) that gives granularity G."""
+    return 2 * d_model / G
+
+
 def d_shared(m: ModelConfig) -> int:
     return m.d_shared if m.d_shared is not None else m.d_expert
 
@@ -122,7 +143,6 @@ def count(m: ModelConfig) -> ModelCounts:
         "6N_active_attn": float(6 * active_ne + 3 * L * attn_scores),
     }
     assert set(flops) == set(CONVENTIONS)
-    routed_plus_shared = m.n_experts + m.n_shared_experts
     active_experts = m.top_k + m.n_shared_experts
     return ModelCounts(
         params_total=total_ne + embedding + head,
@@ -132,10 +152,10 @@ def count(m: ModelConfig) -> ModelCounts:
         params_active_non_embedding=active_ne,
         params_active=active_ne + embedding + head,
         flops_per_token=flops,
-        activation_ratio=active_experts / routed_plus_shared,
+        activation_ratio=activation_ratio(m.top_k, m.n_shared_experts, m.n_experts),
         sharing_ratio=m.n_shared_experts / active_experts,
-        granularity=2 * d / m.d_expert,
-        granularity_krajewski=4 * d / m.d_expert,
+        granularity=granularity(d, m.d_expert),
+        granularity_krajewski=2 * granularity(d, m.d_expert),
     )
 
 

@@ -107,7 +107,7 @@ def test_show_config_prints_the_resolved_run_and_sweep_as_yaml(tmp_path):
 
 def test_a_users_sweep_by_name_from_its_folder(user_sweeps, monkeypatch):
     monkeypatch.chdir(user_sweeps)
-    out = scaling("sweep", "mine", "--dry-run", "--no-probe")
+    out = scaling("sweep", "mine", "--dry-run", "--no-probe", "--wide")  # shapes with --wide
     assert out.returncode == 0, out.stderr
     assert "sweep mine: 2 cells" in out.stdout and "d32L1" in out.stdout
     assert "base: model=wide" in out.stdout  # the dry run shows the resolved base

@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from scaling.config import ModelConfig
 from scaling.fit.law import LawFit
-from scaling.flops import count, head_dim
+from scaling.flops import activation_ratio, count, head_dim
 from scaling.memory import GIB, plan_parallel
 
 MOST_EXPERTS = 4096
@@ -65,7 +65,7 @@ def affordable_activation(law: LawFit, model: ModelConfig, batch_rows: int, C: f
     capacity = memory_per_gpu_gb * GIB
     candidates = []
     for E in range(max(k, 2), MOST_EXPERTS + 1):
-        A = (k + shared) / (E + shared)
+        A = activation_ratio(k, shared, E)
         if A > hi * (1 + 1e-9):
             continue
         if A < lo * (1 - 1e-9):

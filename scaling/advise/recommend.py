@@ -131,12 +131,13 @@ def _architecture(rec: Recommendation, report: FitReport, runs: pd.DataFrame, C:
         fit = report.laws.get(law)
         if fit is None or (fit.verdict or {}).get("verdict") == "undetermined":
             continue
-        if law == "ling_joint":
-            from scaling.fit.leverage import best_granularity, coefficients_from_fit
+        from scaling.fit.law import FitError
+        from scaling.fit.leverage import peak_granularity
 
-            value = best_granularity(coefficients_from_fit(fit))
-        else:
-            value = float(np.exp(-fit.params["c1"] / (2 * fit.params["c2"])))
+        try:
+            value = peak_granularity(fit)
+        except FitError:
+            continue
         rec.items[item] = {"value": value, "interval": None, "source": f"{law} (EL peak in G)",
                            "verdict": fit.verdict["verdict"], "reasons": fit.verdict["reasons"]}
         if law == "ling_joint" and "activation_ratio" in rec.items:

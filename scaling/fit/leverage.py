@@ -53,6 +53,16 @@ def best_granularity(k: LingELCoefficients = LING_PUBLISHED) -> float:
     return k.log_base_G ** (-k.beta / (2 * k.gamma))
 
 
+def peak_granularity(law: LawFit) -> float:
+    """The G at which a fitted leverage law peaks: EL(G) = exp(c0 + c1 ln G + c2 (ln G)^2) at exp(-c1 / 2 c2), Ling's
+    joint law at `best_granularity`."""
+    if law.kind == "ling_joint":
+        return best_granularity(coefficients_from_fit(law))
+    if law.kind == "el_granularity" and law.params.get("c2", 0) < 0:
+        return float(np.exp(-law.params["c1"] / (2 * law.params["c2"])))
+    raise FitError(f"{law.name} has no peak in G")
+
+
 # ---- leverage from runs ------------------------------------------------------------------------------------------
 DENSE = "dense"
 
@@ -302,7 +312,6 @@ def fit_el_vs_granularity(table: pd.DataFrame, seed: int = 0) -> tuple[LawFit, f
     params = dict(zip(names, map(float, coef), strict=True))
     if params["c2"] >= 0:
         raise FitError("leverage_granularity: EL does not peak in G over the swept range (no interior optimum)")
-    best = float(np.exp(-params["c1"] / (2 * params["c2"])))
     dof = len(y) - len(names)
     samples = {}
     if dof >= 1:
@@ -317,7 +326,7 @@ def fit_el_vs_granularity(table: pd.DataFrame, seed: int = 0) -> tuple[LawFit, f
                  {k: percentile_interval(v) for k, v in samples.items()}, r_squared(y, X @ coef), len(y),
                  samples=samples, method=f"Student-t, {dof} dof" if samples else "none", fitted_range=ranges,
                  diagnostics={"dof": dof})
-    return fit, best
+    return fit, peak_granularity(fit)
 
 
 def _ling_exponent(theta, A, logG, logC):

@@ -312,11 +312,13 @@ def _is_int(x: float) -> bool:
 
 def reshape_activation(run: RunConfig, A: float) -> dict:
     """Model updates for activation ratio A at fixed top_k and shared experts."""
+    from scaling.flops import activation_ratio, experts_for_activation
+
     m = run.model
     active = m.top_k + m.n_shared_experts
-    n_experts = active / A - m.n_shared_experts
+    n_experts = experts_for_activation(A, m.top_k, m.n_shared_experts)
     E = round(n_experts)
-    if E < m.top_k or abs((active / (E + m.n_shared_experts)) - A) > 0.05 * A:
+    if E < m.top_k or abs(activation_ratio(m.top_k, m.n_shared_experts, E) - A) > 0.05 * A:
         raise ConfigError(f"activation ratio A={A:g} needs n_experts = {active}/A - {m.n_shared_experts} = "
                           f"{n_experts:.2f} (with top_k={m.top_k}, n_shared_experts={m.n_shared_experts}): "
                           f"choose A = {active}/(E + {m.n_shared_experts}) for a whole E >= top_k")
@@ -325,8 +327,10 @@ def reshape_activation(run: RunConfig, A: float) -> dict:
 
 def reshape_granularity(run: RunConfig, G: float) -> dict:
     """Model updates for granularity G at fixed activation ratio and expert parameters."""
+    from scaling.flops import expert_width_for
+
     m = run.model
-    d_expert = 2 * m.d_model / G
+    d_expert = expert_width_for(G, m.d_model)
     factor = m.d_expert / d_expert  # = G / G_base
     scaled = {"model.top_k": m.top_k * factor, "model.n_experts": m.n_experts * factor,
               "model.n_shared_experts": m.n_shared_experts * factor}
