@@ -93,11 +93,44 @@ def short_number(x: float) -> str:
     return f"{mantissa}e{int(exp)}"
 
 
-def cell_name(run: RunConfig, counts: flops.ModelCounts, batch_tokens: int) -> str:
-    """Readable cell name, e.g. C3e11-A0.25-G1-lr3e-3-B4k."""
+NAME_KEYS = {"train.lr": "lr", "model.d_model": "d", "model.n_layers": "L", "train.schedule": "", "seed": "s",
+             "train.precision": "", "model.qk_norm": "qknorm"}
+"""How a swept key shows in a cell name: its short name ('' for the value alone); a boolean shows as the short name
+or 'no' + it (qknorm, noqknorm); any other key as its last part = value."""
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def shape_tag(shape: dict) -> str:
+    """d{d_model}L{n_layers} of a sweep's shape (other shape keys are in the cell's config; the id tells cells
+    apart)."""
+    tag = "".join(f"{NAME_KEYS['model.' + k]}{_fmt(shape[k])}" for k in ("d_model", "n_layers") if k in shape)
+    return tag or "shape"
+
+
+def cell_name(run: RunConfig, counts: flops.ModelCounts, batch_tokens: int, shape: dict | None = None,
+              updates: dict | None = None, several_seeds: bool = False) -> str:
+    """Readable cell name, e.g. C3e11-A0.25-G1-lr3e-3-B4k: the budget, A, G, lr and batch, then (in a sweep) its
+    shape, the other keys it sets (`updates`: fp8, noqknorm, wsd, n_experts=16) and its seed when it has several.
+    The one place names are spelled."""
     batch = f"{batch_tokens // 1024}k" if batch_tokens % 1024 == 0 else str(batch_tokens)
-    return (f"C{short_number(run.budget_flops)}-A{counts.activation_ratio:.3g}-G{counts.granularity:.3g}"
-            f"-lr{short_number(run.train.lr)}-B{batch}")
+    parts = [f"C{short_number(run.budget_flops)}-A{counts.activation_ratio:.3g}-G{counts.granularity:.3g}"
+             f"-lr{short_number(run.train.lr)}-B{batch}"]
+    if shape:
+        parts.append(shape_tag(shape))
+    for key, value in (updates or {}).items():
+        if key in ("train.lr", "train.batch_size", "seed"):
+            continue
+        short = NAME_KEYS.get(key, key.split(".")[-1])
+        if isinstance(value, bool):
+            parts.append(short if value else f"no{short}")
+        else:
+            parts.append(f"{short}{_fmt(value)}" if short in ("d", "L", "") else f"{short}={_fmt(value)}")
+    if several_seeds:
+        parts.append(f"s{run.seed}")
+    return "-".join(parts)
 
 
 def plan_run(run: RunConfig, data: TokenData | DataSummary | None = None, refuse_repeats: bool = True) -> RunPlan:

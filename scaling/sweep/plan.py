@@ -61,9 +61,6 @@ from scaling.run import RunPlan
 from scaling.sweep import launcher
 from scaling.sweep.launcher import LauncherConfig
 
-NAME_KEYS = {"train.lr": "lr", "model.d_model": "d", "model.n_layers": "L", "train.schedule": "", "seed": "s",
-             "train.precision": "", "model.qk_norm": "qknorm"}
-
 
 @dataclass
 class GridAxis:
@@ -385,18 +382,6 @@ def _batch_size(batch_tokens: float, seq_len: int, from_law: bool) -> int:
 
 
 # ---- planning ------------------------------------------------------------------------------------------------
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
-
-
-def _shape_tag(shape: dict) -> str:
-    """d{d_model}L{n_layers} (other shape keys are in the cell's config; the id tells cells apart)."""
-    tag = "".join(f"{NAME_KEYS['model.' + k]}{_fmt(shape[k])}" for k in ("d_model", "n_layers") if k in shape)
-    return tag or "shape"
-
-
 def _arch_variants(sweep: SweepConfig) -> list[tuple[dict, str | None]]:
     """(coords, kind) per architecture variant: kind None = base, 'A'/'G' reshapes, 'dense'."""
     As = sweep.activation_ratios or [None]
@@ -499,7 +484,7 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
                data_required: bool) -> tuple[list[Cell], list[tuple[str, str]]]:
     """The cells of one part (budgets x shapes x architecture variants x batch x lr x axes x groups x seeds) and
     the problems of those that cannot be planned, each (name, reason)."""
-    from scaling.run import short_number
+    from scaling.run import shape_tag, short_number
 
     sweep = _with_checked_budgets(_ladder_to_shapes(sweep) if sweep.ladder else sweep)
     part = _Part(sweep, _part_base(sweep, results_dir, wandb_mode), _search(sweep), datasets, data_required)
@@ -508,7 +493,7 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
     for budget in sweep.budgets:
         for shape in [s for s in sweep.shapes if not s.get("budgets") or budget in s["budgets"]] or [None]:
             for arch, kind in _arch_variants(sweep):
-                label = f"C{short_number(budget)}" + (f"-{_shape_tag(shape)}" if shape else "")
+                label = f"C{short_number(budget)}" + (f"-{shape_tag(shape)}" if shape else "")
                 try:
                     run, batches, lrs = _variant(part, budget, shape, arch, kind)
                 except (ConfigError, DataError) as e:
@@ -579,7 +564,7 @@ def _cell(part: _Part, run: RunConfig, budget: float, shape: dict | None, kind: 
     """One cell: its run with the updates and batch, its memory plan on the launcher's devices, its run plan
     against its data's summary, and its name and coordinates."""
     from scaling import data as data_mod
-    from scaling.run import cell_name, plan_run
+    from scaling.run import cell_name, plan_run, shape_tag
 
     sweep = part.sweep
     from_law = bool(sweep.batch.law and not sweep.batch.values)
@@ -594,10 +579,10 @@ def _cell(part: _Part, run: RunConfig, budget: float, shape: dict | None, kind: 
     if key not in part.datasets:
         part.datasets[key] = data_mod.describe(cell_run.data, required=part.data_required)
     plan = plan_run(cell_run, part.datasets[key], refuse_repeats=part.data_required)
-    name = _cell_name(cell_name(cell_run, plan.counts, plan.batch_tokens), shape, updates, sweep)
+    name = cell_name(cell_run, plan.counts, plan.batch_tokens, shape, updates, several_seeds=len(sweep.seeds) > 1)
     coords = {"budget_flops": float(budget), "A": plan.counts.activation_ratio, "G": plan.counts.granularity,
               "lr": float(lr), "batch_tokens": plan.batch_tokens, "seed": updates["seed"], "dense": kind == "dense",
-              "shape": _shape_tag(shape) if shape else None,
+              "shape": shape_tag(shape) if shape else None,
               **{k: v for k, v in updates.items() if k not in ("train.lr", "seed", "train.batch_size")}}
     return Cell(index=index, name=name, run=cell_run, plan=plan, coords=coords, memory=parallel)
 
@@ -643,23 +628,6 @@ def _ladder_to_shapes(sweep: SweepConfig) -> SweepConfig:
         shapes.append({**{k: v for k, v in shape.items() if k != "budgets"}, "budgets": [budget]})
         budgets.append(budget)
     return dataclasses.replace(sweep, ladder=[], shapes=shapes, budgets=sorted(set(budgets)))
-
-
-def _cell_name(base_name: str, shape: dict | None, updates: dict, sweep: SweepConfig) -> str:
-    parts = [base_name]
-    if shape:
-        parts.insert(1, _shape_tag(shape))
-    for key, value in updates.items():
-        if key in ("train.lr", "train.batch_size", "seed"):
-            continue
-        short = NAME_KEYS.get(key, key.split(".")[-1])
-        if isinstance(value, bool):
-            parts.append(short if value else f"no{short}")
-        else:
-            parts.append(f"{short}{_fmt(value)}" if short in ("d", "L", "") else f"{short}={_fmt(value)}")
-    if len(sweep.seeds) > 1:
-        parts.append(f"s{updates['seed']}")
-    return "-".join(parts)
 
 
 def _make_names_unique(cells: list[Cell]) -> None:
