@@ -64,3 +64,18 @@ def test_no_advice_writes_nothing(tmp_path):
 def test_next_without_a_fit_names_the_fix(tmp_path):
     out = scaling("next", "none", "--results-dir", tmp_path)
     assert out.returncode == 2 and "run `scaling fit SWEEP` first" in out.stderr
+
+
+def test_a_first_rung_without_an_lr_law_is_advised_from_its_optima(tmp_path):
+    """Two budgets, the smaller with its optimum below the grid: no lr law yet, and the next sweep adds the third
+    budget and widens the edge."""
+    results = tmp_path / "r"
+    write_sweep(results, "first", budgets=(1e11,), lrs=EDGE_LRS, noise=0.005, seed=1)
+    write_sweep(results, "first", budgets=(3e11,), lrs=LRS, noise=0.005, seed=2)
+    fit_sweep(results, FitOptions(sweep="first", bootstrap=100, plots=False))
+    fit = read_fit(results / "first" / "fit" / "fit.json")
+    assert "lr_opt" not in fit.laws
+    kinds = {(a["kind"], a.get("direction"), a.get("budget")) for a in actions_of(fit)}
+    assert ("add_budget", None, None) in kinds and ("widen_lr", "down", 1e11) in kinds
+    out = scaling("next", "first", "--results-dir", results)
+    assert out.returncode == 0 and (results / "first" / "fit" / "next.yaml").exists(), out.stderr

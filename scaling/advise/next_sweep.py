@@ -31,13 +31,35 @@ LR_STEPS_NEW_BUDGET = 5
 
 
 def actions_of(fit: FitFile) -> list[dict]:
-    """Every law's advised actions, once each, in the order the laws list them."""
+    """Every law's advised actions, once each, in the order the laws list them; without an lr law (too few
+    budgets, or no bowl inside its grid), what the optima ask for: the next x3 budget, and every grid edge
+    widened."""
     out: list[dict] = []
     for law in fit.laws.values():
         for action in (law.verdict or {}).get("actions") or []:
             if action not in out:
                 out.append(action)
+    if "lr_opt" not in fit.laws:
+        out += [a for a in _optima_actions(fit.payload.get("optima") or []) if a not in out]
     return out
+
+
+def _optima_actions(optima: list[dict]) -> list[dict]:
+    from scaling.fit.verdict import DEFAULT_JUDGE_FACTOR, MIN_INTERIOR
+
+    actions = []
+    Cs = [o["C"] for o in optima if o.get("C")]
+    if Cs and len(Cs) < MIN_INTERIOR:
+        actions.append({"kind": "add_budget", "C": float(f"{DEFAULT_JUDGE_FACTOR * max(Cs):.3g}")})
+    for o in optima:
+        at = {"C": float(o["C"]), "budget": float(o.get("budget") or o["C"])}
+        if o.get("edge") == "below":
+            actions.append({"kind": "widen_lr", **at, "direction": "down", "lr": float(o["lr_min"])})
+        elif o.get("edge") == "above":
+            actions.append({"kind": "widen_lr", **at, "direction": "up", "lr": float(o["lr_max"])})
+        elif o.get("edge") == "none":
+            actions.append({"kind": "add_lrs", **at})
+    return actions
 
 
 def _lr_step(fam: pd.DataFrame) -> float:
