@@ -447,8 +447,8 @@ def runs(
 @app.command()
 def diagnostics(
     sweep: str | None = typer.Argument(None, help="Sweep name; all sweeps when omitted."),
-    cell: str | None = typer.Option(None, "--cell", help="Only the cells whose name (which holds what its sweep "
-                                    "varies: C1e12-...-fp8-noqknorm-s0) contains this text."),
+    cell: str | None = typer.Option(None, "--cell", help="Only the cells whose name (with its precision, QK-norm "
+                                    "and seed: C1e12-...-fp8-noqknorm-s0) contains this text."),
     step: str = typer.Option("last", "--step", help="In the table: each run's 'last' or 'first' diagnostics step."),
     fmt: str = typer.Option("table", "--format", help="table (per run and layer), or csv (every step, layer, GEMM "
                             "and input kind)."),

@@ -451,9 +451,8 @@ DIAGNOSTICS_COLUMNS = ("run", "cell", "name", "sweep", "status", "budget_flops",
 
 def diagnostics(results_dir: Path, sweep: str | None = None, on_error=warn):
     """Every run's FP8 quantization diagnostics (train.diagnostics_every; scaling/diagnostics.py) as one long-format
-    DataFrame, a row per (run, step, layer, GEMM, input kind): the run (id; `cell`, its cell name, which holds the
-    keys its sweep varies, e.g. -fp8-noqknorm-s0; name, sweep, status, budget, precision as set, QK-norm, FP8
-    scaling, seed), the GEMM input's
+    DataFrame, a row per (run, step, layer, GEMM, input kind): the run (id; `cell`, its name with the precision,
+    QK-norm and seed; name, sweep, status, budget, precision as set, QK-norm, FP8 scaling, seed), the GEMM input's
     format, relative quantization error and underflow fraction, and that layer's attention logit maximum then."""
     import pandas as pd
 
@@ -464,7 +463,8 @@ def diagnostics(results_dir: Path, sweep: str | None = None, on_error=warn):
         run = {"run": rec["id"], "name": rec.get("name"), "sweep": rec.get("sweep"), "status": rec["status"],
                "budget_flops": d.get("budget_flops"), "precision": t["precision"], "qk_norm": m["qk_norm"],
                "fp8_scaling": t["fp8_scaling"], "seed": cfg["seed"]}
-        run["cell"] = run["name"]  # the plan's cell name: unique in its sweep, with the keys it sweeps
+        run["cell"] = (f"{run['name']}-{run['precision']}-{'qknorm' if run['qk_norm'] else 'noqknorm'}-"
+                       f"s{run['seed']}")
         for entry in r.get("diagnostics") or []:
             logits = entry.get("attn_logit_max") or []
             for g in entry.get("gemms") or []:

@@ -117,7 +117,7 @@ def write_precision_sweep(root, sweep: str = "precision_cpu", budgets=(1e11, 3e1
                                "tokens": tokens, "flops_per_token": {"M": M, "6N_total": 6 * 460_096},
                                "budget_flops": C, "batch_tokens": 2048, "activation_ratio": 0.25, "granularity": 1.0,
                                "seq_len": 256, "epochs": tokens / 12_000_000, "data_fingerprint": "synthetic"}
-                    rec = store.new_record(rid, sweep, f"C{C:.0e}-lr1.6e-2-{precision}-{qk}-s{s}", cfg, derived,
+                    rec = store.new_record(rid, sweep, f"C{C:.0e}-lr1.6e-2", cfg, derived,
                                            {"precision": {"precision": precision}})
                     rec.update(status="completed", results={"val_loss": final, "curve": [], "diagnostics": diagnostics})
                     store.write_record(store.record_path(root, sweep, rid), rec)
