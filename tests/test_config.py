@@ -246,3 +246,20 @@ def test_no_preset_folder_shadows_a_config_key(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = scaling("sweep", "demo", "name=x", "--dry-run", "--no-probe")
     assert out.returncode == 2 and "sweeps/name on the config search path" in out.stderr
+
+
+def test_updates_of_a_run_are_typed_as_a_whole_node_types_them():
+    """with_updates' fast path (a section at a time) gives exactly what an OmegaConf node of the whole run gives,
+    conversions included (an int for a float field), and refuses what it refuses."""
+    from scaling.compose import _updated, _updated_whole, compose, with_updates
+
+    run = compose([])
+    for updates in ({"budget_flops": 3, "seed": 2, "train.lr": 1, "model.d_model": 96},
+                    {"data.source": "shards", "data.path": "/a", "model.d_shared": None,
+                     "train.micro_batch_size": 4, "sweep": "s", "results_dir": "r"},
+                    {"wandb.mode": "disabled", "model.qk_norm": False, "train.precision": "bf16"}):
+        fast, whole = _updated(run, updates), _updated_whole(run, updates)
+        assert fast == whole and type(fast.budget_flops) is type(whole.budget_flops), updates
+    for bad in ({"train.lr": "fast"}, {"model.d_model": None}, {"seed": 1.5}):
+        with pytest.raises(ConfigError, match="bad config"):
+            with_updates(run, bad)
