@@ -463,8 +463,10 @@ def diagnostics(results_dir: Path, sweep: str | None = None, on_error=warn):
         run = {"run": rec["id"], "name": rec.get("name"), "sweep": rec.get("sweep"), "status": rec["status"],
                "budget_flops": d.get("budget_flops"), "precision": t["precision"], "qk_norm": m["qk_norm"],
                "fp8_scaling": t["fp8_scaling"], "seed": cfg["seed"]}
-        run["cell"] = (f"{run['name']}-{run['precision']}-{'qknorm' if run['qk_norm'] else 'noqknorm'}-"
-                       f"s{run['seed']}")
+        name = str(run["name"])  # a sweep's cell name holds what it varies; what it lacks is added
+        parts = [p for p in (run["precision"], "qknorm" if run["qk_norm"] else "noqknorm", f"s{run['seed']}")
+                 if p not in name.split("-")]
+        run["cell"] = "-".join([name, *parts])
         for entry in r.get("diagnostics") or []:
             logits = entry.get("attn_logit_max") or []
             for g in entry.get("gemms") or []:

@@ -9,6 +9,7 @@ failed), and at every checkpoint. A finished run is never trained again. The sch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import os
@@ -212,8 +213,10 @@ def _finished(rec_path: Path, plan: RunPlan, console) -> dict | None:
     return None
 
 
-def train(run: RunConfig, show_progress: bool = True, console=None, owner: dict | None = None) -> dict:
+def train(run: RunConfig, show_progress: bool = True, console=None, owner: dict | None = None,
+          name: str | None = None) -> dict:
     """Train one run to its budget (or resume it) and return its record. A finished run is not trained again.
+    `name`: the run's cell name in its sweep's plan (with what the sweep varies), else the run's own name.
 
     The run's claim (claims.py) is held while it trains, so no two processes ever write one record: `owner` is
     the claim a sweep worker already took; without one, this process takes it (ClaimError when another live
@@ -226,6 +229,8 @@ def train(run: RunConfig, show_progress: bool = True, console=None, owner: dict 
 
     console = console or Console(stderr=True)
     plan = plan_run(run)
+    if name:
+        plan = dataclasses.replace(plan, name=name)
     results_dir = resolve_results_dir(run)
     store.check_writable(results_dir)
     rec_path = store.record_path(results_dir, run.sweep, plan.run_id)

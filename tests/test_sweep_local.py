@@ -198,6 +198,10 @@ def test_a_precision_sweep_resumes_like_any_other_and_fits_its_gap(tmp_path):
     assert first.returncode == 0, first.stderr
     recs = records(tmp_path)
     assert len(recs) == 4 and {r["provenance"]["precision"]["precision"] for r in recs.values()} == {"bf16", "fp8"}
+    plan = plan_sweep(compose_sweep(str(spec), ["lr.values=[3e-3]", "budgets=[2e9]",
+                                                "base+=train.diagnostics_every=2"]))
+    assert {r["name"] for r in recs.values()} == {c.name for c in plan.cells}  # a record has its cell's name
+    assert all(r["name"].endswith(("-s0", "-s1")) for r in recs.values())
     lost = next(i for i, r in recs.items() if r["config"]["train"]["precision"] == "fp8")
     (tmp_path / "tiny" / "runs" / f"{lost}.json").unlink()
     again = scaling(*cmd)
@@ -213,6 +217,7 @@ def test_a_precision_sweep_resumes_like_any_other_and_fits_its_gap(tmp_path):
     table = scaling("diagnostics", "tiny", "--cell", "fp8", "--results-dir", tmp_path, "--wide")
     assert table.returncode == 0, table.stderr
     assert table.stdout.count("fp8") >= 4 and "QKV grad underflow" in table.stdout  # 2 runs x 2 layers
+    assert "fp8-s0-fp8" not in table.stdout  # the swept parts are named once
     frame = scaling("diagnostics", "tiny", "--format", "csv", "--results-dir", tmp_path)
     lines = frame.stdout.strip().splitlines()
     assert frame.returncode == 0 and lines[0].startswith("run,cell,name,sweep")

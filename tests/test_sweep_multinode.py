@@ -13,13 +13,14 @@ from scaling.sweep.workers import torchrun_command
 
 def test_task_zero_claims_and_announces_and_a_cell_it_must_not_train_is_announced_as_skipped(tmp_path):
     run_file = store.run_file_path(tmp_path, "s", "r1")
-    owner = _claim_and_announce(run_file, tmp_path, "s", "r1", {"seed": 0}, "7_0.0", retry_failed=False)
+    owner = _claim_and_announce(run_file, tmp_path, "s", "r1", {"seed": 0}, "C1-s0", "7_0.0",
+                                retry_failed=False)
     body = json.loads(run_file.read_text())
-    assert body == {"attempt": "7_0.0", "run": {"seed": 0}, "owner": owner}
+    assert body == {"attempt": "7_0.0", "run": {"seed": 0}, "name": "C1-s0", "owner": owner}
     assert claims.read_claim(store.claim_path(tmp_path, "s", "r1"))[0]["token"] == owner["token"]
     assert _announced(run_file, "7_0.0", wait_s=1)
     # a second attempt while the first one's claim is live: skipped, and the other tasks are told
-    assert _claim_and_announce(run_file, tmp_path, "s", "r1", {"seed": 0}, "7_0.1", retry_failed=False) is None
+    assert _claim_and_announce(run_file, tmp_path, "s", "r1", {"seed": 0}, "C1-s0", "7_0.1", retry_failed=False) is None
     assert "claimed by another live process" in json.loads(run_file.read_text())["skip"]
     assert not _announced(run_file, "7_0.1", wait_s=1)
     claims.release(store.claim_path(tmp_path, "s", "r1"), owner)
@@ -27,7 +28,7 @@ def test_task_zero_claims_and_announces_and_a_cell_it_must_not_train_is_announce
     record = store.new_record("r1", "s", "c", {}, {}, {})  # completed, but without its derived quantities
     record["status"] = "completed"
     store.write_record(store.record_path(tmp_path, "s", "r1"), record)
-    assert _claim_and_announce(run_file, tmp_path, "s", "r1", {}, "7_1.0", retry_failed=False) is None
+    assert _claim_and_announce(run_file, tmp_path, "s", "r1", {}, "C1-s0", "7_1.0", retry_failed=False) is None
     assert json.loads(run_file.read_text())["skip"].startswith("unusable run record")  # never trained over
 
 

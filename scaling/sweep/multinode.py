@@ -52,7 +52,7 @@ def train_across_nodes(cells: list[tuple[str, str, dict]], results: Path, sweep:
     for run_id, name, run_dict in cells:
         run_file = store.run_file_path(results, sweep, run_id)
         if task_rank == 0:
-            owner = _claim_and_announce(run_file, results, sweep, run_id, run_dict, attempt, retry_failed)
+            owner = _claim_and_announce(run_file, results, sweep, run_id, run_dict, name, attempt, retry_failed)
             if owner is None:
                 counts["skipped"] = counts.get("skipped", 0) + 1
                 continue
@@ -97,8 +97,8 @@ def _run(cmd: list[str], env: dict, log, procs: list | None) -> int:
     return proc.wait()
 
 
-def _claim_and_announce(run_file: Path, results: Path, sweep: str, run_id: str, run_dict: dict, attempt: str,
-                        retry_failed: bool) -> dict | None:
+def _claim_and_announce(run_file: Path, results: Path, sweep: str, run_id: str, run_dict: dict, name: str,
+                        attempt: str, retry_failed: bool) -> dict | None:
     """Task 0: claim the cell and announce it to the other tasks; None (announced as skipped) when it is done,
     unreadable or claimed by another live process."""
     owner = claims.new_owner(f"slurm {attempt}")
@@ -110,7 +110,8 @@ def _claim_and_announce(run_file: Path, results: Path, sweep: str, run_id: str, 
             reason = "claimed by another live process"
     except store.StoreError as e:
         reason = str(e)
-    body = {"attempt": attempt, "skip": reason} if reason else {"attempt": attempt, "run": run_dict, "owner": owner}
+    body = {"attempt": attempt, "skip": reason} if reason else {"attempt": attempt, "run": run_dict, "name": name,
+                                                                "owner": owner}
     store.atomic_write_text(run_file, json.dumps(body))
     if reason:
         print(f"{run_id}: not training ({reason})", flush=True)

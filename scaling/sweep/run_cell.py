@@ -25,9 +25,9 @@ def main(argv: list[str]) -> int:
         return 2
     handle_signals()
     with open(argv[0]) as f:
-        cell = json.load(f)  # {"run": the run config, "owner": the claim the launching worker holds}
+        cell = json.load(f)  # {"run": the run config, "name": its cell name, "owner": the launching worker's claim}
     try:
-        train(from_dict(cell["run"]), show_progress=False, owner=cell.get("owner"))
+        train(from_dict(cell["run"]), show_progress=False, owner=cell.get("owner"), name=cell.get("name"))
     except Preempted:
         pass
     return 0

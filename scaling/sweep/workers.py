@@ -122,9 +122,10 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
                 try:
                     if procs_per_run > 1:
                         with claims.Heartbeat(claim):
-                            record = _train_with_torchrun(run_dict, procs_per_run, results, sweep, run_id, owner)
+                            record = _train_with_torchrun(run_dict, name, procs_per_run, results, sweep, run_id,
+                                                          owner)
                     else:  # train() checks this worker still holds the claim, and heartbeats it
-                        record = train(from_dict(run_dict), show_progress=False, owner=owner,
+                        record = train(from_dict(run_dict), show_progress=False, owner=owner, name=name,
                                        console=Console(file=sys.stdout, force_terminal=False, width=120))
                 except BaseException:
                     traceback.print_exc()
@@ -144,7 +145,8 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
             claims.release(claim, owner)
 
 
-def _train_with_torchrun(run_dict: dict, nproc: int, results: Path, sweep: str, run_id: str, owner: dict) -> dict:
+def _train_with_torchrun(run_dict: dict, name: str, nproc: int, results: Path, sweep: str, run_id: str,
+                         owner: dict) -> dict:
     """Train one cell on `nproc` processes (torchrun, one node) and return its record (rank 0 wrote it).
 
     torchrun's own agent ignores SIGTERM and SIGUSR2 (dispositions set to ignore survive exec): the training
@@ -153,7 +155,7 @@ def _train_with_torchrun(run_dict: dict, nproc: int, results: Path, sweep: str, 
     import subprocess
 
     run_file = store.run_file_path(results, sweep, run_id)
-    store.atomic_write_text(run_file, json.dumps({"run": run_dict, "owner": owner}))
+    store.atomic_write_text(run_file, json.dumps({"run": run_dict, "name": name, "owner": owner}))
     sys.stdout.flush()
     import torch
 
