@@ -198,3 +198,22 @@ def test_the_docs_command_runs(command, workspace, monkeypatch):
     for line in command.expected:
         if line.strip() and "..." not in line:
             assert " ".join(line.split()) in printed, f"{command.id}: {line!r} not in what it printed:\n{printed}"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_link_between_the_docs_leads_somewhere():
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (doc.parent / path).resolve() if path else doc
+            assert file.exists(), f"{doc.relative_to(REPO)}: link to {target}: no such file"
+            if anchor and file.suffix == ".md":
+                headings = [_anchor(h) for h in re.findall(r"^#+ (.+)$", file.read_text(), re.M)]
+                assert anchor in headings, f"{doc.relative_to(REPO)}: link to {target}: no such heading"
