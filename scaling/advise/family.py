@@ -32,3 +32,16 @@ def config_overrides(row: pd.Series | None) -> list[str] | None:
 def family_model(row: pd.Series | None) -> ModelConfig | None:
     """The run's model; None without a config."""
     return ModelConfig(**row["config"]["model"]) if has_config(row) else None
+
+
+def swept_seeds(fam: pd.DataFrame) -> list[int]:
+    """The seeds the family was swept with ([0] when none is recorded)."""
+    return sorted(int(s) for s in fam["seed"].dropna().unique()) or [0]
+
+
+def family_sweep(row: pd.Series) -> dict:
+    """The part of a sweep config that trains the family's own run (its config, at its batch): `base` and
+    `batch`; the caller adds budgets, learning rates and seeds."""
+    model, batch = family_model(row), int(round(row["batch_tokens"]))
+    return {"base": config_overrides(row) + [f"train.batch_size={max(1, batch // model.seq_len)}"],
+            "batch": {"values": [batch]}}

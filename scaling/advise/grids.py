@@ -6,6 +6,7 @@ for the cell's own model, so a grid centred on a fit in another convention train
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from scaling.advise.compute import budget_flops, law_compute
@@ -16,9 +17,26 @@ from scaling.flops import count
 
 
 def fit_file(path: str, search: list[Path] | None = None) -> FitFile:
-    """The fit a sweep names (a ConfigError, naming the file and the fix, when it cannot be read)."""
+    """The fit a sweep names (a ConfigError, naming the file and the fix, when it cannot be read), read once per
+    version of the file however many cells centre on it."""
+    from scaling.compose import find_file
+
+    p = find_file(path, search) if search is not None else Path(path)
     try:
-        return read_fit(path, search)
+        stat = p.stat()
+        return _read_once(str(p.resolve()), stat.st_mtime_ns, stat.st_size)
+    except FileNotFoundError:
+        pass
+    try:
+        return read_fit(p)
+    except FitError as e:
+        raise ConfigError(str(e)) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _read_once(path: str, mtime_ns: int, size: int) -> FitFile:
+    try:
+        return read_fit(path)
     except FitError as e:
         raise ConfigError(str(e)) from None
 

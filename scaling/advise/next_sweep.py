@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.advise import compute
-from scaling.advise.family import config_overrides, family_model, largest_run
+from scaling.advise.family import family_model, family_sweep, has_config, largest_run, swept_seeds
 from scaling.advise.fitfile import FitFile
 
 LR_STEPS_NEW_BUDGET = 5
@@ -119,11 +119,10 @@ def next_sweep(fit: FitFile, runs: pd.DataFrame, sweep: str) -> dict | None:
     family = fit.payload.get("family") or str(runs["family"].value_counts().idxmax())
     fam = runs[runs["family"] == family]
     row = largest_run(fam)
-    base = config_overrides(row)
-    if base is None:
+    if not has_config(row):
         raise ValueError("the next sweep needs the runs' configs: fit the sweep's own records, not a CSV or W&B")
     model = family_model(row)
-    seeds = sorted(int(s) for s in fam["seed"].dropna().unique()) or [0]
+    seeds = swept_seeds(fam)
     step = _lr_step(fam)
     parts, said = [], []
     for action in actions:
@@ -133,12 +132,12 @@ def next_sweep(fit: FitFile, runs: pd.DataFrame, sweep: str) -> dict | None:
             said.append(_describe(action))
     if not parts:
         return None
-    batch = int(round(row["batch_tokens"]))
+    family = family_sweep(row)
     return {
         "name": sweep,
         "description": f"next rung of {sweep} from {Path(fit.path).name}: " + "; ".join(said),
-        "base": base + [f"train.batch_size={max(1, batch // model.seq_len)}"],
-        "batch": {"values": [batch]},
+        "base": family["base"],
+        "batch": family["batch"],
         "budgets": sorted({b for p in parts for b in p["budgets"]}),
         "parts": parts,
     }

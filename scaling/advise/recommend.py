@@ -17,6 +17,8 @@ import pandas as pd
 
 from scaling.advise import compute
 from scaling.advise.family import config_overrides, family_model, largest_run
+from scaling.fit.law import FitError
+from scaling.fit.leverage import peak_granularity
 from scaling.fit.report import FitReport
 
 
@@ -131,9 +133,6 @@ def _architecture(rec: Recommendation, report: FitReport, runs: pd.DataFrame, C:
         fit = report.laws.get(law)
         if fit is None or (fit.verdict or {}).get("verdict") == "undetermined":
             continue
-        from scaling.fit.law import FitError
-        from scaling.fit.leverage import peak_granularity
-
         try:
             value = peak_granularity(fit)
         except FitError:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from scaling import store
 from scaling.advise import compute
-from scaling.advise.family import config_overrides, family_model, largest_run
+from scaling.advise.family import family_model, family_sweep, largest_run, swept_seeds
 from scaling.advise.fitfile import FitFile, read_fit
 from scaling.fit.inputs import InputError, from_store
 from scaling.fit.law import FitError, LawFit
@@ -166,18 +166,15 @@ def verification_sweep(report, runs: pd.DataFrame, fit_json: Path, budget_flops:
         raise InputError(f"--verify-at {budget_flops}: must be a positive number of FLOPs")
     row = largest_run(fam)
     lr = law.value(C=C)
-    seeds = tuple(seeds) if seeds else tuple(sorted(int(s) for s in fam["seed"].dropna().unique())) or (0,)
-    model = family_model(row)
-    batch = int(round(row["batch_tokens"]))
-    sweep = name or f"{row['group']}-verify"
+    family = family_sweep(row)
     return {
-        "name": sweep,
+        "name": name or f"{row['group']}-verify",
         "description": f"verify {Path(fit_json).name}: lr_opt and the loss law at C = {C:.3g} "
                        f"({C / law.fitted_range['C'][1]:.3g}x the largest fitted budget), predicted lr {lr:.3g}",
         "laws": str(Path(fit_json).resolve()),
-        "base": config_overrides(row) + [f"train.batch_size={max(1, batch // model.seq_len)}"],
-        "budgets": [float(f"{compute.budget_flops(C, model, report.convention):.4g}")],
+        "base": family["base"],
+        "budgets": [float(f"{compute.budget_flops(C, family_model(row), report.convention):.4g}")],
         "lr": {"values": [float(f"{lr * f:.4g}") for f in lr_factors]},
-        "batch": {"values": [batch]},
-        "seeds": list(seeds),
+        "batch": family["batch"],
+        "seeds": list(seeds) if seeds else swept_seeds(fam),
     }
