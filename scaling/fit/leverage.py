@@ -21,7 +21,7 @@ from scipy.optimize import minimize
 
 from scaling.fit.law import FitError, LawFit, ling_joint, saturating_activation
 from scaling.fit.powerlaw import fit_power_law, r_squared
-from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, t_draws
+from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, stream, t_draws
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,6 @@ def family_losses(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
     them (a family swept over a grid must not be compared, by its best cell, with one run once per budget)."""
     from scaling.fit.optima import lr_grid_optima
 
-    rng = np.random.default_rng(seed)
     has_grid = {"lr", "batch_tokens"} <= set(df.columns) and df[["lr", "batch_tokens"]].notna().all().all()
     optima = lr_grid_optima(df, n_boot, seed) if optima is None and has_grid else (optima or {})
     rows, reps = [], {}
@@ -102,6 +101,7 @@ def family_losses(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
     sub = matched_hyperparameters(df) if has_grid else df
     for family, g in sub.groupby("family"):
         fam_reps = []
+        rng = np.random.default_rng(stream(seed, "settings", family))
         for budget, gb in g.groupby("budget"):
             if has_grid:
                 value, r = _setting_means(gb, rng, n_boot)
@@ -125,7 +125,7 @@ def family_curves(losses: pd.DataFrame, replicates: dict | None = None, n_boot: 
             continue
         rep = (replicates or {}).get(str(family))
         fits[str(family)] = fit_power_law(f"loss_{family}", {"C": g["C"].to_numpy(float)}, g["loss"].to_numpy(float),
-                                          n_boot=n_boot, seed=seed, replicates=rep)
+                                          n_boot=n_boot, seed=stream(seed, "curve", family), replicates=rep)
     return fits
 
 

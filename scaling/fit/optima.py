@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval
+from scaling.fit.bowls import design, optima_of_groups
+from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, stream
 
 GROUP_COLS = ["params", "tokens"]
 """A hyperparameter group: runs of one model size and token count (one budget of one shape)."""
 DEFAULT_TOL = 0.0025
-MAX_EXTRAPOLATION = 1.0
-"""A fitted vertex more than this many natural-log units (x e) outside the swept range falls back to the best run."""
 MIN_RESIDUAL_DOF = 5
 """A group whose bowl leaves fewer residual degrees of freedom (e.g. one seed of 5 learning rates: 2) borrows the
 pooled residuals of every group, and their pooled degrees of freedom. Measured on synthetic one-seed sweeps: each
@@ -56,95 +55,6 @@ def near_optimal(df: pd.DataFrame, group_cols: list[str], tol: float = DEFAULT_T
     """Rows whose loss is within `tol` (relative) of their group's best."""
     best = df.groupby(group_cols)["loss"].transform("min")
     return df[df["loss"] <= best * (1 + tol)]
-
-
-# ---- one group's bowl, vectorised over resamples (columns of Y) ------------------------------------------------
-def _vertex_1d(v: np.ndarray, Y: np.ndarray):
-    """Vertex (position, value) of a least-squares parabola in v per column of Y, and whether it opens upwards."""
-    X = np.column_stack([np.ones_like(v), v, v * v])
-    c = np.linalg.pinv(X) @ Y
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pos = -c[1] / (2 * c[2])
-    return pos, c[0] + c[1] * pos + c[2] * pos * pos, c[2] > 0
-
-
-def _quadratic_2d(x, z):
-    return np.column_stack([np.ones_like(x), x, z, x * x, z * z, x * z])
-
-
-def _vertex_2d(x: np.ndarray, z: np.ndarray, Y: np.ndarray):
-    c = np.linalg.pinv(_quadratic_2d(x, z)) @ Y
-    h11, h22, h12 = 2 * c[3], 2 * c[4], c[5]
-    det = h11 * h22 - h12 * h12
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xv = -(h22 * c[1] - h12 * c[2]) / det
-        zv = -(-h12 * c[1] + h11 * c[2]) / det
-    value = c[0] + c[1] * xv + c[2] * zv + c[3] * xv * xv + c[4] * zv * zv + c[5] * xv * zv
-    return xv, zv, value, (h11 > 0) & (det > 0)
-
-
-def _inside(v, values: np.ndarray, margin: float = MAX_EXTRAPOLATION):
-    return (values.min() - margin <= v) & (v <= values.max() + margin)
-
-
-def _longest_line(v: np.ndarray, other: np.ndarray) -> np.ndarray | None:
-    """Rows at the value of `other` with the most distinct values of v (at least 3), or None."""
-    _, line = np.unique(other, return_inverse=True)
-    pairs = np.unique(np.column_stack([line, v]), axis=0)
-    distinct = np.bincount(pairs[:, 0].astype(int), minlength=line.max() + 1)
-    best = int(np.argmax(distinct))  # the first of the longest lines, as a scan in sorted order finds it
-    return line == best if distinct[best] >= 3 else None
-
-
-@dataclass
-class _Design:
-    """How one group's runs are laid out, decided once and applied to every resample."""
-
-    x: np.ndarray
-    z: np.ndarray
-    two_d: bool
-    lr_line: np.ndarray | None
-    batch_line: np.ndarray | None
-    model: np.ndarray | None
-    """Design matrix of the bowl whose fitted values and residuals the bootstrap resamples (None: too few runs)."""
-
-
-def _design(x: np.ndarray, z: np.ndarray) -> _Design:
-    n_lr, n_b = len(np.unique(x)), len(np.unique(z))
-    two_d = n_lr >= 3 and n_b >= 3 and len(x) >= 6 and np.linalg.matrix_rank(_quadratic_2d(x, z)) == 6
-    candidates = []
-    if two_d:
-        candidates.append(_quadratic_2d(x, z))
-    if n_lr >= 3 and n_b >= 3:
-        candidates.append(np.column_stack([np.ones_like(x), x, x * x, z, z * z]))
-    if n_lr >= 3 and n_b == 2:
-        candidates.append(np.column_stack([np.ones_like(x), x, x * x, z]))
-    if n_lr >= 3:
-        candidates.append(np.column_stack([np.ones_like(x), x, x * x]))
-    model = next((X for X in candidates if np.linalg.matrix_rank(X) == X.shape[1] and len(x) > X.shape[1]), None)
-    return _Design(x, z, two_d, _longest_line(x, z), _longest_line(z, x) if n_b > 1 else None, model)
-
-
-def _optimum(d: _Design, Y: np.ndarray):
-    """(ln lr, ln batch, loss, lr from a bowl?) per column of Y, by the quadratic protocol."""
-    x, z = d.x, d.z
-    best = np.argmin(Y, axis=0)
-    lx, lz, loss = x[best].astype(float), z[best].astype(float), Y[best, np.arange(Y.shape[1])]
-    lr_ok = np.zeros(Y.shape[1], bool)
-    if d.lr_line is not None:
-        pos, val, up = _vertex_1d(x[d.lr_line], Y[d.lr_line])
-        ok = up & _inside(pos, x[d.lr_line])
-        lx, loss, lr_ok = np.where(ok, pos, lx), np.where(ok, val, loss), ok
-    if d.batch_line is not None:
-        pos, val, up = _vertex_1d(z[d.batch_line], Y[d.batch_line])
-        ok = up & _inside(pos, z[d.batch_line])
-        lz, loss = np.where(ok, pos, lz), np.where(ok, np.minimum(loss, val), loss)
-    if d.two_d:
-        xv, zv, val, pd_ = _vertex_2d(x, z, Y)
-        ok = pd_ & _inside(xv, x) & _inside(zv, z)
-        lx, lz, loss = np.where(ok, xv, lx), np.where(ok, zv, lz), np.where(ok, val, loss)
-        lr_ok |= ok
-    return lx, lz, loss, lr_ok
 
 
 @dataclass
@@ -194,14 +104,16 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
     """Each group's optimum lr, batch and loss, its diagnostics and its run-level resamples."""
     kind, tol = parse_method(method)
     rng = np.random.default_rng(seed)
-    groups, designs, resid = [], [], []
-    for key, group in df.groupby(group_cols, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        x = np.log(group["lr"].to_numpy(float))
-        z = np.log(group["batch_tokens"].to_numpy(float))
-        y = group["loss"].to_numpy(float)
-        d = _design(x, z)
-        lx, lz, loss, lr_ok = _optimum(d, y[:, None])
+    parts = [(key if isinstance(key, tuple) else (key,), group) for key, group in df.groupby(group_cols, sort=True)]
+    designs, ys = [], []
+    for _, group in parts:
+        x, z = np.log(group["lr"].to_numpy(float)), np.log(group["batch_tokens"].to_numpy(float))
+        designs.append(design(x, z, group["seed"].to_numpy() if "seed" in group.columns else None))
+        ys.append(group["loss"].to_numpy(float))
+    found, ratio = optima_of_groups(designs, [y[:, None] for y in ys])
+    groups, fits, resid = [], [], []
+    for (key, group), d, y, (lx, lz, loss, lr_ok) in zip(parts, designs, ys, found, strict=True):
+        x, z = d.x, d.z
         at = int(np.argmin(y))  # where the optimum is the best run, report that run's values exactly
         lr = float(np.exp(lx[0])) if lr_ok[0] else float(group["lr"].iloc[at])
         batch = float(np.exp(lz[0])) if not np.isclose(lz[0], z[at]) else float(group["batch_tokens"].iloc[at])
@@ -213,14 +125,16 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
             "below" if np.isclose(lx[0], x.min()) else "above" if np.isclose(lx[0], x.max()) else "none")
         row["interior"] = bool(lr_ok[0] and row["edge"] is None)
         row["note"] = "" if lr_ok[0] else "lr: best run (no upward bowl inside the swept range)"
-        r = None
-        if d.model is not None:
-            coef, *_ = np.linalg.lstsq(d.model, y, rcond=None)
-            fitted = d.model @ coef
-            dof = len(y) - d.model.shape[1]
+        if d.asymmetric is not None and ratio is not None and lr_ok[0]:
+            row["bowl"] = "asymmetric"
+            row["curvature_ratio"] = float(np.exp(ratio[0]))
+        r, fitted, bowl = None, None, d.fitted(y, None if ratio is None or not lr_ok[0] else float(ratio[0]),
+                                               float(lx[0]))
+        if bowl is not None:
+            fitted, model, dof = bowl
             # modified residuals (Davison & Hinkley 1997, 6.2): r_i / sqrt(1 - h_ii), centred, so the resampled
             # noise has the runs' variance even at the grid's edges, where the bowl pulls the fit towards them
-            leverage = np.einsum("ij,ji->i", d.model, np.linalg.pinv(d.model))
+            leverage = np.einsum("ij,ji->i", model, np.linalg.pinv(model))
             r = (y - fitted) / np.sqrt(np.clip(1 - leverage, 1e-6, None))
             r = r - r.mean()
             row["noise_sd"] = float(np.sqrt(np.sum((y - fitted) ** 2) / dof))
@@ -231,7 +145,7 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
                 row["step_gap"] = float(c2 * np.median(steps) ** 2) if c2 > 0 else 0.0
         row["seed_sd"] = _cell_spread(group)
         groups.append(row)
-        designs.append((d, y, None if d.model is None else fitted))
+        fits.append(fitted)
         resid.append(r)
     table = pd.DataFrame(groups)
     out = Optima(groups=table, points=table, method=method)
@@ -245,9 +159,10 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
     pooled = np.concatenate([r for r in resid if r is not None])
     pooled_dof = max(1, sum(g.get("resid_dof", 0) for g in groups))
     pooled_scale = np.sqrt(pooled_dof / rng.chisquare(pooled_dof, n_boot))
-    reps = {k: np.full((len(groups), n_boot), np.nan) for k in ("lr", "batch_tokens", "loss")}
-    for i, ((d, y, fitted), r) in enumerate(zip(designs, resid, strict=True)):
+    Ys = []
+    for i, (y, fitted, r) in enumerate(zip(ys, fits, resid, strict=True)):
         if fitted is None:
+            Ys.append(np.repeat(y[:, None], n_boot, axis=1))  # no bowl to resample: its runs as they are
             continue
         own = groups[i].get("resid_dof", 0) >= MIN_RESIDUAL_DOF
         # The noise level itself is estimated from `dof` residuals: each resample draws it from its sampling
@@ -256,9 +171,11 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
         # one noise level, so they share its draw.
         source, scale = (r, np.sqrt(groups[i]["resid_dof"] / rng.chisquare(groups[i]["resid_dof"], n_boot))) \
             if own else (pooled, pooled_scale)
-        Y = fitted[:, None] + source[rng.integers(0, len(source), (len(y), n_boot))] * scale
-        lx, lz, loss, _ = _optimum(d, Y)
-        reps["lr"][i], reps["batch_tokens"][i], reps["loss"][i] = np.exp(lx), np.exp(lz), loss
+        Ys.append(fitted[:, None] + source[rng.integers(0, len(source), (len(y), n_boot))] * scale)
+    reps = {k: np.full((len(groups), n_boot), np.nan) for k in ("lr", "batch_tokens", "loss")}
+    for i, (lx, lz, loss, _) in enumerate(optima_of_groups(designs, Ys)[0]):
+        if fits[i] is not None:  # every resample re-reads the shared asymmetry too
+            reps["lr"][i], reps["batch_tokens"][i], reps["loss"][i] = np.exp(lx), np.exp(lz), loss
     out.replicates = reps
     return out
 
@@ -301,7 +218,8 @@ def lr_grid_optima(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[
     if "lr" not in df.columns or df["lr"].isna().any():
         return {}
     lrs = df.groupby(["family", "budget"])["lr"].nunique().groupby(level="family").min()
-    return {str(f): budget_optima(df[df["family"] == f], "quadratic", n_boot, seed) for f in lrs.index[lrs >= 3]}
+    return {str(f): budget_optima(df[df["family"] == f], "quadratic", n_boot, stream(seed, "optima", f))
+            for f in lrs.index[lrs >= 3]}
 
 
 def quadratic_optimum(group: pd.DataFrame) -> dict:

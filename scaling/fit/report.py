@@ -20,7 +20,7 @@ from scaling.fit.law import FitError, LawFit
 from scaling.fit.loss_laws import fit_chinchilla, fit_isoflop_laws, fit_loss_vs_compute
 from scaling.fit.optima import Optima, budget_optima, lr_grid_optima, parse_method
 from scaling.fit.powerlaw import fit_power_law
-from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval
+from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, stream
 from scaling.fit.verdict import el_verdict, judge
 
 HELD_OUT_LAWS = ("lr_opt", "batch_opt", "loss_vs_compute")
@@ -103,17 +103,17 @@ def _attempt(report: FitReport, name: str, fn, only: tuple[str, ...] | None = No
 
 
 def _hyperparameter_laws(report: FitReport, opt: Optima, n_boot: int, seed: int, attempt) -> None:
-    g, kw = opt.groups, {"n_boot": n_boot, "seed": seed}
+    g = opt.groups
     if opt.method == "quadratic":
         def law(name, variables, col):
             return fit_power_law(name, {v: g[c] for v, c in variables.items()}, g[col],
-                                 replicates=opt.replicates.get(col), **kw)
+                                 replicates=opt.replicates.get(col), n_boot=n_boot, seed=stream(seed, name))
     else:  # near-optimal: every near-optimal run is a point (its own FLOPs as C), resampled with the runs
         def law(name, variables, col):
             cols = {v: ("flops" if c == "C" else c) for v, c in variables.items()}
             sets = [({v: s[c] for v, c in cols.items()}, s[col]) for s in opt.replicate_sets]
             return fit_power_law(name, {v: opt.points[c] for v, c in cols.items()}, opt.points[col],
-                                 replicate_sets=sets, **kw)
+                                 replicate_sets=sets, n_boot=n_boot, seed=stream(seed, name))
     attempt("lr_opt", lambda: law("lr_opt", {"C": "C"}, "lr"))
     attempt("lr_opt_nd", lambda: law("lr_opt_nd", {"N": "params", "D": "tokens"}, "lr"))
     if opt.points["batch_tokens"].nunique() >= 2:
@@ -159,7 +159,7 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
     grids = lr_grid_optima(df, n_boot, seed)  # every family's bowls, resampled once
     if "lr" in fam.columns and fam["lr"].notna().all() and fam["lr"].nunique() >= 3:
         opt = grids.get(family) if optimum == "quadratic" else None
-        opt = opt or budget_optima(fam, optimum, n_boot, seed)
+        opt = opt or budget_optima(fam, optimum, n_boot, stream(seed, "optima", family))
         report.optima = opt.groups
         _hyperparameter_laws(report, opt, n_boot, seed, attempt)
     else:
@@ -168,14 +168,15 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
 
     # loss laws
     C, L, R = _budget_losses(fam, opt)
-    attempt("loss_vs_compute", lambda: fit_loss_vs_compute(C, L, n_boot=n_boot, seed=seed, replicates=R))
+    attempt("loss_vs_compute", lambda: fit_loss_vs_compute(C, L, n_boot=n_boot, seed=stream(seed, "loss_vs_compute"),
+                                                                    replicates=R))
     best_nd = fam.groupby(["params", "tokens"])["loss"].min().reset_index()
     attempt("chinchilla", lambda: fit_chinchilla(best_nd["params"], best_nd["tokens"], best_nd["loss"]))
     iso = fam.groupby(["budget", "params"]).agg(loss=("loss", "min"), tokens=("tokens", "median"),
                                                 flops=("flops", "median")).reset_index()
 
     def isoflop():
-        n_fit, d_fit, _ = fit_isoflop_laws(iso, n_boot=n_boot)
+        n_fit, d_fit, _ = fit_isoflop_laws(iso, n_boot=n_boot, seed=seed)
         report.laws["d_opt"] = d_fit
         return n_fit
 
@@ -214,10 +215,10 @@ def _leverage(report: FitReport, df: pd.DataFrame, grids: dict[str, Optima], n_b
                             if how == "tuned" else "efficiency leverage: families compared at the (lr, batch) "
                                                    "settings they share (not every family has an lr grid)")
         attempt("leverage", lambda: lev.fit_el_vs_activation(
-            table.groupby("activation_ratio", as_index=False)["el"].mean(), seed=seed))
+            table.groupby("activation_ratio", as_index=False)["el"].mean(), seed=stream(seed, "leverage")))
 
         def granularity():
-            fit, best = lev.fit_el_vs_granularity(table, seed=seed)
+            fit, best = lev.fit_el_vs_granularity(table, seed=stream(seed, "leverage_granularity"))
             report.notes.append(f"EL peaks at granularity G = {best:.3g} (leverage_granularity)")
             return fit
 

@@ -1,0 +1,74 @@
+"""Sweeps drawn from known truths that are *not* the fitter's model, to test the fitter as a statistician would.
+
+The fitter reads an lr bowl per budget and fits power laws through the bowls' optima. Real sweeps break its
+assumptions in known ways, each a setting of `lr_sweep`:
+
+- **asymmetric bowls** (`ratio`): loss climbs faster above the optimum than below it (a right/left curvature ratio
+  of about 14 on Step-Law's released dense sweep). ``bowl="piecewise"``: a quadratic in ln lr with curvature
+  c / sqrt(ratio) below lr* and c sqrt(ratio) above; ``bowl="exp"``: the smooth bowl
+  c (exp(s d) - 1 - s d) 2 / s^2 in d = ln(lr / lr*), whose curvature grows as exp(s d) (ratio = its curvature
+  one grid step above over one step below, so s = ln(ratio) / (2 step)).
+- **heteroscedastic noise** (`hetero`): the noise sd grows above the optimum, sd (1 + hetero max(d, 0)), as runs
+  at a high lr get less stable.
+- **per-seed offsets** (`seed_offset`): every run of one seed at one budget shares an offset (its initialisation
+  and data order), drawn with this sd.
+
+The truth is known exactly: `TRUE_LR(C)` and `true_loss(C)` (the bowl's floor at each budget).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+A_LR, B_LR = 5.07, -0.26
+"""The lr law measured on this project's tiny MoE (issue 11): lr* = 5.07 C^-0.26."""
+LR_STEP = float(np.log(2.0))
+"""The demo's lr grid: learning rates x2 apart."""
+
+
+def true_lr(C):
+    return A_LR * np.asarray(C, float) ** B_LR
+
+
+def true_loss(C, E: float = 1.5, A: float = 300.0, alpha: float = 0.2):
+    """The floor of the bowl at budget C: E + A C^-alpha."""
+    return E + A * np.asarray(C, float) ** -alpha
+
+
+def bowl(d: np.ndarray, curvature: float, ratio: float, form: str) -> np.ndarray:
+    """Loss above the optimum at d = ln(lr / lr*)."""
+    d = np.asarray(d, float)
+    if form == "piecewise":
+        k = np.where(d < 0, curvature / np.sqrt(ratio), curvature * np.sqrt(ratio))
+        return k * d * d
+    if form == "exp":
+        if ratio == 1:
+            return curvature * d * d
+        s = np.log(ratio) / (2 * LR_STEP)
+        return curvature * 2 * (np.exp(s * d) - 1 - s * d) / s**2
+    raise ValueError(f"bowl form {form!r} is not 'piecewise' or 'exp'")
+
+
+def lr_sweep(seed: int, budgets=(1e11, 3e11, 1e12), n_lr: int = 5, seeds: int = 2,
+             sigma: tuple[float, float] = (0.02, 0.09), curvature: float = 0.12, ratio: float = 1.0,
+             form: str = "piecewise", hetero: float = 0.0, seed_offset: float = 0.0,
+             family: str = "A0.25-G1", params: float = 1.3e5) -> pd.DataFrame:
+    """Runs of an lr sweep as the demo lays it out: at each budget, `n_lr` learning rates x2 apart around the true
+    optimum (the grid's centre off by up to x1.65 either way), `seeds` runs each, at one model size (`params`).
+    The noise sd is drawn per sweep from `sigma` (the seed-to-seed spread measured here: 0.02-0.09 nats)."""
+    rng = np.random.default_rng(seed)
+    sd = rng.uniform(*sigma)
+    rows = []
+    for C in budgets:
+        lr_star = float(true_lr(C))
+        lrs = lr_star * np.exp(rng.uniform(-0.5, 0.5)) * 2.0 ** (np.arange(n_lr) - (n_lr - 1) / 2)
+        offsets = rng.normal(0, seed_offset, seeds) if seed_offset else np.zeros(seeds)
+        for lr in lrs:
+            d = np.log(lr / lr_star)
+            for s in range(seeds):
+                noise = sd * (1 + hetero * max(d, 0.0))
+                loss = float(true_loss(C)) + float(bowl(d, curvature, ratio, form)) + offsets[s] + rng.normal(0, noise)
+                rows.append({"params": params, "tokens": C / 1.2e6, "flops": C, "budget": C, "loss": loss, "lr": lr,
+                             "batch_tokens": 2048.0, "family": family, "seed": s})
+    return pd.DataFrame(rows)
