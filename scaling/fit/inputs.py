@@ -23,7 +23,7 @@ from scaling import store
 
 REQUIRED_CSV = ("params", "loss")
 OPTIONAL_CSV = ("tokens", "flops", "lr", "batch_tokens", "batch", "seq_len", "activation_ratio", "granularity",
-                "group", "budget")
+                "experts", "top_k", "seed", "group", "budget")
 
 
 class InputError(ValueError):
@@ -201,7 +201,7 @@ def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | N
 
 
 POSITIVE_CSV = ("params", "tokens", "flops", "loss", "lr", "batch_tokens", "batch", "seq_len", "activation_ratio",
-                "granularity", "budget")
+                "granularity", "experts", "top_k", "budget")
 """CSV columns that must hold positive, finite numbers in a usable row (a loss is in nats: > 0)."""
 
 

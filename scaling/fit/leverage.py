@@ -21,7 +21,7 @@ from scipy.optimize import minimize
 
 from scaling.fit.law import FitError, LawFit, ling_joint, saturating_activation
 from scaling.fit.powerlaw import fit_power_law, r_squared
-from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, stream, t_draws
+from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, stream, t_draws, undetermined
 
 
 @dataclass(frozen=True)
@@ -226,15 +226,18 @@ def resolution(interval: list[float] | None, gap: list[float] | None = None) -> 
     return "; ".join(parts)
 
 
-def _t_samples(theta: np.ndarray, residual_fn, dof: int, seed: int, n: int = 2000) -> np.ndarray | None:
-    """Student-t draws around a nonlinear least-squares estimate (numerical Jacobian of the residuals)."""
-    if dof < 1:
-        return None
+def _t_samples(theta: np.ndarray, residual_fn, dof: int, seed: int, names: list[str],
+               n: int = 2000) -> tuple[np.ndarray | None, list[str]]:
+    """Student-t draws around a nonlinear least-squares estimate (numerical Jacobian of the residuals), and the
+    parameters the data cannot determine (then no draws: a pseudo-inverse would give them a point interval)."""
     r0 = residual_fn(theta)
     eps = 1e-6 * np.maximum(1.0, np.abs(theta))
     J = np.column_stack([(residual_fn(theta + e) - r0) / h for e, h in zip(np.diag(eps), eps, strict=True)])
+    blind = undetermined(J, names)
+    if dof < 1 or blind:
+        return None, blind
     cov = (r0 @ r0 / dof) * np.linalg.pinv(J.T @ J)
-    return t_draws(theta, cov, dof, n, np.random.default_rng(seed))
+    return t_draws(theta, cov, dof, n, np.random.default_rng(seed)), blind
 
 
 def fit_el_vs_activation(table: pd.DataFrame, seed: int = 0) -> LawFit:
@@ -259,14 +262,16 @@ def fit_el_vs_activation(table: pd.DataFrame, seed: int = 0) -> LawFit:
     best = min((minimize(obj, s, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-8, "fatol": 1e-12})
                 for s in starts), key=lambda r: r.fun)
     theta = best.x
-    draws = _t_samples(theta, residuals, len(A) - 3, seed)
+    draws, blind = _t_samples(theta, residuals, len(A) - 3, seed, ["alpha", "A_start", "A_max"])
     samples = {} if draws is None else {"alpha": draws[:, 0], "A_start": np.exp(draws[:, 1]),
                                         "A_max": np.exp(draws[:, 2])}
     params = {"alpha": float(theta[0]), "A_start": float(math.exp(theta[1])), "A_max": float(math.exp(theta[2]))}
     return LawFit("leverage", "el_activation", ("A",), params,
                   {k: percentile_interval(v) for k, v in samples.items()}, r_squared(logEL, residuals(theta) + logEL),
                   len(A), samples=samples, method=f"Student-t (linearised), {len(A) - 3} dof" if samples else "none",
-                  fitted_range={"A": [float(A.min()), float(A.max())]}, diagnostics={"dof": len(A) - 3})
+                  fitted_range={"A": [float(A.min()), float(A.max())]},
+                  diagnostics={"dof": len(A) - 3, "undetermined": blind},
+                  notes=[f"the data cannot determine {', '.join(blind)}: no interval"] if blind else [])
 
 
 def el_vs_compute(curves: dict[str, LawFit], family: str, dense: str = DENSE) -> LawFit:

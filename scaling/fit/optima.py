@@ -27,7 +27,15 @@ from scaling.fit.bowls import design, optima_of_groups
 from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, stream
 
 GROUP_COLS = ["params", "tokens"]
-"""A hyperparameter group: runs of one model size and token count (one budget of one shape)."""
+"""A hyperparameter group: runs of one configuration at one model size and token count (one budget of one shape)."""
+STRUCTURE_COLS = ("activation_ratio", "granularity", "experts", "top_k")
+"""Columns that tell configurations of one size apart (two MoE shapes may share N): a group is keyed by each of
+them that varies, never by N alone."""
+
+
+def group_columns(df: pd.DataFrame) -> list[str]:
+    """GROUP_COLS and every structure column that varies in `df`."""
+    return GROUP_COLS + [c for c in STRUCTURE_COLS if c in df.columns and df[c].nunique(dropna=True) > 1]
 DEFAULT_TOL = 0.0025
 MIN_RESIDUAL_DOF = 5
 """A group whose bowl leaves fewer residual degrees of freedom (e.g. one seed of 5 learning rates: 2) borrows the
@@ -196,9 +204,10 @@ def budget_optima(fam: pd.DataFrame, method: str = "quadratic", n_boot: int = 10
     convention), its budget and the 95% intervals of lr, batch and loss."""
     if "batch_tokens" not in fam.columns or fam["batch_tokens"].isna().any():
         fam = fam.assign(batch_tokens=1.0)  # no batch axis: every run the same batch
-    opt = group_optima(fam, GROUP_COLS, method, n_boot=n_boot, seed=seed)
-    by_group = fam.groupby(GROUP_COLS).agg(C=("flops", "median"), budget=("budget", "first"))
-    keys = list(zip(opt.groups["params"], opt.groups["tokens"], strict=True))
+    cols = group_columns(fam)
+    opt = group_optima(fam, cols, method, n_boot=n_boot, seed=seed)
+    by_group = fam.groupby(cols).agg(C=("flops", "median"), budget=("budget", "first"))
+    keys = list(opt.groups[cols].itertuples(index=False, name=None))
     opt.groups["C"] = [float(by_group.loc[k, "C"]) for k in keys]
     opt.groups["budget"] = [float(by_group.loc[k, "budget"]) for k in keys]
     for col in ("lr", "batch_tokens", "loss"):
@@ -207,8 +216,8 @@ def budget_optima(fam: pd.DataFrame, method: str = "quadratic", n_boot: int = 10
     if method == "quadratic":
         opt.points = opt.groups
     else:
-        opt.points = opt.points.assign(C=[float(by_group.loc[(p, t), "C"]) for p, t in zip(
-            opt.points["params"], opt.points["tokens"], strict=True)])
+        opt.points = opt.points.assign(C=[float(by_group.loc[k, "C"]) for k in
+                                          opt.points[cols].itertuples(index=False, name=None)])
     return opt
 
 

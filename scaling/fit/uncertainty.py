@@ -7,8 +7,8 @@ Two sources of uncertainty, used in this order of preference:
    bootstrap of each bowl, `optima.py`), every point is re-estimated, and the law is refitted per resample. The
    interval then carries the runs' noise, whatever the number of points. When the law has degrees of freedom left
    (n - p >= 1), the scatter of the points about the law is compared with what that noise explains (a chi-square
-   test of lack of fit); if the points scatter significantly more, every resample's deviation from the estimate is
-   widened by the Birge ratio sqrt(chi2 / dof), and the law's diagnostics say so.
+   test of lack of fit); every resample's deviation from the estimate is widened by the Birge ratio
+   max(1, sqrt(chi2 / dof)), and when the scatter is significant (p < LACK_OF_FIT_P) the verdict says so.
 2. **Student-t.** When the points are all there is (a CSV of published optima, IsoFLOP vertices), the interval of a
    least-squares fit uses the residual variance with n - p degrees of freedom: parameters are drawn from the
    multivariate t distribution of the estimate (linearised for nonlinear laws). With n = p there is no interval.
@@ -49,6 +49,26 @@ def t_draws(theta: np.ndarray, cov: np.ndarray, dof: int, n: int, rng: np.random
     return theta + z / scale
 
 
+RANK_TOLERANCE = 1e-7
+"""A direction of the parameters whose singular value (of the column-scaled Jacobian) is below this fraction of the
+largest is one the data cannot see."""
+
+
+def undetermined(J: np.ndarray, names: list[str]) -> list[str]:
+    """The parameters the data cannot determine: those that load (|v| > 0.1) on a direction of the column-scaled
+    Jacobian J (points x parameters) whose singular value is below RANK_TOLERANCE of the largest. A pseudo-inverse
+    would give them a zero-width interval (or, nearly singular, explosive draws); they must be declared instead."""
+    J = np.asarray(J, float)
+    scale = np.linalg.norm(J, axis=0)
+    dead = [n for n, c in zip(names, scale, strict=True) if not c > 0]
+    Js = J / np.where(scale > 0, scale, 1.0)
+    _, s, Vt = np.linalg.svd(Js, full_matrices=True)
+    s = np.concatenate([s, np.zeros(Vt.shape[0] - len(s))])
+    null = Vt[s < RANK_TOLERANCE * s.max()] if s.max() > 0 else Vt
+    seen = {n for row in null for n, v in zip(names, row, strict=True) if abs(v) > 0.1}
+    return [n for n in names if n in seen or n in dead]
+
+
 def t_interval(value: float, se: float, dof: int, level: float = 0.95) -> list[float]:
     from scipy.stats import t
 
@@ -59,8 +79,10 @@ def t_interval(value: float, se: float, dof: int, level: float = 0.95) -> list[f
 def lack_of_fit(residuals: np.ndarray, variances: np.ndarray, dof: int) -> dict:
     """Chi-square of the residuals about a law against the points' own (resampled) variances.
 
-    Returns {"chi2", "dof", "p", "birge"}: birge = sqrt(chi2 / dof) when the test rejects at LACK_OF_FIT_P
-    (the factor the intervals are widened by), else 1."""
+    Returns {"chi2", "dof", "p", "birge"}: birge = max(1, sqrt(chi2 / dof)), the factor the intervals are widened by
+    (the Particle Data Group's scale factor): smooth in the scatter, so one more point of misfit widens a little,
+    never from x1 straight to x2 as a switch at p < 0.05 did with one degree of freedom. The p-value (chi-square
+    test) decides only whether the verdict calls the scatter 'in excess' (LACK_OF_FIT_P)."""
     from scipy.stats import chi2 as chi2_dist
 
     variances = np.maximum(np.asarray(variances, float), 1e-300)
@@ -68,8 +90,7 @@ def lack_of_fit(residuals: np.ndarray, variances: np.ndarray, dof: int) -> dict:
     if dof < 1:
         return {"chi2": chi2, "dof": dof, "p": None, "birge": 1.0}
     p = float(chi2_dist.sf(chi2, dof))
-    birge = float(np.sqrt(chi2 / dof)) if p < LACK_OF_FIT_P else 1.0
-    return {"chi2": chi2, "dof": dof, "p": p, "birge": birge}
+    return {"chi2": chi2, "dof": dof, "p": p, "birge": max(1.0, float(np.sqrt(chi2 / dof)))}
 
 
 def widen(samples: np.ndarray, centre: np.ndarray, factor: float) -> np.ndarray:
@@ -89,5 +110,5 @@ def run_level(draws: np.ndarray, centre: np.ndarray, residuals: np.ndarray, poin
     lof = lack_of_fit(residuals, point_resamples.var(axis=1, ddof=1), dof)
     method = f"run-level bootstrap, {point_resamples.shape[1]} resamples"
     if lof["birge"] > 1:
-        method += f", widened x{lof['birge']:.2g} (scatter about the law beyond the runs' noise)"
+        method += f", widened x{lof['birge']:.3g} (scatter about the law beyond the runs' noise)"
     return widen(draws, centre, lof["birge"]), lof, method

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from scaling.fit.law import LawFit
+from scaling.fit.uncertainty import LACK_OF_FIT_P
 
 LEVELS = ("reliable", "weak", "undetermined")
 RANGE_RELIABLE, RANGE_WEAK = 10.0, 3.0
@@ -86,7 +87,8 @@ def _next_budget(law: LawFit) -> dict | None:
 
 
 def judged_point(law: LawFit, target_flops: float | None) -> dict[str, float]:
-    """Where a law is judged: C = the target (or 3x the largest fitted C); D 3x its largest; other variables at
+    """Where a law is judged: C = the target (or 3x the largest fitted C); D 3x its largest; the activation ratio A
+    at its smallest (the sparsest swept, where a recommendation goes and EL ~ 1 is no longer easy); other variables at
     their largest fitted value."""
     at = {}
     for var in law.variables:
@@ -97,6 +99,8 @@ def judged_point(law: LawFit, target_flops: float | None) -> dict[str, float]:
             at[var] = float(target_flops) if target_flops else DEFAULT_JUDGE_FACTOR * lo_hi[1]
         elif var == "D":
             at[var] = DEFAULT_JUDGE_FACTOR * lo_hi[1]
+        elif var == "A":  # leverage is recommended at the sparsest A swept, where it is largest and least certain
+            at[var] = lo_hi[0]
         else:
             at[var] = lo_hi[1]
     return at
@@ -161,8 +165,12 @@ def _interval_factor(j: _Judgement, law: LawFit, at: dict, relative: bool) -> No
 
 def _fit_quality(j: _Judgement, law: LawFit) -> None:
     d = law.diagnostics or {}
+    if d.get("undetermined"):
+        j.add("undetermined", f"the data cannot determine {', '.join(d['undetermined'])} (a direction of the "
+                              f"parameters no point moves)", f"widen the swept range of {', '.join(law.variables)}")
     lof = d.get("lack_of_fit") or {}
-    if lof.get("birge", 1.0) > 1 and d.get("pinned"):
+    excess = lof.get("p") is not None and lof["p"] < LACK_OF_FIT_P
+    if excess and d.get("pinned"):
         hi = law.fitted_range.get("C", [0, 0])[1]
         shape = (" (concave in log-log: the losses fall faster as C grows, an early-training transient rather than "
                  "an approach to a floor)" if d.get("curvature") == "concave" else "")
@@ -171,7 +179,7 @@ def _fit_quality(j: _Judgement, law: LawFit) -> None:
                               f"noise (chi2 {lof['chi2']:.3g} on {lof['dof']} dof)",
               f"add budgets above {fmt(hi)}, where the losses start to flatten", _next_budget(law))
         return
-    if lof.get("birge", 1.0) > 1:
+    if excess:
         j.add("weak", f"the points scatter about the law {lof['birge']:.2g}x more than the runs' noise explains "
                       f"(chi2 {lof['chi2']:.3g} on {lof['dof']} dof, p = {lof['p']:.2g}); intervals widened by that",
               "check the law's form, or add seeds")
