@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from scaling import store
@@ -30,6 +29,7 @@ from scaling.advise.family import family_model, family_sweep, largest_run, swept
 from scaling.advise.fitfile import FitFile, read_fit
 from scaling.fit.inputs import InputError, from_store
 from scaling.fit.law import FitError, LawFit
+from scaling.fit.uncertainty import prediction_interval
 
 DEFAULT_VERIFY_FACTOR = 3.0
 """The verification budget, without one given: this many times the largest fitted budget."""
@@ -56,22 +56,10 @@ def _read(path: Path) -> FitFile:
         raise InputError(str(e)) from None
 
 
-def _half_width(value: float, interval, log: bool) -> float:
-    if interval is None or not np.all(np.isfinite(interval)):
-        return float("nan")
-    lo, hi = interval
-    if log:
-        return max(math.log(hi / value), math.log(value / lo)) if lo > 0 and value > 0 else float("nan")
-    return max(hi - value, value - lo)
-
-
 def _held(pred: float, pred_iv, meas: float, meas_iv, log: bool) -> bool | None:
-    hp, hm = _half_width(pred, pred_iv, log), _half_width(meas, meas_iv, log)
-    if not np.isfinite(hp):
-        return None
-    hm = hm if np.isfinite(hm) else 0.0
-    diff = abs(math.log(pred / meas)) if log else abs(pred - meas)
-    return bool(diff <= math.hypot(hp, hm))
+    """Whether the measurement fell inside the prediction interval (the law's, widened by the measurement's own)."""
+    iv = prediction_interval(pred, pred_iv, meas, meas_iv, log)
+    return None if iv is None else bool(iv[0] <= meas <= iv[1])
 
 
 def _predict_loss(laws: dict[str, LawFit], C: float, N: float, D: float):

@@ -233,7 +233,7 @@ class Design:
         return self.model @ coef, self.model, len(y) - self.model.shape[1]
 
 
-def design(x: np.ndarray, z: np.ndarray, seeds: np.ndarray | None = None) -> Design:
+def design(x: np.ndarray, z: np.ndarray, seeds: np.ndarray | None = None, asymmetric: bool = True) -> Design:
     n_lr, n_b = len(np.unique(x)), len(np.unique(z))
     two_d = n_lr >= 3 and n_b >= 3 and len(x) >= 6 and np.linalg.matrix_rank(quadratic_2d(x, z)) == 6
     candidates = []
@@ -248,7 +248,7 @@ def design(x: np.ndarray, z: np.ndarray, seeds: np.ndarray | None = None) -> Des
     model = next((X for X in candidates if np.linalg.matrix_rank(X) == X.shape[1] and len(x) > X.shape[1]), None)
     lr_line = longest_line(x, z)
     asymmetric = None
-    if n_b == 1 and lr_line is not None and n_lr >= MIN_ASYMMETRIC_LRS:
+    if asymmetric and n_b == 1 and lr_line is not None and n_lr >= MIN_ASYMMETRIC_LRS:
         extra = seed_contrasts(seeds)
         asymmetric = Asymmetric.of(x, extra)
     return Design(x, z, two_d, lr_line, longest_line(z, x) if n_b > 1 else None, model, asymmetric)

@@ -108,15 +108,16 @@ def _cell_spread(group: pd.DataFrame) -> float | None:
 
 
 def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadratic", n_boot: int = 1000,
-                 seed: int = 0) -> Optima:
-    """Each group's optimum lr, batch and loss, its diagnostics and its run-level resamples."""
+                 seed: int = 0, asymmetric: bool = True) -> Optima:
+    """Each group's optimum lr, batch and loss, its diagnostics and its run-level resamples (`asymmetric`: False
+    reads every lr line with a symmetric parabola, the alternative form the verdicts compare with)."""
     kind, tol = parse_method(method)
     rng = np.random.default_rng(seed)
     parts = [(key if isinstance(key, tuple) else (key,), group) for key, group in df.groupby(group_cols, sort=True)]
     designs, ys = [], []
     for _, group in parts:
         x, z = np.log(group["lr"].to_numpy(float)), np.log(group["batch_tokens"].to_numpy(float))
-        designs.append(design(x, z, group["seed"].to_numpy() if "seed" in group.columns else None))
+        designs.append(design(x, z, group["seed"].to_numpy() if "seed" in group.columns else None, asymmetric))
         ys.append(group["loss"].to_numpy(float))
     found, ratio = optima_of_groups(designs, [y[:, None] for y in ys])
     groups, fits, resid = [], [], []
@@ -199,13 +200,14 @@ def near_optimal_resamples(df: pd.DataFrame, group_cols: list[str], tol: float, 
     return sets
 
 
-def budget_optima(fam: pd.DataFrame, method: str = "quadratic", n_boot: int = 1000, seed: int = 0) -> Optima:
+def budget_optima(fam: pd.DataFrame, method: str = "quadratic", n_boot: int = 1000, seed: int = 0,
+                  asymmetric: bool = True) -> Optima:
     """One family's optimum per budget (per (N, D) group), with its compute C (the runs' FLOPs under the chosen
     convention), its budget and the 95% intervals of lr, batch and loss."""
     if "batch_tokens" not in fam.columns or fam["batch_tokens"].isna().any():
         fam = fam.assign(batch_tokens=1.0)  # no batch axis: every run the same batch
     cols = group_columns(fam)
-    opt = group_optima(fam, cols, method, n_boot=n_boot, seed=seed)
+    opt = group_optima(fam, cols, method, n_boot=n_boot, seed=seed, asymmetric=asymmetric)
     by_group = fam.groupby(cols).agg(C=("flops", "median"), budget=("budget", "first"))
     keys = list(opt.groups[cols].itertuples(index=False, name=None))
     opt.groups["C"] = [float(by_group.loc[k, "C"]) for k in keys]

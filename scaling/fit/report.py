@@ -17,13 +17,13 @@ import pandas as pd
 from scaling.fit import leverage as lev
 from scaling.fit.inputs import Runs
 from scaling.fit.law import FitError, LawFit
-from scaling.fit.loss_laws import fit_chinchilla, fit_isoflop_laws, fit_loss_vs_compute
+from scaling.fit.loss_laws import fit_chinchilla, fit_isoflop_laws, fit_loss_vs_compute, isoflop_optima
 from scaling.fit.optima import Optima, budget_optima, lr_grid_optima, parse_method
 from scaling.fit.powerlaw import fit_power_law
-from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, stream
+from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, prediction_interval, stream
 from scaling.fit.verdict import el_verdict, judge
 
-HELD_OUT_LAWS = ("lr_opt", "batch_opt", "loss_vs_compute")
+HELD_OUT_LAWS = ("lr_opt", "batch_opt", "loss_vs_compute", "n_opt")
 
 
 def json_safe(obj):
@@ -124,6 +124,33 @@ def _hyperparameter_laws(report: FitReport, opt: Optima, n_boot: int, seed: int,
             report.excluded[name] = "the batch size does not vary (need at least 2 batch values)"
 
 
+def _symmetric_bowls(report: FitReport, fam: pd.DataFrame, opt: Optima) -> None:
+    """The lr laws again through symmetric parabolas, where the optima came from asymmetric bowls: the alternative
+    form of the bowl, kept in the law's diagnostics ("forms") for the verdict to compare at the judged point."""
+    if opt.method != "quadratic" or "bowl" not in opt.groups.columns or not (opt.groups["bowl"] == "asymmetric").any():
+        return
+    sym = budget_optima(fam, "quadratic", n_boot=0, asymmetric=False).groups
+    for name, variables in (("lr_opt", {"C": "C"}), ("lr_opt_nd", {"N": "params", "D": "tokens"})):
+        if name not in report.laws:
+            continue
+        try:
+            alt = fit_power_law(name, {v: sym[c] for v, c in variables.items()}, sym["lr"], n_boot=0)
+        except FitError:
+            continue
+        report.laws[name].diagnostics.setdefault("forms", {})["symmetric lr bowls"] = {
+            "kind": alt.kind, "variables": list(alt.variables), "params": alt.params}
+
+
+def _what_moved(report: FitReport, fam: pd.DataFrame) -> None:
+    """For each law of C fitted to the main family: the span of N and of D behind its C. A law of C claims both;
+    when one of them never moved, it was measured at that N (or D) alone."""
+    spans = {"N": [float(fam["params"].min()), float(fam["params"].max())],
+             "D": [float(fam["tokens"].min()), float(fam["tokens"].max())]}
+    for name in ("lr_opt", "batch_opt", "loss_vs_compute"):
+        if name in report.laws:
+            report.laws[name].diagnostics["moved"] = spans
+
+
 def _budget_losses(fam: pd.DataFrame, opt: Optima | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(C, best loss, resamples or None) per budget: the bowl minima of an lr sweep, else the best run."""
     if opt is not None and opt.method == "quadratic":
@@ -162,6 +189,7 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
         opt = opt or budget_optima(fam, optimum, n_boot, stream(seed, "optima", family))
         report.optima = opt.groups
         _hyperparameter_laws(report, opt, n_boot, seed, attempt)
+        _symmetric_bowls(report, fam, opt)
     else:
         for name in ("lr_opt", "lr_opt_nd", "batch_opt", "batch_opt_d"):
             report.excluded[name] = "need runs at >= 3 learning rates (an lr column)"
@@ -189,6 +217,7 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
         report.structure = structure_dependence(df, grids)
     if only is None or "fp8_gap" in only:
         _precision(report, df)
+    _what_moved(report, fam)
     if check:
         report.held_out = held_out_check(runs, optimum, n_boot=min(n_boot, 200), seed=seed, full=report)
     for law in report.laws.values():
@@ -299,9 +328,10 @@ def structure_dependence(df: pd.DataFrame, grids: dict[str, Optima]) -> dict | N
 
 def held_out_check(runs: Runs, optimum: str = "quadratic", n_boot: int = 200, seed: int = 0,
                    full: FitReport | None = None) -> dict | None:
-    """Fit without the largest budget of the main family; predict lr, batch and loss there (with intervals);
-    compare with what the runs at that budget achieved (their bowl's optimum and minimum). None with fewer than
-    4 budgets."""
+    """Fit without the largest budget of the main family; predict lr, batch, loss and (IsoFLOP) N_opt there; compare
+    with what the runs at that budget achieved (their bowl's optimum and minimum, the IsoFLOP vertex). Each item
+    holds the law's interval (`mean_interval`) and the interval a measurement should fall in (`interval`: widened by
+    the measurement's own noise), and how far the refit extrapolated (`extrapolation`). None with < 4 budgets."""
     df = runs.df
     family = main_family(df)
     fam = df[df["family"] == family]
@@ -313,17 +343,35 @@ def held_out_check(runs: Runs, optimum: str = "quadratic", n_boot: int = 200, se
     report = fit_all(rest, optimum, n_boot=n_boot, seed=seed, check=False, only=HELD_OUT_LAWS)
     C_top = float(fam.loc[fam["budget"] == top, "flops"].median())
     out: dict = {"budget": float(top), "C": C_top}
-    achieved: dict = {}
+    achieved: dict = {}  # item -> (value, its own interval or None)
     if full is not None and full.optima is not None:
         g = full.optima[full.optima["budget"] == top]
         if len(g) == 1 and bool(g["interior"].iloc[0]):
-            achieved["lr"], achieved["batch_tokens"] = float(g["lr"].iloc[0]), float(g["batch_tokens"].iloc[0])
+            for item in ("lr", "batch_tokens"):
+                achieved[item] = (float(g[item].iloc[0]), _interval_of(g.iloc[0], item))
         if len(g):
-            achieved["loss"] = float(g["loss"].min())
-    achieved.setdefault("loss", float(fam.loc[fam["budget"] == top, "loss"].min()))
-    for item, law in (("lr", "lr_opt"), ("batch_tokens", "batch_opt"), ("loss", "loss_vs_compute")):
+            best = g.loc[g["loss"].idxmin()]
+            achieved["loss"] = (float(best["loss"]), _interval_of(best, "loss"))
+    achieved.setdefault("loss", (float(fam.loc[fam["budget"] == top, "loss"].min()), None))
+    iso = isoflop_optima(fam.groupby(["budget", "params"]).agg(loss=("loss", "min"), tokens=("tokens", "median"))
+                         .reset_index())
+    if len(iso) and float(iso["budget"].max()) == float(top):
+        achieved["n_opt"] = (float(iso.loc[iso["budget"].idxmax(), "n_opt"]), None)
+    for item, law in (("lr", "lr_opt"), ("batch_tokens", "batch_opt"), ("loss", "loss_vs_compute"),
+                      ("n_opt", "n_opt")):
         if law in report.laws and item in achieved:
-            p = report.laws[law].predict(C=C_top)
-            out[item] = {"predicted": p.value, "interval": p.interval, "achieved": achieved[item],
-                         "relative_error": p.value / achieved[item] - 1}
+            fit = report.laws[law]
+            at = float(top) if law == "n_opt" else C_top  # IsoFLOP laws are fitted against the budget
+            p = fit.predict(**{"C": at})
+            value, own = achieved[item]
+            log = item != "loss"
+            out[item] = {"predicted": p.value, "mean_interval": p.interval, "achieved": value,
+                         "achieved_interval": own,
+                         "interval": prediction_interval(p.value, p.interval, value, own, log),
+                         "relative_error": p.value / value - 1, "extrapolation": fit.extrapolation(C=at)}
     return out if len(out) > 2 else None
+
+
+def _interval_of(row, col: str) -> list[float] | None:
+    lo, hi = row.get(f"{col}_lo"), row.get(f"{col}_hi")
+    return [float(lo), float(hi)] if lo is not None and hi is not None and np.isfinite([lo, hi]).all() else None

@@ -112,3 +112,20 @@ def run_level(draws: np.ndarray, centre: np.ndarray, residuals: np.ndarray, poin
     if lof["birge"] > 1:
         method += f", widened x{lof['birge']:.3g} (scatter about the law beyond the runs' noise)"
     return widen(draws, centre, lof["birge"]), lof, method
+
+
+def prediction_interval(value: float, interval: list[float] | None, measured: float,
+                        measured_interval: list[float] | None, log: bool) -> list[float] | None:
+    """Where a new *measurement* of a predicted quantity should fall: the law's interval (the mean law's
+    uncertainty) widened, side by side, by the measurement's own (its noise: a measured optimum is itself read from
+    noisy runs), the half-widths adding in quadrature (in log units when `log`). None without the law's interval."""
+    if interval is None or not np.all(np.isfinite(interval)):
+        return None
+    f = np.log if log else (lambda x: x)
+    v, lo, hi = f(value), f(interval[0]), f(interval[1])
+    m_lo = m_hi = 0.0
+    if measured_interval is not None and np.all(np.isfinite(measured_interval)):
+        m_lo = max(0.0, f(measured) - f(measured_interval[0]))
+        m_hi = max(0.0, f(measured_interval[1]) - f(measured))
+    bounds = [v - float(np.hypot(v - lo, m_hi)), v + float(np.hypot(hi - v, m_lo))]
+    return [float(np.exp(b)) for b in bounds] if log else bounds

@@ -39,6 +39,8 @@ EL_RELIABLE, EL_WEAK = 1.25, 2.0
 DEFAULT_JUDGE_FACTOR = 3.0
 SLACK = 0.02
 HYPERPARAMETER_LAWS = ("lr_opt", "batch_opt")
+HELD_OUT_ITEMS = {"lr_opt": "lr", "batch_opt": "batch_tokens", "loss_vs_compute": "loss", "n_opt": "n_opt"}
+"""The item of the held-out check (fit/report.held_out_check) each law is tested by."""
 
 
 def fmt(x: float) -> str:
@@ -121,12 +123,28 @@ def _range(j: _Judgement, law: LawFit) -> None:
         j.add("weak", f"{text}; reliable needs >= {RANGE_RELIABLE:g}x", advice, action)
 
 
-def _extrapolation(j: _Judgement, law: LawFit, at: dict) -> None:
+def _extrapolation(j: _Judgement, law: LawFit, at: dict, held_out: dict | None = None) -> None:
     """A law is trusted about as far beyond its data as its data reach: an extrapolation up to the fitted span
-    (judged C / largest fitted C <= largest / smallest fitted C) is reliable, up to its square weak."""
+    (judged C / largest fitted C <= largest / smallest fitted C) is reliable, up to its square weak. And no further
+    than its measured held-out error allows: refitted without the largest budget, the law missed that budget by
+    e from an extrapolation of f_h; an error that grows with the log of the distance reaches
+    e ln(factor) / ln(f_h) at the judged point, and is held to the same limits as the interval."""
     factor = law.extrapolation(**at)
     if factor <= 1.0:
         return
+    if held_out and held_out.get("relative_error") is not None and held_out.get("extrapolation", 1.0) > 1 + SLACK:
+        missed = abs(np.log1p(held_out["relative_error"]))
+        grown = missed * np.log(factor) / np.log(held_out["extrapolation"])
+        if law.kind in ("saturating", "chinchilla"):
+            limits, shown = (np.log1p(LOSS_RELIABLE), np.log1p(LOSS_WEAK)), f"{np.expm1(grown):.1%}"
+        else:
+            limits, shown = (np.log(FACTOR_RELIABLE), np.log(FACTOR_WEAK)), f"x{np.exp(grown):.3g}"
+        text = (f"refitted without the largest budget, the law missed it by {held_out['relative_error']:+.1%} from a "
+                f"x{held_out['extrapolation']:.3g} extrapolation; at x{factor:.3g} that error grows to about {shown}")
+        if grown > limits[1]:
+            j.add("undetermined", text, "add budgets towards the target", _next_budget(law))
+        elif grown > limits[0]:
+            j.add("weak", text, "add budgets towards the target", _next_budget(law))
     spans = [hi / lo for var, (lo, hi) in law.fitted_range.items() if var in at and lo > 0]
     span = max(spans) if spans else 1.0
     where = ", ".join(f"{k} = {fmt(v)}" for k, v in at.items())
@@ -163,6 +181,44 @@ def _interval_factor(j: _Judgement, law: LawFit, at: dict, relative: bool) -> No
     j.add(level, f"{text} (limit x{limit:g})")
 
 
+def _model_form(j: _Judgement, law: LawFit, at: dict) -> None:
+    """Model-form error: the law's plausible other forms (its diagnostics' "forms": a loss law without its floor,
+    an lr law through symmetric bowls), fitted to the same data. When one of them lands outside this law's 95%
+    interval at the judged point, the interval does not carry the dominant error, and the verdict says so."""
+    forms = (law.diagnostics or {}).get("forms") or {}
+    p = law.predict(**at)
+    if not forms or p.interval is None:
+        return
+    lo, hi = p.interval
+    where = ", ".join(f"{k} = {fmt(v)}" for k, v in at.items())
+    own = (law.diagnostics or {}).get("held_out_error")
+    for name, form in forms.items():
+        other = LawFit.from_dict(name, form).value(**at)
+        if lo <= other <= hi:
+            continue
+        text = (f"model form: {name} gives {fmt(other)} at {where}, outside this law's 95% interval "
+                f"[{fmt(lo)}, {fmt(hi)}]")
+        if own is not None and form.get("held_out_error") is not None:
+            text += (f" (error at the held-out largest budget: this form {own:+.2%}, "
+                     f"{name} {form['held_out_error']:+.2%})")
+        j.add("weak", text, "add budgets beyond the largest, where the forms part", _next_budget(law))
+
+
+def _moved(j: _Judgement, law: LawFit) -> None:
+    """A law of C claims that both N and D may grow; when one never moved, C moved through the other alone."""
+    moved = (law.diagnostics or {}).get("moved")
+    if not moved or "C" not in law.variables:
+        return
+    (n_lo, n_hi), (d_lo, d_hi) = moved["N"], moved["D"]
+    for fixed, (lo, hi), other, (o_lo, o_hi) in (("N", (n_lo, n_hi), "D", (d_lo, d_hi)),
+                                                  ("D", (d_lo, d_hi), "N", (n_lo, n_hi))):
+        if hi <= lo * (1 + SLACK) and o_hi > o_lo * (1 + SLACK):
+            j.add("weak", f"C moved only through {other} ({fixed} = {fmt(lo)} in every run): {law.name}(C) holds at "
+                          f"that {fixed}; at another {fixed} it is unsupported",
+                  f"sweep several {'model sizes' if fixed == 'N' else 'token counts'} per budget (a ladder or IsoFLOP "
+                  f"sweep)" + (", or use lr_opt_nd" if law.name == "lr_opt" else ""))
+
+
 def _fit_quality(j: _Judgement, law: LawFit) -> None:
     d = law.diagnostics or {}
     if d.get("undetermined"):
@@ -192,12 +248,14 @@ def _fit_quality(j: _Judgement, law: LawFit) -> None:
 
 
 def _held_out(j: _Judgement, item: dict | None, what: str) -> None:
+    """The held-out budget's measurement against the interval a measurement should fall in (the law's, widened by
+    the measurement's own noise)."""
     if not item or item.get("interval") is None:
         return
     lo, hi = item["interval"]
     if not lo <= item["achieved"] <= hi:
-        j.add("weak", f"held-out check: {what} predicted {fmt(item['predicted'])} [{fmt(lo)}, {fmt(hi)}], measured "
-                      f"{fmt(item['achieved'])}", "add budgets or seeds")
+        j.add("weak", f"held-out check: {what} predicted {fmt(item['predicted'])}, a measurement expected in "
+                      f"[{fmt(lo)}, {fmt(hi)}], measured {fmt(item['achieved'])}", "add budgets or seeds")
 
 
 def _optima(j: _Judgement, groups: pd.DataFrame | None) -> None:
@@ -235,15 +293,17 @@ def judge(law: LawFit, target_flops: float | None = None, groups: pd.DataFrame |
     """The verdict of one law (see the module docstring), judged at the target (or 3x the largest budget)."""
     j = _Judgement()
     at = judged_point(law, target_flops)
+    key = HELD_OUT_ITEMS.get(law.name)
+    item = (held_out or {}).get(key) if key else None
     _range(j, law)
-    _extrapolation(j, law, at)
+    _extrapolation(j, law, at, item)
     _interval_factor(j, law, at, relative=law.kind in ("saturating", "chinchilla"))
+    _model_form(j, law, at)
+    _moved(j, law)
     _fit_quality(j, law)
     if law.name in HYPERPARAMETER_LAWS:
         _optima(j, groups if law.name == "lr_opt" else None)
-    if held_out:
-        key = {"lr_opt": "lr", "batch_opt": "batch_tokens", "loss_vs_compute": "loss"}.get(law.name)
-        _held_out(j, held_out.get(key) if key else None, key or law.name)
+    _held_out(j, item, key or law.name)
     return j.result(at)
 
 
