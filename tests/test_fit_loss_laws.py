@@ -14,3 +14,51 @@ def test_loss_vs_compute_recovered():
     assert fit.params["E"] == pytest.approx(1.7, rel=0.1)
     assert fit.params["alpha"] == pytest.approx(0.08, rel=0.2)
     assert fit.interval["alpha"][0] <= 0.08 <= fit.interval["alpha"][1]
+
+
+def _saturating_points(seed: int, budgets: int, E=1.7, A=1.9e5, alpha=0.3):
+    rng = np.random.default_rng(seed)
+    C = np.geomspace(1e17, 1e20, budgets)
+    L = (E + A * C**-alpha) * np.exp(rng.normal(0, rng.uniform(0.002, 0.005), budgets))
+    return C, L, lambda c: E + A * c**-alpha
+
+
+def test_the_estimate_sits_inside_its_interval_not_at_its_edge():
+    """From points alone, linearised t draws pushed through E + A C^-alpha put the estimate at the 1st-4th percentile
+    of its own interval; the parametric bootstrap, refitted within the bounds, keeps it central."""
+    positions = []
+    for seed in range(5):
+        C, L, _ = _saturating_points(seed, 7)
+        p = fit_loss_vs_compute(C, L, seed=seed).predict(C=3 * C[-1])
+        positions.append((p.value - p.interval[0]) / (p.interval[1] - p.interval[0]))
+    assert 0.3 < np.median(positions) < 0.7, positions
+
+
+@pytest.mark.statistics
+@pytest.mark.parametrize("budgets", [6, 8])
+def test_saturating_loss_intervals_cover_at_3x_and_10x(budgets):
+    """E + A C^-alpha from 6 or 8 points with 0.2-0.5% noise: the 95% interval at 3x and 10x the largest budget
+    holds the truth in 93-97% of 200 sets (it was 66-69%)."""
+    hits = {3: 0, 10: 0}
+    for seed in range(200):
+        C, L, truth = _saturating_points(seed, budgets)
+        law = fit_loss_vs_compute(C, L, seed=seed)
+        for f in hits:
+            lo, hi = law.predict(C=f * C[-1]).interval
+            hits[f] += lo <= truth(f * C[-1]) <= hi
+    assert all(0.925 <= h / 200 <= 0.975 for h in hits.values()), hits
+
+
+def test_a_law_without_its_floor_is_kept_as_the_plausible_other_form():
+    """Points with a clear floor: the power law without one parts from E + A C^-alpha at 10x beyond the largest
+    budget, and the verdict says the form decides the answer there."""
+    from scaling.fit.verdict import judge
+
+    C = np.geomspace(1e17, 1e20, 7)
+    L = 1.7 + 1.9e5 * C**-0.3
+    law = fit_loss_vs_compute(C, L * np.exp(np.random.default_rng(0).normal(0, 0.001, 7)))
+    assert set(law.diagnostics["forms"]) == {"power law, no floor (a C^b)"}
+    assert abs(law.diagnostics["held_out_error"]) < 0.01
+    assert law.diagnostics["forms"]["power law, no floor (a C^b)"]["held_out_error"] < -0.01  # no floor: too low
+    v = judge(law, target_flops=1e21)
+    assert any(r.startswith("model form: power law, no floor") for r in v["reasons"]), v

@@ -55,3 +55,15 @@ def test_isoflop_approach_2_on_epoch_chinchilla_budgets():
     assert len(optima) >= 5
     assert 0.4 < n_fit.params["b"] < 0.6  # Chinchilla: N_opt ~ C^0.5
     assert n_fit.params["b"] + d_fit.params["b"] == pytest.approx(1.0, abs=0.02)  # C ~ N D
+
+
+def test_steplaw_moe_groups_are_keyed_by_configuration_not_by_size(tmp_path):
+    """Step-Law's MoE file holds configurations that share N: grouped by (N, D) alone they pooled into 59
+    near-optimal runs; keyed by their structure (experts, top-k, activation ratio) there are 84."""
+    base = "params=N,tokens=D,loss=smooth loss,batch=bs"
+    args = ("--from", str(REFERENCE / "steplaw" / "moe_lr_bs_loss.csv"), "--seq-len", "2048", "--optimum",
+            "near-optimal", "--bootstrap", "20", "--no-plots")
+    by_size = scaling_fit_json(*args, "--map", base, tmp_path=tmp_path / "a")
+    by_config = scaling_fit_json(*args, "--map", base + ",experts=nume,top_k=topk,activation_ratio=Na/N",
+                                 tmp_path=tmp_path / "b")
+    assert by_size["laws"]["lr_opt_nd"]["n_points"] == 59 and by_config["laws"]["lr_opt_nd"]["n_points"] == 84

@@ -60,3 +60,58 @@ def test_efficiency_leverage_verdicts():
     assert el_verdict(1.0, [0.9, 1.1]) == "reliable"
     assert el_verdict(1.0, [0.7, 1.5]) == "weak"
     assert el_verdict(1.0, [0.3, 3.0]) == "undetermined" and el_verdict(1.0, None) == "undetermined"
+
+
+def test_a_law_of_c_whose_c_moved_only_through_d_is_not_reliable():
+    """One model size, budgets that differ only in tokens (and an lr that grows with C, as lr*(D) does at fixed N):
+    before, judged reliable; now weak, with the size it holds at."""
+    law = power_law(1e11, 1e12, 0.05)
+    law.params["b"], law.samples["b"] = 0.2, np.full(2000, 0.2)
+    law.diagnostics["moved"] = {"N": [1.3e5, 1.3e5], "D": [8e4, 8e5]}
+    v = judge(law, groups=groups())
+    assert v["verdict"] == "weak"
+    assert any(r.startswith("C moved only through D (N = 1.3e+05 in every run)") for r in v["reasons"])
+    law.diagnostics["moved"] = {"N": [1e5, 1e6], "D": [8e4, 8e5]}
+    assert judge(law, groups=groups())["verdict"] == "reliable"
+
+
+def test_the_extrapolation_allowance_follows_the_measured_held_out_error():
+    """A law over a 167x span judged 10x beyond it: reliable by its span alone (so it was judged before); refitted
+    without its largest budget it missed that budget by 40% from a x3.3 extrapolation, an error that grows to about
+    x1.8 at x10: weak. A 2% miss keeps it reliable."""
+    law = power_law(6e17, 1e20, 0.05, name="n_opt")
+    assert judge(law, target_flops=1e21)["verdict"] == "reliable"
+    held_out = {"n_opt": {"predicted": 1.4, "achieved": 1.0, "relative_error": 0.4, "extrapolation": 3.3,
+                          "interval": None}}
+    v = judge(law, target_flops=1e21, held_out=held_out)
+    assert v["verdict"] == "weak" and any("missed it by +40.0% from a x3.3 extrapolation" in r for r in v["reasons"])
+    held_out["n_opt"]["relative_error"] = 0.02
+    assert judge(law, target_flops=1e21, held_out=held_out)["verdict"] == "reliable"
+
+
+def test_the_held_out_measurement_is_compared_with_a_prediction_interval():
+    """The held-out budget's optimum is itself measured with noise: a measurement outside the mean law's interval
+    but inside the interval widened by its own noise is no failure."""
+    law = power_law(1e11, 1e12, 0.05)
+    item = {"predicted": 0.01, "achieved": 0.0125, "mean_interval": [0.009, 0.011], "interval": [0.008, 0.013],
+            "relative_error": -0.2, "extrapolation": 1.0}
+    assert not any("held-out" in r for r in judge(law, groups=groups(), held_out={"lr": item})["reasons"])
+    item["interval"] = item["mean_interval"]
+    assert any("held-out" in r for r in judge(law, groups=groups(), held_out={"lr": item})["reasons"])
+
+
+def test_a_plausible_other_form_outside_the_interval_makes_a_law_weak():
+    law = power_law(1e11, 1e12, 0.05)
+    law.diagnostics["forms"] = {"symmetric lr bowls": {"kind": "power", "variables": ["C"],
+                                                        "params": {"a": 0.0101, "b": 0.0}}}
+    assert judge(law, groups=groups())["verdict"] == "reliable"  # inside the interval: the forms agree
+    law.diagnostics["forms"]["symmetric lr bowls"]["params"]["a"] = 0.007
+    v = judge(law, groups=groups())
+    assert v["verdict"] == "weak" and any(r.startswith("model form: symmetric lr bowls gives 0.007") for r in
+                                          v["reasons"])
+
+
+def test_leverage_is_judged_at_the_sparsest_activation_ratio():
+    law = LawFit("leverage", "el_activation", ("A",), {"alpha": -0.4, "A_start": 0.01, "A_max": 100.0},
+                 fitted_range={"A": [0.03, 0.5]})
+    assert judge(law)["judged_at"] == {"A": 0.03}

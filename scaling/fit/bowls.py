@@ -247,11 +247,10 @@ def design(x: np.ndarray, z: np.ndarray, seeds: np.ndarray | None = None, asymme
         candidates.append(np.column_stack([np.ones_like(x), x, x * x]))
     model = next((X for X in candidates if np.linalg.matrix_rank(X) == X.shape[1] and len(x) > X.shape[1]), None)
     lr_line = longest_line(x, z)
-    asymmetric = None
+    bowls = None
     if asymmetric and n_b == 1 and lr_line is not None and n_lr >= MIN_ASYMMETRIC_LRS:
-        extra = seed_contrasts(seeds)
-        asymmetric = Asymmetric.of(x, extra)
-    return Design(x, z, two_d, lr_line, longest_line(z, x) if n_b > 1 else None, model, asymmetric)
+        bowls = Asymmetric.of(x, seed_contrasts(seeds))
+    return Design(x, z, two_d, lr_line, longest_line(z, x) if n_b > 1 else None, model, bowls)
 
 
 def optimum(d: Design, Y: np.ndarray, asym: dict | None = None, ratio_index: np.ndarray | None = None):

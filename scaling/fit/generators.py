@@ -53,10 +53,12 @@ def bowl(d: np.ndarray, curvature: float, ratio: float, form: str) -> np.ndarray
 def lr_sweep(seed: int, budgets=(1e11, 3e11, 1e12), n_lr: int = 5, seeds: int = 2,
              sigma: tuple[float, float] = (0.02, 0.09), curvature: float = 0.12, ratio: float = 1.0,
              form: str = "piecewise", hetero: float = 0.0, seed_offset: float = 0.0,
-             family: str = "A0.25-G1", params: float = 1.3e5) -> pd.DataFrame:
+             family: str = "A0.25-G1", params: float | None = None, floor=None) -> pd.DataFrame:
     """Runs of an lr sweep as the demo lays it out: at each budget, `n_lr` learning rates x2 apart around the true
-    optimum (the grid's centre off by up to x1.65 either way), `seeds` runs each, at one model size (`params`).
-    The noise sd is drawn per sweep from `sigma` (the seed-to-seed spread measured here: 0.02-0.09 nats)."""
+    optimum (the grid's centre off by up to x1.65 either way), `seeds` runs each; the model grows with the budget
+    (N = 1.3e5 (C / 1e11)^0.5, as a compute-optimal ladder does), or stays at `params` when given.
+    The noise sd is drawn per sweep from `sigma` (the seed-to-seed spread measured here: 0.02-0.09 nats); `floor`:
+    the bowl's floor as a function of C (default `true_loss`)."""
     rng = np.random.default_rng(seed)
     sd = rng.uniform(*sigma)
     rows = []
@@ -68,7 +70,30 @@ def lr_sweep(seed: int, budgets=(1e11, 3e11, 1e12), n_lr: int = 5, seeds: int = 
             d = np.log(lr / lr_star)
             for s in range(seeds):
                 noise = sd * (1 + hetero * max(d, 0.0))
-                loss = float(true_loss(C)) + float(bowl(d, curvature, ratio, form)) + offsets[s] + rng.normal(0, noise)
-                rows.append({"params": params, "tokens": C / 1.2e6, "flops": C, "budget": C, "loss": loss, "lr": lr,
+                loss = (float((floor or true_loss)(C)) + float(bowl(d, curvature, ratio, form)) + offsets[s]
+                        + rng.normal(0, noise))
+                N = params if params is not None else 1.3e5 * (C / 1e11) ** 0.5
+                rows.append({"params": N, "tokens": C / (6 * N), "flops": C, "budget": C, "loss": loss, "lr": lr,
                              "batch_tokens": 2048.0, "family": family, "seed": s})
     return pd.DataFrame(rows)
+
+
+DENSE_LOSS, MOE_LOSS = (40.0, -0.12), (36.0, -0.118)
+"""Leverage truths, L = k C^s per family (Ling's form of the loss-compute curve, with no floor)."""
+
+
+def true_el(C, dense=DENSE_LOSS, moe=MOE_LOSS):
+    """Efficiency leverage of the MoE family at C: the dense compute reaching the MoE's loss at C, over C."""
+    loss = moe[0] * np.asarray(C, float) ** moe[1]
+    return (loss / dense[0]) ** (1 / dense[1]) / np.asarray(C, float)
+
+
+def leverage_sweep(seed: int, budgets=(1e11, 3e11, 1e12, 3e12), seeds: int = 2, **kw) -> pd.DataFrame:
+    """A dense family and an MoE family (A = 0.25), each an lr sweep (`lr_sweep`, noise drawn independently) whose
+    bowls' floors follow DENSE_LOSS and MOE_LOSS."""
+    parts = []
+    for i, (family, law, A) in enumerate((("dense", DENSE_LOSS, 1.0), ("A0.25-G1", MOE_LOSS, 0.25))):
+        df = lr_sweep(seed * 2 + i, budgets=budgets, seeds=seeds, family=family,
+                      floor=lambda C, k=law[0], s=law[1]: k * C**s, **kw)
+        parts.append(df.assign(activation_ratio=A, granularity=1.0))
+    return pd.concat(parts, ignore_index=True)

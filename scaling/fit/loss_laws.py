@@ -89,7 +89,7 @@ def _refit_saturating(logC: np.ndarray, Y: np.ndarray, theta: np.ndarray, iterat
     return t
 
 
-def _other_forms(logC: np.ndarray, logL: np.ndarray, starts) -> tuple[dict, float | None]:
+def _other_forms(logC: np.ndarray, logL: np.ndarray, theta: np.ndarray) -> tuple[dict, float | None]:
     """The plausible other form of L(C), a power law with no floor (a C^b, as Ling and Kaplan fit), fitted to the
     same points; and each form's held-out error (refitted without the largest budget, its prediction there over
     the measured loss, minus 1) when the rest still over-determine it (>= 5 budgets). Returns ({form: law dict},
@@ -100,7 +100,8 @@ def _other_forms(logC: np.ndarray, logL: np.ndarray, starts) -> tuple[dict, floa
     if len(np.unique(logC)) >= 5:
         top = int(np.argmax(logC))
         rest = np.arange(len(logC)) != top
-        e, a, alpha = _solve_saturating(logC[rest], logL[rest], starts)
+        start = [min(theta[0], logL[rest].min()), theta[1], theta[2]]  # warm: the full fit's grid searched once
+        e, a, alpha = _solve_saturating(logC[rest], logL[rest], [start])
         own = float(np.exp(np.logaddexp(e, a - alpha * logC[top]) - logL[top]) - 1)
         b_r, a_r = np.polyfit(logC[rest], logL[rest], 1)
         power["held_out_error"] = float(np.exp(a_r + b_r * logC[top] - logL[top]) - 1)
@@ -176,7 +177,7 @@ def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: i
             interval = {k: percentile_interval(v, level) for k, v in samples.items()}
     else:
         notes.append(f"no interval: {len(C)} budgets for 3 parameters and no run-level resamples")
-    diagnostics["forms"], diagnostics["held_out_error"] = _other_forms(logC, logL, starts)
+    diagnostics["forms"], diagnostics["held_out_error"] = _other_forms(logC, logL, theta)
     params = {"E": float(np.exp(logE)), "A": float(np.exp(logA)), "alpha": float(alpha)}
     return LawFit("loss_vs_compute", "saturating", ("C",), params,
                   {k: [float(x) for x in v] for k, v in interval.items()}, r_squared(logL, pred), len(C),
