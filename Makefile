@@ -37,7 +37,8 @@ lint: install
 
 # The test suite on CPU (under 8 minutes on a 2-core machine, install included). Separate targets, all run by CI:
 # runs trained over several processes (`make test-distributed`: torchrun process groups, DDP and FSDP against one
-# process; about 1 minute), the fitter's coverage studies (`make test-statistics`), the process-lifecycle tests (`make test-lifecycle`: SIGKILL/SIGTERM of launchers and
+# process; about 1 minute), the fitter's coverage studies (`make test-statistics`), the process-lifecycle tests
+# (`make test-lifecycle`: SIGKILL/SIGTERM of launchers and
 # runs, two launchers or two trainings at once, a signal to one torchrun rank, a killed FSDP run; about 3 minutes
 # of real processes), the Slurm integration tests (`make test-slurm`) and the installed wheel (`make test-wheel`).
 test: lint

@@ -14,6 +14,8 @@ Forms (kind: formula):
 - ``el_activation``: ``Ahat^alpha`` with Clark et al.'s saturating transform of the activation ratio A
 - ``el_granularity``: ``exp(c0 + c1 ln G + c2 (ln G)^2 [+ c3 ln C])``
 - ``ling_joint``: ``Ahat^(a + d log C + gamma (log G)^2 + beta log G)`` (log bases in `constants`)
+- ``routing``: Clark et al.'s ``10^(a log10 N + b log10 Ehat + c log10 N log10 Ehat + d)`` (E experts, Ehat of E - 1
+  saturating between E_start and E_max)
 """
 
 from __future__ import annotations
@@ -75,6 +77,14 @@ def _el_granularity(p, v, variables):
     return np.exp(out)
 
 
+def _routing(p, v, variables):
+    """Clark et al.'s routed-model law: 10^(a l10 N + b l10 Ehat + c l10 N l10 Ehat + d), Ehat of E - 1 saturating."""
+    with np.errstate(over="ignore", invalid="ignore"):  # a resample with E_start > E_max is NaN, dropped as such
+        lN = np.log10(np.asarray(v["N"], float))
+        lE = np.log10(saturating_activation(np.asarray(v["E"], float) - 1, p["E_start"], p["E_max"]))
+        return 10.0 ** (p["a"] * lN + p["b"] * lE + p["c"] * lN * lE + p["d"])
+
+
 def ling_joint(p, v, variables, constants):
     logG = np.log(np.asarray(v["G"], float)) / math.log(constants.get("log_base_G", 2.0))
     logC = np.log(np.asarray(v["C"], float)) / math.log(constants.get("log_base_C", 10.0))
@@ -93,6 +103,9 @@ def _formula(kind: str, variables: tuple[str, ...], params: dict, constants: dic
         return "Ahat^alpha, 1/Ahat = 1/(A + (1/A_start - 1/A_max)^-1) + 1/A_max"
     if kind == "el_granularity":
         return "exp(c0 + c1 ln G + c2 (ln G)^2" + (" + c3 ln C)" if "c3" in params else ")")
+    if kind == "routing":
+        return ("10^(a log10 N + b log10 Ehat + c log10 N log10 Ehat + d), "
+                "1/Ehat = 1/(E - 1 + (1/E_start - 1/E_max)^-1) + 1/E_max")
     if kind == "ling_joint":
         bc, bg = constants.get("log_base_C", 10.0), constants.get("log_base_G", 2.0)
         return f"Ahat^(a + d log{bc:g} C + gamma (log{bg:g} G)^2 + beta log{bg:g} G)"
@@ -100,7 +113,7 @@ def _formula(kind: str, variables: tuple[str, ...], params: dict, constants: dic
 
 
 FORMS = {"power": _power, "saturating": _saturating, "chinchilla": _chinchilla, "el_activation": _el_activation,
-         "el_granularity": _el_granularity, "ling_joint": ling_joint}
+         "el_granularity": _el_granularity, "ling_joint": ling_joint, "routing": _routing}
 
 LEGACY_FORMULAS = {
     "a * C^b": ("power", ("C",)), "a * D^b": ("power", ("D",)), "a * N^b * D^c": ("power", ("N", "D")),

@@ -20,6 +20,7 @@ from scaling.fit.law import FitError, LawFit
 from scaling.fit.loss_laws import fit_chinchilla, fit_isoflop_laws, fit_loss_vs_compute, isoflop_optima
 from scaling.fit.optima import Optima, budget_optima, lr_grid_optima, parse_method
 from scaling.fit.powerlaw import fit_power_law
+from scaling.fit.routing import fit_routing_law
 from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, prediction_interval, stream
 from scaling.fit.verdict import el_verdict, judge
 
@@ -212,6 +213,8 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
     if "n_opt" in report.excluded:
         report.excluded["d_opt"] = report.excluded["n_opt"]
 
+    if "experts" in df.columns:
+        attempt("routing", lambda: _routing(df, fam, seed))
     if only is None or "leverage" in only:
         _leverage(report, df, grids, n_boot, seed, attempt)
         report.structure = structure_dependence(df, grids)
@@ -258,6 +261,14 @@ def _leverage(report: FitReport, df: pd.DataFrame, grids: dict[str, Optima], n_b
         attempt("ling_joint", lambda: lev.fit_ling_joint(table))
     except FitError as e:
         report.excluded["leverage"] = str(e)
+
+
+def _routing(df: pd.DataFrame, fam: pd.DataFrame, seed: int) -> LawFit:
+    """Clark et al.'s L(N, E) through the main family's configurations and every dense run (experts = 1): the best
+    loss of each (N, E)."""
+    rows = pd.concat([fam, df[(df["experts"] == 1) & (df["family"] != fam["family"].iloc[0])]])
+    best = rows.groupby(["params", "experts"])["loss"].min().reset_index()
+    return fit_routing_law(best["params"], best["experts"], best["loss"], seed=stream(seed, "routing"))
 
 
 def _precision(report: FitReport, df: pd.DataFrame) -> None:
