@@ -42,3 +42,17 @@ def test_quadratic_optimum_on_a_cross_design():
     assert opt["lr"] == pytest.approx(5e-3, rel=1e-6)
     assert opt["batch_tokens"] == pytest.approx(1500, rel=1e-6)
     assert opt["note"] == ""
+
+
+def test_the_near_optimal_bootstrap_resamples_the_noise_not_the_grid():
+    """Noiseless bowls: every resample has the same near-optimal set, so the law through it has no spread. Drawing
+    runs with replacement (as before) dropped and repeated grid points, and the sets (and the law) moved."""
+    from scaling.fit.optima import budget_optima
+
+    rows = [{"params": 1.0, "tokens": C, "flops": C, "budget": C, "lr": lr, "batch_tokens": b, "seed": 0,
+             "loss": 2.0 + 0.05 * np.log(lr / (0.3 * C**-0.25)) ** 2 + 0.03 * np.log(b / (50 * C**0.3)) ** 2}
+            for C in (1e18, 1e19, 1e20) for lr in np.geomspace(1e-5, 1e-3, 6) for b in np.geomspace(1e5, 1e7, 6)]
+    opt = budget_optima(pd.DataFrame(rows), "near-optimal:0.01", n_boot=50)
+    sizes = {len(s) for s in opt.replicate_sets}
+    assert len(opt.replicate_sets) == 50 and sizes == {len(opt.points)}
+    assert all(s["lr"].tolist() == opt.points["lr"].tolist() for s in opt.replicate_sets)

@@ -12,8 +12,9 @@ Two ways to read a group's optimum:
 
 Uncertainty comes from the runs, not from the handful of optimum points: each group's bowl is refitted to its
 fitted values plus resampled residuals (a residual bootstrap with leverage-adjusted residuals), and the vertex is
-re-read per resample (`group_optima`). For near-optimal points the runs of each group are resampled with
-replacement instead (`near_optimal_resamples`). The laws are refitted per resample.
+re-read per resample (`group_optima`). For near-optimal points the same resampled losses, at the runs' own
+settings, give each resample's near-optimal set (`near_optimal_resamples`): the noise is resampled, not the lr
+grid. The laws are refitted per resample. The bowls themselves are in `bowls.py`.
 """
 
 from __future__ import annotations
@@ -160,11 +161,23 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
     out = Optima(groups=table, points=table, method=method)
     if kind == "near-optimal":
         out.points = near_optimal(df, group_cols, tol).assign(note="near-optimal")
-        if n_boot > 0:
-            out.replicate_sets = near_optimal_resamples(df, group_cols, tol, n_boot, rng)
-        return out
     if n_boot <= 0 or all(r is None for r in resid):
         return out
+    Ys = _resampled_losses(ys, fits, resid, groups, n_boot, rng)
+    if kind == "near-optimal":
+        out.replicate_sets = near_optimal_resamples(parts, Ys, group_cols, tol)
+        return out
+    reps = {k: np.full((len(groups), n_boot), np.nan) for k in ("lr", "batch_tokens", "loss")}
+    for i, (lx, lz, loss, _) in enumerate(optima_of_groups(designs, Ys)[0]):
+        if fits[i] is not None:  # every resample re-reads the shared asymmetry too
+            reps["lr"][i], reps["batch_tokens"][i], reps["loss"][i] = np.exp(lx), np.exp(lz), loss
+    out.replicates = reps
+    return out
+
+
+def _resampled_losses(ys, fits, resid, groups, n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per group, (runs, n_boot) losses: its bowl's fitted values plus resampled residuals (the runs as they are
+    where there is no bowl)."""
     pooled = np.concatenate([r for r in resid if r is not None])
     pooled_dof = max(1, sum(g.get("resid_dof", 0) for g in groups))
     pooled_scale = np.sqrt(pooled_dof / rng.chisquare(pooled_dof, n_boot))
@@ -181,23 +194,17 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
         source, scale = (r, np.sqrt(groups[i]["resid_dof"] / rng.chisquare(groups[i]["resid_dof"], n_boot))) \
             if own else (pooled, pooled_scale)
         Ys.append(fitted[:, None] + source[rng.integers(0, len(source), (len(y), n_boot))] * scale)
-    reps = {k: np.full((len(groups), n_boot), np.nan) for k in ("lr", "batch_tokens", "loss")}
-    for i, (lx, lz, loss, _) in enumerate(optima_of_groups(designs, Ys)[0]):
-        if fits[i] is not None:  # every resample re-reads the shared asymmetry too
-            reps["lr"][i], reps["batch_tokens"][i], reps["loss"][i] = np.exp(lx), np.exp(lz), loss
-    out.replicates = reps
-    return out
+    return Ys
 
 
-def near_optimal_resamples(df: pd.DataFrame, group_cols: list[str], tol: float, n_boot: int,
-                           rng: np.random.Generator) -> list[pd.DataFrame]:
-    """Per resample: the runs of every group drawn with replacement, then their near-optimal set."""
-    index = [g.index.to_numpy() for _, g in df.groupby(group_cols)]
-    sets = []
-    for _ in range(n_boot):
-        rows = np.concatenate([ix[rng.integers(0, len(ix), len(ix))] for ix in index])
-        sets.append(near_optimal(df.loc[rows], group_cols, tol))
-    return sets
+def near_optimal_resamples(parts: list, Ys: list[np.ndarray], group_cols: list[str],
+                           tol: float) -> list[pd.DataFrame]:
+    """Per resample: every group's runs at their own settings with resampled losses (`_resampled_losses`: the noise,
+    not the design, is what is resampled; drawing runs with replacement would resample the lr grid), then their
+    near-optimal set."""
+    runs = pd.concat([group for _, group in parts])
+    losses = np.concatenate(Ys, axis=0)
+    return [near_optimal(runs.assign(loss=losses[:, k]), group_cols, tol) for k in range(losses.shape[1])]
 
 
 def budget_optima(fam: pd.DataFrame, method: str = "quadratic", n_boot: int = 1000, seed: int = 0,
