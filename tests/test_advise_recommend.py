@@ -57,3 +57,19 @@ def test_the_family_config_comes_from_its_largest_run():
     overrides = config_overrides(row)
     assert "model.d_model=96" in overrides and not any(o.startswith(("train.lr=", "train.batch_size="))
                                                        for o in overrides)
+
+
+def test_a_law_measured_at_one_size_is_refused_for_a_run_of_another():
+    """The lr law of a sweep whose C moved only through D (one model size): at a recommended size 10x larger, the
+    lr is refused with the reason; at the swept size it is given."""
+    from scaling.advise.recommend import Recommendation, _refuse_other_sizes
+
+    runs = synthetic_sweep(3, sigma=(0.01, 0.01))
+    report = fit_all(runs, n_boot=200, target_flops=3e12, check=False, only=("lr_opt",))
+    N = float(runs.df["params"].iloc[0])
+    for size, refused in ((10 * N, True), (N, False)):
+        rec = Recommendation(target_flops=3e12, items={"lr": {"value": 1e-3}, "params_active": {"value": size}})
+        _refuse_other_sizes(rec, report.laws)
+        assert ("lr" in rec.missing) == refused and ("lr" in rec.items) != refused
+        if refused:
+            assert "lr_opt was measured at N = 1.3e+05 alone" in rec.missing["lr"]["why"]

@@ -79,6 +79,7 @@ def recommend(report: FitReport, runs: pd.DataFrame, target_flops: float, level:
         for item in ("params_active", "tokens"):
             rec.missing[item] = {"why": f"no allocation law (IsoFLOP or L(N, D)): {why}",
                                  "advice": ["sweep several model sizes per budget (an IsoFLOP sweep)"]}
+    _refuse_other_sizes(rec, laws)
     family = _architecture(rec, report, runs, C)
     fam = runs[runs["family"] == family]
     if memory_per_gpu_gb is not None:
@@ -90,6 +91,21 @@ def recommend(report: FitReport, runs: pd.DataFrame, target_flops: float, level:
                                      "verdict": rec.items["params_active"]["verdict"], "reasons": []}
     rec.overrides = _overrides(rec, fam, report.convention)
     return rec
+
+
+def _refuse_other_sizes(rec: Recommendation, laws: dict) -> None:
+    """A law of C measured at one model size (its C moved only through D) says nothing at another: where the
+    recommended size differs from it by more than 10%, its item is refused, not shown as a value."""
+    size = rec.items.get("params_active", {}).get("value")
+    if size is None:
+        return
+    for item, law in (("lr", "lr_opt"), ("batch_tokens", "batch_opt"), ("loss", "loss_vs_compute")):
+        moved = (laws[law].diagnostics or {}).get("moved") if law in laws and item in rec.items else None
+        if moved and moved["N"][1] <= moved["N"][0] * 1.02 and abs(size / moved["N"][0] - 1) > 0.1:
+            del rec.items[item]
+            rec.missing[item] = {"why": f"{law} was measured at N = {moved['N'][0]:.3g} alone (its C moved only "
+                                        f"through D); the recommended run has N = {size:.3g}",
+                                 "advice": ["sweep several model sizes per budget (a ladder or IsoFLOP sweep)"]}
 
 
 def _chinchilla_allocation(rec: Recommendation, law, C: float) -> None:
