@@ -191,6 +191,10 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
         report.optima = opt.groups
         _hyperparameter_laws(report, opt, n_boot, seed, attempt)
         _symmetric_bowls(report, fam, opt)
+        if "curvature_ratio" in opt.groups.columns and opt.groups["curvature_ratio"].notna().any():
+            ratio = float(opt.groups["curvature_ratio"].dropna().iloc[0])
+            report.notes.append(f"lr bowls: asymmetric, loss curving {ratio:.3g}x as fast above lr* as below it "
+                                f"(one ratio for the family's budgets, fitted with their vertices)")
     else:
         for name in ("lr_opt", "lr_opt_nd", "batch_opt", "batch_opt_d"):
             report.excluded[name] = "need runs at >= 3 learning rates (an lr column)"
