@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from scaling.fit.bowls import design, optima_of_groups
+from scaling.fit.bowls import design, optima_of_groups, window
 from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, stream
 
 GROUP_COLS = ["params", "tokens"]
@@ -115,6 +115,8 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
     kind, tol = parse_method(method)
     rng = np.random.default_rng(seed)
     parts = [(key if isinstance(key, tuple) else (key,), group) for key, group in df.groupby(group_cols, sort=True)]
+    if kind == "quadratic":  # the bowl is read near its best (bowls.window); near-optimal sets use every run
+        parts = [(key, group[window(group["lr"], group["batch_tokens"], group["loss"])]) for key, group in parts]
     designs, ys = [], []
     for _, group in parts:
         x, z = np.log(group["lr"].to_numpy(float)), np.log(group["batch_tokens"].to_numpy(float))
@@ -124,15 +126,19 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
     groups, fits, resid = [], [], []
     for (key, group), d, y, (lx, lz, loss, lr_ok) in zip(parts, designs, ys, found, strict=True):
         x, z = d.x, d.z
+        swept = np.log(df.loc[_rows(df, group_cols, key), "lr"].to_numpy(float))  # the group's whole lr grid
         at = int(np.argmin(y))  # where the optimum is the best run, report that run's values exactly
         lr = float(np.exp(lx[0])) if lr_ok[0] else float(group["lr"].iloc[at])
         batch = float(np.exp(lz[0])) if not np.isclose(lz[0], z[at]) else float(group["batch_tokens"].iloc[at])
         row = {**dict(zip(group_cols, key, strict=True)), "lr": lr,
-               "batch_tokens": batch, "loss": float(loss[0]), "n_runs": len(group),
-               "n_lr": len(np.unique(x)), "n_seeds": int(group.groupby(["lr", "batch_tokens"]).size().max()),
-               "lr_min": float(np.exp(x.min())), "lr_max": float(np.exp(x.max()))}
-        row["edge"] = ("below" if lx[0] < x.min() else "above" if lx[0] > x.max() else None) if lr_ok[0] else (
-            "below" if np.isclose(lx[0], x.min()) else "above" if np.isclose(lx[0], x.max()) else "none")
+               "batch_tokens": batch, "loss": float(loss[0]), "n_runs": int(len(swept)),
+               "n_lr": len(np.unique(swept)), "n_seeds": int(group.groupby(["lr", "batch_tokens"]).size().max()),
+               "lr_min": float(np.exp(swept.min())), "lr_max": float(np.exp(swept.max()))}
+        if len(y) < len(swept):
+            row["bowl_lrs"] = len(np.unique(x))
+        row["edge"] = ("below" if lx[0] < swept.min() else "above" if lx[0] > swept.max() else None) \
+            if lr_ok[0] else ("below" if np.isclose(lx[0], swept.min()) else
+                              "above" if np.isclose(lx[0], swept.max()) else "none")
         row["interior"] = bool(lr_ok[0] and row["edge"] is None)
         row["note"] = "" if lr_ok[0] else "lr: best run (no upward bowl inside the swept range)"
         if d.asymmetric is not None and ratio is not None and lr_ok[0]:
@@ -173,6 +179,13 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
             reps["lr"][i], reps["batch_tokens"][i], reps["loss"][i] = np.exp(lx), np.exp(lz), loss
     out.replicates = reps
     return out
+
+
+def _rows(df: pd.DataFrame, group_cols: list[str], key: tuple) -> np.ndarray:
+    mask = np.ones(len(df), bool)
+    for col, value in zip(group_cols, key, strict=True):
+        mask &= (df[col] == value).to_numpy()
+    return mask
 
 
 def _resampled_losses(ys, fits, resid, groups, n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
