@@ -46,7 +46,7 @@ test: lint
 
 # The fitter's coverage studies: hundreds of synthetic sweeps drawn from generators that are not its model
 # (asymmetric and heteroscedastic bowls, per-seed offsets, saturating loss laws, two families' leverage), each
-# checking that 95% intervals cover the truth in 88-99% of them. About 5 minutes on 2 cores.
+# checking that 95% intervals cover the truth in 88-99% of them. About 6.5 minutes on 2 cores.
 test-statistics: install
 	$(BIN)/python -m pytest -q -m statistics tests
 
