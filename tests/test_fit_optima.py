@@ -56,3 +56,11 @@ def test_the_near_optimal_bootstrap_resamples_the_noise_not_the_grid():
     sizes = {len(s) for s in opt.replicate_sets}
     assert len(opt.replicate_sets) == 50 and sizes == {len(opt.points)}
     assert all(s["lr"].tolist() == opt.points["lr"].tolist() for s in opt.replicate_sets)
+
+
+def test_a_seed_column_that_is_not_numbers_is_ignored_not_fatal():
+    lrs = 4e-3 * 2.0 ** np.arange(-2, 3)
+    rows = [{"params": 1.0, "tokens": 1.0, "lr": lr, "batch_tokens": 1.0, "seed": s,
+             "loss": 2.0 + 0.1 * np.log(lr / 3e-3) ** 2 + (0.05 if s == "b" else 0.0)} for lr in lrs for s in "ab"]
+    opt = group_optima(pd.DataFrame(rows), ["params", "tokens"], n_boot=50).groups.iloc[0]
+    assert opt["lr"] == pytest.approx(3e-3, rel=0.05)

@@ -120,7 +120,7 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
     designs, ys = [], []
     for _, group in parts:
         x, z = np.log(group["lr"].to_numpy(float)), np.log(group["batch_tokens"].to_numpy(float))
-        designs.append(design(x, z, group["seed"].to_numpy() if "seed" in group.columns else None, asymmetric))
+        designs.append(design(x, z, _seeds(group), asymmetric))
         ys.append(group["loss"].to_numpy(float))
     found, ratio = optima_of_groups(designs, [y[:, None] for y in ys])
     groups, fits, resid = [], [], []
@@ -179,6 +179,14 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
             reps["lr"][i], reps["batch_tokens"][i], reps["loss"][i] = np.exp(lx), np.exp(lz), loss
     out.replicates = reps
     return out
+
+
+def _seeds(group: pd.DataFrame) -> np.ndarray | None:
+    """The runs' seeds as numbers, or None when there is no usable seed column (a CSV may carry none, or text)."""
+    if "seed" not in group.columns:
+        return None
+    seeds = pd.to_numeric(group["seed"], errors="coerce").to_numpy(float)
+    return None if np.isnan(seeds).any() else seeds
 
 
 def _rows(df: pd.DataFrame, group_cols: list[str], key: tuple) -> np.ndarray:
