@@ -20,6 +20,7 @@ from scaling.advise.family import config_overrides, family_model, largest_run
 from scaling.fit.law import FitError
 from scaling.fit.leverage import peak_granularity
 from scaling.fit.report import FitReport
+from scaling.fit.verdict import fixed_variable
 
 
 @dataclass
@@ -100,10 +101,10 @@ def _refuse_other_sizes(rec: Recommendation, laws: dict) -> None:
     if size is None:
         return
     for item, law in (("lr", "lr_opt"), ("batch_tokens", "batch_opt"), ("loss", "loss_vs_compute")):
-        moved = (laws[law].diagnostics or {}).get("moved") if law in laws and item in rec.items else None
-        if moved and moved["N"][1] <= moved["N"][0] * 1.02 and abs(size / moved["N"][0] - 1) > 0.1:
+        fixed = fixed_variable(laws[law]) if law in laws and item in rec.items else None
+        if fixed and fixed[0] == "N" and abs(size / fixed[1] - 1) > 0.1:
             del rec.items[item]
-            rec.missing[item] = {"why": f"{law} was measured at N = {moved['N'][0]:.3g} alone (its C moved only "
+            rec.missing[item] = {"why": f"{law} was measured at N = {fixed[1]:.3g} alone (its C moved only "
                                         f"through D); the recommended run has N = {size:.3g}",
                                  "advice": ["sweep several model sizes per budget (a ladder or IsoFLOP sweep)"]}
 

@@ -116,9 +116,7 @@ class Asymmetric:
     def of(cls, v: np.ndarray, extra: np.ndarray | None) -> Asymmetric:
         lo, hi = v.min() - MAX_EXTRAPOLATION, v.max() + MAX_EXTRAPOLATION
         grid = np.linspace(lo, hi, int(np.ceil((hi - lo) / VERTEX_STEP)) + 1)
-        d = v[None, None, :] - grid[None, :, None]
-        root = np.exp(LOG_RATIOS / 2)[:, None, None]
-        bend = np.where(d < 0, 1 / root, root) * d * d
+        bend = _bend(v[None, None, :] - grid[None, :, None], LOG_RATIOS[:, None, None])
         cols = [np.ones_like(bend), bend]
         if extra is not None:
             cols += [np.broadcast_to(c, bend.shape) for c in extra.T]
@@ -158,10 +156,14 @@ class Asymmetric:
         return X @ coef, X, len(y) - np.linalg.matrix_rank(X) - 1
 
 
+def _bend(d, log_ratio):
+    """The bowl's shape at d = ln(lr / lr*): d^2 / sqrt(rho) below the vertex, d^2 sqrt(rho) above it."""
+    root = np.exp(np.asarray(log_ratio, float) / 2)
+    return np.where(d < 0, 1 / root, root) * d * d
+
+
 def _bowl_design(v: np.ndarray, extra: np.ndarray | None, vertex: float, log_ratio: float) -> np.ndarray:
-    d = v - vertex
-    root = np.exp(log_ratio / 2)
-    cols = [np.ones_like(d), np.where(d < 0, 1 / root, root) * d * d]
+    cols = [np.ones_like(v), _bend(v - vertex, log_ratio)]
     return np.column_stack(cols if extra is None else [*cols, extra])
 
 

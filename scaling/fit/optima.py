@@ -114,9 +114,10 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
     reads every lr line with a symmetric parabola, the alternative form the verdicts compare with)."""
     kind, tol = parse_method(method)
     rng = np.random.default_rng(seed)
-    parts = [(key if isinstance(key, tuple) else (key,), group) for key, group in df.groupby(group_cols, sort=True)]
-    if kind == "quadratic":  # the bowl is read near its best (bowls.window); near-optimal sets use every run
-        parts = [(key, group[window(group["lr"], group["batch_tokens"], group["loss"])]) for key, group in parts]
+    whole = [(key if isinstance(key, tuple) else (key,), group) for key, group in df.groupby(group_cols, sort=True)]
+    parts = whole  # the runs each bowl is read from: near its best (bowls.window); near-optimal sets use every run
+    if kind == "quadratic":
+        parts = [(key, group[window(group["lr"], group["batch_tokens"], group["loss"])]) for key, group in whole]
     designs, ys = [], []
     for _, group in parts:
         x, z = np.log(group["lr"].to_numpy(float)), np.log(group["batch_tokens"].to_numpy(float))
@@ -124,9 +125,9 @@ def group_optima(df: pd.DataFrame, group_cols: list[str], method: str = "quadrat
         ys.append(group["loss"].to_numpy(float))
     found, ratio = optima_of_groups(designs, [y[:, None] for y in ys])
     groups, fits, resid = [], [], []
-    for (key, group), d, y, (lx, lz, loss, lr_ok) in zip(parts, designs, ys, found, strict=True):
+    for (key, group), (_, full), d, y, (lx, lz, loss, lr_ok) in zip(parts, whole, designs, ys, found, strict=True):
         x, z = d.x, d.z
-        swept = np.log(df.loc[_rows(df, group_cols, key), "lr"].to_numpy(float))  # the group's whole lr grid
+        swept = np.log(full["lr"].to_numpy(float))  # the group's whole lr grid
         at = int(np.argmin(y))  # where the optimum is the best run, report that run's values exactly
         lr = float(np.exp(lx[0])) if lr_ok[0] else float(group["lr"].iloc[at])
         batch = float(np.exp(lz[0])) if not np.isclose(lz[0], z[at]) else float(group["batch_tokens"].iloc[at])
@@ -187,13 +188,6 @@ def _seeds(group: pd.DataFrame) -> np.ndarray | None:
         return None
     seeds = pd.to_numeric(group["seed"], errors="coerce").to_numpy(float)
     return None if np.isnan(seeds).any() else seeds
-
-
-def _rows(df: pd.DataFrame, group_cols: list[str], key: tuple) -> np.ndarray:
-    mask = np.ones(len(df), bool)
-    for col, value in zip(group_cols, key, strict=True):
-        mask &= (df[col] == value).to_numpy()
-    return mask
 
 
 def _resampled_losses(ys, fits, resid, groups, n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:

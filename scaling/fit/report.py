@@ -152,6 +152,12 @@ def _what_moved(report: FitReport, fam: pd.DataFrame) -> None:
             report.laws[name].diagnostics["moved"] = spans
 
 
+def _isoflop_table(fam: pd.DataFrame) -> pd.DataFrame:
+    """One row per (budget, model size): its best loss, tokens and FLOPs, what the IsoFLOP laws are fitted to."""
+    return fam.groupby(["budget", "params"]).agg(loss=("loss", "min"), tokens=("tokens", "median"),
+                                                 flops=("flops", "median")).reset_index()
+
+
 def _budget_losses(fam: pd.DataFrame, opt: Optima | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(C, best loss, resamples or None) per budget: the bowl minima of an lr sweep, else the best run."""
     if opt is not None and opt.method == "quadratic":
@@ -205,8 +211,7 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
                                                                     replicates=R))
     best_nd = fam.groupby(["params", "tokens"])["loss"].min().reset_index()
     attempt("chinchilla", lambda: fit_chinchilla(best_nd["params"], best_nd["tokens"], best_nd["loss"]))
-    iso = fam.groupby(["budget", "params"]).agg(loss=("loss", "min"), tokens=("tokens", "median"),
-                                                flops=("flops", "median")).reset_index()
+    iso = _isoflop_table(fam)
 
     def isoflop():
         n_fit, d_fit, _ = fit_isoflop_laws(iso, n_boot=n_boot, seed=seed)
@@ -368,8 +373,7 @@ def held_out_check(runs: Runs, optimum: str = "quadratic", n_boot: int = 200, se
             best = g.loc[g["loss"].idxmin()]
             achieved["loss"] = (float(best["loss"]), _interval_of(best, "loss"))
     achieved.setdefault("loss", (float(fam.loc[fam["budget"] == top, "loss"].min()), None))
-    iso = isoflop_optima(fam.groupby(["budget", "params"]).agg(loss=("loss", "min"), tokens=("tokens", "median"))
-                         .reset_index())
+    iso = isoflop_optima(_isoflop_table(fam))
     if len(iso) and float(iso["budget"].max()) == float(top):
         achieved["n_opt"] = (float(iso.loc[iso["budget"].idxmax(), "n_opt"]), None)
     for item, law in (("lr", "lr_opt"), ("batch_tokens", "batch_opt"), ("loss", "loss_vs_compute"),

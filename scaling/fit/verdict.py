@@ -204,19 +204,30 @@ def _model_form(j: _Judgement, law: LawFit, at: dict) -> None:
         j.add("weak", text, "add budgets beyond the largest, where the forms part", _next_budget(law))
 
 
-def _moved(j: _Judgement, law: LawFit) -> None:
-    """A law of C claims that both N and D may grow; when one never moved, C moved through the other alone."""
+def fixed_variable(law: LawFit) -> tuple[str, float] | None:
+    """("N", value) when the law is one of C whose N never moved (C moved only through D), ("D", value) the other
+    way round; None when both moved, or the law says nothing of what moved."""
     moved = (law.diagnostics or {}).get("moved")
     if not moved or "C" not in law.variables:
-        return
-    (n_lo, n_hi), (d_lo, d_hi) = moved["N"], moved["D"]
-    for fixed, (lo, hi), other, (o_lo, o_hi) in (("N", (n_lo, n_hi), "D", (d_lo, d_hi)),
-                                                  ("D", (d_lo, d_hi), "N", (n_lo, n_hi))):
+        return None
+    for fixed, other in (("N", "D"), ("D", "N")):
+        (lo, hi), (o_lo, o_hi) = moved[fixed], moved[other]
         if hi <= lo * (1 + SLACK) and o_hi > o_lo * (1 + SLACK):
-            j.add("weak", f"C moved only through {other} ({fixed} = {fmt(lo)} in every run): {law.name}(C) holds at "
-                          f"that {fixed}; at another {fixed} it is unsupported",
-                  f"sweep several {'model sizes' if fixed == 'N' else 'token counts'} per budget (a ladder or IsoFLOP "
-                  f"sweep)" + (", or use lr_opt_nd" if law.name == "lr_opt" else ""))
+            return fixed, float(lo)
+    return None
+
+
+def _moved(j: _Judgement, law: LawFit) -> None:
+    """A law of C claims that both N and D may grow; when one never moved, C moved through the other alone."""
+    fixed = fixed_variable(law)
+    if fixed is None:
+        return
+    var, value = fixed
+    other = "D" if var == "N" else "N"
+    j.add("weak", f"C moved only through {other} ({var} = {fmt(value)} in every run): {law.name}(C) holds at "
+                  f"that {var}; at another {var} it is unsupported",
+          f"sweep several {'model sizes' if var == 'N' else 'token counts'} per budget (a ladder or IsoFLOP "
+          f"sweep)" + (", or use lr_opt_nd" if law.name == "lr_opt" else ""))
 
 
 def _fit_quality(j: _Judgement, law: LawFit) -> None:
