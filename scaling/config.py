@@ -140,13 +140,21 @@ class TrainConfig:
     schedule: str = "cosine"
     """'cosine' (linear warmup, cosine to min_lr_ratio * lr) or 'wsd' (warmup, stable, decay; Ling)."""
     warmup_fraction: float = 0.05
-    """Fraction of the steps spent in linear warmup."""
+    """Fraction of the steps spent in linear warmup (unless warmup_steps is set)."""
+    warmup_steps: int = 0
+    """Steps of linear warmup when > 0, whatever the run's length (instead of warmup_fraction). Runs that branch
+    their cooldowns from one stable phase (`branch`) need the same warmup in steps."""
     decay_fraction: float = 0.2
     """For schedule='wsd': fraction of the steps spent decaying at the end."""
     wsd_decay: str = "exp"
     """For schedule='wsd': shape of the decay, 'exp' (exponential, Ling) or 'linear'."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of lr."""
+    branch: bool = False
+    """For schedule='wsd': share the warmup-stable phase with the runs of the same sweep and results folder that
+    differ only in budget (Hagele et al. 2024): start from the latest stable-phase checkpoint a shorter one saved
+    (results/<sweep>/stable/), and save this run's own at its decay start for longer ones. Not part of the run's
+    id: a branched run trains what the unbranched one would, to float rounding (scaling/branching.py)."""
     beta1: float = 0.9
     """AdamW beta1."""
     beta2: float = 0.95
@@ -239,7 +247,7 @@ IDENTITY_EXCLUDED = ("results_dir", "wandb", "sweep")
 
 
 TRAIN_FIELDS_NOT_IN_IDENTITY = ("eval_every", "log_every", "checkpoint_every", "keep_checkpoint", "device", "threads",
-                                "compile", "parallel", "micro_batch_size", "diagnostics_every")
+                                "compile", "parallel", "micro_batch_size", "diagnostics_every", "branch")
 """Bookkeeping fields of TrainConfig that do not change the trained model either."""
 
 

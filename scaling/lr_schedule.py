@@ -8,7 +8,19 @@ from scaling.config import TrainConfig
 
 
 def warmup_steps(cfg: TrainConfig, steps: int) -> int:
-    return int(round(cfg.warmup_fraction * steps))
+    """Steps of linear warmup of a run of `steps` steps: train.warmup_steps when set, else its fraction."""
+    return cfg.warmup_steps if cfg.warmup_steps > 0 else int(round(cfg.warmup_fraction * steps))
+
+
+def decay_steps(cfg: TrainConfig, steps: int) -> int:
+    """Steps of a WSD run's final decay."""
+    return max(1, int(round(cfg.decay_fraction * steps)))
+
+
+def stable_end(cfg: TrainConfig, steps: int) -> int:
+    """Optimizer steps a WSD run takes before its decay (warmup and stable phase): up to there, runs of every
+    length with the same warmup follow the same schedule (the branch point of scaling/branching.py)."""
+    return steps - decay_steps(cfg, steps)
 
 
 def lr_at(step: int, steps: int, cfg: TrainConfig) -> float:
@@ -26,7 +38,7 @@ def lr_at(step: int, steps: int, cfg: TrainConfig) -> float:
         span = max(1, steps - warm - 1)
         progress = min(1.0, (step - warm) / span)
         return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-    decay = max(1, int(round(cfg.decay_fraction * steps)))
+    decay = decay_steps(cfg, steps)
     start = steps - decay
     if step < start:
         return cfg.lr

@@ -19,7 +19,7 @@ from pathlib import Path
 from scaling import __version__, flops
 from scaling.config import ConfigError, RunConfig, identity_key
 from scaling.data import DataError, DataSummary, TokenData
-from scaling.lr_schedule import warmup_steps
+from scaling.lr_schedule import stable_end, warmup_steps
 
 
 @dataclass
@@ -161,6 +161,7 @@ def plan_run(run: RunConfig, data: TokenData | DataSummary | None = None, refuse
             f"or lower train.batch_size"
         )
     tokens = sequences * run.model.seq_len
+    _check_schedule(run, steps)
     if abs(tokens * counts.M - run.budget_flops) > 0.01 * run.budget_flops:
         raise ConfigError(
             f"budget_flops={run.budget_flops:.3g} buys {tokens_exact:.0f} tokens, {sequences} whole sequences of "
@@ -172,6 +173,16 @@ def plan_run(run: RunConfig, data: TokenData | DataSummary | None = None, refuse
                    batch_tokens=batch_tokens, steps=steps, tokens=tokens,
                    last_batch_size=sequences - (steps - 1) * run.train.batch_size,
                    data=data if isinstance(data, TokenData) else None, summary=summary)
+
+
+def _check_schedule(run: RunConfig, steps: int) -> None:
+    """An absolute warmup (train.warmup_steps) must end before the decay (WSD) or the run (cosine) begins."""
+    t = run.train
+    room = stable_end(t, steps) if t.schedule == "wsd" else steps - 1
+    if warmup_steps(t, steps) > room:
+        raise ConfigError(f"train.warmup_steps={t.warmup_steps} does not fit a run of {steps} steps (budget_flops="
+                          f"{run.budget_flops:.3g}), whose {'decay' if t.schedule == 'wsd' else 'last step'} starts "
+                          f"at step {room}: lower train.warmup_steps or raise the budget")
 
 
 VOCAB_MULTIPLE = 64

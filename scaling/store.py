@@ -179,6 +179,11 @@ def checkpoint_shards_path(results_dir: Path, sweep: str, run_id: str) -> Path:
     return sweep_dir(results_dir, sweep) / "checkpoints" / f"{run_id}.shards"
 
 
+def stable_dir(results_dir: Path, sweep: str, family: str) -> Path:
+    """Where the runs of one branching family keep their states at their decay starts (scaling/branching.py)."""
+    return sweep_dir(results_dir, sweep) / "stable" / family
+
+
 def run_file_path(results_dir: Path, sweep: str, run_id: str) -> Path:
     """The resolved run config handed to the processes of a multi-process cell (torchrun)."""
     return sweep_dir(results_dir, sweep) / "checkpoints" / f"{run_id}.run.json"
@@ -271,10 +276,12 @@ def new_record(run_id: str, sweep: str, name: str, config: dict, derived: dict, 
 
 RESULT_FIELDS = ("val_loss", "train_loss_smoothed", "steps_done", "tokens_done", "tokens_per_s", "mfu", "train_s",
                  "wall_s", "curve", "evals", "expert_load", "expert_load_steps", "max_expert_load_ratio",
-                 "diagnostics")
+                 "diagnostics", "branched_from_step")
 """A finished attempt's `results`: held-out and smoothed train loss (nats/token), progress, speed, the logged
-curve and evaluations, each expert's share of its layer's assignments over `expert_load_steps`, and the FP8
-quantization diagnostics (scaling/diagnostics.py; empty unless train.diagnostics_every)."""
+curve and evaluations, each expert's share of its layer's assignments over `expert_load_steps`, the FP8
+quantization diagnostics (scaling/diagnostics.py; empty unless train.diagnostics_every), and the step a branched
+run started from (the stable-phase state of a shorter run of its family, scaling/branching.py; 0 = from scratch:
+the steps before it were trained, and their time counted in train_s, by that run)."""
 ERROR_KINDS = ("exception", INTERRUPTED, "diverged")
 
 

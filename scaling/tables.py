@@ -93,6 +93,12 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
         table.add_row(*row)
     caption = (f"base: {' '.join(plan.config.base) or '(none: train.yaml as is)'}\n{data_line(plan)}\n"
                f"total {plan.total_flops:.3g} FLOPs")
+    branched = len(plan.branch_predecessors())
+    if branched:
+        saved = plan.total_flops - plan.trained_flops
+        caption += (f", of which {plan.trained_flops:.3g} trained: {branched} cell(s) branch their cooldown from a "
+                    f"shorter run's stable phase (train.branch), saving {saved:.3g} FLOPs "
+                    f"({saved / plan.total_flops:.0%})")
     if plan.total_flops >= GPU_STUDY_FLOPS or plan.config.launcher.gpu_memory_gb is not None:
         caption += (f" = {gpu_hours(plan.mfu_flops):,.0f} H100/H200-hours at {PLANNING_MFU:.0%} MFU in bf16 "
                     f"({GPU_BF16_PEAK['H100'] / 1e12:.0f} TFLOP/s peak)")

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaling import flops, scheduler, store
+from scaling import branching, flops, scheduler, store
 from scaling import precision as precision_mod
 from scaling import progress as progress_line
 from scaling.config import RunConfig, resolve_results_dir, to_dict
 from scaling.data import TokenData
 from scaling.data import cache_dir as data_cache_dir
-from scaling.lr_schedule import lr_at
+from scaling.lr_schedule import lr_at, stable_end
 from scaling.run import RunPlan, first_provenance, now, plan_run
 
 EMA_DECAY = 0.9
@@ -71,6 +71,9 @@ class _Attempt:
     """Rows per forward/backward pass (train.micro_batch_size, or the memory plan's pick on a GPU), None = all."""
     precision: str = "fp32"
     """train.precision with 'auto' resolved for this device: fp32, bf16 or fp8."""
+    stable_family: str | None = None
+    """The family whose stable phase this run shares (scaling/branching.py), else None."""
+    results_dir: Path | None = None
 
     @property
     def sharded(self) -> bool:
@@ -187,8 +190,12 @@ def _load_checkpoint(a: _Attempt, model, optimizer, device) -> dict:
                                f"train.parallel=fsdp on as many processes as wrote it, or move {shards} aside to "
                                f"restart it from step 0")
     state = _fresh_state()
+    branched = None
     if not path.exists():
-        return state
+        branched = _stable_start(a)
+        if branched is None:
+            return state
+        path = branched[1]
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         model.load_state_dict(ckpt["model"])
@@ -199,8 +206,30 @@ def _load_checkpoint(a: _Attempt, model, optimizer, device) -> dict:
             f"checkpoint {path} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
             f"move it aside to restart run {run_id} from step 0"
         ) from None
+    if branched is not None:  # a shorter run's state at its decay start: this run's own history up to there
+        state["resumed_from"], state["branched_from"] = [], branched[0]
+        return state
     state["resumed_from"].append(state["step"])
     return state
+
+
+def _stable_start(a: _Attempt) -> tuple[int, Path] | None:
+    """(step, path) of the latest stable-phase state a shorter run of this run's family saved, at or before this
+    run's own decay start (scaling/branching.py); None when the run does not branch or none was saved yet."""
+    if a.stable_family is None:
+        return None
+    return branching.latest_stable(a.results_dir, a.plan.run.sweep, a.stable_family,
+                                   branching.branch_step(a.plan.run, a.plan.steps))
+
+
+def _save_stable(a: _Attempt, tr: _Trainer) -> None:
+    """This run's state at its decay start, for the longer runs of its family (once; rank 0)."""
+    import torch
+
+    path = branching.stable_path(a.results_dir, a.plan.run.sweep, a.stable_family, tr.state["step"])
+    if a.main and not path.exists():
+        payload = {"model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(), "state": tr.state}
+        store.atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def _finished(rec_path: Path, plan: RunPlan, console) -> dict | None:
@@ -244,7 +273,10 @@ def train(run: RunConfig, show_progress: bool = True, console=None, owner: dict 
         ranks, rank_device = distributed.setup(run.train.device)  # several processes (torchrun), else None
         attempt = _Attempt(plan, rec_path, store.checkpoint_path(results_dir, run.sweep, plan.run_id),
                            store.wandb_dir(results_dir, run.sweep), ranks, console, show_progress,
-                           store.checkpoint_shards_path(results_dir, run.sweep, plan.run_id))
+                           store.checkpoint_shards_path(results_dir, run.sweep, plan.run_id),
+                           # one process only: the ranks of a multi-process run would each pick a state
+                           stable_family=branching.family(plan.run, plan.steps) if ranks is None else None,
+                           results_dir=results_dir)
         clean = False
         try:
             record = _train(attempt, record, rank_device)
@@ -268,6 +300,9 @@ def _train(a: _Attempt, record: dict | None, rank_device) -> dict:
         if tr.state["resumed_from"] and a.main:
             a.console.print(f"run {a.plan.run_id}: resuming from checkpoint at step {tr.state['step']}/"
                             f"{a.plan.steps}")
+        elif tr.state.get("branched_from") and a.main:
+            a.console.print(f"run {a.plan.run_id}: branching from the stable phase at step {tr.state['step']}/"
+                            f"{a.plan.steps} (saved by a shorter run of its family)")
         _train_loop(a, tr, record)
         val_loss = _final_evaluation(a, tr)
         record["status"] = "completed"
@@ -443,6 +478,7 @@ def _finish(a: _Attempt, tr: _Trainer, record: dict, val_loss: float | None, wal
         mfu=flops.mfu(tokens_per_s, plan.counts, peak),
         train_s=state["train_s"], wall_s=time.perf_counter() - wall_start,
         curve=state["curve"], evals=state["evals"], expert_load=shares,
+        branched_from_step=state.get("branched_from", 0),
         expert_load_steps=[min(state["step"], state.get("load_from", 0)), state["step"]],
         max_expert_load_ratio=max((max(s) * len(s) for s in shares if s), default=None),
         diagnostics=state.get("diagnostics", []),
@@ -457,7 +493,8 @@ def _train_loop(a: _Attempt, tr: _Trainer, record: dict) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     plan, state = a.plan, tr.state
-    load_window_start = plan.steps - max(1, int(round(LOAD_WINDOW_FRACTION * plan.steps)))
+    load_window_start = _load_window_start(plan)
+    branch_at = branching.branch_step(plan.run, plan.steps) if a.stable_family is not None else None
     if state["step"] == 0:
         tr.model.reset_expert_load()
         state["load_from"] = 0
@@ -480,10 +517,19 @@ def _train_loop(a: _Attempt, tr: _Trainer, record: dict) -> None:
             tokens_per_s = plan.tokens_after(done) / state["train_s"]
             _log_point(a, tr, done, {"train_loss": loss_value, "smoothed_loss": smoothed, "lr": lr,
                                      "grad_norm": grad_norm}, tokens_per_s)
+            if done == branch_at:
+                _save_stable(a, tr)
             if (checkpoint_asked or stop_asked or _periodic(plan.run.train.checkpoint_every, done)) \
                     and done < plan.steps:
                 _checkpoint(a, tr, record, done, stop_asked)
             progress.update(task, completed=done, loss=f"{smoothed:.3f}", tps=f"{tokens_per_s:,.0f}")
+
+
+def _load_window_start(plan: RunPlan) -> int:
+    """The step from which expert load is reported: the last LOAD_WINDOW_FRACTION of the run, and for WSD never
+    before the decay (so the state at the decay start, which longer runs branch from, is theirs too)."""
+    start = plan.steps - max(1, int(round(LOAD_WINDOW_FRACTION * plan.steps)))
+    return max(start, stable_end(plan.run.train, plan.steps)) if plan.run.train.schedule == "wsd" else start
 
 
 def _periodic(every: int, done: int) -> bool:

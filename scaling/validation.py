@@ -167,7 +167,7 @@ def _check_coefficients(run: RunConfig) -> None:
                        ("model.bias_update_rate", m.bias_update_rate)):
         if value < 0:
             raise ConfigError(f"{key}={value} must be >= 0")
-    for key in ("eval_every", "log_every", "checkpoint_every", "diagnostics_every"):
+    for key in ("eval_every", "log_every", "checkpoint_every", "diagnostics_every", "warmup_steps"):
         if getattr(t, key) < 0:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 0")
     if m.dispatch == "grouped_mm" and (m.d_model % 8 or m.d_expert % 8):
@@ -216,6 +216,8 @@ def _check_consistent(run: RunConfig) -> None:
         ("train.decay_fraction", t.decay_fraction != default["train"].decay_fraction, t.schedule == "wsd",
          "train.schedule=wsd"),
         ("train.wsd_decay", t.wsd_decay != default["train"].wsd_decay, t.schedule == "wsd", "train.schedule=wsd"),
+        ("train.branch", t.branch, t.schedule == "wsd", "train.schedule=wsd (a cosine run's lr depends on its "
+                                                           "length from the first step)"),
         ("train.fp8_scaling", t.fp8_scaling != default["train"].fp8_scaling,
          t.precision == "fp8" or t.diagnostics_every > 0, "train.precision=fp8 or train.diagnostics_every > 0"),
     ]

@@ -109,7 +109,7 @@ def test_dict_round_trip():
 @pytest.mark.parametrize(
     "override, nearest",
     [
-        ("+train.warmup_steps=100", "train.warmup_fraction"),  # a `+` key is checked too (it was dropped silently)
+        ("+train.warmup_step=100", "train.warmup_steps"),  # a `+` key is checked too (it was dropped silently)
         ("model.d_modle=96", "model.d_model"),
         ("train.lrr=1e-3", "train.lr"),
         ("budget_flop=1e12", "budget_flops"),

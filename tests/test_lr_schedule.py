@@ -20,3 +20,16 @@ def test_wsd_holds_then_decays_exponentially():
     assert abs(lrs[89] - 0.1**0.5) < 1e-12  # halfway through the decay: sqrt of the floor
     linear = TrainConfig(lr=1.0, schedule="wsd", warmup_fraction=0.0, decay_fraction=0.5, wsd_decay="linear")
     assert abs(lr_at(74, 100, linear) - 0.55) < 1e-12
+
+
+def test_an_absolute_warmup_makes_runs_of_every_length_agree_until_the_first_decay():
+    from scaling.lr_schedule import stable_end
+
+    cfg = TrainConfig(lr=1.0, schedule="wsd", warmup_steps=7, decay_fraction=0.2)
+    assert warmup_steps(cfg, 50) == warmup_steps(cfg, 500) == 7
+    assert stable_end(cfg, 50) == 40 and stable_end(cfg, 500) == 400
+    short = [lr_at(s, 50, cfg) for s in range(50)]
+    long = [lr_at(s, 500, cfg) for s in range(500)]
+    assert short[:40] == long[:40] and short[40] < 1.0 == long[40]
+    fraction = TrainConfig(lr=1.0, schedule="wsd", warmup_fraction=0.1)
+    assert [lr_at(s, 50, fraction) for s in range(5)] != [lr_at(s, 500, fraction) for s in range(5)]

@@ -158,6 +158,15 @@ def test_isoflop_shapes_zipped_groups_and_seeds():
     assert big.plan.tokens < small.plan.tokens
 
 
+def test_a_budget_no_shape_is_limited_to_has_no_cells_not_the_base_models():
+    # each part one shape at its own budgets: the sweep's other budgets are not filled with the base model
+    sweep = SweepConfig(name="iso", base=TINY_BASE, budgets=[2e9, 6e9],
+                        parts=[{"shapes": [{"d_model": 32, "n_layers": 1, "budgets": [2e9]}]},
+                               {"shapes": [{"d_model": 32, "n_layers": 3, "budgets": [6e9]}]}])
+    plan = plan_sweep(sweep)
+    assert sorted((c.run.budget_flops, c.run.model.n_layers) for c in plan.cells) == [(2e9, 1), (6e9, 3)]
+
+
 def test_parts_union_dedupes_shared_cells():
     sweep = SweepConfig(name="parts", base=TINY_BASE, budgets=[2e9],
                         parts=[{"lr": {"values": [1e-3, 3e-3]}}, {"lr": {"values": [3e-3]}, "dense_baseline": True}])

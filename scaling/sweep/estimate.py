@@ -28,9 +28,11 @@ def _shape_key(cell) -> str:
                       default=str)
 
 
-def estimate_seconds(cell, tokens_per_s: float, overhead_s: float = OVERHEAD_S) -> float:
-    """Wall time of a cell from a measured throughput (training) plus a fixed overhead."""
-    return cell.plan.tokens / tokens_per_s + overhead_s if tokens_per_s > 0 else math.nan
+def estimate_seconds(cell, tokens_per_s: float, overhead_s: float = OVERHEAD_S, tokens: int | None = None) -> float:
+    """Wall time of a cell from a measured throughput (training `tokens`, default all of the cell's) plus a fixed
+    overhead."""
+    tokens = cell.plan.tokens if tokens is None else tokens
+    return tokens / tokens_per_s + overhead_s if tokens_per_s > 0 else math.nan
 
 
 def estimate_sweep_seconds(plan, launcher: LauncherConfig | None = None) -> dict[str, float]:
@@ -55,11 +57,12 @@ def estimate_sweep_seconds(plan, launcher: LauncherConfig | None = None) -> dict
                 continue
             flop_rates.append(rates[key] * cell.plan.counts.M)
     mean_flop_rate = sum(flop_rates) / len(flop_rates) if flop_rates else 0.0
+    trained = plan.trained_tokens()  # a branching cell trains only its own part
     out = {}
     for cell in plan.cells:
         tps = rates.get(_shape_key(cell)) or (mean_flop_rate / cell.plan.counts.M if mean_flop_rate else 0.0)
         if tps:
-            out[cell.run_id] = estimate_seconds(cell, tps)
+            out[cell.run_id] = estimate_seconds(cell, tps, tokens=trained[cell.run_id])
     return out
 
 

@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from scaling import claims, store, tracking
+from scaling import branching, claims, store, tracking
 from scaling.config import to_dict
 from scaling.sweep.plan import SweepPlan
 from scaling.sweep.workers import cells_to_run, start_workers, worker_slots
@@ -74,7 +74,7 @@ def launch(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
     wandb_folder = store.wandb_dir(results_dir, plan.name)
     tracking.reset_unreachable(wandb_folder)  # this launch tries the network again
     procs, events = start_workers(slots, [(c.run_id, c.name, to_dict(c.run)) for c in todo], results_dir,
-                                  plan.name, launcher, retry_failed, stale_after)
+                                  plan.name, launcher, retry_failed, stale_after, after=plan.branch_predecessors())
     terminated = _stop_workers_on_sigterm(procs, console)
 
     try:
@@ -85,6 +85,7 @@ def launch(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
             if p.is_alive():
                 p.kill()
         terminated.restore()
+    branching.tidy(results_dir, plan.name, [(c.run_id, c.plan.run, c.plan.steps) for c in plan.cells])
     counts["launched"], counts["unreadable"] = len(todo), unreadable
     counts["terminated"] = terminated.received
     counts["skipped"] = len(todo) - sum(counts[k] for k in ("completed", "diverged", "failed", "preempted"))

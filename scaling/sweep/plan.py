@@ -43,6 +43,7 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
+from scaling import branching
 from scaling.compose import (
     RUN_SECTIONS,
     check_keys,
@@ -204,12 +205,31 @@ class SweepPlan:
         """The cells' budgets as trained (tokens x M)."""
         return sum(c.plan.tokens * c.plan.counts.M for c in self.cells)
 
+    def branch_predecessors(self) -> dict[str, tuple[str, str, int]]:
+        """Each branching cell's predecessor, family and the step it starts from (branching.predecessors)."""
+        return branching.predecessors([(c.run_id, c.plan.run, c.plan.steps) for c in self.cells])
+
+    def trained_tokens(self) -> dict[str, int]:
+        """Tokens each cell trains itself (run id -> tokens): all of them, less the stable phase a branching cell
+        starts from (its predecessor's state, scaling/branching.py)."""
+        before = self.branch_predecessors()
+        return {c.run_id: c.plan.tokens - (before[c.run_id][2] * c.plan.batch_tokens if c.run_id in before else 0)
+                for c in self.cells}
+
+    @property
+    def trained_flops(self) -> float:
+        """What training the cells computes (tokens each trains itself x M): total_flops less what branching
+        cells share."""
+        tokens = self.trained_tokens()
+        return sum(tokens[c.run_id] * c.plan.counts.M for c in self.cells)
+
     @property
     def mfu_flops(self) -> float:
         """What the cells' steps compute as MFU counts it (flops.MFU_CONVENTION: the output head included)."""
         from scaling.flops import MFU_CONVENTION
 
-        return sum(c.plan.tokens * c.plan.counts.flops_per_token[MFU_CONVENTION] for c in self.cells)
+        tokens = self.trained_tokens()
+        return sum(tokens[c.run_id] * c.plan.counts.flops_per_token[MFU_CONVENTION] for c in self.cells)
 
     def to_json(self) -> str:
         return json.dumps({"sweep": self.name, "description": self.config.description, "laws": self.config.laws,
@@ -491,7 +511,9 @@ def _plan_part(sweep: SweepConfig, results_dir: str | None, wandb_mode: str | No
     cells: list[Cell] = []
     problems: list[tuple[str, str]] = []
     for budget in sweep.budgets:
-        for shape in [s for s in sweep.shapes if not s.get("budgets") or budget in s["budgets"]] or [None]:
+        # with shapes, a budget none of them is limited to has no cells (not the base model's)
+        shapes = [s for s in sweep.shapes if not s.get("budgets") or budget in s["budgets"]] if sweep.shapes else [None]
+        for shape in shapes:
             for arch, kind in _arch_variants(sweep):
                 label = f"C{short_number(budget)}" + (f"-{shape_tag(shape)}" if shape else "")
                 try:

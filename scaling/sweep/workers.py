@@ -70,7 +70,8 @@ def _die_with_parent() -> None:
 
 
 def _worker(worker: str, env: dict, threads: int | None, cells: list[tuple[str, str, dict]], results_dir: str,
-            sweep: str, retry_failed: bool, stale_after: float, events, procs_per_run: int = 1) -> None:
+            sweep: str, retry_failed: bool, stale_after: float, events, procs_per_run: int = 1,
+            after: dict | None = None) -> None:
     _die_with_parent()
     parent = os.getppid()
     os.environ.update(env)
@@ -86,63 +87,110 @@ def _worker(worker: str, env: dict, threads: int | None, cells: list[tuple[str, 
         torch.set_num_threads(threads)
     try:
         _work_through(worker, cells, Path(results_dir), sweep, retry_failed, stale_after, events, parent,
-                      procs_per_run)
+                      procs_per_run, after or {})
     except KeyboardInterrupt:
         return  # Ctrl-C: the cell's record says 'interrupted' and its claim is released; the launcher reports it
 
 
-def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: bool, stale_after: float, events,
-                  parent: int, procs_per_run: int = 1) -> None:
-    from rich.console import Console
+WAIT_POLL_S = 1.0
+"""How often a worker with only waiting cells (their predecessor's stable state not yet saved) looks again."""
 
-    from scaling.scheduler import Preempted, stop_requested
-    from scaling.train import train
+
+def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: bool, stale_after: float, events,
+                  parent: int, procs_per_run: int = 1, after: dict | None = None) -> None:
+    """Train the cells in order, each one this worker can claim. A branching cell (scaling/branching.py, `after`:
+    run id -> (predecessor's run id, family, its decay start)) waits while its predecessor is still to reach its
+    decay start, here or in another worker, and is taken up again once the state it starts from is saved."""
+    from scaling.scheduler import stop_requested
 
     owner = claims.new_owner(worker)
-    for run_id, name, run_dict in cells:
-        if os.getppid() != parent or stop_requested():
-            return  # launcher gone (non-Linux fallback), or asked to stop (a batch job's warning signal)
-        try:
-            if not cell_todo(results, sweep, run_id, retry_failed):
+    pending = list(cells)
+    while pending:
+        waiting = []
+        for i, cell in enumerate(pending):
+            if os.getppid() != parent or stop_requested():
+                return  # launcher gone (non-Linux fallback), or asked to stop (a batch job's warning signal)
+            queued = {c[0] for c in waiting} | {c[0] for c in pending[i + 1:]}
+            if _waits(cell[0], after or {}, results, sweep, stale_after, queued):
+                waiting.append(cell)
                 continue
-        except store.StoreError as e:
-            events.put(("failed", worker, run_id, name, str(e), ""))
-            continue
-        claim = store.claim_path(results, sweep, run_id)
-        if not claims.try_claim(claim, owner, stale_after):
-            continue
-        log = store.log_path(results, sweep, run_id)
-        try:
-            if not cell_todo(results, sweep, run_id, retry_failed):  # finished by another launcher meanwhile
-                continue
-            events.put(("start", worker, run_id, name, "", str(log)))
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "a") as f, _redirect_fds(f):
-                print(f"=== {name} ({run_id}) worker {worker} pid {os.getpid()} {time.ctime()}", flush=True)
-                try:
-                    if procs_per_run > 1:
-                        with claims.Heartbeat(claim):
-                            record = _train_with_torchrun(run_dict, name, procs_per_run, results, sweep, run_id,
-                                                          owner)
-                    else:  # train() checks this worker still holds the claim, and heartbeats it
-                        record = train(from_dict(run_dict), show_progress=False, owner=owner, name=name,
-                                       console=Console(file=sys.stdout, force_terminal=False, width=120))
-                except BaseException:
-                    traceback.print_exc()
-                    sys.stdout.flush()
-                    raise
-                res = record.get("results") or {}
-                print(f"--- {record['status']}: val loss {res.get('val_loss')}, {res.get('steps_done')} steps, "
-                      f"{res.get('train_s') or 0:.1f} s of training {time.ctime()}", flush=True)
-            val = (record.get("results") or {}).get("val_loss")
-            events.put((record["status"], worker, run_id, name, "" if val is None else f"{val:.4f}", str(log)))
-        except Preempted as e:
-            events.put(("preempted", worker, run_id, name, str(e), str(log)))
-            return
-        except Exception as e:
-            events.put(("failed", worker, run_id, name, f"{type(e).__name__}: {e}".splitlines()[0], str(log)))
-        finally:
-            claims.release(claim, owner)
+            if not _one_cell(worker, owner, cell, results, sweep, retry_failed, stale_after, events, procs_per_run):
+                return
+        if len(waiting) == len(pending):
+            time.sleep(WAIT_POLL_S)
+        pending = waiting
+
+
+def _waits(run_id: str, after: dict, results: Path, sweep: str, stale_after: float, queued: set[str]) -> bool:
+    """Whether a branching cell should wait: its predecessor is neither final nor has saved its stable state, and
+    is being trained (a live claim) or is still queued here."""
+    from scaling import branching
+
+    if run_id not in after:
+        return False
+    before, key, step = after[run_id]
+    if branching.stable_path(results, sweep, key, step).exists():
+        return False
+    try:
+        if not cell_todo(results, sweep, before, retry_failed=False):
+            return False
+    except store.StoreError:
+        return False
+    seen = claims.read_claim(store.claim_path(results, sweep, before))
+    return (seen is not None and claims.is_live(*seen, stale_after=stale_after)) or before in queued
+
+
+def _one_cell(worker: str, owner: dict, cell: tuple[str, str, dict], results: Path, sweep: str, retry_failed: bool,
+              stale_after: float, events, procs_per_run: int) -> bool:
+    """Claim and train one cell (skipped when done or claimed by another); False when the worker must stop."""
+    from rich.console import Console
+
+    from scaling.scheduler import Preempted
+    from scaling.train import train
+
+    run_id, name, run_dict = cell
+    try:
+        if not cell_todo(results, sweep, run_id, retry_failed):
+            return True
+    except store.StoreError as e:
+        events.put(("failed", worker, run_id, name, str(e), ""))
+        return True
+    claim = store.claim_path(results, sweep, run_id)
+    if not claims.try_claim(claim, owner, stale_after):
+        return True
+    log = store.log_path(results, sweep, run_id)
+    try:
+        if not cell_todo(results, sweep, run_id, retry_failed):  # finished by another launcher meanwhile
+            return True
+        events.put(("start", worker, run_id, name, "", str(log)))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f, _redirect_fds(f):
+            print(f"=== {name} ({run_id}) worker {worker} pid {os.getpid()} {time.ctime()}", flush=True)
+            try:
+                if procs_per_run > 1:
+                    with claims.Heartbeat(claim):
+                        record = _train_with_torchrun(run_dict, name, procs_per_run, results, sweep, run_id,
+                                                      owner)
+                else:  # train() checks this worker still holds the claim, and heartbeats it
+                    record = train(from_dict(run_dict), show_progress=False, owner=owner, name=name,
+                                   console=Console(file=sys.stdout, force_terminal=False, width=120))
+            except BaseException:
+                traceback.print_exc()
+                sys.stdout.flush()
+                raise
+            res = record.get("results") or {}
+            print(f"--- {record['status']}: val loss {res.get('val_loss')}, {res.get('steps_done')} steps, "
+                  f"{res.get('train_s') or 0:.1f} s of training {time.ctime()}", flush=True)
+        val = (record.get("results") or {}).get("val_loss")
+        events.put((record["status"], worker, run_id, name, "" if val is None else f"{val:.4f}", str(log)))
+    except Preempted as e:
+        events.put(("preempted", worker, run_id, name, str(e), str(log)))
+        return False
+    except Exception as e:
+        events.put(("failed", worker, run_id, name, f"{type(e).__name__}: {e}".splitlines()[0], str(log)))
+    finally:
+        claims.release(claim, owner)
+    return True
 
 
 def _train_with_torchrun(run_dict: dict, name: str, nproc: int, results: Path, sweep: str, run_id: str,
@@ -257,14 +305,16 @@ def parallel_cells(launcher: LauncherConfig) -> int:
 
 
 def start_workers(slots, cells: list[tuple[str, str, dict]], results_dir: Path, sweep: str,
-                  launcher: LauncherConfig, retry_failed: bool, stale_after: float = claims.STALE_AFTER_S):
+                  launcher: LauncherConfig, retry_failed: bool, stale_after: float = claims.STALE_AFTER_S,
+                  after: dict | None = None):
     """Start one spawned worker process per slot, each walking `cells` (run id, name, run dict) in order; returns
     (processes, event queue). Events are (kind, worker, run_id, name, info, log) with kind start, completed,
-    diverged, failed or preempted. `stale_after`: seconds without a heartbeat after which a claim may be taken."""
+    diverged, failed or preempted. `stale_after`: seconds without a heartbeat after which a claim may be taken.
+    `after`: the branching cells' predecessors (branching.predecessors), whose stable states they wait for."""
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(name, env, threads, cells, str(results_dir), sweep, retry_failed,
-                                               stale_after, events, launcher.gpus_per_run), daemon=False)
+                                               stale_after, events, launcher.gpus_per_run, after), daemon=False)
              for name, env, threads in slots]
     for p in procs:
         p.start()
