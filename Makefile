@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Override with `make install TORCH=torch` to let pip choose (e.g. on a GPU machine).
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 
-.PHONY: install demo test test-statistics test-distributed test-lifecycle test-slurm test-wheel lint clean
+.PHONY: install demo wind-tunnel test test-statistics test-distributed test-lifecycle test-slurm test-wheel lint clean
 
 install: $(STAMP)
 
@@ -28,9 +28,31 @@ $(STAMP): pyproject.toml Makefile
 RESULTS ?= $(or $(SCALING_RESULTS),results)
 demo: install
 	$(BIN)/scaling sweep demo --workers 2 --results-dir $(RESULTS)
-	$(BIN)/scaling fit demo --target-flops 3e12 --results-dir $(RESULTS)
+	$(BIN)/scaling fit demo --target-flops 1.8e12 --results-dir $(RESULTS)
 	$(BIN)/scaling sweep $(RESULTS)/demo/fit/verify.yaml --workers 2 --results-dir $(RESULTS)
 	$(BIN)/scaling verify demo-verify --results-dir $(RESULTS)
+	@echo "The demo checks the lr law. Its loss law is one model's data-scaling curve (every cell is d64 L2), not the"
+	@echo "compute-optimal frontier a loss prediction needs: \`make wind-tunnel\` sizes the model with the budget and checks it."
+
+# The wind tunnel in miniature (Ling 2.0's procedure on the CPU): a first lr law, the allocation law (IsoFLOP,
+# branched cooldowns), five compute-optimal rungs from those laws (each an lr bowl), then a held-out rung 3x beyond
+# them, trained and checked: the rungs' loss and lr laws against what training measured there (figure in
+# RESULTS/wind_tunnel_cpu_check/verify/). WT_CHECK=8e12 checks a 10x extrapolation instead.
+WT       := $(BIN)/scaling
+WT_LR    = $(RESULTS)/wind_tunnel_cpu_lr/fit/fit.json
+WT_ISO   = $(RESULTS)/wind_tunnel_cpu_isoflop/fit/fit.json
+WT_RUNGS = $(RESULTS)/wind_tunnel_cpu/fit/fit.json
+WT_CHECK ?= 2.4e12
+wind-tunnel: install
+	$(WT) sweep wind_tunnel_cpu_lr --workers 2 --results-dir $(RESULTS)
+	$(WT) fit wind_tunnel_cpu_lr --results-dir $(RESULTS)
+	$(WT) sweep wind_tunnel_cpu_isoflop --workers 2 --results-dir $(RESULTS) laws=$(WT_LR)
+	$(WT) fit wind_tunnel_cpu_isoflop --results-dir $(RESULTS)
+	$(WT) sweep wind_tunnel_cpu --workers 2 --results-dir $(RESULTS) laws=$(WT_ISO) lr.law=$(WT_LR)
+	$(WT) fit wind_tunnel_cpu --results-dir $(RESULTS) --target-flops $(WT_CHECK)
+	$(WT) sweep wind_tunnel_cpu_check --workers 2 --results-dir $(RESULTS) laws=$(WT_ISO) lr.law=$(WT_RUNGS) \
+	  'budgets=[$(WT_CHECK)]'
+	$(WT) verify wind_tunnel_cpu_check --results-dir $(RESULTS) --laws $(WT_RUNGS)
 
 lint: install
 	$(BIN)/ruff check scaling tests analysis

@@ -633,8 +633,10 @@ def _log_fit_to_wandb(mode: str, result) -> str | None:
 def verify(
     sweep: str = typer.Argument(..., help="A trained verification sweep (from a fit's verify.yaml, e.g. "
                                 "demo-verify) or wind-tunnel ladder."),
-    laws: str | None = typer.Option(None, "--laws", help="The fit JSON to predict with (default: the sweep's own "
-                                    "`laws`)."),
+    laws: list[str] | None = typer.Option(None, "--laws", help="The fit JSON to predict with (default: the sweep's "
+                                          "own `laws`). Repeat it to combine fits: each law comes from the first "
+                                          "file that has it (a wind tunnel: the rungs' loss law, then the lr "
+                                          "stage's lr law)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=200, help="Run-level resamples of the measured optima."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per budget instead of the table."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
@@ -645,14 +647,16 @@ def verify(
     import sys
     from pathlib import Path
 
-    from scaling.advise.verify import check_predictions
+    from scaling.advise.verify import check_predictions, verification_figure
     from scaling.fit.inputs import InputError
     from scaling.store import StoreError
     from scaling.tables import verify_table
 
     results = _results_dir(results_dir)
     try:
-        table = check_predictions(results, sweep, Path(laws) if laws else None, n_boot=bootstrap)
+        paths = [Path(p) for p in laws or []]
+        table = check_predictions(results, sweep, paths or None, n_boot=bootstrap)
+        figures = verification_figure(results, sweep, table, paths or None)
     except (InputError, StoreError) as e:
         _fail(str(e))
     if as_json:
@@ -671,6 +675,10 @@ def verify(
                          f"({r['loss_error']:+.3f} nats)")
         if parts:
             console.print(f"C = {r['C']:.3g}: " + "; ".join(parts), highlight=False, soft_wrap=True)
+    if figures:
+        names = sorted({str(f.with_suffix("")) for f in figures})
+        _console(stderr=True).print(f"wrote {len(figures)} figure files: {', '.join(names)} (.png, .svg)",
+                                    highlight=False, soft_wrap=True)
 
 
 data_app = typer.Typer(help="Token data: prepare your own corpus as shards a sweep can train on.",

@@ -220,6 +220,11 @@ def wandb_files(wandb_dir_: Path) -> Path:
     return Path(wandb_dir_) / "wandb"
 
 
+def verify_dir(results_dir: Path, sweep: str) -> Path:
+    """Where `scaling verify` draws a verification sweep's figure."""
+    return sweep_dir(results_dir, sweep) / "verify"
+
+
 def fit_dir(results_dir: Path, sweep: str | None) -> Path:
     """Where `scaling fit` writes for one sweep of the store (`all` for every sweep at once)."""
     return sweep_dir(results_dir, sweep or "all") / "fit"

@@ -98,3 +98,47 @@ def test_sweep_fit_recommend_and_verify_end_to_end(tmp_path):
     assert row["loss_measured"] > 0 and "loss_predicted" in row
     table = ok("verify", "e2e-verify", "--results-dir", str(results))
     assert "predictions checked by training" in table.stdout
+
+
+def _law_file(path, laws: dict, convention: str | None = None):
+    payload = {"laws": laws, **({"convention": convention} if convention else {})}
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def test_verify_combines_fits_and_reads_the_loss_as_its_law_was_fitted(tmp_path):
+    """A wind tunnel's check: the loss law from the rungs' fit (its points were runs at an lr law's value), the lr
+    law from another fit; the measured loss is then the mean of the runs at the predicted lr, not the bowl's
+    minimum, and the figure shows both."""
+    from synthetic import loss_at, write_sweep
+
+    from scaling.advise.verify import check_predictions, verification_figure
+    from scaling.fit.inputs import InputError
+    from scaling.fit.report import LOSS_POINTS_AT_LR
+
+    C = 3e12
+    lr = 5.07 * C**-0.26
+    root = tmp_path / "r"
+    write_sweep(root, "check", budgets=(C,), lrs=(lr / 2, lr, lr * 2), seeds=(0, 1), noise=0.0)
+    rungs = {"formula": "E + A * C^-alpha", "params": {"E": 1.0, "A": 80.0, "alpha": 0.15},
+             "diagnostics": {"points": {"C": [1e11, 3e11, 1e12], "loss": [2.8, 2.6, 2.4],
+                                        "read_as": LOSS_POINTS_AT_LR}}}
+    first = _law_file(tmp_path / "rungs.json", {"loss_vs_compute": rungs})
+    second = _law_file(tmp_path / "lr.json", {
+        "lr_opt": {"formula": "a * C^b", "params": {"a": 5.07, "b": -0.26}},
+        "loss_vs_compute": {"formula": "E + A * C^-alpha", "params": {"E": 2.0, "A": 1.0, "alpha": 0.1}}})
+    row = check_predictions(root, "check", [first, second], n_boot=200).iloc[0]
+    assert row["loss_predicted"] == pytest.approx(1.0 + 80.0 * row["C"] ** -0.15)  # the first file's loss law
+    assert row["lr_predicted"] == pytest.approx(5.07 * row["C"] ** -0.26)  # the second's lr law
+    assert row["loss_read_as"] == "mean of 2 run(s) at the predicted lr"
+    assert row["loss_measured"] == pytest.approx(loss_at(C, lr), abs=1e-9)  # noise 0: the bowl's floor itself
+    figures = verification_figure(root, "check", check_predictions(root, "check", [first, second], n_boot=200),
+                                  [first, second])
+    assert {f.name for f in figures} == {"verification.png", "verification.svg"}
+    flipped = check_predictions(root, "check", [second, first], n_boot=200).iloc[0]
+    assert flipped["loss_predicted"] == pytest.approx(2.0 + row["C"] ** -0.1)
+    assert flipped["loss_read_as"] == "lr bowl minimum"  # that law's points say nothing of how they were read
+    other = _law_file(tmp_path / "other.json", {"lr_opt": {"formula": "a * C^b", "params": {"a": 1, "b": -0.2}}},
+                      convention="6N_total")
+    with pytest.raises(InputError, match="count FLOPs differently"):
+        check_predictions(root, "check", [first, other])

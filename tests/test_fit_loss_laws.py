@@ -63,3 +63,30 @@ def test_a_law_without_its_floor_is_kept_as_the_plausible_other_form():
     assert law.diagnostics["forms"]["power law, no floor (a C^b)"]["held_out_error"] < -0.01  # no floor: too low
     v = judge(law, target_flops=1e21)
     assert any(r.startswith("model form: power law, no floor") for r in v["reasons"]), v
+
+
+@pytest.mark.statistics
+def test_envelope_loss_intervals_cover_at_3x_on_an_offset_power_law_with_seed_noise():
+    """A wind tunnel's rungs (5 budgets over a decade, 2 seeds each) drawn from E + B (C + C_b)^-alpha, not the
+    fitter's form, with seed noise of 0.02-0.09 nats, fitted as `scaling fit` does (each budget's mean over its
+    seeds; the best seed would read the noise as progress, 0.56 sd too low at 2 seeds): the loss law's 95% interval
+    at 3x the largest budget holds the truth in 88-99% of 100 sweeps (97% measured), and refitted without the
+    largest budget it predicts that budget within its prediction interval as often (92% measured), missing by a
+    median 2.9%."""
+    from scaling.fit.generators import envelope_sweep, true_envelope
+    from scaling.fit.inputs import Runs
+    from scaling.fit.report import fit_all
+
+    hits, held, misses = 0, 0, []
+    for seed in range(100):
+        df, truth = envelope_sweep(seed)
+        report = fit_all(Runs(df=df, source="synthetic"), n_boot=200, seed=seed, only=("loss_vs_compute",))
+        target = 3 * df["flops"].max()
+        lo, hi = report.laws["loss_vs_compute"].predict(C=target).interval
+        hits += lo <= true_envelope(target, **truth) <= hi
+        item = report.held_out["loss"]
+        held += item["interval"][0] <= item["achieved"] <= item["interval"][1]
+        misses.append(abs(item["relative_error"]))
+    assert 0.88 <= hits / 100 <= 0.99, hits
+    assert 0.88 <= held / 100 <= 0.99, held
+    assert np.median(misses) < 0.05, np.median(misses)

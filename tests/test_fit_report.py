@@ -145,3 +145,26 @@ def test_lr_intervals_cover_on_asymmetric_bowls_and_the_verdict_does_not_grow_su
 def test_one_seed_and_four_budgets_cover_on_an_asymmetric_bowl():
     c = _not_the_fitters_model(100, ratio=3, seeds=1, budgets=(1e11, 2e11, 5e11, 1e12))
     assert 0.88 <= c["covers"] <= 0.99, c
+
+
+def test_an_isoflop_sweep_at_one_lr_per_size_reads_no_lr_law_from_it():
+    """Each size trained at the lr an earlier law gave it (no lr bowl anywhere): the best run's lr is the lr it was
+    given, not an optimum, so no lr law is fitted (it was, and judged reliable); the seeds of one configuration are
+    averaged for the loss, not the best one taken."""
+    import pandas as pd
+
+    from scaling.fit.report import LOSS_POINTS_AT_LR
+
+    rows = []
+    for C in (1e11, 3e11, 1e12, 3e12):
+        for i, N in enumerate((1e4, 2e4, 4e4)):
+            for seed in (0, 1):
+                rows.append({"budget": C, "flops": C, "params": N, "tokens": C / (6 * N), "seed": seed,
+                             "lr": 0.02 * (N / 1e4) ** -0.5, "family": "A0.25-G1",
+                             "loss": 1.0 + 50 * C**-0.15 + 0.05 * (i - 1) ** 2 + (0.02 if seed else -0.02)})
+    report = fit_all(Runs(df=pd.DataFrame(rows), source="synthetic"), n_boot=200)
+    assert "lr_opt" not in report.laws and "lr_opt_nd" not in report.laws
+    assert "trained at >= 3 learning rates" in report.excluded["lr_opt"]
+    points = report.laws["loss_vs_compute"].diagnostics["points"]
+    assert points["read_as"] == LOSS_POINTS_AT_LR
+    assert points["loss"] == pytest.approx([1.0 + 50 * C**-0.15 for C in (1e11, 3e11, 1e12, 3e12)])  # seed mean

@@ -27,12 +27,20 @@ TINY_BASE = ["model.d_model=32", "model.n_heads=2", "model.d_expert=32", "model.
              "data.val_tokens=2048"]
 
 
+WIND_TUNNEL_FITS = SNAPSHOTS / "wind_tunnel_cpu"
+"""The fits of stages 1-3 of a `make wind-tunnel` run (lr.json, isoflop.json, rungs.json), so that the later
+stages plan as they did after it."""
+WIND_TUNNEL_LAWS = {"wind_tunnel_cpu_isoflop": {"laws": "lr"}, "wind_tunnel_cpu": {"laws": "isoflop", "lr.law": "lr"},
+                    "wind_tunnel_cpu_check": {"laws": "isoflop", "lr.law": "rungs"}}
+
+
 def preset_plan(name, monkeypatch):
     """A preset's plan; the GPU presets' data is not on this machine, so they plan from a declared size."""
     monkeypatch.setenv("SCALING_DATA", "/data/tokens")  # GPU presets read their shards from $SCALING_DATA
     if name in GPU_PRESETS:
         return plan_sweep(compose_sweep(name, ["data.train_tokens=1e10"]), data_required=False)
-    return plan_sweep(compose_sweep(name))
+    laws = [f"{key}={WIND_TUNNEL_FITS / f'{fit}.json'}" for key, fit in WIND_TUNNEL_LAWS.get(name, {}).items()]
+    return plan_sweep(compose_sweep(name, laws))
 
 
 def test_every_gpu_preset_exists():
@@ -78,16 +86,16 @@ def test_a_new_defaulted_field_leaves_every_cell_id_unchanged(name, monkeypatch)
 
 
 def test_demo_has_the_stages_it_promises(monkeypatch):
-    """The lr law over a decade of compute with 2 seeds, and the dense baseline over the same lr grid."""
+    """The lr law over x6 of compute with 2 seeds, and the dense baseline over the centre of the same lr grid."""
     plan = preset_plan("demo", monkeypatch)
-    assert sorted({c.run.budget_flops for c in plan.cells}) == [1e11, 3e11, 1e12]
+    assert sorted({c.run.budget_flops for c in plan.cells}) == [1e11, 2.5e11, 6e11]
     lrs = {1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2}
     moe = [c for c in plan.cells if not c.coords["dense"]]
     assert len(moe) == 30 and {c.run.train.lr for c in moe} == lrs and {c.run.seed for c in moe} == {0, 1}
     assert {c.plan.batch_tokens for c in plan.cells} == {2048}
     dense = [c for c in plan.cells if c.coords["dense"]]
-    assert len(dense) == 15 and all(c.run.model.n_experts == 1 for c in dense) and {c.run.seed for c in dense} == {0}
-    assert {c.run.train.lr for c in dense} == lrs  # each at its own tuned lr: the same bowl
+    assert len(dense) == 9 and all(c.run.model.n_experts == 1 for c in dense) and {c.run.seed for c in dense} == {0}
+    assert {c.run.train.lr for c in dense} == {2e-3, 4e-3, 8e-3}  # each at its own tuned lr: a bowl of the same grid
     # the dense baseline spends the same FLOPs per token as the MoE (same active width, no router)
     moe_M = count(compose([]).model).M
     assert all(abs(c.plan.counts.M / moe_M - 1) < 0.01 for c in dense)
@@ -337,3 +345,52 @@ def test_a_per_sweep_key_as_an_axis_is_refused_before_anything_runs(key, tmp_pat
     (tmp_path / "w.yaml").write_text(f"name: w\nbase: [train.batch_size=4]\naxes: {{{key}: {json.dumps(values)}}}\n")
     out = scaling("sweep", str(tmp_path / "w.yaml"), "--no-probe", "--results-dir", str(tmp_path / "r"))
     assert out.returncode == 2 and f"{key} cannot be an axis" in out.stderr
+
+
+def _laws(tmp_path, n_opt_b=0.5):
+    from scaling.compose import compose as compose_run
+
+    n = count(compose_run(TINY_BASE).model).params_active_non_embedding  # d_model 32: compute-optimal at 4e9
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps({"laws": {
+        "n_opt": {"formula": "a * C^b", "params": {"a": n / 4e9**n_opt_b, "b": n_opt_b}},
+        "lr_opt": {"formula": "a * C^b", "params": {"a": 1e-3 * 4e9**0.25, "b": -0.25}}}}))
+    return str(path)
+
+
+def test_a_ladder_at_budgets_trains_the_width_closest_to_compute_optimal_at_each():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        laws = _laws(Path(tmp))
+        ladder = [{"d_model": d, "d_expert": d} for d in (16, 32, 64)]
+        by_shape = plan_sweep(SweepConfig(name="w", base=TINY_BASE, ladder=ladder, laws=laws), data_required=False)
+        optimal = {c.run.model.d_model: c.run.budget_flops for c in by_shape.cells}
+        assert optimal[32] == pytest.approx(4e9, rel=2e-3)  # ladder_at shape: each width at its own budget
+        budgets = [optimal[16] * 1.2, 4.4e9, optimal[64] * 0.9, optimal[64] * 10]
+        at = plan_sweep(SweepConfig(name="w", base=TINY_BASE, ladder=ladder, laws=laws, ladder_at="budget",
+                                    budgets=budgets), data_required=False)
+        picked = sorted((c.run.budget_flops, c.run.model.d_model) for c in at.cells)
+        assert [b for b, _ in picked] == sorted(budgets)  # the budgets chosen, not the widths' own
+        assert [d for _, d in picked] == [16, 32, 64, 64]  # each the width nearest compute-optimal (in log C)
+        with pytest.raises(ConfigError, match="ladder_at='rung' is not 'shape' or 'budget'"):
+            plan_sweep(SweepConfig(name="w", base=TINY_BASE, ladder=ladder, laws=laws, ladder_at="rung"))
+
+
+def test_an_lr_law_read_per_shape_gives_a_shape_one_lr_so_its_cells_can_branch():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        laws = _laws(Path(tmp))
+        shapes = [{"d_model": 32, "budgets": [2e9, 8e9]}, {"d_model": 32, "n_layers": 1, "budgets": [8e9]}]
+        base = TINY_BASE + ["train.schedule=wsd", "train.warmup_steps=2", "train.branch=true"]
+        per_budget = plan_sweep(SweepConfig(name="i", base=base, budgets=[2e9, 8e9], shapes=shapes,
+                                            lr=GridAxis(law=laws)), data_required=False)
+        per_shape = plan_sweep(SweepConfig(name="i", base=base, budgets=[2e9, 8e9], shapes=shapes,
+                                           lr=GridAxis(law=laws, law_at="shape")), data_required=False)
+        two = [c for c in per_shape.cells if c.run.model.n_layers == 2]
+        assert len({c.run.train.lr for c in two}) == 1  # one lr for the shape: the law at sqrt(2e9 * 8e9) = 4e9
+        assert two[0].run.train.lr == pytest.approx(1e-3, rel=1e-6)
+        assert len({c.run.train.lr for c in per_budget.cells if c.run.model.n_layers == 2}) == 2
+        assert per_shape.trained_flops < per_shape.total_flops == pytest.approx(per_budget.total_flops)
+        assert per_budget.trained_flops == per_budget.total_flops  # other lrs: nothing shared

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from scaling import store
@@ -70,19 +71,61 @@ def _predict_loss(laws: dict[str, LawFit], C: float, N: float, D: float):
     return None, None
 
 
-def check_predictions(results_dir: Path, sweep: str, laws_path: Path | None = None,
+def combined_laws(paths: list[Path]) -> FitFile:
+    """The laws of several fits as one: each law from the first file that has it (e.g. a wind tunnel's loss law
+    from its rungs' fit and its lr law from its lr stage's). Fits that count FLOPs differently are refused."""
+    fits = [_read(p) for p in paths]
+    conventions = sorted({f.convention for f in fits})
+    if len(conventions) > 1:
+        raise InputError(f"the laws files count FLOPs differently ({', '.join(conventions)}): combine fits made in "
+                         f"one convention (scaling fit --flops)")
+    laws: dict[str, LawFit] = {}
+    for f in fits:
+        for name, law in f.laws.items():
+            laws.setdefault(name, law)
+    return FitFile(path=fits[0].path, laws=laws, convention=fits[0].convention, payload=fits[0].payload)
+
+
+def _laws_paths(results_dir: Path, sweep: str, laws_path: Path | list[Path] | None) -> list[Path]:
+    paths = [laws_path] if isinstance(laws_path, Path) else list(laws_path or [])
+    if not paths:
+        own = laws_path_of(results_dir, sweep)
+        if own is None:
+            raise InputError(f"sweep {sweep!r} names no laws: pass --laws PATH to the fit it was built from")
+        paths = [own]
+    return paths
+
+
+def verification_figure(results_dir: Path, sweep: str, table: pd.DataFrame,
+                        laws_path: Path | list[Path] | None = None) -> list[Path]:
+    """The loss law through the points it was fitted to, its 95% band out to the checked budgets, and there the
+    prediction against the measured loss (fit/plots.plot_verification), in <results>/<sweep>/verify/; nothing
+    without a loss_vs_compute law or a checked loss."""
+    from scaling.fit.plots import plot_verification
+
+    laws = combined_laws(_laws_paths(results_dir, sweep, laws_path)).laws
+    if "loss_vs_compute" not in laws or "loss_predicted" not in table.columns:
+        return []
+    return plot_verification(laws["loss_vs_compute"], table, store.verify_dir(results_dir, sweep))
+
+
+def check_predictions(results_dir: Path, sweep: str, laws_path: Path | list[Path] | None = None,
                       n_boot: int = 1000) -> pd.DataFrame:
     """One row per (budget, model) group of the sweep's completed runs: predicted against measured optimum lr and
-    loss, with intervals, errors and whether each prediction held."""
+    loss, with intervals, errors and whether each prediction held. `laws_path`: one fit, or several read as one
+    (`combined_laws`); default the sweep's own `laws`. The measured loss is read as the loss law's points were: an
+    lr bowl's minimum, or (a law through runs at a law's lr, as a wind tunnel's rungs) the mean over seeds of the
+    runs at the predicted lr."""
     from scaling.fit.optima import GROUP_COLS, group_optima
+    from scaling.fit.report import LOSS_POINTS_AT_LR
 
-    laws_path = laws_path or laws_path_of(results_dir, sweep)
-    if laws_path is None:
-        raise InputError(f"sweep {sweep!r} names no laws: pass --laws PATH to the fit it was built from")
-    fit = _read(laws_path)
+    paths = _laws_paths(results_dir, sweep, laws_path)
+    fit = combined_laws(paths)
     laws = fit.laws
     if "loss_vs_compute" not in laws and "chinchilla" not in laws and "lr_opt" not in laws:
-        raise InputError(f"{laws_path} has no law to check (lr_opt, loss_vs_compute or chinchilla)")
+        raise InputError(f"{', '.join(map(str, paths))}: no law to check (lr_opt, loss_vs_compute or chinchilla)")
+    at_lr = ((laws["loss_vs_compute"].diagnostics or {}).get("points", {}).get("read_as") == LOSS_POINTS_AT_LR
+             if "loss_vs_compute" in laws else False)
     try:
         runs = from_store(results_dir, sweep, convention=fit.convention)
     except InputError as e:
@@ -108,6 +151,16 @@ def check_predictions(results_dir: Path, sweep: str, laws_path: Path | None = No
                 sd = float(g["loss"].std(ddof=1)) / math.sqrt(len(g))
                 measured_loss_iv = [measured_loss - 1.96 * sd, measured_loss + 1.96 * sd]
             row["bowl"] = f"{g['lr'].nunique()} lr"
+        if at_lr and "lr_opt" in laws:  # the law's points were runs at the lr law's value: read this one so too
+            lr_law = laws["lr_opt"].value(C=C)
+            near = g[(np.log(g["lr"] / lr_law)).abs() < LR_MATCH]
+            if len(near):
+                measured_loss, measured_loss_iv = float(near["loss"].mean()), None
+                if len(near) >= 2:
+                    sd = float(near["loss"].std(ddof=1)) / math.sqrt(len(near))
+                    measured_loss_iv = [measured_loss - 1.96 * sd, measured_loss + 1.96 * sd]
+                row["loss_read_as"] = f"mean of {len(near)} run(s) at the predicted lr"
+        row.setdefault("loss_read_as", "lr bowl minimum" if g["lr"].nunique() >= 3 else "best lr, mean over seeds")
         if "lr_opt" in laws:
             p = laws["lr_opt"].predict(C=C)
             row.update(lr_verdict=(laws["lr_opt"].verdict or {}).get("verdict"), lr_predicted=p.value,
@@ -129,6 +182,11 @@ def check_predictions(results_dir: Path, sweep: str, laws_path: Path | None = No
     return pd.DataFrame(rows).sort_values(["budget", "params"]).reset_index(drop=True)
 
 
+LR_MATCH = 0.02
+"""Runs within 2% (in ln lr) of the lr law's value count as trained at it (the FLOPs of whole sequences move C,
+and so the law's value, by a fraction of that)."""
+
+
 def _lo(iv):
     return None if iv is None else iv[0]
 
@@ -142,7 +200,9 @@ def verification_sweep(report, runs: pd.DataFrame, fit_json: Path, budget_flops:
                        lr_factors: tuple[float, ...] = DEFAULT_LR_FACTORS, seeds: tuple[int, ...] | None = None,
                        name: str | None = None) -> dict:
     """A sweep config (as a dict) that trains the fit's family at a held-out budget C (in the fit's convention;
-    default 3x the largest fitted) at the predicted lr times `lr_factors`, with `seeds` (default: as swept)."""
+    default 3x the largest fitted) at the predicted lr times `lr_factors`: the predicted lr itself with every seed
+    (`seeds`, default: as swept), the others with the first (a bowl with residual degrees of freedom, for two thirds
+    of the runs every factor with every seed would cost)."""
     if "lr_opt" not in report.laws:
         raise InputError(f"no lr_opt law to verify ({report.excluded.get('lr_opt', 'not fitted')})")
     fam = runs[runs["family"] == report.family]
@@ -155,6 +215,12 @@ def verification_sweep(report, runs: pd.DataFrame, fit_json: Path, budget_flops:
     row = largest_run(fam)
     lr = law.value(C=C)
     family = family_sweep(row)
+    seeds = list(seeds) if seeds else swept_seeds(fam)
+    values = [float(f"{lr * f:.4g}") for f in lr_factors]
+    centre = [v for v, f in zip(values, lr_factors, strict=True) if f == 1.0]
+    parts = [{"lr": {"values": centre}, "seeds": seeds},
+             {"lr": {"values": [v for v in values if v not in centre]}, "seeds": seeds[:1]}] \
+        if len(seeds) > 1 and centre and len(values) > 1 else []
     return {
         "name": name or f"{row['group']}-verify",
         "description": f"verify {Path(fit_json).name}: lr_opt and the loss law at C = {C:.3g} "
@@ -162,7 +228,8 @@ def verification_sweep(report, runs: pd.DataFrame, fit_json: Path, budget_flops:
         "laws": str(Path(fit_json).resolve()),
         "base": family["base"],
         "budgets": [float(f"{compute.budget_flops(C, family_model(row), report.convention):.4g}")],
-        "lr": {"values": [float(f"{lr * f:.4g}") for f in lr_factors]},
+        "lr": {"values": values},
         "batch": family["batch"],
-        "seeds": list(seeds) if seeds else swept_seeds(fam),
+        "seeds": seeds,
+        **({"parts": parts} if parts else {}),
     }

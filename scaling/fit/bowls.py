@@ -184,16 +184,19 @@ def polish(groups: list[tuple[Asymmetric, np.ndarray]], log_ratio: float, vertic
     def group_best(a: Asymmetric, y: np.ndarray, lr: float, start: float):
         step = a.grid[1] - a.grid[0]
         lo, hi = max(a.grid[0], start - 2 * step), min(a.grid[-1], start + 2 * step)
-        res = minimize_scalar(lambda x: _sse_at(a.v, y, a.extra, x, lr)[0], bounds=(lo, hi), method="bounded",
-                              options={"xatol": 1e-9})
+        with np.errstate(invalid="ignore"):  # a bowl without an upward curvature is inf: Brent steps away from it
+            res = minimize_scalar(lambda x: _sse_at(a.v, y, a.extra, x, lr)[0], bounds=(lo, hi), method="bounded",
+                                  options={"xatol": 1e-9})
         return res.x, res.fun
 
     def total(lr: float) -> float:
         return sum(group_best(a, y, lr, x)[1] for (a, y), x in zip(groups, vertices, strict=True))
 
     step = LOG_RATIOS[1] - LOG_RATIOS[0]
-    res = minimize_scalar(total, bounds=(max(LOG_RATIOS[0], log_ratio - step), min(LOG_RATIOS[-1], log_ratio + step)),
-                          method="bounded", options={"xatol": 1e-9})
+    with np.errstate(invalid="ignore"):
+        res = minimize_scalar(total, bounds=(max(LOG_RATIOS[0], log_ratio - step),
+                                             min(LOG_RATIOS[-1], log_ratio + step)),
+                              method="bounded", options={"xatol": 1e-9})
     lr = res.x if res.fun <= total(log_ratio) else log_ratio
     out = []
     for (a, y), x in zip(groups, vertices, strict=True):

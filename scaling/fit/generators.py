@@ -97,3 +97,29 @@ def leverage_sweep(seed: int, budgets=(1e11, 3e11, 1e12, 3e12), seeds: int = 2, 
                       floor=lambda C, k=law[0], s=law[1]: k * C**s, **kw)
         parts.append(df.assign(activation_ratio=A, granularity=1.0))
     return pd.concat(parts, ignore_index=True)
+
+
+def true_envelope(C, E: float, B: float, C_b: float, alpha: float):
+    """The offset power law E + B (C + C_b)^-alpha (Caballero et al. 2022): flat while C << C_b (training still on
+    its early plateau), a power law with a floor beyond. Not the fitter's E + A C^-alpha."""
+    return E + B * (np.asarray(C, float) + C_b) ** -alpha
+
+
+def envelope_sweep(seed: int, budgets=tuple(np.geomspace(1e11, 1e12, 5)), seeds: int = 2,
+                   sigma: tuple[float, float] = (0.02, 0.09)) -> tuple[pd.DataFrame, dict]:
+    """A wind tunnel's rungs: one compute-optimal run per budget and seed, its loss on an offset power law
+    (`true_envelope`, parameters drawn per sweep: E 0.8-1.2, alpha 0.25-0.45, C_b up to the smallest budget, the
+    loss 1.1 above E at 1.3e11 FLOPs, as the CPU envelope measured here) plus seed noise of an sd drawn from `sigma`
+    (0.02-0.09 nats, the seed-to-seed spread measured on the CPU). Returns (runs, truth parameters)."""
+    rng = np.random.default_rng(seed)
+    alpha = rng.uniform(0.25, 0.45)
+    truth = {"E": rng.uniform(0.8, 1.2), "alpha": alpha, "C_b": rng.uniform(0, min(budgets)),
+             "B": 1.1 * 1.3e11**alpha}
+    sd = rng.uniform(*sigma)
+    rows = []
+    for C in budgets:
+        params = 1.3e5 * (C / 1e11) ** 0.5
+        for s in range(seeds):
+            rows.append({"budget": C, "flops": C, "params": params, "tokens": C / (6 * params), "seed": s,
+                         "loss": float(true_envelope(C, **truth) + rng.normal(0, sd)), "family": "A0.25-G1"})
+    return pd.DataFrame(rows), truth

@@ -250,9 +250,18 @@ def lr_grid_optima(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[
     computed once per fit, for the laws, the leverage and the structure readout alike."""
     if "lr" not in df.columns or df["lr"].isna().any():
         return {}
-    lrs = df.groupby(["family", "budget"])["lr"].nunique().groupby(level="family").min()
-    return {str(f): budget_optima(df[df["family"] == f], "quadratic", n_boot, stream(seed, "optima", f))
-            for f in lrs.index[lrs >= 3]}
+    return {str(f): budget_optima(g, "quadratic", n_boot, stream(seed, "optima", f))
+            for f, g in df.groupby("family") if has_lr_grid(g)}
+
+
+def has_lr_grid(fam: pd.DataFrame) -> bool:
+    """Whether a family's runs read lr bowls: at least half its groups (one size and token count each) were trained
+    at >= 3 learning rates. Learning rates that differ only between groups (an IsoFLOP sweep centred on an lr law,
+    one lr per size) are no grid: the best of such runs is the lr it was given, not an optimum."""
+    if "lr" not in fam.columns or fam["lr"].isna().any() or not len(fam):
+        return False
+    per_group = fam.groupby(group_columns(fam))["lr"].nunique()
+    return bool((per_group >= 3).mean() >= 0.5)
 
 
 def quadratic_optimum(group: pd.DataFrame) -> dict:

@@ -294,3 +294,42 @@ def plot_all(report: FitReport, runs: pd.DataFrame, out: Path) -> list[Path]:
     if report.precision is not None and not report.precision.empty:
         written += plot_precision_gap(report, out)
     return written
+
+
+def plot_verification(law, table: pd.DataFrame, out: Path, name: str = "verification") -> list[Path]:
+    """The wind tunnel's figure: the loss law's points (what it was fitted to), the law and its 95% band from the
+    smallest of them to past the checked budgets, and at each checked budget the prediction (95%) beside the
+    measured loss (its own 95% where it has one)."""
+    import matplotlib.pyplot as plt
+
+    points = (law.diagnostics or {}).get("points") or {}
+    checked = table.dropna(subset=["loss_predicted"]) if "loss_predicted" in table.columns else table.iloc[:0]
+    if not points or not len(checked):
+        return []
+    C_pts, L_pts = np.asarray(points["C"], float), np.asarray(points["loss"], float)
+    hi_C = max(C_pts.max(), float(checked["C"].max())) * 1.5
+    grid = np.geomspace(C_pts.min() / 1.3, hi_C, 60)
+    preds = [law.predict(C=c) for c in grid]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(grid, [p.value for p in preds], color="C0", label=f"loss law ({law.formula})")
+    if all(p.interval is not None for p in preds):
+        ax.fill_between(grid, [p.interval[0] for p in preds], [p.interval[1] for p in preds], color="C0",
+                        alpha=0.15, label="95% band")
+    ax.axvspan(C_pts.min(), C_pts.max(), color="0.9", zorder=0, label="fitted range")
+    ax.plot(C_pts, L_pts, "o", color="k", label=f"the {len(C_pts)} budgets fitted")
+    for _, r in checked.iterrows():
+        _errorbars(ax, [r["C"] / 1.04], [r["loss_predicted"]], [r.get("loss_predicted_lo")],
+                   [r.get("loss_predicted_hi")], color="C0")
+        _errorbars(ax, [r["C"] * 1.04], [r["loss_measured"]], [r.get("loss_measured_lo")],
+                   [r.get("loss_measured_hi")], color="C3")
+        ax.annotate(f"predicted {r['loss_predicted']:.3f}\nmeasured {r['loss_measured']:.3f}",
+                    (r["C"], r["loss_measured"]), textcoords="offset points", xytext=(8, 12), fontsize=8)
+    ax.plot([], [], "o", color="C0", label="prediction (95%), left")
+    ax.plot([], [], "o", color="C3", label="measured (95%), right")
+    _log(ax, x=True, y=False)
+    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_ylabel(LOSS_LABEL)
+    ax.set_title("loss predicted beyond the fitted budgets, and measured there")
+    ax.legend(fontsize=7, loc="upper right")
+    return _save(fig, out, name)
+

@@ -18,7 +18,7 @@ from scaling.fit import leverage as lev
 from scaling.fit.inputs import Runs
 from scaling.fit.law import FitError, LawFit
 from scaling.fit.loss_laws import fit_chinchilla, fit_isoflop_laws, fit_loss_vs_compute, isoflop_optima
-from scaling.fit.optima import Optima, budget_optima, lr_grid_optima, parse_method
+from scaling.fit.optima import Optima, budget_optima, group_columns, has_lr_grid, lr_grid_optima, parse_method
 from scaling.fit.powerlaw import fit_power_law
 from scaling.fit.routing import fit_routing_law
 from scaling.fit.uncertainty import MIN_RESAMPLES, percentile_interval, prediction_interval, stream
@@ -158,13 +158,23 @@ def _isoflop_table(fam: pd.DataFrame) -> pd.DataFrame:
                                                  flops=("flops", "median")).reset_index()
 
 
+LOSS_POINTS_TUNED = "each budget's lr bowl minimum"
+LOSS_POINTS_AT_LR = "each budget's best configuration, mean over its seeds, at the lr it was trained at"
+"""How loss_vs_compute's points were read (its diagnostics' "points"): a measurement to check it against is read
+the same way (advise/verify.py)."""
+
+
 def _budget_losses(fam: pd.DataFrame, opt: Optima | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(C, best loss, resamples or None) per budget: the bowl minima of an lr sweep, else the best run."""
     if opt is not None and opt.method == "quadratic":
         best, reps = opt.per_budget()
         return best["C"].to_numpy(float), best["loss"].to_numpy(float), reps
-    best = fam.loc[fam.groupby("budget")["loss"].idxmin()]
-    return best["flops"].to_numpy(float), best["loss"].to_numpy(float), None
+    # without an lr grid: each configuration's mean over its seeds (the best single seed would read the noise as
+    # progress), and the best configuration of each budget
+    config = [c for c in [*group_columns(fam), "lr", "batch_tokens"] if c in fam.columns]
+    means = fam.groupby(["budget", *config], dropna=False).agg(loss=("loss", "mean"), C=("flops", "median"))
+    best = means.reset_index().loc[lambda t: t.groupby("budget")["loss"].idxmin()]
+    return best["C"].to_numpy(float), best["loss"].to_numpy(float), None
 
 
 def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: int = 0, check: bool = True,
@@ -191,7 +201,7 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
     # hyperparameter laws
     opt = None
     grids = lr_grid_optima(df, n_boot, seed)  # every family's bowls, resampled once
-    if "lr" in fam.columns and fam["lr"].notna().all() and fam["lr"].nunique() >= 3:
+    if has_lr_grid(fam):
         opt = grids.get(family) if optimum == "quadratic" else None
         opt = opt or budget_optima(fam, optimum, n_boot, stream(seed, "optima", family))
         report.optima = opt.groups
@@ -203,12 +213,20 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
                                 f"(one ratio for the family's budgets, fitted with their vertices)")
     else:
         for name in ("lr_opt", "lr_opt_nd", "batch_opt", "batch_opt_d"):
-            report.excluded[name] = "need runs at >= 3 learning rates (an lr column)"
+            report.excluded[name] = ("need each configuration (size, tokens) trained at >= 3 learning rates: an lr "
+                                     "bowl to read the optimum from (the runs' own lr is not an optimum)")
 
     # loss laws
     C, L, R = _budget_losses(fam, opt)
-    attempt("loss_vs_compute", lambda: fit_loss_vs_compute(C, L, n_boot=n_boot, seed=stream(seed, "loss_vs_compute"),
-                                                                    replicates=R))
+
+    def loss_vs_compute():
+        law = fit_loss_vs_compute(C, L, n_boot=n_boot, seed=stream(seed, "loss_vs_compute"), replicates=R)
+        law.diagnostics["points"] = {"C": [float(c) for c in C], "loss": [float(x) for x in L],
+                                     "read_as": LOSS_POINTS_TUNED if R is not None or (
+                                         opt is not None and opt.method == "quadratic") else LOSS_POINTS_AT_LR}
+        return law
+
+    attempt("loss_vs_compute", loss_vs_compute)
     best_nd = fam.groupby(["params", "tokens"])["loss"].min().reset_index()
     attempt("chinchilla", lambda: fit_chinchilla(best_nd["params"], best_nd["tokens"], best_nd["loss"]))
     iso = _isoflop_table(fam)
@@ -372,7 +390,7 @@ def held_out_check(runs: Runs, optimum: str = "quadratic", n_boot: int = 200, se
         if len(g):
             best = g.loc[g["loss"].idxmin()]
             achieved["loss"] = (float(best["loss"]), _interval_of(best, "loss"))
-    achieved.setdefault("loss", (float(fam.loc[fam["budget"] == top, "loss"].min()), None))
+    achieved.setdefault("loss", (float(_budget_losses(fam[fam["budget"] == top], None)[1][0]), None))
     iso = isoflop_optima(_isoflop_table(fam))
     if len(iso) and float(iso["budget"].max()) == float(top):
         achieved["n_opt"] = (float(iso.loc[iso["budget"].idxmax(), "n_opt"]), None)

@@ -76,6 +76,10 @@ class GridAxis:
     centre at each budget."""
     factors: list[float] = field(default_factory=lambda: [1.0])
     """Multipliers of the centre, e.g. [0.5, 1, 2]."""
+    law_at: str = "budget"
+    """Where `law` is read: 'budget', at each cell's budget; 'shape', once per shape, at the geometric middle of the
+    budgets that shape is trained at, so its cells share one value and can branch their cooldowns from one stable
+    phase (train.branch; a shape spanning x10 in budget is then up to x10^(|b|/2) off the law at its ends)."""
 
 
 @dataclass
@@ -118,7 +122,11 @@ class SweepConfig:
     ladder: list[dict[str, Any]] = field(default_factory=list)
     """Wind tunnel: model shapes (model-key groups, spaced by a power law in size), each trained at its
     compute-optimal budget from the laws: C = (N / a)^(1/b) with `n_opt` (N = active non-embedding params), or
-    C = (M / a)^(1/b) with `m_opt` (M = FLOPs per token, Ling's form). Replaces `budgets` and `shapes`."""
+    C = (M / a)^(1/b) with `m_opt` (M = FLOPs per token, Ling's form). Replaces `shapes` (see `ladder_at`)."""
+    ladder_at: str = "shape"
+    """'shape': every ladder shape at its own compute-optimal budget (replaces `budgets`). 'budget': every one of
+    `budgets` trains the ladder shape closest to compute-optimal there (the candidate whose own compute-optimal
+    budget is nearest in log), so the rungs sit at the budgets you chose (a held-out rung exactly 3x beyond)."""
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     """Where the cells run: `launcher=local` (this machine) or `launcher=slurm` (scaling/sweep/launcher.py)."""
     parts: list[dict[str, Any]] = field(default_factory=list)
@@ -562,10 +570,21 @@ def _variant(part: _Part, budget: float, shape: dict | None, arch: dict, kind: s
         if arch["A"] is not None:
             run = with_updates(run, reshape_activation(run, arch["A"]))
     sweep = part.sweep
-    batches = grid_values(sweep.batch, budget, run.train.batch_size * run.model.seq_len, "batch_opt", run.model,
-                          part.search)
-    lrs = grid_values(sweep.lr, budget, run.train.lr, "lr_opt", run.model, part.search)
+    batches = grid_values(sweep.batch, _law_budget(sweep, sweep.batch, budget, shape),
+                          run.train.batch_size * run.model.seq_len, "batch_opt", run.model, part.search)
+    lrs = grid_values(sweep.lr, _law_budget(sweep, sweep.lr, budget, shape), run.train.lr, "lr_opt", run.model,
+                      part.search)
     return run, batches, lrs
+
+
+def _law_budget(sweep: SweepConfig, axis: GridAxis, budget: float, shape: dict | None) -> float:
+    """The budget an axis's law is read at for a cell (GridAxis.law_at)."""
+    if axis.law_at == "budget" or not shape:
+        return budget
+    if axis.law_at != "shape":
+        raise ConfigError(f"law_at={axis.law_at!r} is not 'budget' or 'shape'")
+    budgets = shape.get("budgets") or sweep.budgets
+    return float(math.exp(sum(math.log(b) for b in budgets) / len(budgets)))
 
 
 def _hyperparameter_points(sweep: SweepConfig, batches: list[float], lrs: list[float]):
@@ -641,15 +660,27 @@ def _ladder_to_shapes(sweep: SweepConfig) -> SweepConfig:
     if not sweep.laws:
         raise ConfigError(f"sweep {sweep.name!r} has a ladder but no laws: pass laws=PATH to a `scaling fit --json` "
                           f"output with an n_opt (or m_opt) law")
+    if sweep.ladder_at not in ("shape", "budget"):
+        raise ConfigError(f"ladder_at={sweep.ladder_at!r} is not 'shape' or 'budget'")
     search = _search(sweep)
     base = compose(list(sweep.base), search)
-    shapes, budgets = [], []
+    rungs = []  # (shape, the budget it is compute-optimal at)
     for shape in sweep.ladder:
         run = with_updates(base, {f"model.{k}": v for k, v in shape.items() if k != "budgets"})
-        budget = compute_optimal_budget(run.model, sweep.laws, search)
-        shapes.append({**{k: v for k, v in shape.items() if k != "budgets"}, "budgets": [budget]})
-        budgets.append(budget)
-    return dataclasses.replace(sweep, ladder=[], shapes=shapes, budgets=sorted(set(budgets)))
+        rungs.append(({k: v for k, v in shape.items() if k != "budgets"},
+                      compute_optimal_budget(run.model, sweep.laws, search)))
+    if sweep.ladder_at == "shape":
+        shapes = [{**shape, "budgets": [budget]} for shape, budget in rungs]
+        return dataclasses.replace(sweep, ladder=[], shapes=shapes, budgets=sorted({b for _, b in rungs}))
+    picked: dict[int, list[float]] = {}
+    notes = list(sweep.notes)
+    for budget in _with_checked_budgets(sweep).budgets:
+        i = min(range(len(rungs)), key=lambda i: abs(math.log(rungs[i][1] / budget)))
+        picked.setdefault(i, []).append(float(budget))
+        notes.append(f"ladder at C = {budget:.3g}: {rungs[i][0]} (compute-optimal at {rungs[i][1]:.3g} by "
+                     f"{sweep.laws})")
+    shapes = [{**rungs[i][0], "budgets": at} for i, at in sorted(picked.items())]
+    return dataclasses.replace(sweep, ladder=[], shapes=shapes, notes=notes)
 
 
 def _make_names_unique(cells: list[Cell]) -> None:
