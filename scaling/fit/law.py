@@ -203,7 +203,8 @@ class LawFit:
         if self.kind != "power" or len(self.variables) != 1:
             raise FitError(f"{self.name}: only a one-variable power law can be inverted")
         p = params if params is not None else self.params
-        return (np.asarray(y, float) / p["a"]) ** (1.0 / p["b"])
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # a resample with b = 0: inf, kept
+            return (np.asarray(y, float) / p["a"]) ** (1.0 / np.asarray(p["b"], float))
 
     def extrapolation(self, **values) -> float:
         """How far `values` lie beyond the fitted range: the largest ratio value / fitted max (or min / value)."""

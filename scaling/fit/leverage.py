@@ -282,7 +282,7 @@ def el_vs_compute(curves: dict[str, LawFit], family: str, dense: str = DENSE) ->
     f, d = curves[family], curves[dense]
 
     def derive(pf, pd_):
-        with np.errstate(over="ignore", invalid="ignore"):  # extreme resamples overflow to inf: kept as such
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # extreme resamples: inf, kept as such
             return (pf["a"] / pd_["a"]) ** (1 / pd_["b"]), pf["b"] / pd_["b"] - 1
 
     a, b = derive(f.params, d.params)

@@ -237,6 +237,13 @@ def _fit_quality(j: _Judgement, law: LawFit) -> None:
                               f"parameters no point moves)", f"widen the swept range of {', '.join(law.variables)}")
     lof = d.get("lack_of_fit") or {}
     excess = lof.get("p") is not None and lof["p"] < LACK_OF_FIT_P
+    if law.kind == "saturating" and d.get("curvature") == "concave" and not excess:
+        hi = law.fitted_range.get("C", [0, 0])[1]
+        j.add("undetermined", f"the losses bend the other way from {law.formula} (concave in log-log: they fall "
+                              f"faster as C grows, an early-training transient; the law only bends towards a "
+                              f"floor), so beyond the fitted budgets it extrapolates its form, not the data",
+              f"add budgets above {fmt(hi)}, where the losses start to flatten", _next_budget(law))
+        return
     if excess and d.get("pinned"):
         hi = law.fitted_range.get("C", [0, 0])[1]
         shape = (" (concave in log-log: the losses fall faster as C grows, an early-training transient rather than "
