@@ -44,7 +44,7 @@ def test_an_installed_wheel_finds_its_presets_from_anywhere(wheel, tmp_path):
     assert out.returncode == 0, out.stderr
     first = out.stdout.splitlines()[0]
     assert first.startswith(str(target)) and first.split()[1] == str(target / "scaling" / "presets")
-    assert "sweep demo: 45 cells" in out.stdout
+    assert "sweep demo: 39 cells" in out.stdout
     dense = subprocess.run([sys.executable, "-c", code, "train", "model=tiny_dense", "--show-config"], cwd=elsewhere,
                            env=env, capture_output=True, text=True, timeout=300)
     assert dense.returncode == 0 and "n_experts: 1" in dense.stdout, dense.stderr
