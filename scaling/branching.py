@@ -10,7 +10,7 @@ of the family that starts from step 0 instead loads the latest such state at or 
 trains on from there. What it then trains is what it would have trained from step 0, to float rounding: the data
 of a step depends only on the step and the seed, the learning rate only on the step until the decay, and every
 other piece of state (model, optimizer, expert biases, loss average, curve) is in the checkpoint. Each branch keeps
-its own record, FLOPs and tokens; `flops_saved` is the compute its family's shorter runs trained for it.
+its own record, FLOPs and tokens; `trained_steps` says what each trains itself (the plan's compute saved).
 """
 
 from __future__ import annotations
@@ -68,17 +68,22 @@ def predecessors(cells: list[tuple[str, RunConfig, int]]) -> dict[str, tuple[str
     the next earlier decay start, their family, that sibling's decay start). Running them in that order, each from
     its predecessor's state, trains every family's stable phase once (a sweep's workers wait for a predecessor's
     state rather than train the same steps again)."""
+    out = {}
+    for key, members in _by_family(cells).items():
+        for (start, _, before), (_, _, run_id) in zip(members, members[1:], strict=False):
+            out[run_id] = (before, key, start)
+    return out
+
+
+def _by_family(cells: list[tuple[str, RunConfig, int]]) -> dict[str, list[tuple[int, int, str]]]:
+    """The branching cells of (run id, run, steps) by family, each family's as (decay start, steps, run id) in
+    order of decay start."""
     chains: dict[str, list[tuple[int, int, str]]] = {}
     for run_id, run, steps in cells:
         key = family(run, steps)
         if key is not None:
             chains.setdefault(key, []).append((branch_step(run, steps), steps, run_id))
-    out = {}
-    for key, members in chains.items():
-        members.sort()
-        for (start, _, before), (_, _, run_id) in zip(members, members[1:], strict=False):
-            out[run_id] = (before, key, start)
-    return out
+    return {key: sorted(members) for key, members in chains.items()}
 
 
 def trained_steps(cells: list[tuple[str, RunConfig, int]]) -> dict[str, int]:
@@ -91,15 +96,10 @@ def trained_steps(cells: list[tuple[str, RunConfig, int]]) -> dict[str, int]:
 def tidy(results_dir: Path, sweep: str, cells: list[tuple[str, RunConfig, int]]) -> list[Path]:
     """Remove the saved stable states of each family of these cells (run id, run, steps) whose runs all have a
     final record: no run of it will start again. Returns the folders removed."""
-    members: dict[str, list[str]] = {}
-    for run_id, run, steps in cells:
-        key = family(run, steps)
-        if key is not None:
-            members.setdefault(key, []).append(run_id)
     removed = []
-    for key, run_ids in members.items():
+    for key, members in _by_family(cells).items():
         folder = store.stable_dir(results_dir, sweep, key)
-        if not folder.is_dir() or folder.is_symlink() or not all(_final(results_dir, sweep, r) for r in run_ids):
+        if not folder.is_dir() or folder.is_symlink() or not all(_final(results_dir, sweep, r) for *_, r in members):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)

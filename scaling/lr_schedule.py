@@ -38,8 +38,7 @@ def lr_at(step: int, steps: int, cfg: TrainConfig) -> float:
         span = max(1, steps - warm - 1)
         progress = min(1.0, (step - warm) / span)
         return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-    decay = decay_steps(cfg, steps)
-    start = steps - decay
+    decay, start = decay_steps(cfg, steps), stable_end(cfg, steps)
     if step < start:
         return cfg.lr
     progress = min(1.0, (step - start + 1) / decay)

@@ -140,15 +140,21 @@ def _evaluate(model, data: TokenData, run: RunConfig, device, precision: str, ba
 
 def _save_checkpoint(a: _Attempt, tr: _Trainer) -> None:
     """The checkpoint of this step: one file written by rank 0, or (FSDP) every rank's shard."""
-    import torch
-
     if a.sharded:
         from scaling import sharding
 
         sharding.save(a.shards_path, a.ranks, tr.model, tr.optimizer, tr.state)
     elif a.main:
-        payload = {"model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(), "state": tr.state}
-        store.atomic_write(a.ckpt_path, lambda f: torch.save(payload, f))
+        _write_state(a.ckpt_path, tr)
+
+
+def _write_state(path: Path, tr: _Trainer) -> None:
+    """The whole training state (model, optimizer, loop state) as one file, written atomically: a checkpoint, or
+    a branching family's stable state (the same format, read by `_load_checkpoint`)."""
+    import torch
+
+    payload = {"model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(), "state": tr.state}
+    store.atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def _remove_checkpoint(a: _Attempt) -> None:
@@ -224,12 +230,9 @@ def _stable_start(a: _Attempt) -> tuple[int, Path] | None:
 
 def _save_stable(a: _Attempt, tr: _Trainer) -> None:
     """This run's state at its decay start, for the longer runs of its family (once; rank 0)."""
-    import torch
-
     path = branching.stable_path(a.results_dir, a.plan.run.sweep, a.stable_family, tr.state["step"])
     if a.main and not path.exists():
-        payload = {"model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(), "state": tr.state}
-        store.atomic_write(path, lambda f: torch.save(payload, f))
+        _write_state(path, tr)
 
 
 def _finished(rec_path: Path, plan: RunPlan, console) -> dict | None:

@@ -147,18 +147,14 @@ def check_predictions(results_dir: Path, sweep: str, laws_path: Path | list[Path
         else:
             losses = g.groupby(["lr", "batch_tokens"])["loss"].mean()
             measured_loss, measured_loss_iv = float(losses.min()), None
-            if g["loss"].count() >= 2 and len(losses) == 1:
-                sd = float(g["loss"].std(ddof=1)) / math.sqrt(len(g))
-                measured_loss_iv = [measured_loss - 1.96 * sd, measured_loss + 1.96 * sd]
+            if len(losses) == 1:
+                measured_loss_iv = _mean_interval(g["loss"])
             row["bowl"] = f"{g['lr'].nunique()} lr"
         if at_lr and "lr_opt" in laws:  # the law's points were runs at the lr law's value: read this one so too
             lr_law = laws["lr_opt"].value(C=C)
             near = g[(np.log(g["lr"] / lr_law)).abs() < LR_MATCH]
             if len(near):
-                measured_loss, measured_loss_iv = float(near["loss"].mean()), None
-                if len(near) >= 2:
-                    sd = float(near["loss"].std(ddof=1)) / math.sqrt(len(near))
-                    measured_loss_iv = [measured_loss - 1.96 * sd, measured_loss + 1.96 * sd]
+                measured_loss, measured_loss_iv = float(near["loss"].mean()), _mean_interval(near["loss"])
                 row["loss_read_as"] = f"mean of {len(near)} run(s) at the predicted lr"
         row.setdefault("loss_read_as", "lr bowl minimum" if g["lr"].nunique() >= 3 else "best lr, mean over seeds")
         if "lr_opt" in laws:
@@ -185,6 +181,15 @@ def check_predictions(results_dir: Path, sweep: str, laws_path: Path | list[Path
 LR_MATCH = 0.02
 """Runs within 2% (in ln lr) of the lr law's value count as trained at it (the FLOPs of whole sequences move C,
 and so the law's value, by a fraction of that)."""
+
+
+def _mean_interval(losses: pd.Series) -> list[float] | None:
+    """The 95% interval of the mean of runs of one configuration (normal, from their spread); None for < 2 runs."""
+    losses = losses.dropna()
+    if len(losses) < 2:
+        return None
+    mean, sd = float(losses.mean()), float(losses.std(ddof=1)) / math.sqrt(len(losses))
+    return [mean - 1.96 * sd, mean + 1.96 * sd]
 
 
 def _lo(iv):

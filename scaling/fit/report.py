@@ -164,17 +164,18 @@ LOSS_POINTS_AT_LR = "each budget's best configuration, mean over its seeds, at t
 the same way (advise/verify.py)."""
 
 
-def _budget_losses(fam: pd.DataFrame, opt: Optima | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(C, best loss, resamples or None) per budget: the bowl minima of an lr sweep, else the best run."""
+def _budget_losses(fam: pd.DataFrame, opt: Optima | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
+    """(C, best loss, resamples or None, how they were read: LOSS_POINTS_*) per budget: the bowl minima of an lr
+    sweep, else the best configuration's mean over its seeds."""
     if opt is not None and opt.method == "quadratic":
         best, reps = opt.per_budget()
-        return best["C"].to_numpy(float), best["loss"].to_numpy(float), reps
+        return best["C"].to_numpy(float), best["loss"].to_numpy(float), reps, LOSS_POINTS_TUNED
     # without an lr grid: each configuration's mean over its seeds (the best single seed would read the noise as
     # progress), and the best configuration of each budget
     config = [c for c in [*group_columns(fam), "lr", "batch_tokens"] if c in fam.columns]
     means = fam.groupby(["budget", *config], dropna=False).agg(loss=("loss", "mean"), C=("flops", "median"))
     best = means.reset_index().loc[lambda t: t.groupby("budget")["loss"].idxmin()]
-    return best["C"].to_numpy(float), best["loss"].to_numpy(float), None
+    return best["C"].to_numpy(float), best["loss"].to_numpy(float), None, LOSS_POINTS_AT_LR
 
 
 def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: int = 0, check: bool = True,
@@ -217,13 +218,11 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
                                      "bowl to read the optimum from (the runs' own lr is not an optimum)")
 
     # loss laws
-    C, L, R = _budget_losses(fam, opt)
+    C, L, R, read_as = _budget_losses(fam, opt)
 
     def loss_vs_compute():
         law = fit_loss_vs_compute(C, L, n_boot=n_boot, seed=stream(seed, "loss_vs_compute"), replicates=R)
-        law.diagnostics["points"] = {"C": [float(c) for c in C], "loss": [float(x) for x in L],
-                                     "read_as": LOSS_POINTS_TUNED if R is not None or (
-                                         opt is not None and opt.method == "quadratic") else LOSS_POINTS_AT_LR}
+        law.diagnostics["points"] = {"C": [float(c) for c in C], "loss": [float(x) for x in L], "read_as": read_as}
         return law
 
     attempt("loss_vs_compute", loss_vs_compute)

@@ -195,6 +195,7 @@ class SweepPlan:
     """The results folder every cell records under (one per sweep; the launchers take it from here)."""
     duplicates: int = 0
     """Cells dropped because an earlier cell had the same id (e.g. an axis value equal to the base)."""
+    _predecessors: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def results_folder(self, given: str | Path | None = None) -> Path:
         """The plan's results folder; a launcher handed another one is refused (its cells would record in one
@@ -214,8 +215,11 @@ class SweepPlan:
         return sum(c.plan.tokens * c.plan.counts.M for c in self.cells)
 
     def branch_predecessors(self) -> dict[str, tuple[str, str, int]]:
-        """Each branching cell's predecessor, family and the step it starts from (branching.predecessors)."""
-        return branching.predecessors([(c.run_id, c.plan.run, c.plan.steps) for c in self.cells])
+        """Each branching cell's predecessor, family and the step it starts from (branching.predecessors), worked
+        out once per plan (the dry run's table, its estimates and the launcher all ask)."""
+        if self._predecessors is None:
+            self._predecessors = branching.predecessors([(c.run_id, c.plan.run, c.plan.steps) for c in self.cells])
+        return self._predecessors
 
     def trained_tokens(self) -> dict[str, int]:
         """Tokens each cell trains itself (run id -> tokens): all of them, less the stable phase a branching cell

@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from scaling import claims, store
+from scaling import branching, claims, store
 from scaling.config import from_dict
 from scaling.sweep.launcher import LauncherConfig
 from scaling.sweep.plan import SweepPlan
@@ -124,8 +124,6 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
 def _waits(run_id: str, after: dict, results: Path, sweep: str, stale_after: float, queued: set[str]) -> bool:
     """Whether a branching cell should wait: its predecessor is neither final nor has saved its stable state, and
     is being trained (a live claim) or is still queued here."""
-    from scaling import branching
-
     if run_id not in after:
         return False
     before, key, step = after[run_id]
