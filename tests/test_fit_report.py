@@ -168,3 +168,23 @@ def test_an_isoflop_sweep_at_one_lr_per_size_reads_no_lr_law_from_it():
     points = report.laws["loss_vs_compute"].diagnostics["points"]
     assert points["read_as"] == LOSS_POINTS_AT_LR
     assert points["loss"] == pytest.approx([1.0 + 50 * C**-0.15 for C in (1e11, 3e11, 1e12, 3e12)])  # seed mean
+
+
+def test_an_lr_law_of_size_alone_is_fitted_beside_the_law_of_compute():
+    """Bowls whose optimum falls with the model size and not with the budget (as the wind tunnel's tiny models'
+    do): lr_opt_n (a * N^b) recovers the size exponent, where lr_opt of C only sees it along the sweep's path."""
+    import pandas as pd
+
+    rows = []
+    for C, N in ((1e11, 1e4), (3e11, 2e4), (1e12, 4e4), (3e12, 8e4)):
+        lr_star = 0.02 * (N / 1e4) ** -0.8
+        for f in (0.25, 0.5, 1.0, 2.0, 4.0):
+            for seed in (0, 1):
+                rows.append({"budget": C, "flops": C, "params": N, "tokens": C / (6 * N), "seed": seed,
+                             "lr": lr_star * f, "family": "A0.25-G1",
+                             "loss": 1.0 + 50 * C**-0.15 + 0.05 * np.log(f) ** 2 + (0.002 if seed else -0.002)})
+    report = fit_all(Runs(df=pd.DataFrame(rows), source="synthetic"), n_boot=200, check=False)
+    law = report.laws["lr_opt_n"]
+    assert law.variables == ("N",) and law.params["b"] == pytest.approx(-0.8, abs=0.02)
+    assert law.value(N=2e4) == pytest.approx(0.02 * 2**-0.8, rel=0.03)
+    assert report.laws["lr_opt"].variables == ("C",)

@@ -146,6 +146,33 @@ def test_grids_from_a_fitted_law_and_factors(tmp_path):
         plan_sweep(SweepConfig(name="law", base=TINY_BASE, budgets=[1e10], lr=GridAxis(law=str(bad))))
 
 
+def test_an_lr_axis_read_from_a_law_of_size_gives_each_width_its_own_lr_at_every_budget(tmp_path):
+    """law_name: lr_opt_n (a * N^b): each shape's lr from its active non-embedding parameters, the same at every
+    budget (so its cells can branch); lr_opt_nd reads the cell's tokens too; a law the file lacks is refused."""
+    law = tmp_path / "fit.json"
+    law.write_text(json.dumps({"laws": {
+        "lr_opt_n": {"kind": "power", "variables": ["N"], "params": {"a": 2.0, "b": -0.5}},
+        "lr_opt_nd": {"kind": "power", "variables": ["N", "D"], "params": {"a": 2.0, "b": -0.5, "c": 0.1}}}}))
+    shapes = [{"d_model": 32, "n_layers": 1}, {"d_model": 64, "n_layers": 2, "n_heads": 4}]
+    plan = plan_sweep(SweepConfig(name="n", base=TINY_BASE, budgets=[2e9, 6e9], shapes=shapes,
+                                  lr=GridAxis(law=str(law), law_name="lr_opt_n", factors=[0.5, 1.0])))
+    for cell in plan.cells:
+        N = count(cell.run.model).params_active_non_embedding
+        assert cell.run.train.lr in (pytest.approx(0.5 * 2.0 * N**-0.5), pytest.approx(2.0 * N**-0.5))
+    by_width = {}
+    for cell in plan.cells:
+        by_width.setdefault(cell.run.model.d_model, set()).add(round(cell.run.train.lr, 12))
+    assert {w: len(v) for w, v in by_width.items()} == {32: 2, 64: 2}  # the same two lrs at both budgets
+    nd = plan_sweep(SweepConfig(name="nd", base=TINY_BASE, budgets=[2e9], shapes=shapes[:1],
+                                lr=GridAxis(law=str(law), law_name="lr_opt_nd")))
+    cell = nd.cells[0]
+    counts = count(cell.run.model)
+    D = cell.run.budget_flops / counts.M
+    assert cell.run.train.lr == pytest.approx(2.0 * counts.params_active_non_embedding**-0.5 * D**0.1)
+    with pytest.raises(PlanError, match="no usable 'lr_opt_x' law"):
+        plan_sweep(SweepConfig(name="x", base=TINY_BASE, budgets=[2e9], lr=GridAxis(law=str(law), law_name="lr_opt_x")))
+
+
 def test_isoflop_shapes_zipped_groups_and_seeds():
     sweep = SweepConfig(
         name="iso", base=TINY_BASE, budgets=[2e9, 6e9],

@@ -6,7 +6,7 @@ A fit measures C = D x (FLOPs per token under its convention: M, 6N_total, ...; 
     budget_flops = C x M / f_convention(model),        C = budget_flops x f_convention(model) / M.
 
 Every way back from a law to a run (the recommendation, law-centred grids, the ladder, the verification sweep)
-converts through these two functions.
+converts through these two functions; `law_variables` gives a run's value of every variable a law can have.
 """
 
 from __future__ import annotations
@@ -36,3 +36,11 @@ def law_compute(budget: float, model: ModelConfig | None, convention: str) -> fl
         return float(budget)
     per_token, M = _per_token(model, convention)
     return float(budget) * per_token / M
+
+
+def law_variables(budget: float, model: ModelConfig, convention: str) -> dict[str, float]:
+    """A run of `model` trained to `budget` budget_flops in a law's variables: C (as `law_compute`), N (active
+    non-embedding parameters, the fitter's `params`: fit/inputs.py) and D (tokens, budget_flops / M)."""
+    counts = count(model)
+    return {"C": law_compute(budget, model, convention), "N": float(counts.params_active_non_embedding),
+            "D": float(budget) / counts.M}

@@ -16,6 +16,8 @@ from scaling.fit.law import FitError, LawFit, laws_from_json
 from scaling.flops import CONVENTIONS
 
 DEFAULT_CONVENTION = "M"
+POWER_VARIABLES = ("C", "N", "D")
+"""The variables a law read back into a run can have (advise/compute.law_variables gives a run's values)."""
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,15 @@ class FitFile:
     payload: dict = field(default_factory=dict, repr=False)
     """The whole JSON object (recommendation, verification, ...), as read."""
 
-    def power_law(self, name: str) -> LawFit:
-        """The law `name` of the form a * C^b; a FitError naming the file when it has none."""
+    def power_law(self, name: str, variables: tuple[str, ...] | None = ("C",)) -> LawFit:
+        """The law `name` of the form a * C^b (`variables` None: a power law in any of C, N and D, e.g. lr_opt_n,
+        a * N^b); a FitError naming the file when it has none."""
         law = self.laws.get(name)
-        if law is None or law.kind != "power" or law.variables != ("C",):
-            raise FitError(f"law file {self.path} has no usable {name!r} law (a * C^b): regenerate it with "
+        usable = law is not None and law.kind == "power" and (
+            law.variables == variables if variables is not None else set(law.variables) <= set(POWER_VARIABLES))
+        if not usable:
+            form = "a * C^b" if variables == ("C",) else "a power law in " + ", ".join(variables or POWER_VARIABLES)
+            raise FitError(f"law file {self.path} has no usable {name!r} law ({form}): regenerate it with "
                            f"`scaling fit`")
         return law
 

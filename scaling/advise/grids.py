@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from scaling.advise.compute import budget_flops, law_compute
+from scaling.advise.compute import budget_flops, law_variables
 from scaling.advise.fitfile import FitFile, read_fit
 from scaling.config import ConfigError, ModelConfig
 from scaling.fit.law import FitError
@@ -43,13 +43,15 @@ def _read_once(path: str, mtime_ns: int, size: int) -> FitFile:
 
 def law_centre(path: str, law_name: str, budget: float, model: ModelConfig,
                search: list[Path] | None = None) -> float:
-    """The fitted optimum (`lr_opt` or `batch_opt`, a * C^b) for a run of `model` trained to `budget` FLOPs."""
+    """The fitted optimum for a run of `model` trained to `budget` FLOPs: `law_name` is a power law in any of C,
+    N and D (lr_opt, a * C^b; lr_opt_n, a * N^b; lr_opt_nd; batch_opt ...), read at the run's own values."""
     fit = fit_file(path, search)
     try:
-        law = fit.power_law(law_name)
+        law = fit.power_law(law_name, variables=None)
     except FitError as e:
         raise ConfigError(str(e)) from None
-    return law.value(C=law_compute(budget, model, fit.convention))
+    values = law_variables(budget, model, fit.convention)
+    return law.value(**{v: values[v] for v in law.variables})
 
 
 def compute_optimal_budget(model: ModelConfig, path: str, search: list[Path] | None = None) -> float:

@@ -117,6 +117,7 @@ def _hyperparameter_laws(report: FitReport, opt: Optima, n_boot: int, seed: int,
                                  replicate_sets=sets, n_boot=n_boot, seed=stream(seed, name))
     attempt("lr_opt", lambda: law("lr_opt", {"C": "C"}, "lr"))
     attempt("lr_opt_nd", lambda: law("lr_opt_nd", {"N": "params", "D": "tokens"}, "lr"))
+    attempt("lr_opt_n", lambda: law("lr_opt_n", {"N": "params"}, "lr"))
     if opt.points["batch_tokens"].nunique() >= 2:
         attempt("batch_opt", lambda: law("batch_opt", {"C": "C"}, "batch_tokens"))
         attempt("batch_opt_d", lambda: law("batch_opt_d", {"D": "tokens"}, "batch_tokens"))
@@ -131,7 +132,8 @@ def _symmetric_bowls(report: FitReport, fam: pd.DataFrame, opt: Optima) -> None:
     if opt.method != "quadratic" or "bowl" not in opt.groups.columns or not (opt.groups["bowl"] == "asymmetric").any():
         return
     sym = budget_optima(fam, "quadratic", n_boot=0, asymmetric=False).groups
-    for name, variables in (("lr_opt", {"C": "C"}), ("lr_opt_nd", {"N": "params", "D": "tokens"})):
+    for name, variables in (("lr_opt", {"C": "C"}), ("lr_opt_nd", {"N": "params", "D": "tokens"}),
+                            ("lr_opt_n", {"N": "params"})):
         if name not in report.laws:
             continue
         try:
@@ -213,7 +215,7 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
             report.notes.append(f"lr bowls: asymmetric, loss curving {ratio:.3g}x as fast above lr* as below it "
                                 f"(one ratio for the family's budgets, fitted with their vertices)")
     else:
-        for name in ("lr_opt", "lr_opt_nd", "batch_opt", "batch_opt_d"):
+        for name in ("lr_opt", "lr_opt_nd", "lr_opt_n", "batch_opt", "batch_opt_d"):
             report.excluded[name] = ("need each configuration (size, tokens) trained at >= 3 learning rates: an lr "
                                      "bowl to read the optimum from (the runs' own lr is not an optimum)")
 

@@ -20,8 +20,9 @@ The axes and what they mean:
 - ``dense_baseline``: adds, per budget, shape, lr, batch and seed, the dense model of equal active width
   (one expert of width top_k * d_expert + n_shared * d_shared, no router): the reference of efficiency leverage.
 - ``lr`` and ``batch``: absolute values, or factors around a centre; the centre is a value, the base config's
-  value, or a fitted law ``a * C^b`` read from a previous `scaling fit --json` (keys ``lr_opt`` / ``batch_opt``),
-  evaluated at the cell's budget in the fit's FLOPs convention for the cell's model (scaling/advise/grids.py).
+  value, or a fitted law read from a previous `scaling fit --json` (``lr_opt`` / ``batch_opt``, a * C^b, or the
+  one ``law_name`` names, e.g. ``lr_opt_n``, a * N^b), evaluated at the cell's budget in the fit's FLOPs convention
+  for the cell's model, at its size and tokens (scaling/advise/grids.py).
   Batch is in tokens per optimizer step (a whole number of sequences).
 - ``axes``: any other config keys as a product (``{"train.schedule": ["cosine", "wsd"]}``).
 - ``groups``: zipped axes: each group is a list of entries, each entry sets several keys together
@@ -72,8 +73,11 @@ class GridAxis:
     centre: float | None = None
     """Centre of the factors; None = the fitted law's prediction when `law` is set, else the base config's value."""
     law: str | None = None
-    """Path to the JSON of a previous `scaling fit --json`; its law `a * C^b` (lr_opt / batch_opt) gives the
-    centre at each budget."""
+    """Path to the JSON of a previous `scaling fit --json`; its law (`law_name`) gives the centre of each cell."""
+    law_name: str | None = None
+    """The law in `law` that gives the centre: None = lr_opt / batch_opt (a * C^b, at the cell's budget); any power
+    law of the fit in C, N and D, read at the cell's compute, size and tokens, e.g. lr_opt_n (a * N^b: the lr by
+    model size alone, the same at every budget, so a shape's cells can branch) or lr_opt_nd (a * N^b1 * D^b2)."""
     factors: list[float] = field(default_factory=lambda: [1.0])
     """Multipliers of the centre, e.g. [0.5, 1, 2]."""
     law_at: str = "budget"
@@ -391,13 +395,14 @@ def dense_equivalent(run: RunConfig) -> dict:
 def grid_values(axis: GridAxis, budget: float, base_value: float, law_name: str, model: ModelConfig,
                 search: list[Path] | None = None) -> list[float]:
     """The axis's values at one budget: as given, or its centre (a value, the fitted optimum for `model` at
-    `budget`: advise/grids.py, else the base config's value) times its factors."""
+    `budget`: advise/grids.py, by the axis's law_name or else `law_name`, else the base config's value) times its
+    factors."""
     if axis.values:
         return list(axis.values)
     if axis.law:
         from scaling.advise.grids import law_centre
 
-        centre = law_centre(axis.law, law_name, budget, model, search)
+        centre = law_centre(axis.law, axis.law_name or law_name, budget, model, search)
     else:
         centre = axis.centre if axis.centre is not None else base_value
     return [centre * f for f in axis.factors]
