@@ -166,7 +166,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
     eval_every: int = 0
-    """Steps between held-out evaluations during the run (0 = only at the end)."""
+    """Steps between held-out evaluations of the whole held-out set during the run (0 = only at the end)."""
+    curve_val_tokens: int = 8192
+    """The validation curve: the held-out loss on the first curve_val_tokens of the held-out set at steps 16, 23, 32,
+    45, ... (x sqrt 2: the same steps in every run, so branched runs share them), at three points inside a WSD
+    decay and at the end; the record's `evals` (each says its val_tokens). 0 = no curve."""
     log_every: int = 10
     """Steps between loss-curve points in the record and W&B."""
     checkpoint_every: int = 50
@@ -246,8 +250,9 @@ IDENTITY_EXCLUDED = ("results_dir", "wandb", "sweep")
 """Top-level fields that do not change what is trained, so they do not enter the run id."""
 
 
-TRAIN_FIELDS_NOT_IN_IDENTITY = ("eval_every", "log_every", "checkpoint_every", "keep_checkpoint", "device", "threads",
-                                "compile", "parallel", "micro_batch_size", "diagnostics_every", "branch")
+TRAIN_FIELDS_NOT_IN_IDENTITY = ("eval_every", "curve_val_tokens", "log_every", "checkpoint_every", "keep_checkpoint",
+                                "device", "threads", "compile", "parallel", "micro_batch_size", "diagnostics_every",
+                                "branch")
 """Bookkeeping fields of TrainConfig that do not change the trained model either."""
 
 

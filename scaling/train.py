@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -24,10 +25,10 @@ from typing import Any
 from scaling import branching, flops, scheduler, store
 from scaling import precision as precision_mod
 from scaling import progress as progress_line
-from scaling.config import RunConfig, resolve_results_dir, to_dict
+from scaling.config import RunConfig, TrainConfig, resolve_results_dir, to_dict
 from scaling.data import TokenData
 from scaling.data import cache_dir as data_cache_dir
-from scaling.lr_schedule import lr_at, stable_end
+from scaling.lr_schedule import decay_steps, lr_at, stable_end
 from scaling.run import RunPlan, first_provenance, now, plan_run
 
 EMA_DECAY = 0.9
@@ -75,6 +76,11 @@ class _Attempt:
     """The family whose stable phase this run shares (scaling/branching.py), else None."""
     results_dir: Path | None = None
 
+    @functools.cached_property
+    def curve_steps(self) -> frozenset[int]:
+        """The steps of this run's validation curve (`curve_steps`)."""
+        return curve_steps(self.plan.run.train, self.plan.steps)
+
     @property
     def sharded(self) -> bool:
         return self.parallel == "fsdp"
@@ -119,12 +125,14 @@ def _param_groups(model) -> list[dict]:
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]  # no decay on norm weights
 
 
-def _evaluate(model, data: TokenData, run: RunConfig, device, precision: str, batch_size: int = 32) -> float:
-    """Mean next-token cross-entropy (nats per token) over the fixed held-out sequences."""
+def _evaluate(model, data: TokenData, run: RunConfig, device, precision: str, batch_size: int = 32,
+              tokens: int | None = None) -> float:
+    """Mean next-token cross-entropy (nats per token) over the fixed held-out sequences: the first `tokens` of them
+    (default data.val_tokens, the whole held-out set)."""
     import torch
     import torch.nn.functional as F
 
-    x_all, y_all = data.val_sequences(run.data.val_tokens, run.model.seq_len)
+    x_all, y_all = data.val_sequences(tokens or run.data.val_tokens, run.model.seq_len)
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad(), precision_mod.autocast(device, precision):
@@ -441,7 +449,8 @@ def _final_evaluation(a: _Attempt, tr: _Trainer) -> float:
     """The held-out loss after the last step (a run whose loss is no better than chance has diverged)."""
     run, plan = a.plan.run, a.plan
     val_loss = _evaluate(tr.model, plan.data, run, tr.device, a.precision)
-    tr.state["evals"].append({"step": plan.steps, "val_loss": val_loss})
+    _curve_point(a, tr, plan.steps)
+    tr.state["evals"].append({"step": plan.steps, "val_loss": val_loss, "val_tokens": run.data.val_tokens})
     if not math.isfinite(val_loss) or val_loss > divergence_bound(run):
         raise Diverged(plan.steps, f"held-out loss {val_loss:.4g} after the last step exceeds "
                                    f"{divergence_bound(run):.3g} ({DIVERGENCE_BOUND_FACTOR:g} x ln vocab)")
@@ -675,11 +684,48 @@ def _log_point(a: _Attempt, tr: _Trainer, done: int, point: dict, tokens_per_s: 
                         "train/tokens_per_s": tokens_per_s, **plan.x_axes(done)}, step=done)
     if t.eval_every and done % t.eval_every == 0 and not last:
         val = _evaluate(tr.model, plan.data, plan.run, tr.device, a.precision)
-        state["evals"].append({"step": done, "val_loss": val})
+        state["evals"].append({"step": done, "val_loss": val, "val_tokens": plan.run.data.val_tokens})
         tr.tracker.log({"val/loss": val, **plan.x_axes(done)}, step=done)
+    if not last and done in a.curve_steps:
+        _curve_point(a, tr, done)
     if not (a.show_progress and a.main) and a.main and (done % t.log_every == 0 or last):
         a.console.print(progress_line.line(done, plan.steps, point["train_loss"], point["smoothed_loss"], point["lr"],
                                            plan.tokens_after(done), tokens_per_s), highlight=False, soft_wrap=True)
+
+
+CURVE_FIRST_STEP = 16
+"""The validation curve's first step; then x sqrt 2 (rounded) up to the end of the run."""
+CURVE_DECAY_POINTS = 3
+"""Validation-curve points inside a WSD decay, evenly spaced, after its start (so never in a branching state)."""
+
+
+def curve_steps(cfg: TrainConfig, steps: int) -> frozenset[int]:
+    """The steps (before the last) at which a run of `steps` steps evaluates its validation curve: 16, 23, 32, 45,
+    ... (x sqrt 2, the same steps in every run: a branched run inherits its predecessor's points before the branch
+    and takes the same ones after it as the unbranched run would), and for WSD CURVE_DECAY_POINTS inside the decay,
+    strictly after its start (a branch point), where the loss falls fastest."""
+    if not cfg.curve_val_tokens:
+        return frozenset()
+    out, k = set(), 0
+    while (step := int(round(CURVE_FIRST_STEP * 2 ** (k / 2)))) < steps:
+        out.add(step)
+        k += 1
+    if cfg.schedule == "wsd":
+        start, span = stable_end(cfg, steps), decay_steps(cfg, steps)
+        inside = {start + int(round(span * i / (CURVE_DECAY_POINTS + 1))) for i in range(1, CURVE_DECAY_POINTS + 1)}
+        out |= {s for s in inside if s > start}
+    return frozenset(s for s in out if 0 < s < steps)
+
+
+def _curve_point(a: _Attempt, tr: _Trainer, done: int) -> None:
+    """The held-out loss on the curve's slice (train.curve_val_tokens) after step `done`, into the record's evals."""
+    plan = a.plan
+    tokens = plan.run.train.curve_val_tokens
+    if not tokens:
+        return
+    val = _evaluate(tr.model, plan.data, plan.run, tr.device, a.precision, tokens=tokens)
+    tr.state["evals"].append({"step": done, "val_loss": val, "val_tokens": tokens})
+    tr.tracker.log({"val/curve_loss": val, **plan.x_axes(done)}, step=done)
 
 
 def _checkpoint(a: _Attempt, tr: _Trainer, record: dict, done: int, stop_asked: str | None) -> None:

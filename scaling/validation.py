@@ -167,7 +167,8 @@ def _check_coefficients(run: RunConfig) -> None:
                        ("model.bias_update_rate", m.bias_update_rate)):
         if value < 0:
             raise ConfigError(f"{key}={value} must be >= 0")
-    for key in ("eval_every", "log_every", "checkpoint_every", "diagnostics_every", "warmup_steps"):
+    for key in ("eval_every", "curve_val_tokens", "log_every", "checkpoint_every", "diagnostics_every",
+                "warmup_steps"):
         if getattr(t, key) < 0:
             raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 0")
     if m.dispatch == "grouped_mm" and (m.d_model % 8 or m.d_expert % 8):

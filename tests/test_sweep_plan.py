@@ -1,5 +1,6 @@
 """Sweep plans: presets snapshot-tested, axes reshape the model as documented, impossible cells refused."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -185,6 +186,10 @@ def test_isoflop_shapes_zipped_groups_and_seeds():
     assert len(plan.cells) == (2 + 3) * 2 * 2  # shapes per budget x zipped group x seeds
     pairs = {(c.run.train.lr, c.run.train.schedule) for c in plan.cells}
     assert pairs == {(1e-3, "cosine"), (3e-3, "wsd")}  # zipped, not a product
+    assert all(c.coords["lr"] == c.run.train.lr for c in plan.cells)  # the lr trained, not the axis's default
+    batch_in_group = dataclasses.replace(sweep, groups=[[{"train.batch_size": 8}, {"train.batch_size": 32}]])
+    with pytest.raises(ConfigError, match="sets train.batch_size in axes or groups"):  # was silently overridden
+        plan_sweep(batch_in_group)
     at_2e9 = {c.run.model.n_layers for c in plan.cells if c.run.budget_flops == 2e9}
     assert at_2e9 == {1, 2}
     # an IsoFLOP cell is a (shape, tokens) pair: the bigger model gets fewer tokens at the same budget

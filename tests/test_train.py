@@ -44,6 +44,40 @@ def test_tiny_run_writes_a_complete_record(tmp_path):
     assert r["mfu"] == pytest.approx(r["tokens_per_s"] * d["flops_per_token"]["M_with_head"] / peak, rel=1e-9)
 
 
+def test_a_run_records_its_validation_curve_on_the_curve_slice_at_the_shared_steps(tmp_path):
+    """The held-out loss at steps 16, 23, 32, ... and inside the WSD decay, on the first curve_val_tokens of the
+    held-out set; at the end both that slice and the whole set. The curve falls (it learned) and its steps are
+    the ones `curve_steps` names."""
+    from scaling.train import curve_steps
+
+    run = compose(TINY + ["train.schedule=wsd", "train.curve_val_tokens=512"])
+    record = train(run, show_progress=False)
+    steps = record["derived"]["steps"]
+    evals = record["results"]["evals"]
+    curve = [e for e in evals if e["val_tokens"] == 512]
+    assert [e["step"] for e in curve] == sorted(curve_steps(run.train, steps)) + [steps]
+    assert evals[-1] == {"step": steps, "val_loss": record["results"]["val_loss"], "val_tokens": 2048}
+    assert curve[-1]["val_loss"] < curve[0]["val_loss"] - 0.5
+    off = train(compose(TINY + ["train.schedule=wsd", "train.curve_val_tokens=0", "seed=1"]), show_progress=False)
+    assert [e["val_tokens"] for e in off["results"]["evals"]] == [2048]
+
+
+def test_curve_steps_are_shared_by_runs_of_every_length_up_to_the_shorter_ones_decay():
+    """x sqrt 2 from step 16 in every run, so a longer run's curve up to a shorter run's decay start (where it
+    branches from) is the same steps; the decay points lie strictly after the decay start."""
+    from scaling.lr_schedule import stable_end
+    from scaling.train import curve_steps
+
+    cfg = compose(["train.schedule=wsd", "train.warmup_steps=20"]).train
+    short, long = curve_steps(cfg, 300), curve_steps(cfg, 1200)
+    branch = stable_end(cfg, 300)
+    assert {s for s in short if s <= branch} == {s for s in long if s <= branch}
+    assert sorted(s for s in short if s <= branch)[:4] == [16, 23, 32, 45]
+    start = stable_end(cfg, 1200)  # 960: a decay of 240 steps, evaluated at its quarters (and at grid step 1024)
+    assert sorted(s for s in long if s > start) == [1020, 1024, 1080, 1140]
+    assert curve_steps(compose(["train.curve_val_tokens=0"]).train, 1200) == frozenset()
+
+
 @pytest.mark.parametrize("experts", [["model.n_experts=1", "model.top_k=1"], []])
 def test_micro_batches_accumulate_to_the_whole_batchs_update(tmp_path, experts):
     """5 rows per step in micro-batches of 2, 2 and 1 follow the run that takes all 5 at once (dense to rounding;

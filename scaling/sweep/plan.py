@@ -599,6 +599,9 @@ def _law_budget(sweep: SweepConfig, axis: GridAxis, budget: float, shape: dict |
 def _hyperparameter_points(sweep: SweepConfig, batches: list[float], lrs: list[float]):
     """(batch tokens, lr, updates) for every batch x lr x axes x groups x seed, in that nesting order."""
     axis_keys = list(sweep.axes)
+    if "train.batch_size" in [*axis_keys, *(k for group in sweep.groups for entry in group for k in entry)]:
+        raise ConfigError(f"sweep {sweep.name!r} sets train.batch_size in axes or groups, where the batch axis would "
+                          f"override it: use `batch: {{values: [tokens per step, ...]}}` instead")
     axis_product = list(itertools.product(*(sweep.axes[k] for k in axis_keys))) or [()]
     group_product = list(itertools.product(*sweep.groups)) or [()]
     for batch_tokens, lr, axis_values, group_entries, seed in itertools.product(
@@ -631,7 +634,7 @@ def _cell(part: _Part, run: RunConfig, budget: float, shape: dict | None, kind: 
     plan = plan_run(cell_run, part.datasets[key], refuse_repeats=part.data_required)
     name = cell_name(cell_run, plan.counts, plan.batch_tokens, shape, updates, several_seeds=len(sweep.seeds) > 1)
     coords = {"budget_flops": float(budget), "A": plan.counts.activation_ratio, "G": plan.counts.granularity,
-              "lr": float(lr), "batch_tokens": plan.batch_tokens, "seed": updates["seed"], "dense": kind == "dense",
+              "lr": float(updates["train.lr"]), "batch_tokens": plan.batch_tokens, "seed": updates["seed"], "dense": kind == "dense",
               "shape": shape_tag(shape) if shape else None,
               **{k: v for k, v in updates.items() if k not in ("train.lr", "seed", "train.batch_size")}}
     return Cell(index=index, name=name, run=cell_run, plan=plan, coords=coords, memory=parallel)
