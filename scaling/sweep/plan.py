@@ -634,7 +634,8 @@ def _cell(part: _Part, run: RunConfig, budget: float, shape: dict | None, kind: 
     plan = plan_run(cell_run, part.datasets[key], refuse_repeats=part.data_required)
     name = cell_name(cell_run, plan.counts, plan.batch_tokens, shape, updates, several_seeds=len(sweep.seeds) > 1)
     coords = {"budget_flops": float(budget), "A": plan.counts.activation_ratio, "G": plan.counts.granularity,
-              "lr": float(updates["train.lr"]), "batch_tokens": plan.batch_tokens, "seed": updates["seed"], "dense": kind == "dense",
+              "lr": float(updates["train.lr"]), "batch_tokens": plan.batch_tokens, "seed": updates["seed"],
+              "dense": kind == "dense",
               "shape": shape_tag(shape) if shape else None,
               **{k: v for k, v in updates.items() if k not in ("train.lr", "seed", "train.batch_size")}}
     return Cell(index=index, name=name, run=cell_run, plan=plan, coords=coords, memory=parallel)
