@@ -105,7 +105,8 @@ def simulate(design: dict, sims: int, seed: int) -> dict:
     n = len(err_truth)
     runs_per_rung = 2 + design["centre_seeds"]
     flops = sum(design["rungs"]) * runs_per_rung + design["check"] * (2 + design["check_seeds"])
-    return {"fits": n, "median |pred - truth|": float(np.median(np.abs(err_truth))),
+    return {"fits": n, "mean pred - truth": float(np.mean(err_truth)),
+            "median |pred - truth|": float(np.median(np.abs(err_truth))),
             "P(|pred - truth| <= 0.03)": float(np.mean(np.abs(err_truth) <= 0.03)),
             "P(|pred - measured| <= 0.03)": float(np.mean(np.abs(err_measured) <= 0.03)),
             "95% interval covers the truth": covered / n, "measured inside the interval": inside / n,
@@ -116,9 +117,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sims", type=int, default=200, help="simulated wind tunnels per design")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--design", type=int, default=None, help="only this design (its number, from 0)")
     args = ap.parse_args()
     print(f"noise sd {SIGMA0:g} at 1e11 FLOPs x (C/1e11)^-{GAMMA:.2f}; envelope {ENVELOPE}; {args.sims} per design")
-    for name, design in DESIGNS.items():
+    for i, (name, design) in enumerate(DESIGNS.items()):
+        if args.design is not None and i != args.design:
+            continue
         out = simulate(design, args.sims, args.seed)
         print(f"\n{name}")
         for key, value in out.items():
