@@ -43,12 +43,13 @@ def _minor_labels_only_when_narrow(fig) -> None:
 def _save(fig, out: Path, name: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
+    from scaling import store
+
     _minor_labels_only_when_narrow(fig)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for ext in ("png", "svg"):
+    for ext in ("png", "svg"):  # atomically, replacing (never writing through) whatever is at the path
         path = out / f"{name}.{ext}"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        store.atomic_write(path, lambda f, ext=ext: fig.savefig(f, format=ext, dpi=120, bbox_inches="tight"))
         paths.append(path)
     plt.close(fig)
     return paths

@@ -493,6 +493,9 @@ def _check_not_swept(sweep: SweepConfig) -> None:
             fix = "--results-dir (results_dir=... in Python)" if key == "results_dir" else "the sweep's name"
             raise ConfigError(f"sweep {sweep.name!r}: {key} cannot be an axis or group key: a sweep records every "
                               f"cell in one folder; set it once with {fix}, or make separate sweeps")
+    if "train.batch_size" in swept:
+        raise ConfigError(f"sweep {sweep.name!r} sets train.batch_size in axes or groups, where the batch axis would "
+                          f"override it: use `batch: {{values: [tokens per step, ...]}}` instead")
 
 
 def _one_results_dir(name: str, cells: list[Cell], results_dir: str | None) -> Path:
@@ -599,9 +602,6 @@ def _law_budget(sweep: SweepConfig, axis: GridAxis, budget: float, shape: dict |
 def _hyperparameter_points(sweep: SweepConfig, batches: list[float], lrs: list[float]):
     """(batch tokens, lr, updates) for every batch x lr x axes x groups x seed, in that nesting order."""
     axis_keys = list(sweep.axes)
-    if "train.batch_size" in [*axis_keys, *(k for group in sweep.groups for entry in group for k in entry)]:
-        raise ConfigError(f"sweep {sweep.name!r} sets train.batch_size in axes or groups, where the batch axis would "
-                          f"override it: use `batch: {{values: [tokens per step, ...]}}` instead")
     axis_product = list(itertools.product(*(sweep.axes[k] for k in axis_keys))) or [()]
     group_product = list(itertools.product(*sweep.groups)) or [()]
     for batch_tokens, lr, axis_values, group_entries, seed in itertools.product(
