@@ -105,6 +105,12 @@ def true_envelope(C, E: float, B: float, C_b: float, alpha: float):
     return E + B * (np.asarray(C, float) + C_b) ** -alpha
 
 
+def _envelope_truth(rng: np.random.Generator, budgets) -> dict:
+    """An offset power law's parameters as `envelope_sweep` draws them."""
+    alpha = rng.uniform(0.25, 0.45)
+    return {"E": rng.uniform(0.8, 1.2), "alpha": alpha, "C_b": rng.uniform(0, min(budgets)), "B": 1.1 * 1.3e11**alpha}
+
+
 def envelope_sweep(seed: int, budgets=tuple(np.geomspace(1e11, 1e12, 5)), seeds: int = 2,
                    sigma: tuple[float, float] = (0.02, 0.09)) -> tuple[pd.DataFrame, dict]:
     """A wind tunnel's rungs: one compute-optimal run per budget and seed, its loss on an offset power law
@@ -112,9 +118,7 @@ def envelope_sweep(seed: int, budgets=tuple(np.geomspace(1e11, 1e12, 5)), seeds:
     loss 1.1 above E at 1.3e11 FLOPs, as the CPU envelope measured here) plus seed noise of an sd drawn from `sigma`
     (0.02-0.09 nats, the seed-to-seed spread measured on the CPU). Returns (runs, truth parameters)."""
     rng = np.random.default_rng(seed)
-    alpha = rng.uniform(0.25, 0.45)
-    truth = {"E": rng.uniform(0.8, 1.2), "alpha": alpha, "C_b": rng.uniform(0, min(budgets)),
-             "B": 1.1 * 1.3e11**alpha}
+    truth = _envelope_truth(rng, budgets)
     sd = rng.uniform(*sigma)
     rows = []
     for C in budgets:
@@ -122,4 +126,34 @@ def envelope_sweep(seed: int, budgets=tuple(np.geomspace(1e11, 1e12, 5)), seeds:
         for s in range(seeds):
             rows.append({"budget": C, "flops": C, "params": params, "tokens": C / (6 * params), "seed": s,
                          "loss": float(true_envelope(C, **truth) + rng.normal(0, sd)), "family": "A0.25-G1"})
+    return pd.DataFrame(rows), truth
+
+
+NOISE_FALL = float(np.log(0.065 / 0.025) / np.log(8))
+"""How the seed noise falls with compute on the CPU: sd 0.065 nats at 1e11 FLOPs, 0.025 at 8e11 (sd ~ C^-0.46)."""
+
+
+def wind_tunnel_sweep(seed: int, budgets=tuple(np.geomspace(1e11, 8e11, 5)), centre_seeds: int = 2,
+                      sigma: tuple[float, float] = (0.02, 0.09), curvature: float = 0.06, lr_miss: float = 1.4,
+                      ratio: float = 1.0) -> tuple[pd.DataFrame, dict]:
+    """`make wind-tunnel`'s rungs: per budget an lr bowl of four runs, x0.5, x1 (`centre_seeds` seeds) and x2 around
+    an lr law that misses the true optimum by a lognormal factor of sd ln(`lr_miss`) (the wind tunnel's lr law
+    held to x1.4), the floor of each bowl on an offset power law (`true_envelope`, drawn as `envelope_sweep` draws
+    it), the bowl `bowl(d, curvature, ratio, "piecewise")` (curvature 0.06: a rung's x0.5 and x2 runs sat 0.01-0.08
+    above its best), and seed noise whose sd at 1e11 FLOPs is drawn from `sigma` and falls as C^-NOISE_FALL, as
+    measured. Returns (runs, truth parameters)."""
+    rng = np.random.default_rng(seed)
+    truth = _envelope_truth(rng, budgets)
+    sd0 = rng.uniform(*sigma)
+    rows = []
+    for C in budgets:
+        miss = rng.normal(0, np.log(lr_miss))
+        sd = sd0 * (C / 1e11) ** -NOISE_FALL
+        params = 1.3e5 * (C / 1e11) ** 0.5
+        for factor, seeds in ((0.5, 1), (1.0, centre_seeds), (2.0, 1)):
+            d = np.log(factor) + miss
+            for s in range(seeds):
+                loss = float(true_envelope(C, **truth) + bowl(d, curvature, ratio, "piecewise") + rng.normal(0, sd))
+                rows.append({"budget": C, "flops": C, "params": params, "tokens": C / (6 * params), "seed": s,
+                             "lr": 1e-2 * factor, "batch_tokens": 2048.0, "loss": loss, "family": "A0.25-G1"})
     return pd.DataFrame(rows), truth
