@@ -84,7 +84,8 @@ def train(
 
     out, err = _console(stderr=False), _console()
     try:
-        run = compose(_read_overrides_file(overrides_file) + list(overrides or []), search_path(config_dir))
+        run = compose(_read_overrides_file(overrides_file, list(overrides or [])) + list(overrides or []),
+                      search_path(config_dir))
         if results_dir is not None:
             run = with_updates(run, {"results_dir": results_dir})
         if _wants_config(show_config, cfg):
@@ -145,18 +146,27 @@ def _console(stderr: bool = True, wide: bool = False):
     return console
 
 
-def _read_overrides_file(path: str | None) -> list[str]:
-    """`key=value` lines (blank lines and # comments skipped); plain strings for Hydra, never evaluated."""
+def _read_overrides_file(path: str | None, given: list[str] | None = None) -> list[str]:
+    """`key=value` lines (blank lines and # comments skipped); plain strings for Hydra, never evaluated. A setting
+    the file marks missing (a recommendation no law could complete) must be in `given` (the command line)."""
     if path is None:
         return []
     from pathlib import Path
 
+    from scaling.advise.recommend import missing_settings
     from scaling.config import ConfigError
 
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as e:
         raise ConfigError(f"--overrides-file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--overrides-file {path}: not a text file of key=value lines") from None
+    keys = {item.split("=", 1)[0].lstrip("+~") for item in given or []}
+    gaps = [k for k in missing_settings(lines) if k not in keys]
+    if gaps:
+        raise ConfigError(f"--overrides-file {path} has no {', '.join(gaps)} (no law supports it: see the file): "
+                          f"give {' '.join(f'{k}=VALUE' for k in gaps)} on the command line")
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
@@ -180,6 +190,9 @@ def sweep(
                                                  "(model.n_experts=16, train.schedule=wsd) and base+=ENTRY add "
                                                  "to its base, base=[...] replaces it."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (cells, totals, time estimate); no runs."),
+    fmt: str = typer.Option("table", "--format", help="With --dry-run: table, or every cell's resolved config and "
+                            "derived quantities as csv, json or jsonl on stdout, for another launcher or trainer "
+                            "(scaling/sweep/export.py)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes on CPU "
                                        "(launcher.workers, default 1)."),
     runs_per_gpu: int | None = typer.Option(None, "--runs-per-gpu", min=1, help="Cells run side by side on each "
@@ -205,6 +218,12 @@ def sweep(
     (launcher=local, the default) or as a Slurm job array (launcher=slurm; see README, Running on a Slurm
     cluster)."""
     _fast_cpu_matmuls()  # the launcher's own probes train a few steps
+    from scaling.sweep.export import FORMATS
+
+    if fmt not in FORMATS:
+        _fail(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt != "table" and not dry_run:
+        _fail(f"--format {fmt} writes the plan as data: add --dry-run (nothing is trained then)")
     flags = {"workers": workers, "runs_per_gpu": runs_per_gpu, "gpus_per_run": gpus_per_run, "device": device}
     worker_overrides = [f"{WORKER_FLAGS[k]}={v}" for k, v in flags.items() if v is not None]
     out, console = _console(stderr=False, wide=wide), _console()
@@ -212,6 +231,13 @@ def sweep(
     plan, sweep_cfg = _plan(config, list(overrides or []) + worker_overrides, config_dir, results, wandb_mode,
                             _wants_config(show_config, cfg), console, data_required=not dry_run)
     if plan is None:
+        return
+    if fmt != "table":
+        import sys
+
+        from scaling.sweep.export import render
+
+        sys.stdout.write(render(plan, fmt))
         return
     slurm = sweep_cfg.launcher.kind == "slurm"
     if slurm and not dry_run:
@@ -224,7 +250,8 @@ def sweep(
     from scaling.sweep.estimate import estimate_sweep_seconds, sweep_wall_seconds
     from scaling.tables import sweep_table
 
-    estimates = estimate_sweep_seconds(plan) if probe else {}
+    external = sweep_cfg.launcher.kind == "command"  # your trainer: timing ours would say nothing of it
+    estimates = estimate_sweep_seconds(plan) if probe and not external else {}
     wall = sweep_wall_seconds(estimates, sweep_cfg.launcher) if estimates else None
     out.print(sweep_table(plan, estimates, wall, wide=wide))
     if dry_run:
@@ -512,6 +539,12 @@ def _fit_help(name: str, extra: str = "") -> str:
     return field_docs("scaling.advise.pipeline", "FitOptions")[name] + extra
 
 
+def _csv_columns() -> str:
+    from scaling.fit.columns import CSV_COLUMNS
+
+    return " Columns: " + "; ".join(f"{name}: {text}" for name, text in CSV_COLUMNS.items()) + "."
+
+
 def _conventions() -> str:
     from scaling.flops import CONVENTIONS
 
@@ -523,8 +556,9 @@ def fit(
     sweep: str | None = typer.Argument(None, help=_fit_help("sweep")),
     all_sweeps: bool = typer.Option(False, "--all", help=_fit_help("all_sweeps")),
     source: str | None = typer.Option(None, "--from", help=_fit_help("source")),
-    mapping: str | None = typer.Option(None, "--map", help=_fit_help("mapping")),
+    mapping: str | None = typer.Option(None, "--map", help=_fit_help("mapping", _csv_columns())),
     seq_len: int | None = typer.Option(None, "--seq-len", help=_fit_help("seq_len")),
+    budget_tolerance: float | None = typer.Option(None, "--budget-tolerance", help=_fit_help("budget_tolerance")),
     optimum: str = typer.Option("quadratic", "--optimum", help=_fit_help("optimum")),
     convention: str = typer.Option("M", "--convention", help=_fit_help("convention", _conventions())),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help=_fit_help("bootstrap")),

@@ -202,12 +202,25 @@ def with_data_vocab(run: RunConfig, summary: DataSummary) -> RunConfig:
     return dataclasses.replace(run, model=dataclasses.replace(run.model, vocab_size=vocab))
 
 
+VOCAB_PAD_MAX = 1024
+"""A model's vocabulary may exceed its tokenizer's by padding (to a multiple of 64, or 128 x tensor-parallel ranks
+in Megatron) but by fewer than this many rows: more is a vocabulary of another tokenizer, whose extra embedding and
+head rows every FLOP and parameter count the laws use would include."""
+
+
 def check_fits(run: RunConfig, tokens: int, data: DataSummary, refuse_repeats: bool = True) -> None:
     """The data has the tokens the run needs, in the model's vocabulary (what is unknown is not checked)."""
     if data.vocab_size is not None and data.vocab_size > run.model.vocab_size:
         raise DataError(
             f"the data holds token ids up to {data.vocab_size - 1} but model.vocab_size={run.model.vocab_size}: "
             f"set model.vocab_size={data.vocab_size} (or null to take the data's)"
+        )
+    if data.vocab_is_tokenizer and data.vocab_size is not None \
+            and run.model.vocab_size - data.vocab_size >= VOCAB_PAD_MAX:
+        raise DataError(
+            f"model.vocab_size={run.model.vocab_size} but the data's tokenizer has {data.vocab_size:,} tokens: the "
+            f"{run.model.vocab_size - data.vocab_size:,} extra rows of the embedding and output head would enter "
+            f"every FLOP and parameter count; set model.vocab_size=null (the data's, rounded up to {VOCAB_MULTIPLE})"
         )
     epochs = data.epochs(tokens)
     if refuse_repeats and epochs is not None and epochs > 1 and not run.data.allow_repeat:

@@ -92,7 +92,7 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
             row.append(f"{estimates.get(c.run_id, float('nan')):.1f}")
         table.add_row(*row)
     caption = (f"base: {' '.join(plan.config.base) or '(none: train.yaml as is)'}\n{data_line(plan)}\n"
-               f"total {plan.total_flops:.3g} FLOPs")
+               + "".join(f"{line}\n" for line in plan.centres) + f"total {plan.total_flops:.3g} FLOPs")
     branched = len(plan.branch_predecessors())
     if branched:
         saved = plan.total_flops - plan.trained_flops
@@ -498,9 +498,16 @@ def fit_summary(result, wide: bool = False) -> list:
                          f"{c['params_total']:.3g} parameters) needs {c['memory_per_gpu_gib']:.3g} GiB per GPU on "
                          f"{limit['gpus']} x {limit['memory_per_gpu_gb']:g} GiB ({c['parallel']})")
         items += [f"[yellow]warning:[/] {line}" for line in rec.warnings]
-        trains = "lr included" if "lr" in rec.items else "no lr: the lr law is not usable"
-        items.append(f"wrote {written['overrides']} ({trains}): `scaling train --overrides-file "
-                     f"{written['overrides']}` trains it")
+        if "overrides" in written:
+            from scaling.advise.recommend import missing_settings
+
+            gaps = missing_settings(rec.overrides)
+            how = (f"`scaling train --overrides-file {written['overrides']}` trains it" if not gaps else
+                   f"no law gives {', '.join(gaps)}: `scaling train --overrides-file {written['overrides']} "
+                   f"{' '.join(f'{k}=VALUE' for k in gaps)}` trains it with yours")
+            items.append(f"wrote {written['overrides']}: {how}")
+        if "values" in written:
+            items.append(f"wrote {written['values']}: the recommended values for any trainer")
     if "verify" in written:
         items.append(f"wrote {written['verify']}: verify the predictions by training there, `scaling sweep "
                      f"{written['verify']}`, then `scaling verify {written['verify_name']}`")

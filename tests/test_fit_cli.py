@@ -154,9 +154,10 @@ def test_recommendation_at_a_target_budget(tmp_path):
     assert rec["items"]["batch_tokens"]["value"] == pytest.approx(0.3 * 1e21**0.33, rel=0.15)
     assert "loss" in rec["items"] and rec["items"]["loss"]["value"] > 1.8
     assert "params_active" in rec["missing"]  # one size per budget: no allocation law, and it says so
-    overrides = [line for line in (tmp_path / "fit" / "recommended.overrides").read_text().splitlines()
-                 if not line.startswith("#")]
-    assert overrides[0] == "budget_flops=1e+21" and overrides[1].startswith("train.lr=")
+    assert not (tmp_path / "fit" / "recommended.overrides").exists()  # no config: it would train the default model
+    values = (tmp_path / "fit" / "recommended.yaml").read_text().splitlines()
+    assert values[1] == "target_flops: 1e+21" and values[2].startswith(f"lr: {lr['value']:.6g}  # 95% [")
+    assert any(line.startswith("# params_active: missing (") for line in values)
     # 100x beyond budgets that span 100x, at 0.2% noise: trusted, and how far it reaches is recorded
     assert rec["items"]["lr"]["verdict"] == "reliable" and rec["items"]["lr"]["extrapolation"] == pytest.approx(100)
     bad = run("--from", str(csv), "--map", "params=N,flops=C", "--target-flops", "-5", "-o", str(tmp_path / "x"))

@@ -14,6 +14,14 @@ def test_map_items_must_be_name_equals_column():
         parse_map("params")
 
 
+def test_a_map_name_we_do_not_read_is_refused_with_the_nearest_one():
+    with pytest.raises(InputError, match="'lrr' is not a column scaling reads \\(did you mean 'lr'\\?"):
+        parse_map("lrr=peak_lr")
+    with pytest.raises(InputError, match="mapped twice"):
+        parse_map("lr=peak_lr,lr=max_lr")
+    assert parse_map("seed=run_seed,budget=nominal") == {"run_seed": "seed", "nominal": "budget"}
+
+
 def _csv(tmp_path, text: str):
     path = tmp_path / "runs.csv"
     path.write_text(text)
@@ -48,3 +56,58 @@ def test_store_records_become_runs_of_one_family(tmp_path):
     assert sorted(runs.df["budget"].unique()) == [1e11, 3e11]
     with pytest.raises(InputError):
         load_runs(None, tmp_path, "no-such-sweep")
+
+
+def _jittered_log(tmp_path, jitter: float = 0.005, budget_column: bool = False):
+    """A trainer's log: 4 budgets x 5 lrs x 2 seeds, each run's tokens and FLOPs what it saw (+-jitter of nominal),
+    the loss from tests/synthetic's lr law."""
+    import numpy as np
+    from synthetic import A_LR, B_LR
+
+    rng = np.random.default_rng(0)
+    rows = ["n_params,tokens_seen,train_flops,val_loss,peak_lr,run_seed" + (",nominal" if budget_column else "")]
+    for C in (1e17, 3e17, 1e18, 3e18):
+        N = 1e7 * (C / 1e17) ** 0.5
+        lr_star = A_LR * C**B_LR
+        for lr in lr_star * 2.0 ** np.arange(-2, 3):
+            for seed in (0, 1):
+                D = C / (6 * N) * (1 + rng.uniform(-jitter, jitter))
+                loss = 2.0 + 20 * C**-0.08 + 0.12 * np.log(lr / lr_star) ** 2 + rng.normal(0, 0.01)
+                rows.append(f"{N:.6g},{D:.8g},{6 * N * D:.8g},{loss:.6f},{lr:.6g},s{seed}"
+                            + (f",{C:g}" if budget_column else ""))
+    return _csv(tmp_path, "\n".join(rows) + "\n")
+
+
+MAP = "params=n_params,tokens=tokens_seen,flops=train_flops,loss=val_loss,lr=peak_lr,seed=run_seed"
+
+
+@pytest.mark.parametrize("budget_column", [False, True])
+def test_a_trainers_jittered_log_fits_one_bowl_per_budget_and_recovers_its_lr_law(tmp_path, budget_column):
+    """Tokens and FLOPs 0.5% off nominal per run (as a trainer logs them): 4 bowls, not 40 one-run budgets, by the
+    budget column when mapped, else by FLOPs within 2%; and the lr law's truth inside its interval."""
+    from synthetic import B_LR
+
+    from scaling.fit.report import fit_all
+
+    path = _jittered_log(tmp_path, budget_column=budget_column)
+    runs = from_csv(path, parse_map(MAP + (",budget=nominal" if budget_column else "")))
+    how = "by the budget column" if budget_column else "by FLOPs within 0.02"
+    assert any(n.startswith(f"runs grouped into 4 budget(s) {how}") for n in runs.notes), runs.notes
+    assert sorted(runs.df["seed"].unique()) == [0, 1]
+    report = fit_all(runs, n_boot=200, check=False, only=("lr_opt",))
+    assert len(report.optima) == 4 and (report.optima["n_runs"] == 10).all()
+    lo, hi = report.laws["lr_opt"].interval["b"]
+    assert lo <= B_LR <= hi, (lo, hi)
+
+
+def test_budgets_further_apart_than_the_tolerance_stay_apart(tmp_path):
+    path = _csv(tmp_path, "params,flops,loss\n1e6,1e12,3\n1e6,1.015e12,3\n1e6,1.05e12,3\n")
+    assert from_csv(path).df["budget"].nunique() == 2
+    assert from_csv(path, budget_tolerance=0.1).df["budget"].nunique() == 1
+    with pytest.raises(InputError, match="--budget-tolerance"):
+        from_csv(path, budget_tolerance=-1)
+
+
+def test_total_parameters_given_for_an_moe_are_noted(tmp_path):
+    path = _csv(tmp_path, "params,tokens,flops,loss\n5e6,1e9,6e15,3\n1e7,1e9,1.2e16,2.9\n")
+    assert any("is params the active" in n for n in from_csv(path).notes)

@@ -426,3 +426,42 @@ def test_an_lr_law_read_per_shape_gives_a_shape_one_lr_so_its_cells_can_branch()
         assert len({c.run.train.lr for c in per_budget.cells if c.run.model.n_layers == 2}) == 2
         assert per_shape.trained_flops < per_shape.total_flops == pytest.approx(per_budget.total_flops)
         assert per_budget.trained_flops == per_budget.total_flops  # other lrs: nothing shared
+
+
+def _token_folder(folder, vocab: int):
+    import numpy as np
+    from test_data_shards import write_manifest_folder
+
+    rng = np.random.default_rng(0)
+    write_manifest_folder(folder, [rng.integers(0, vocab, 400_000)], [rng.integers(0, vocab, 20_000)], vocab=vocab)
+
+
+def test_a_sweep_of_shards_takes_their_vocabulary_and_refuses_one_far_larger(tmp_path):
+    """model.vocab_size=null (as the README says for your own tokenizer) plans every cell at the data's vocabulary
+    rounded up to 64 (it crashed in the memory plan); a vocabulary 25x the data's is refused with the fix."""
+    _token_folder(tmp_path / "tok", 1000)
+    data = ["data.source=shards", f"data.path={tmp_path / 'tok'}", "data.val_tokens=4096", "budgets=[1e11]"]
+    plan = plan_sweep(compose_sweep("demo", [*data, "model.vocab_size=null"]), data_required=False)
+    assert {c.run.model.vocab_size for c in plan.cells} == {1024}
+    with pytest.raises(PlanError, match="model.vocab_size=25600 but the data's tokenizer has 1,000 tokens"):
+        plan_sweep(compose_sweep("demo", [*data, "model.vocab_size=25600"]), data_required=False)
+
+
+def test_a_grid_centred_on_an_undetermined_law_is_refused_unless_asked_and_the_dry_run_says_what_it_rests_on(
+        tmp_path):
+    law = {"kind": "power", "variables": ["C"], "params": {"a": 3e-3 * 1e11**0.3, "b": -0.3},
+           "verdict": {"verdict": "undetermined", "reasons": ["the fitted C span 2x"], "advice": []}}
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps({"convention": "M", "laws": {"lr_opt": law}}))
+    sweep = tmp_path / "centred.yaml"
+    sweep.write_text(f"name: centred\nbase: [model=tiny_moe]\nbudgets: [1e11]\n"
+                     f"lr: {{law: {path}, factors: [0.5, 1, 2]}}\n")
+    with pytest.raises(PlanError, match="lr: law 'lr_opt' of .* is undetermined \\(the fitted C span 2x\\).*"
+                                          "lr.allow_undetermined=true"):
+        plan_sweep(compose_sweep(str(sweep)))
+    plan = plan_sweep(compose_sweep(str(sweep), ["lr.allow_undetermined=true"]))
+    assert plan.centres == [f"lr centred on lr_opt (a * C^b) of {path}: judged undetermined, centred on anyway "
+                            f"(allow_undetermined); C in its M convention, x0.5, x1, x2"]
+    law["verdict"]["verdict"] = "weak"
+    path.write_text(json.dumps({"convention": "M", "laws": {"lr_opt": law}}))
+    assert "judged weak" in plan_sweep(compose_sweep(str(sweep))).centres[0]

@@ -42,16 +42,42 @@ def _read_once(path: str, mtime_ns: int, size: int) -> FitFile:
 
 
 def law_centre(path: str, law_name: str, budget: float, model: ModelConfig,
-               search: list[Path] | None = None) -> float:
+               search: list[Path] | None = None, allow_undetermined: bool = False, axis: str = "lr") -> float:
     """The fitted optimum for a run of `model` trained to `budget` FLOPs: `law_name` is a power law in any of C,
-    N and D (lr_opt, a * C^b; lr_opt_n, a * N^b; lr_opt_nd; batch_opt ...), read at the run's own values."""
+    N and D (lr_opt, a * C^b; lr_opt_n, a * N^b; lr_opt_nd; batch_opt ...), read at the run's own values. A law its
+    fit judged undetermined is refused unless `allow_undetermined` (`axis`.allow_undetermined)."""
     fit = fit_file(path, search)
     try:
         law = fit.power_law(law_name, variables=None)
     except FitError as e:
         raise ConfigError(str(e)) from None
+    verdict = law.verdict if isinstance(law.verdict, dict) else {}
+    if verdict.get("verdict") == "undetermined" and not allow_undetermined:
+        reasons = verdict.get("reasons") or ["no reason recorded"]
+        raise ConfigError(f"{axis}: law {law_name!r} of {fit.path} is undetermined ({reasons[0]}), so its prediction "
+                          f"is not a value to centre a grid on: give {axis}.values or {axis}.centre, or set "
+                          f"{axis}.allow_undetermined=true to centre on it anyway")
     values = law_variables(budget, model, fit.convention)
     return law.value(**{v: values[v] for v in law.variables})
+
+
+def centre_lines(axes: dict, search: list[Path] | None = None) -> list[str]:
+    """One line per law-centred axis ({"lr": GridAxis, ...}): the law, its file, its verdict and its FLOPs
+    convention, for a sweep's dry run (what the grid rests on)."""
+    lines = []
+    for name, axis in axes.items():
+        if axis.values or not axis.law:
+            continue
+        law_name = axis.law_name or ("lr_opt" if name == "lr" else "batch_opt")
+        fit = fit_file(axis.law, search)
+        law = fit.laws.get(law_name)
+        verdict = (law.verdict or {}).get("verdict") if law is not None and isinstance(law.verdict, dict) else None
+        judged = f"judged {verdict}" if verdict else "not judged (a published or hand-written law)"
+        allowed = ", centred on anyway (allow_undetermined)" if verdict == "undetermined" else ""
+        formula = f" ({law.formula})" if law is not None else ""
+        lines.append(f"{name} centred on {law_name}{formula} of {fit.path}: {judged}{allowed}; C in its "
+                     f"{fit.convention} convention, x{', x'.join(f'{f:g}' for f in axis.factors)}")
+    return lines
 
 
 def compute_optimal_budget(model: ModelConfig, path: str, search: list[Path] | None = None) -> float:

@@ -1,6 +1,7 @@
 """A fit's outputs, written in one place for the CLI, notebooks and cluster jobs alike: fit.json (every law with
-its verdict and resamples, the optima, the leverage table, the recommendation), recommended.overrides, the
-verification sweep verify.yaml, and the figures."""
+its verdict and resamples, the optima, the leverage table, the recommendation), recommended.yaml (its values, for
+any trainer), recommended.overrides (for `scaling train`, when the runs carry their config), the verification
+sweep verify.yaml, and the figures."""
 
 from __future__ import annotations
 
@@ -30,9 +31,13 @@ def write_fit_outputs(report: FitReport, runs: Runs, out_dir: Path, recommendati
     payload = report.as_json()
     if recommendation is not None:
         payload["recommendation"] = json_safe(recommendation.as_dict())
-        path = out_dir / "recommended.overrides"
-        atomic_write_text(path, "\n".join(recommendation.overrides) + "\n")
-        written["overrides"] = path
+        path = out_dir / "recommended.yaml"
+        atomic_write_text(path, "\n".join(recommendation.values(report.convention)) + "\n")
+        written["values"] = path
+        if recommendation.overrides:  # only with the swept family's config: else it would train the default model
+            path = out_dir / "recommended.overrides"
+            atomic_write_text(path, "\n".join(recommendation.overrides) + "\n")
+            written["overrides"] = path
     fit_json = out_dir / "fit.json"
     if verify is not None and "config" in runs.df.columns:
         from scaling.advise.verify import verification_sweep

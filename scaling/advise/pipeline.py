@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scaling.fit.columns import BUDGET_TOLERANCE
 from scaling.fit.inputs import InputError, Runs, load_runs
 from scaling.fit.report import FitReport
 
@@ -28,10 +29,13 @@ class FitOptions:
     source: str | None = None
     """A CSV of runs, or wandb:ENTITY/PROJECT (default: the results directory)."""
     mapping: str | None = None
-    """Rename CSV columns: 'params=Model Size,flops=Training FLOP'. Ours: params, tokens, flops, loss, lr,
-    batch_tokens (or batch + seq_len), activation_ratio, granularity, group."""
+    """Read the CSV's columns under our names: 'params=Model Size,flops=Training FLOP' (the columns and their units
+    are listed below and in docs/guide/fit.md)."""
     seq_len: int | None = None
     """Sequence length when the CSV's batch is in sequences."""
+    budget_tolerance: float = BUDGET_TOLERANCE
+    """A CSV without a budget column: runs whose FLOPs lie within this fraction of each other share a budget (one lr
+    bowl per size), as a trainer logs the tokens each run saw, slightly off the nominal count."""
     optimum: str = "quadratic"
     """How a budget's optimum is read: quadratic, or near-optimal[:TOL] (default TOL 0.0025)."""
     convention: str = "M"
@@ -110,7 +114,8 @@ def fit_sweep(results_dir: Path, options: FitOptions) -> FitResult:
         raise InputError(f"give a sweep ({sweep!r}) or --all, not both")
     if sweep is None and not o.all_sweeps and o.source is None:
         sweep = only_sweep(Path(results_dir))
-    runs = load_runs(o.source, Path(results_dir), sweep, o.mapping, o.seq_len, o.convention, o.allow_mixed_data)
+    runs = load_runs(o.source, Path(results_dir), sweep, o.mapping, o.seq_len, o.convention, o.allow_mixed_data,
+                     o.budget_tolerance)
     report = fit_all(runs, optimum=o.optimum, n_boot=o.bootstrap, target_flops=o.target_flops)
     if not report.laws and report.optima is None and report.precision is None:
         raise InputError(no_law_reason(runs, report))

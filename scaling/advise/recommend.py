@@ -5,7 +5,10 @@ An item whose law is judged undetermined is never shown as a value: it is listed
 the sweep that would settle it. The recommendation is also written as Hydra overrides that
 `scaling train --overrides-file` reads (plain `key=value` lines, never evaluated): the swept family's whole model,
 data and optimisation config (so the recommended run is the sweep's run, scaled), then the budget, lr, batch and
-expert counts; a weak item is preceded by a `#` line that says why.
+expert counts; a weak item is preceded by a `#` line that says why, and a hyperparameter no law supports is a
+`# missing: KEY ...` line (MISSING_PREFIX) that `scaling train --overrides-file` refuses unless KEY is given on the
+command line. Runs without a config (a CSV, another trainer's W&B) get no overrides file: `values` are the
+recommended numbers for the user's own trainer (recommended.yaml).
 """
 
 from __future__ import annotations
@@ -21,6 +24,15 @@ from scaling.fit.law import FitError
 from scaling.fit.leverage import peak_granularity
 from scaling.fit.report import FitReport
 from scaling.fit.verdict import fixed_variable
+
+MISSING_PREFIX = "# missing: "
+"""An overrides line `# missing: train.lr (why) ...`: a setting the recommendation cannot give."""
+
+
+def missing_settings(lines: list[str]) -> list[str]:
+    """The keys an overrides file marks missing (MISSING_PREFIX lines), in order."""
+    return [line.strip()[len(MISSING_PREFIX):].split(" ", 1)[0] for line in lines
+            if line.strip().startswith(MISSING_PREFIX)]
 
 
 @dataclass
@@ -39,6 +51,20 @@ class Recommendation:
     def as_dict(self) -> dict:
         return {"target_flops": self.target_flops, "items": self.items, "missing": self.missing,
                 "overrides": self.overrides, "warnings": self.warnings, "memory_limit": self.memory_limit}
+
+    def values(self, convention: str) -> list[str]:
+        """The recommendation as YAML lines for any trainer: each supported quantity's value (its interval,
+        verdict and law in a comment), then what is missing and why, as comments."""
+        lines = [f"# the run `scaling fit` recommends at C = {self.target_flops:.6g} FLOPs ({convention} convention);"
+                 f" params_active = active non-embedding parameters, batch_tokens = tokens per optimizer step",
+                 f"target_flops: {self.target_flops:.6g}"]
+        for name, item in self.items.items():
+            iv = item.get("interval")
+            where = f"95% [{iv[0]:.4g}, {iv[1]:.4g}], " if iv else ""
+            lines.append(f"{name}: {item['value']:.6g}  # {where}{item.get('verdict', '')}, {item['source']}")
+        for name, miss in self.missing.items():
+            lines.append(f"# {name}: missing ({miss['why']})")
+        return [line.replace("\n", " ") for line in lines]
 
 
 def recommend(report: FitReport, runs: pd.DataFrame, target_flops: float, level: float = 0.95,
@@ -90,6 +116,9 @@ def recommend(report: FitReport, runs: pd.DataFrame, target_flops: float, level:
         rec.items["params_total"] = {"value": rec.items["params_active"]["value"] * ratio, "interval": None,
                                      "source": f"params_active x {ratio:.3g} (total/active of {family})",
                                      "verdict": rec.items["params_active"]["verdict"], "reasons": []}
+    for item in [k for k, v in rec.items.items() if v.get("verdict") == "undetermined"]:
+        it = rec.items.pop(item)  # never shown as a value, whichever path put it there
+        rec.missing[item] = {"why": f"{it['source']} is undetermined", "advice": list(it.get("reasons") or [])}
     rec.overrides = _overrides(rec, fam, report.convention)
     return rec
 
@@ -233,10 +262,11 @@ def _overrides(rec: Recommendation, fam: pd.DataFrame, convention: str) -> list[
     lines: list[str] = []
     row = largest_run(fam)
     family_lines = config_overrides(row)
-    config = row["config"] if family_lines is not None else None
-    if family_lines is not None:
-        lines.append(f"# the swept family's model, data and optimisation (from run {row['id']})")
-        lines += family_lines
+    if family_lines is None:
+        return []  # no config to scale (a CSV): overrides would train the default model; see `values`
+    config = row["config"]
+    lines.append(f"# the swept family's model, data and optimisation (from run {row['id']})")
+    lines += family_lines
     budget = compute.budget_flops(rec.target_flops, family_model(row), convention)
     if abs(budget / rec.target_flops - 1) > 1e-3:
         lines.append(f"# target C = {rec.target_flops:.6g} in the fit's convention = {budget:.6g} in the "
@@ -252,16 +282,26 @@ def _overrides(rec: Recommendation, fam: pd.DataFrame, convention: str) -> list[
         lines.append(f"# activation ratio {rec.items['activation_ratio']['value']:.4g}: the best the leverage law "
                      f"allows in {rec.memory_limit['gpus']} x {rec.memory_limit['memory_per_gpu_gb']:g} GiB")
         lines.append(f"model.n_experts={rec.items['n_experts']['value']}")
+    def missing(item, key):
+        miss = rec.missing.get(item) or {"why": "no law", "advice": []}
+        advice = f"; settle it: {'; '.join(miss['advice'])}" if miss.get("advice") else ""
+        lines.append(f"{MISSING_PREFIX}{key} ({miss['why']}{advice}); `scaling train` refuses this file unless "
+                     f"{key}=VALUE is given on its command line")
+
     if "lr" in rec.items:
         weak_note("lr")
         lines.append(f"train.lr={rec.items['lr']['value']:.6g}")
+    else:
+        missing("lr", "train.lr")
     seq = fam["seq_len"].dropna() if "seq_len" in fam.columns else pd.Series(dtype=float)
     if len(seq):
         seq_len = int(seq.iloc[0])
         if "batch_tokens" in rec.items:
             weak_note("batch_tokens")
             lines.append(f"train.batch_size={max(1, round(rec.items['batch_tokens']['value'] / seq_len))}")
-        elif config is not None:
+        else:
+            why = (rec.missing.get("batch_tokens") or {}).get("why", "no batch law")
+            lines.append(f"# train.batch_size: as swept ({why})")
             lines.append(f"train.batch_size={config['train']['batch_size']}")
     if row is not None and "data_tokens" in fam.columns and pd.notna(row.get("data_tokens")) and config is not None:
         per_token = float(row["flops_M"] / row["tokens"]) if pd.notna(row.get("flops_M")) else None

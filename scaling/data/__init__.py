@@ -91,7 +91,8 @@ def _combined(cfg: DataConfig, parts: list[DataSummary]) -> DataSummary:
         return parts[0]
     return DataSummary(source="mixture", train_tokens=[p.train_tokens[0] for p in parts],
                        weights=[m.weight for m in cfg.mixture], vocab_size=max(p.vocab_size for p in parts),
-                       fingerprint=_mixture_fingerprint([p.fingerprint for p in parts], cfg), where="manifest")
+                       fingerprint=_mixture_fingerprint([p.fingerprint for p in parts], cfg), where="manifest",
+                       vocab_is_tokenizer=True)
 
 
 def _mixture_fingerprint(fingerprints: list[str], cfg: DataConfig) -> str:

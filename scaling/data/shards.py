@@ -178,7 +178,7 @@ def read_manifest(folder: Path) -> dict | None:
 def manifest_summary(manifest: dict, source: str) -> DataSummary:
     return DataSummary(source=source, train_tokens=[sum(s["tokens"] for s in manifest["shards"]["train"])],
                        weights=[1.0], vocab_size=int(manifest["vocab_size"]),
-                       fingerprint=f"shards:{manifest['fingerprint'][:16]}", where="manifest")
+                       fingerprint=f"shards:{manifest['fingerprint'][:16]}", where="manifest", vocab_is_tokenizer=True)
 
 
 def load_shards(cfg: DataConfig, cache: Path, name: str = "") -> TokenData:

@@ -67,6 +67,8 @@ class DataSummary:
     fingerprint: str | None
     where: str = "on disk"
     """'on disk', 'manifest' (counted from a manifest, files not opened) or 'declared' (data.train_tokens)."""
+    vocab_is_tokenizer: bool = False
+    """vocab_size is the tokenizer's own (a manifest's, or 256 for bytes), not only the largest token id seen + 1."""
 
     @property
     def total_train_tokens(self) -> int | None:
@@ -109,7 +111,9 @@ class TokenData:
     def summary(self) -> DataSummary:
         return DataSummary(source=self.source, train_tokens=[len(s.train) for s in self.sources],
                            weights=[s.weight for s in self.sources], vocab_size=self.vocab_size,
-                           fingerprint=self.fingerprint)
+                           fingerprint=self.fingerprint,
+                           vocab_is_tokenizer=bool({"manifest", "tokenizer"} & set(self.notes))
+                           or self.source == "stdlib")
 
     def train_batch(self, step: int, batch_size: int, seq_len: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Inputs and next-token targets (B, T) of optimizer step `step`: random windows (in a mixture, each row's

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from scaling import store
+from scaling.fit.columns import BUDGET_TOLERANCE, CSV_COLUMNS, REQUIRED_CSV
 
-REQUIRED_CSV = ("params", "loss")
-OPTIONAL_CSV = ("tokens", "flops", "lr", "batch_tokens", "batch", "seq_len", "activation_ratio", "granularity",
-                "experts", "top_k", "seed", "group", "budget")
+OPTIONAL_CSV = tuple(c for c in CSV_COLUMNS if c not in REQUIRED_CSV)
+
 
 
 class InputError(ValueError):
@@ -41,13 +41,23 @@ class Runs:
 
 
 def parse_map(text: str | None) -> dict[str, str]:
-    """'params=Model Size,flops=Training FLOP' -> {'Model Size': 'params', 'Training FLOP': 'flops'}."""
-    out = {}
+    """'params=Model Size,flops=Training FLOP' -> {'Model Size': 'params', 'Training FLOP': 'flops'}; a NAME that is
+    not one of CSV_COLUMNS is refused (with the nearest one), as is a NAME or COLUMN given twice."""
+    import difflib
+
+    out: dict[str, str] = {}
     for item in filter(None, (t.strip() for t in (text or "").split(","))):
-        ours, sep, theirs = item.partition("=")
-        if not sep or not ours.strip() or not theirs.strip():
+        ours, sep, theirs = (x.strip() for x in item.partition("="))
+        if not sep or not ours or not theirs:
             raise InputError(f"--map item {item!r} is not NAME=COLUMN (e.g. --map 'params=Model Size')")
-        out[theirs.strip()] = ours.strip()
+        if ours not in CSV_COLUMNS:
+            near = difflib.get_close_matches(ours, list(CSV_COLUMNS), n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise InputError(f"--map {item!r}: {ours!r} is not a column scaling reads ({hint}one of "
+                             f"{', '.join(CSV_COLUMNS)})")
+        if ours in out.values() or theirs in out:
+            raise InputError(f"--map {item!r}: {ours if ours in out.values() else theirs!r} is mapped twice")
+        out[theirs] = ours
     return out
 
 
@@ -154,7 +164,8 @@ def _row(rec: dict, convention: str) -> dict:
     }
 
 
-def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | None = None) -> Runs:
+def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | None = None,
+             budget_tolerance: float = BUDGET_TOLERANCE) -> Runs:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"CSV {path} not found")
@@ -192,12 +203,58 @@ def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | N
         if seq_len is None and "seq_len" not in df.columns:
             raise InputError(f"{path}: 'batch' is in sequences; give --seq-len or a seq_len column (or batch_tokens)")
         df["batch_tokens"] = df["batch"] * (df["seq_len"] if "seq_len" in df.columns else seq_len)
-    if "budget" not in df.columns:
-        df["budget"] = df["flops"]
+    notes += _check_params_are_active(df)
+    if "seed" in df.columns and pd.to_numeric(df["seed"], errors="coerce").isna().any():
+        df["seed"] = pd.factorize(df["seed"].astype(str))[0]  # seeds named by text: numbered in order of appearance
+        notes.append("seed: not all numbers, numbered by their labels")
     df["family"] = df["group"].astype(str) if "group" in df.columns else "all"
+    df, grouped = nominal_budgets(df, budget_tolerance)
+    notes.append(grouped)
     df["id"] = [f"row{i}" for i in range(len(df))]
     return _drop_bad_losses(Runs(df=df, source=str(path), notes=notes, convention="as given (CSV)",
                                  excluded=excluded))
+
+
+def nominal_budgets(df: pd.DataFrame, tolerance: float = BUDGET_TOLERANCE) -> tuple[pd.DataFrame, str]:
+    """Runs grouped as a sweep planned them: by the `budget` column when there is one, else by FLOPs within
+    `tolerance` of each other (sorted, a new budget wherever the next run's FLOPs are more than that above the
+    previous one's; the budget is the group's median). Within one family, budget and size, every run is read at the
+    group's median tokens and FLOPs (a trainer logs what each run saw, a few tenths of a percent apart), so an lr
+    bowl is one group. Returns (the runs, a line saying how they were grouped)."""
+    if not 0 <= tolerance < 1:
+        raise InputError(f"--budget-tolerance {tolerance}: give a fraction in [0, 1), e.g. 0.02")
+    df = df.copy()
+    if "budget" in df.columns:
+        how = "by the budget column"
+    else:
+        order = np.argsort(df["flops"].to_numpy(float), kind="stable")
+        logs = np.log(df["flops"].to_numpy(float)[order])
+        cluster = np.empty(len(df), dtype=int)
+        cluster[order] = np.concatenate([[0], np.cumsum(np.diff(logs) > np.log1p(tolerance))])
+        df["budget"] = df.groupby(cluster)["flops"].transform("median").to_numpy(float)
+        how = f"by FLOPs within {tolerance:.3g} of each other"
+    keys = ["family", "budget", "params"]
+    spread = 0.0
+    for col in ("tokens", "flops"):
+        g = df.groupby(keys)[col]
+        spread = max(spread, float((g.transform("max") / g.transform("min")).max() - 1))
+        df[col] = g.transform("median")
+    line = f"runs grouped into {df['budget'].nunique()} budget(s) {how}"
+    if spread > 0:
+        line += f"; each size's tokens and FLOPs at a budget read as their median (they differed by up to {spread:.2%})"
+    return df, line
+
+
+def _check_params_are_active(df: pd.DataFrame) -> list[str]:
+    """A note when flops and tokens are both given and flops / (6 params tokens) is far from 1: `params` is then
+    likely the total count of an MoE (C = 6 N D holds with the active count)."""
+    if not {"flops", "tokens"} <= set(df.columns):
+        return []
+    ratio = float(np.median(df["flops"] / (6 * df["params"] * df["tokens"])))
+    if 0.5 <= ratio <= 2:
+        return []
+    return [f"flops / (6 * params * tokens) is {ratio:.3g}, not about 1: is params the active non-embedding count? "
+            f"(an MoE's total count understates its sparsity; the laws use N as given)"]
 
 
 POSITIVE_CSV = ("params", "tokens", "flops", "loss", "lr", "batch_tokens", "batch", "seq_len", "activation_ratio",
@@ -236,7 +293,8 @@ def _drop_bad_losses(runs: Runs) -> Runs:
 
 
 def load_runs(source: str | None, results_dir: Path, sweep: str | None = None, mapping: str | None = None,
-              seq_len: int | None = None, convention: str = "M", allow_mixed_data: bool = False) -> Runs:
+              seq_len: int | None = None, convention: str = "M", allow_mixed_data: bool = False,
+              budget_tolerance: float = BUDGET_TOLERANCE) -> Runs:
     """The runs of `source`: None = the results store, a .csv path, or wandb:ENTITY/PROJECT; `sweep` limits the
     store or the W&B project to one sweep (None = all of them)."""
     if source is None:
@@ -245,7 +303,7 @@ def load_runs(source: str | None, results_dir: Path, sweep: str | None = None, m
         return from_wandb(source.removeprefix("wandb:"), sweep, convention, allow_mixed_data)
     if sweep is not None:
         raise InputError(f"a CSV has no sweeps: drop SWEEP ({sweep!r}) or select its rows in the CSV")
-    return from_csv(Path(source), parse_map(mapping), seq_len)
+    return from_csv(Path(source), parse_map(mapping), seq_len, budget_tolerance)
 
 
 def from_wandb(project: str, sweep: str | None = None, convention: str = "M", allow_mixed_data: bool = False) -> Runs:

@@ -52,7 +52,10 @@ def _power(p, v, variables):
     with np.errstate(over="ignore", invalid="ignore"):  # an extreme resample may overflow (inf, kept as such)
         out = p["a"]
         for var, exp in zip(variables, EXPONENT_NAMES, strict=False):
-            out = out * _arr(v[var]) ** p[exp]
+            try:
+                out = out * _arr(v[var]) ** p[exp]
+            except OverflowError:  # Python floats raise where numpy gives inf
+                out = out * np.float64(v[var]) ** np.float64(p[exp])
         return out
 
 

@@ -23,6 +23,22 @@ def r_squared(y: np.ndarray, y_hat: np.ndarray) -> float:
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
 
 
+COLLINEAR_SPREAD = float(np.log(1.1))
+"""A variable of a several-variable power law that varies by less than x1.1 beyond what the others explain (in
+logs) moved with them: their exponents cannot be told apart (a ladder at fixed tokens per parameter has D = k N)."""
+
+
+def _refuse_collinear(name: str, names: list[str], logs: list[np.ndarray]) -> None:
+    for j, lg in enumerate(logs if len(logs) > 1 else []):
+        others = np.column_stack([np.ones(len(lg)), *(x for i, x in enumerate(logs) if i != j)])
+        resid = lg - others @ np.linalg.lstsq(others, lg, rcond=None)[0]
+        if np.ptp(resid) < COLLINEAR_SPREAD:
+            rest = ", ".join(n for i, n in enumerate(names) if i != j)
+            raise FitError(f"{name}: {names[j]} moved with {rest} (beyond a power of {rest} it varies by only "
+                           f"x{np.exp(np.ptp(resid)):.4g}), so their exponents cannot be told apart: vary them "
+                           f"independently (several sizes per token count, or an IsoFLOP sweep)")
+
+
 def fit_power_law(name: str, variables: dict[str, np.ndarray], y: np.ndarray, n_boot: int = 1000,
                   seed: int = 0, level: float = 0.95, replicates: np.ndarray | None = None,
                   replicate_sets: list[tuple[dict, np.ndarray]] | None = None) -> LawFit:
@@ -45,6 +61,7 @@ def fit_power_law(name: str, variables: dict[str, np.ndarray], y: np.ndarray, n_
     logs = [np.log(v[mask]) for v in xs.values()]
     if any(np.ptp(lg) == 0 for lg in logs):
         raise FitError(f"{name}: a variable does not vary ({', '.join(xs)}): need at least two distinct values")
+    _refuse_collinear(name, list(xs), logs)
     X, ly = np.column_stack([np.ones(len(y)), *logs]), np.log(y)
     coef, *_ = np.linalg.lstsq(X, ly, rcond=None)
     resid = ly - X @ coef

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("local", "slurm")
+KINDS = ("local", "slurm", "command")
 
 
 @dataclass
@@ -20,7 +20,12 @@ class LauncherConfig:
     """How and where the cells of a sweep are trained."""
 
     kind: str = "local"
-    """`local`: worker processes on this machine. `slurm`: a submitit job array on a Slurm cluster."""
+    """`local`: worker processes on this machine. `slurm`: a submitit job array on a Slurm cluster. `command`: worker
+    processes on this machine that run your own trainer per cell (`command`; scaling/sweep/command.py)."""
+    command: str | None = None
+    """(command) Your trainer's command line, with placeholders for the cell's values, e.g. "torchrun
+    --nproc_per_node=8 train.py --lr {train.lr} --steps {derived.steps} --result {result_path}"; never run by a
+    shell. The trainer writes {"val_loss": ...} to {result_path} (the contract: scaling/sweep/command.py)."""
     workers: int = 1
     """(local) Worker processes on a CPU machine, each with cores / workers threads (a Slurm array task has one
     per lane instead: its GPUs x runs_per_gpu, or runs_per_gpu on a CPU-only task)."""
@@ -76,12 +81,14 @@ class LauncherConfig:
 
 
 def register() -> None:
-    """Put `launcher/local` and `launcher/slurm` in Hydra's ConfigStore (usable from any config folder)."""
+    """Put `launcher/local`, `launcher/slurm` and `launcher/command` in Hydra's ConfigStore (usable from any config
+    folder)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(group="launcher", name="local", node=LauncherConfig(kind="local"))
     cs.store(group="launcher", name="slurm", node=LauncherConfig(kind="slurm"))
+    cs.store(group="launcher", name="command", node=LauncherConfig(kind="command"))
 
 
 def check(launcher: LauncherConfig) -> list[str]:
@@ -89,6 +96,15 @@ def check(launcher: LauncherConfig) -> list[str]:
     problems = []
     if launcher.kind not in KINDS:
         problems.append(f"launcher.kind={launcher.kind!r} is not one of {', '.join(KINDS)}")
+    if launcher.kind == "command" and not (launcher.command or "").strip():
+        problems.append("launcher=command needs launcher.command, your trainer's command line, e.g. "
+                        "launcher.command='python train.py --lr {train.lr} --steps {derived.steps} --result "
+                        "{result_path}'")
+    if launcher.command and launcher.kind != "command":
+        problems.append(f"launcher.command is only run by launcher=command (this is launcher={launcher.kind})")
+    if launcher.kind == "command" and launcher.gpus_per_run > 1:
+        problems.append("launcher=command: your command starts its own processes (torchrun ...); leave "
+                        "launcher.gpus_per_run at 1")
     if launcher.device not in ("auto", "cpu"):
         problems.append(f"launcher.device={launcher.device!r} is not auto or cpu")
     for key in ("workers", "time_per_cell_min", "runs_per_gpu", "gpus_per_run", "nodes_per_run", "cells_per_lane",

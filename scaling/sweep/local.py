@@ -73,7 +73,8 @@ def launch(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
                   f"{len(slots)} worker(s): {', '.join(s[0] for s in slots)}")
     wandb_folder = store.wandb_dir(results_dir, plan.name)
     tracking.reset_unreachable(wandb_folder)  # this launch tries the network again
-    procs, events = start_workers(slots, [(c.run_id, c.name, to_dict(c.run)) for c in todo], results_dir,
+    cells = [(c.run_id, c.name, to_dict(c.run), c.plan.derived()) for c in todo]
+    procs, events = start_workers(slots, cells, results_dir,
                                   plan.name, launcher, retry_failed, stale_after, after=plan.branch_predecessors())
     terminated = _stop_workers_on_sigterm(procs, console)
 

@@ -42,14 +42,14 @@ def rendezvous(head: str, attempt: str, run_id: str) -> tuple[str, str]:
     return f"{head}:{port}", rid.replace(".", "-")
 
 
-def train_across_nodes(cells: list[tuple[str, str, dict]], results: Path, sweep: str, procs_per_node: int,
+def train_across_nodes(cells: list[tuple[str, str, dict, dict]], results: Path, sweep: str, procs_per_node: int,
                        retry_failed: bool, task_rank: int, tasks: int, head: str, threads: int | None = None,
                        procs: list | None = None) -> dict:
     """Train each cell on `tasks` agents (this is agent `task_rank`; `head` is task 0's host): counts by final
     state (task 0's view; others count 'joined'). `procs` receives the running torchrun (for `checkpoint`)."""
     counts: dict[str, int] = {}
     attempt = attempt_id()
-    for run_id, name, run_dict in cells:
+    for run_id, name, run_dict, _ in cells:
         run_file = store.run_file_path(results, sweep, run_id)
         if task_rank == 0:
             owner = _claim_and_announce(run_file, results, sweep, run_id, run_dict, name, attempt, retry_failed)

@@ -59,7 +59,7 @@ from scaling.compose import (
 from scaling.config import ConfigError, ModelConfig, RunConfig
 from scaling.data import DataError
 from scaling.memory import ParallelPlan
-from scaling.run import RunPlan
+from scaling.run import RunPlan, with_data_vocab
 from scaling.sweep import launcher
 from scaling.sweep.launcher import LauncherConfig
 
@@ -80,6 +80,9 @@ class GridAxis:
     model size alone, the same at every budget, so a shape's cells can branch) or lr_opt_nd (a * N^b1 * D^b2)."""
     factors: list[float] = field(default_factory=lambda: [1.0])
     """Multipliers of the centre, e.g. [0.5, 1, 2]."""
+    allow_undetermined: bool = False
+    """Centre on `law` even when its fit judged it undetermined (refused by default: such a law's prediction is not
+    a value, e.g. a wind tunnel's stage that exists to test it)."""
     law_at: str = "budget"
     """Where `law` is read: 'budget', at each cell's budget; 'shape', once per shape, at the geometric middle of the
     budgets that shape is trained at, so its cells share one value and can branch their cooldowns from one stable
@@ -199,6 +202,8 @@ class SweepPlan:
     """The results folder every cell records under (one per sweep; the launchers take it from here)."""
     duplicates: int = 0
     """Cells dropped because an earlier cell had the same id (e.g. an axis value equal to the base)."""
+    centres: list[str] = field(default_factory=list)
+    """What each law-centred lr or batch axis rests on: the law, its file, verdict and convention (one line each)."""
     _predecessors: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def results_folder(self, given: str | Path | None = None) -> Path:
@@ -393,7 +398,7 @@ def dense_equivalent(run: RunConfig) -> dict:
 
 # ---- lr / batch grids ----------------------------------------------------------------------------------------
 def grid_values(axis: GridAxis, budget: float, base_value: float, law_name: str, model: ModelConfig,
-                search: list[Path] | None = None) -> list[float]:
+                search: list[Path] | None = None, name: str = "lr") -> list[float]:
     """The axis's values at one budget: as given, or its centre (a value, the fitted optimum for `model` at
     `budget`: advise/grids.py, by the axis's law_name or else `law_name`, else the base config's value) times its
     factors."""
@@ -402,7 +407,8 @@ def grid_values(axis: GridAxis, budget: float, base_value: float, law_name: str,
     if axis.law:
         from scaling.advise.grids import law_centre
 
-        centre = law_centre(axis.law, axis.law_name or law_name, budget, model, search)
+        centre = law_centre(axis.law, axis.law_name or law_name, budget, model, search,
+                            allow_undetermined=axis.allow_undetermined, axis=name)
     else:
         centre = axis.centre if axis.centre is not None else base_value
     return [centre * f for f in axis.factors]
@@ -464,6 +470,7 @@ def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: s
     seen: set[str] = set()
     duplicates = 0
     datasets: dict[str, Any] = {}
+    centres: list[str] = []
     for part in expand_parts(sweep):
         _check_not_swept(part)
         part_cells, part_problems = _plan_part(part, results_dir, wandb_mode, datasets, data_required)
@@ -475,11 +482,18 @@ def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: s
             seen.add(cell.run_id)
             cell.index = len(cells)
             cells.append(cell)
+        if not part_problems:
+            from scaling.advise.grids import centre_lines
+
+            centres += [line for line in centre_lines({"lr": part.lr, "batch": part.batch}, _search(part))
+                        if line not in centres]
     if problems:
         raise PlanError(sweep.name, problems)
     _make_names_unique(cells)
+    if sweep.launcher.kind == "command":
+        _check_command(sweep, cells)
     return SweepPlan(config=sweep, cells=cells, results_dir=_one_results_dir(sweep.name, cells, results_dir),
-                     duplicates=duplicates)
+                     duplicates=duplicates, centres=centres)
 
 
 PER_SWEEP_KEYS = ("results_dir", "sweep")
@@ -582,10 +596,12 @@ def _variant(part: _Part, budget: float, shape: dict | None, arch: dict, kind: s
         if arch["A"] is not None:
             run = with_updates(run, reshape_activation(run, arch["A"]))
     sweep = part.sweep
+    if run.model.vocab_size is None:  # null: the data's vocabulary, before anything counts parameters or FLOPs
+        run = with_data_vocab(run, _data_summary(part, run))
     batches = grid_values(sweep.batch, _law_budget(sweep, sweep.batch, budget, shape),
-                          run.train.batch_size * run.model.seq_len, "batch_opt", run.model, part.search)
+                          run.train.batch_size * run.model.seq_len, "batch_opt", run.model, part.search, "batch")
     lrs = grid_values(sweep.lr, _law_budget(sweep, sweep.lr, budget, shape), run.train.lr, "lr_opt", run.model,
-                      part.search)
+                      part.search, "lr")
     return run, batches, lrs
 
 
@@ -616,7 +632,6 @@ def _cell(part: _Part, run: RunConfig, budget: float, shape: dict | None, kind: 
           lr: float, updates: dict, index: int) -> Cell:
     """One cell: its run with the updates and batch, its memory plan on the launcher's devices, its run plan
     against its data's summary, and its name and coordinates."""
-    from scaling import data as data_mod
     from scaling.run import cell_name, plan_run, shape_tag
 
     sweep = part.sweep
@@ -628,10 +643,7 @@ def _cell(part: _Part, run: RunConfig, budget: float, shape: dict | None, kind: 
         raise ConfigError(f"too big for its GPUs (launcher.gpu_memory_gb={sweep.launcher.gpu_memory_gb:g}): "
                           f"{parallel.reason()}")
     cell_run = with_updates(cell_run, _decided(cell_run, parallel))
-    key = json.dumps(dataclasses.asdict(cell_run.data), sort_keys=True)
-    if key not in part.datasets:
-        part.datasets[key] = data_mod.describe(cell_run.data, required=part.data_required)
-    plan = plan_run(cell_run, part.datasets[key], refuse_repeats=part.data_required)
+    plan = plan_run(cell_run, _data_summary(part, cell_run), refuse_repeats=part.data_required)
     name = cell_name(cell_run, plan.counts, plan.batch_tokens, shape, updates, several_seeds=len(sweep.seeds) > 1)
     coords = {"budget_flops": float(budget), "A": plan.counts.activation_ratio, "G": plan.counts.granularity,
               "lr": float(updates["train.lr"]), "batch_tokens": plan.batch_tokens, "seed": updates["seed"],
@@ -639,6 +651,35 @@ def _cell(part: _Part, run: RunConfig, budget: float, shape: dict | None, kind: 
               "shape": shape_tag(shape) if shape else None,
               **{k: v for k, v in updates.items() if k not in ("train.lr", "seed", "train.batch_size")}}
     return Cell(index=index, name=name, run=cell_run, plan=plan, coords=coords, memory=parallel)
+
+
+def _check_command(sweep: SweepConfig, cells: list[Cell]) -> None:
+    """launcher=command: the template renders for every cell (no unknown placeholder), before anything runs."""
+    from scaling.config import to_dict
+    from scaling.sweep.command import CommandError, cell_values, render
+
+    for c in cells:
+        values = cell_values(c.run_id, c.name, sweep.name, to_dict(c.run), c.plan.derived(), Path("CELL"))
+        try:
+            render(sweep.launcher.command or "", values)
+        except CommandError as e:
+            raise ConfigError(str(e)) from None
+
+
+def _data_summary(part: _Part, run: RunConfig):
+    """The summary of the run's data (data.describe), described once per data config of the sweep. Under
+    launcher=command the trainer reads its own data: nothing is read here, and its size is data.train_tokens (or
+    unknown)."""
+    from scaling import data as data_mod
+
+    if part.sweep.launcher.kind == "command":
+        tokens = int(run.data.train_tokens) if run.data.train_tokens else None
+        return data_mod.DataSummary(source="the trainer's own", train_tokens=[tokens], weights=[1.0],
+                                    vocab_size=None, fingerprint=None, where="declared" if tokens else "missing")
+    key = json.dumps(dataclasses.asdict(run.data), sort_keys=True)
+    if key not in part.datasets:
+        part.datasets[key] = data_mod.describe(run.data, required=part.data_required)
+    return part.datasets[key]
 
 
 def _decided(run: RunConfig, parallel: ParallelPlan) -> dict:

@@ -95,7 +95,7 @@ class SweepTask:
         state["_procs"] = []  # processes of this run; the requeued run starts its own
         return state
 
-    def __call__(self, cells: list[tuple[str, str, dict]]) -> dict:
+    def __call__(self, cells: list[tuple[str, str, dict, dict]]) -> dict:
         from scaling import cpu_blas
 
         cpu_blas.enable()  # this task's own process (its workers enable it in theirs)
@@ -121,7 +121,7 @@ class SweepTask:
             p.join()
         return counts
 
-    def _across_nodes(self, cells: list[tuple[str, str, dict]]) -> dict:
+    def _across_nodes(self, cells: list[tuple[str, str, dict, dict]]) -> dict:
         """This job's tasks (one per node) train each cell together (sweep/multinode.py)."""
         import submitit
 
@@ -208,7 +208,8 @@ def submit(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
     executor.update_parameters(**params)
     task = SweepTask(str(results_dir), plan.name, task_workers(launcher, lanes_per_task(launcher)), retry_failed,
                      stop_wait_s=max(5.0, launcher.signal_delay_s - 10))
-    args = [[(c.run_id, c.name, {**to_dict(c.run), "results_dir": str(results_dir)}) for c in t] for t in tasks]
+    args = [[(c.run_id, c.name, {**to_dict(c.run), "results_dir": str(results_dir)}, c.plan.derived()) for c in t]
+            for t in tasks]
     try:
         jobs = executor.map_array(task, args)
     except Exception as e:  # sbatch refused (bad partition, account, limits): its own message says why

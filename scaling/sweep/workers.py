@@ -60,8 +60,9 @@ def cells_to_run(plan: SweepPlan, results_dir: Path, retry_failed: bool, report)
 
 
 # ---- worker process ------------------------------------------------------------------------------------------
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this worker when its launcher dies (even by SIGKILL); elsewhere, poll."""
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (even by SIGKILL): a worker when its launcher dies,
+    an external trainer when its worker dies; elsewhere, the worker polls."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -69,10 +70,10 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker(worker: str, env: dict, threads: int | None, cells: list[tuple[str, str, dict]], results_dir: str,
+def _worker(worker: str, env: dict, threads: int | None, cells: list[tuple[str, str, dict, dict]], results_dir: str,
             sweep: str, retry_failed: bool, stale_after: float, events, procs_per_run: int = 1,
-            after: dict | None = None) -> None:
-    _die_with_parent()
+            after: dict | None = None, command: str | None = None) -> None:
+    die_with_parent()
     parent = os.getppid()
     os.environ.update(env)
     from scaling import cpu_blas
@@ -87,7 +88,7 @@ def _worker(worker: str, env: dict, threads: int | None, cells: list[tuple[str, 
         torch.set_num_threads(threads)
     try:
         _work_through(worker, cells, Path(results_dir), sweep, retry_failed, stale_after, events, parent,
-                      procs_per_run, after or {})
+                      procs_per_run, after or {}, command)
     except KeyboardInterrupt:
         return  # Ctrl-C: the cell's record says 'interrupted' and its claim is released; the launcher reports it
 
@@ -97,7 +98,7 @@ WAIT_POLL_S = 1.0
 
 
 def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: bool, stale_after: float, events,
-                  parent: int, procs_per_run: int = 1, after: dict | None = None) -> None:
+                  parent: int, procs_per_run: int = 1, after: dict | None = None, command: str | None = None) -> None:
     """Train the cells in order, each one this worker can claim. A branching cell (scaling/branching.py, `after`:
     run id -> (predecessor's run id, family, its decay start)) waits while its predecessor is still to reach its
     decay start, here or in another worker, and is taken up again once the state it starts from is saved."""
@@ -114,7 +115,8 @@ def _work_through(worker: str, cells, results: Path, sweep: str, retry_failed: b
             if _waits(cell[0], after or {}, results, sweep, stale_after, queued):
                 waiting.append(cell)
                 continue
-            if not _one_cell(worker, owner, cell, results, sweep, retry_failed, stale_after, events, procs_per_run):
+            if not _one_cell(worker, owner, cell, results, sweep, retry_failed, stale_after, events, procs_per_run,
+                             command):
                 return
         if len(waiting) == len(pending):
             time.sleep(WAIT_POLL_S)
@@ -138,15 +140,16 @@ def _waits(run_id: str, after: dict, results: Path, sweep: str, stale_after: flo
     return (seen is not None and claims.is_live(*seen, stale_after=stale_after)) or before in queued
 
 
-def _one_cell(worker: str, owner: dict, cell: tuple[str, str, dict], results: Path, sweep: str, retry_failed: bool,
-              stale_after: float, events, procs_per_run: int) -> bool:
-    """Claim and train one cell (skipped when done or claimed by another); False when the worker must stop."""
+def _one_cell(worker: str, owner: dict, cell: tuple[str, str, dict, dict], results: Path, sweep: str,
+              retry_failed: bool, stale_after: float, events, procs_per_run: int, command: str | None = None) -> bool:
+    """Claim and train one cell (skipped when done or claimed by another), here or by the user's trainer
+    (`command`: launcher=command, scaling/sweep/command.py); False when the worker must stop."""
     from rich.console import Console
 
     from scaling.scheduler import Preempted
     from scaling.train import train
 
-    run_id, name, run_dict = cell
+    run_id, name, run_dict, derived = cell
     try:
         if not cell_todo(results, sweep, run_id, retry_failed):
             return True
@@ -165,7 +168,12 @@ def _one_cell(worker: str, owner: dict, cell: tuple[str, str, dict], results: Pa
         with open(log, "a") as f, _redirect_fds(f):
             print(f"=== {name} ({run_id}) worker {worker} pid {os.getpid()} {time.ctime()}", flush=True)
             try:
-                if procs_per_run > 1:
+                if command:
+                    from scaling.sweep.command import run_cell
+
+                    with claims.Heartbeat(claim):
+                        record = run_cell(command, run_dict, derived, name, results, sweep, run_id)
+                elif procs_per_run > 1:
                     with claims.Heartbeat(claim):
                         record = _train_with_torchrun(run_dict, name, procs_per_run, results, sweep, run_id,
                                                       owner)
@@ -302,17 +310,19 @@ def parallel_cells(launcher: LauncherConfig) -> int:
     return len(slots)
 
 
-def start_workers(slots, cells: list[tuple[str, str, dict]], results_dir: Path, sweep: str,
+def start_workers(slots, cells: list[tuple[str, str, dict, dict]], results_dir: Path, sweep: str,
                   launcher: LauncherConfig, retry_failed: bool, stale_after: float = claims.STALE_AFTER_S,
                   after: dict | None = None):
-    """Start one spawned worker process per slot, each walking `cells` (run id, name, run dict) in order; returns
+    """Start one spawned worker process per slot, each walking `cells` (run id, name, run dict, the plan's derived
+    quantities) in order (launcher=command: each runs launcher.command per cell); returns
     (processes, event queue). Events are (kind, worker, run_id, name, info, log) with kind start, completed,
     diverged, failed or preempted. `stale_after`: seconds without a heartbeat after which a claim may be taken.
     `after`: the branching cells' predecessors (branching.predecessors), whose stable states they wait for."""
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(name, env, threads, cells, str(results_dir), sweep, retry_failed,
-                                               stale_after, events, launcher.gpus_per_run, after), daemon=False)
+                                               stale_after, events, launcher.gpus_per_run, after, launcher.command),
+                         daemon=False)
              for name, env, threads in slots]
     for p in procs:
         p.start()
