@@ -201,6 +201,13 @@ def log_path(results_dir: Path, sweep: str, run_id: str) -> Path:
     return sweep_dir(results_dir, sweep) / "logs" / f"{run_id}.log"
 
 
+def external_paths(results_dir: Path, sweep: str, run_id: str) -> dict[str, Path]:
+    """launcher=command: a cell's files for the user's trainer: `result` (the JSON it writes), `cell` (the cell as
+    JSON), `checkpoints` (its own folder, the same on every attempt)."""
+    folder = sweep_dir(results_dir, sweep) / "external" / run_id
+    return {"result": folder / "result.json", "cell": folder / "cell.json", "checkpoints": folder / "checkpoints"}
+
+
 def slurm_submissions_dir(results_dir: Path, sweep: str) -> Path:
     return sweep_dir(results_dir, sweep) / "slurm" / "submissions"
 

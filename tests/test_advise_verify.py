@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from scaling.advise.recommend import missing_settings
 from scaling.compose import compose
 from scaling.flops import count
 from tests.inprocess import scaling
@@ -83,8 +84,14 @@ def test_sweep_fit_recommend_and_verify_end_to_end(tmp_path):
     assert "verify the predictions by training there" in fit.stdout
     overrides = (out_dir / "recommended.overrides").read_text()
     assert "model.d_model=32" in overrides and "data.val_tokens=2048" in overrides  # the swept model, not defaults
+    gaps = missing_settings(overrides.splitlines())  # an lr law too uncertain to give a value: the user's own
+    assert gaps == ([] if "lr" in payload["recommendation"]["items"] else ["train.lr"])
+    if gaps:
+        refused = subprocess.run([*cli, "train", "--dry-run", "--overrides-file",
+                                  str(out_dir / "recommended.overrides")], capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and "give train.lr=VALUE on the command line" in refused.stderr
     dry = ok("train", "--dry-run", "--overrides-file", str(out_dir / "recommended.overrides"),
-             f"results_dir={tmp_path / 'rec'}")
+             f"results_dir={tmp_path / 'rec'}", *[f"{k}=0.004" for k in gaps])
     tiny_M = count(compose(BASE).model).M
     assert f"{tiny_M:,.0f}" in dry.stdout and "2.4e+10" in dry.stdout  # the swept tiny model, at the target budget
     assert not (tmp_path / "rec").exists()

@@ -111,3 +111,14 @@ def test_budgets_further_apart_than_the_tolerance_stay_apart(tmp_path):
 def test_total_parameters_given_for_an_moe_are_noted(tmp_path):
     path = _csv(tmp_path, "params,tokens,flops,loss\n5e6,1e9,6e15,3\n1e7,1e9,1.2e16,2.9\n")
     assert any("is params the active" in n for n in from_csv(path).notes)
+
+
+def test_the_readme_states_the_csv_contract_column_for_column():
+    from pathlib import Path
+
+    from scaling.fit.columns import CSV_COLUMNS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    table = {line.split("`")[1]: line.split("|")[2].strip() for line in rows if line.split("`")[1] in CSV_COLUMNS}
+    assert table == CSV_COLUMNS

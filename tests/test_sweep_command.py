@@ -68,13 +68,14 @@ def test_a_gpu_presets_dry_run_export_round_trips_into_the_command_launcher(tmp_
     from scaling.sweep.export import cell_row
 
     values = cell_values(cell["id"], cell["name"], cell["sweep"], cell["config"], cell["derived"], tmp_path)
+    result = tmp_path / cell["sweep"] / "external" / cell["id"] / "result.json"
     row = cell_row(cell)
     assert all(k in values for k in row if k not in ("index",))
     argv = render("train --lr {train.lr} --batch {derived.batch_size} --d {model.d_model} --out {result_path}",
                   values)
     assert argv == ["train", "--lr", str(cell["config"]["train"]["lr"]), "--batch",
                     str(cell["derived"]["batch_size"]), "--d", str(cell["config"]["model"]["d_model"]), "--out",
-                    str(tmp_path / "result.json")]
+                    str(result)]
 
 
 def test_templates_and_results_that_break_the_contract_are_refused(tmp_path):

@@ -215,30 +215,44 @@ def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | N
                                  excluded=excluded))
 
 
+def _within(values: np.ndarray, tolerance: float) -> np.ndarray:
+    """Labels of groups of `values` each spanning at most x(1 + tolerance): sorted, a group starts at its smallest
+    value and takes every next one up to that bound (never chained further, so a dense grid of distinct values is
+    not merged into one)."""
+    order = np.argsort(values, kind="stable")
+    labels = np.empty(len(values), dtype=int)
+    label, start = -1, -np.inf
+    for i in order:
+        if values[i] > start * (1 + tolerance):
+            label, start = label + 1, values[i]
+        labels[i] = label
+    return labels
+
+
 def nominal_budgets(df: pd.DataFrame, tolerance: float = BUDGET_TOLERANCE) -> tuple[pd.DataFrame, str]:
-    """Runs grouped as a sweep planned them: by the `budget` column when there is one, else by FLOPs within
-    `tolerance` of each other (sorted, a new budget wherever the next run's FLOPs are more than that above the
-    previous one's; the budget is the group's median). Within one family, budget and size, every run is read at the
-    group's median tokens and FLOPs (a trainer logs what each run saw, a few tenths of a percent apart), so an lr
-    bowl is one group. Returns (the runs, a line saying how they were grouped)."""
+    """Runs grouped as a sweep planned them. The runs of one family and size whose FLOPs lie within `tolerance` of
+    each other (by the `budget` column when there is one) are one cell, read at their median tokens and FLOPs (a
+    trainer logs what each run saw, a few tenths of a percent apart), so an lr bowl is one group; then cells of
+    different sizes share a budget (the median of their FLOPs) when those lie within `tolerance`, as an IsoFLOP
+    sweep's do. Returns (the runs, a line saying how they were grouped)."""
     if not 0 <= tolerance < 1:
         raise InputError(f"--budget-tolerance {tolerance}: give a fraction in [0, 1), e.g. 0.02")
     df = df.copy()
-    if "budget" in df.columns:
-        how = "by the budget column"
-    else:
-        order = np.argsort(df["flops"].to_numpy(float), kind="stable")
-        logs = np.log(df["flops"].to_numpy(float)[order])
-        cluster = np.empty(len(df), dtype=int)
-        cluster[order] = np.concatenate([[0], np.cumsum(np.diff(logs) > np.log1p(tolerance))])
-        df["budget"] = df.groupby(cluster)["flops"].transform("median").to_numpy(float)
-        how = f"by FLOPs within {tolerance:.3g} of each other"
-    keys = ["family", "budget", "params"]
+    given = "budget" in df.columns
+    cell = np.zeros(len(df), dtype=int)
+    for _, idx in df.groupby(["family", "params"]).indices.items():
+        key = df["budget"] if given else df["flops"]
+        cell[idx] = _within(key.to_numpy(float)[idx], tolerance) + cell.max() + 1
     spread = 0.0
     for col in ("tokens", "flops"):
-        g = df.groupby(keys)[col]
+        g = df.groupby(cell)[col]
         spread = max(spread, float((g.transform("max") / g.transform("min")).max() - 1))
-        df[col] = g.transform("median")
+        df[col] = g.transform("median").to_numpy(float)
+    if given:
+        how = "by the budget column"
+    else:
+        df["budget"] = df.groupby(_within(df["flops"].to_numpy(float), tolerance))["flops"].transform("median")
+        how = f"by FLOPs within {tolerance:.3g} of each other"
     line = f"runs grouped into {df['budget'].nunique()} budget(s) {how}"
     if spread > 0:
         line += f"; each size's tokens and FLOPs at a budget read as their median (they differed by up to {spread:.2%})"

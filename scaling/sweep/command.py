@@ -36,25 +36,20 @@ from pathlib import Path
 from scaling import store
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
-RESULT_FILE = "result.json"
 
 
 class CommandError(ValueError):
     """A template or a trainer's result that cannot be used; the message names the problem and the fix."""
 
 
-def cell_dir(results_dir: Path, sweep: str, run_id: str) -> Path:
-    """The cell's own folder for the external trainer: its result, its cell JSON and its checkpoints."""
-    return store.sweep_dir(results_dir, sweep) / "external" / run_id
-
-
-def cell_values(run_id: str, name: str, sweep: str, config: dict, derived: dict, folder: Path) -> dict[str, str]:
-    """Every placeholder's text for one cell."""
+def cell_values(run_id: str, name: str, sweep: str, config: dict, derived: dict, results: Path) -> dict[str, str]:
+    """Every placeholder's text for one cell (its files under the results folder `results`)."""
     from scaling.sweep.export import flatten
 
+    paths = store.external_paths(results, sweep, run_id)
     values = {k: _text(v) for k, v in {**flatten(config), **flatten(derived, "derived.")}.items()}
-    values.update(run_id=run_id, id=run_id, name=name, sweep=sweep, result_path=str(folder / RESULT_FILE),
-                  config_path=str(folder / "cell.json"), checkpoint_dir=str(folder / "checkpoints"))
+    values.update(run_id=run_id, id=run_id, name=name, sweep=sweep, result_path=str(paths["result"]),
+                  config_path=str(paths["cell"]), checkpoint_dir=str(paths["checkpoints"]))
     return values
 
 
@@ -145,12 +140,12 @@ def run_cell(template: str, run_dict: dict, derived: dict, name: str, results: P
 
     from scaling.sweep.workers import die_with_parent
 
-    folder = cell_dir(results, sweep, run_id)
-    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (folder / RESULT_FILE).unlink(missing_ok=True)  # a result left by an earlier, killed attempt is not this one's
-    store.atomic_write_text(folder / "cell.json", json.dumps({"id": run_id, "name": name, "sweep": sweep,
-                                                              "config": run_dict, "derived": derived}, indent=1))
-    values = cell_values(run_id, name, sweep, run_dict, derived, folder)
+    paths = store.external_paths(results, sweep, run_id)
+    paths["checkpoints"].mkdir(parents=True, exist_ok=True)
+    paths["result"].unlink(missing_ok=True)  # a result left by an earlier, killed attempt is not this one's
+    store.atomic_write_text(paths["cell"], json.dumps({"id": run_id, "name": name, "sweep": sweep,
+                                                       "config": run_dict, "derived": derived}, indent=1))
+    values = cell_values(run_id, name, sweep, run_dict, derived, results)
     argv = render(template, values)
     record = store.new_record(run_id, sweep, name, run_dict, derived, {"trainer": argv[0], "command": argv})
     path = store.record_path(results, sweep, run_id)
@@ -164,7 +159,7 @@ def run_cell(template: str, run_dict: dict, derived: dict, name: str, results: P
     try:
         if code != 0:
             raise CommandError(f"the trainer exited with code {code} (its output: the cell's log)")
-        record = record_of(record, read_result(folder / RESULT_FILE), wall)
+        record = record_of(record, read_result(paths["result"]), wall)
     except CommandError as e:
         record["status"], record["error"] = "failed", store.run_error("exception", 0, str(e))
         store.write_record(path, record)

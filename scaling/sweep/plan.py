@@ -659,7 +659,7 @@ def _check_command(sweep: SweepConfig, cells: list[Cell]) -> None:
     from scaling.sweep.command import CommandError, cell_values, render
 
     for c in cells:
-        values = cell_values(c.run_id, c.name, sweep.name, to_dict(c.run), c.plan.derived(), Path("CELL"))
+        values = cell_values(c.run_id, c.name, sweep.name, to_dict(c.run), c.plan.derived(), Path("results"))
         try:
             render(sweep.launcher.command or "", values)
         except CommandError as e:
