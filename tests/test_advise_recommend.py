@@ -74,3 +74,47 @@ def test_a_law_measured_at_one_size_is_refused_for_a_run_of_another():
         assert ("lr" in rec.missing) == refused and ("lr" in rec.items) != refused
         if refused:
             assert "lr_opt was measured at N = 1.3e+05 alone" in rec.missing["lr"]["why"]
+
+
+def test_a_missing_lr_is_a_marked_line_that_scaling_train_refuses_until_given(tmp_path):
+    """Runs with their config (a sweep of this tool) at two budgets (no lr law): the overrides file trains the
+    swept model, but says train.lr is missing, and `scaling train` refuses it (it would otherwise train at the
+    default lr) until train.lr is given on the command line."""
+    from synthetic import write_sweep
+
+    from scaling.advise.recommend import missing_settings
+    from scaling.fit.inputs import from_store
+    from tests.inprocess import scaling
+
+    write_sweep(tmp_path, "s", (1e11, 2e11), (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2))
+    runs = from_store(tmp_path, "s")
+    report = fit_all(runs, n_boot=200, target_flops=1e12, check=False, only=("lr_opt",))
+    assert "lr_opt" not in report.laws
+    rec = recommend(report, runs.df, 1e12)
+    assert "lr" in rec.missing and missing_settings(rec.overrides) == ["train.lr"]
+    assert not any(line.startswith("train.lr=") for line in rec.overrides)
+    path = tmp_path / "recommended.overrides"
+    path.write_text("\n".join(rec.overrides) + "\n")
+    refused = scaling("train", "--dry-run", "--overrides-file", path)
+    assert refused.returncode == 2 and "has no train.lr" in refused.stderr and "give train.lr=VALUE" in refused.stderr
+    given = scaling("train", "--dry-run", "--overrides-file", path, "train.lr=0.002")
+    assert given.returncode == 0, given.stderr
+
+
+def test_no_path_shows_an_undetermined_value():
+    """An allocation from L(N, D) whose fit is judged undetermined was shown as a value with the verdict
+    'undetermined' beside it (`params_active 36.25 undetermined` from a CSV): it is listed as missing instead."""
+    import numpy as np
+
+    from scaling.fit.inputs import Runs
+
+    N, D = np.meshgrid(np.geomspace(1e6, 1e8, 4), np.geomspace(1e8, 1e10, 4))
+    N, D = N.ravel(), D.ravel()
+    loss = 1.7 + 400 / N**0.34 + 410 / D**0.28
+    df = pd.DataFrame({"params": N, "tokens": D, "flops": 6 * N * D, "budget": 6 * N * D, "loss": loss,
+                       "family": "all"})
+    report = fit_all(Runs(df=df, source="t"), n_boot=0, check=False, only=("chinchilla",))
+    report.laws["chinchilla"].verdict = {"verdict": "undetermined", "reasons": ["judged so"], "advice": []}
+    rec = recommend(report, df, 1e21)
+    assert {"params_active", "tokens"} <= set(rec.missing) and "params_active" not in rec.items
+    assert not any(it.get("verdict") == "undetermined" for it in rec.items.values())

@@ -293,3 +293,38 @@ def test_runs_from_records_come_in_an_order_ids_cannot_change(tmp_path):
     cols = ["budget", "lr", "seed", "loss"]
     a, b = from_store(tmp_path / "a", "s").df[cols], from_store(tmp_path / "b", "s").df[cols]
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_another_teams_wandb_runs_are_read_with_a_map_like_a_csv(monkeypatch):
+    """`--from wandb:PROJECT --map ...`: runs their own trainer logged (nested config, W&B's {"value": x} wrappers,
+    summary metrics), read as a CSV's rows, jittered tokens grouped into bowls, unfinished runs counted."""
+    import types
+
+    from synthetic import A_LR, B_LR
+
+    from scaling.fit.inputs import load_runs
+
+    rng = np.random.default_rng(0)
+    wb_runs = []
+    for C in (1e17, 3e17, 1e18):
+        N = 1e7 * (C / 1e17) ** 0.5
+        for lr in A_LR * C**B_LR * 2.0 ** np.arange(-2, 3):
+            D = C / (6 * N) * (1 + rng.uniform(-0.004, 0.004))
+            loss = 2.0 + 20 * C**-0.08 + 0.12 * np.log(lr / (A_LR * C**B_LR)) ** 2
+            wb_runs.append(types.SimpleNamespace(
+                id=f"r{len(wb_runs)}", group="ladder", state="finished", job_type=None,
+                config={"model": {"value": {"n_params": N}}, "optim": {"value": {"peak_lr": lr}}},
+                summary={"tokens_seen": D, "eval/loss": loss, "_step": 100}))
+    wb_runs.append(types.SimpleNamespace(id="x", group="ladder", state="crashed", job_type=None, config={},
+                                         summary={}))
+
+    class Api:
+        def runs(self, project, filters=None):
+            return wb_runs
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Api=Api))
+    runs = load_runs("wandb:them/ladder", results_dir=None,
+                     mapping="params=model.n_params,lr=optim.peak_lr,tokens=tokens_seen,loss=eval/loss")
+    assert len(runs.df) == 15 and runs.excluded == {"W&B crashed": 1}
+    assert runs.df.groupby(["params", "tokens"]).ngroups == 3  # one bowl per budget despite the jitter
+    assert any(n.startswith("runs grouped into 3 budget(s)") for n in runs.notes)

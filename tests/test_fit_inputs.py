@@ -122,3 +122,23 @@ def test_the_readme_states_the_csv_contract_column_for_column():
     rows = [line for line in readme.splitlines() if line.startswith("| `")]
     table = {line.split("`")[1]: line.split("|")[2].strip() for line in rows if line.split("`")[1] in CSV_COLUMNS}
     assert table == CSV_COLUMNS
+
+
+def test_a_ladder_at_fixed_tokens_per_parameter_refuses_lr_opt_nd_in_one_line_and_fits_the_rest(tmp_path):
+    """It ran 2 minutes and ended in OverflowError from fit/law.py while judging lr_opt_nd."""
+    import numpy as np
+    from synthetic import A_LR, B_LR
+
+    from scaling.fit.report import fit_all
+
+    rng = np.random.default_rng(1)
+    rows = ["params,tokens,loss,lr"]
+    for N in (1e6, 3e6, 1e7, 3e7):
+        C = 6 * N * 20 * N
+        for lr in A_LR * C**B_LR * 2.0 ** np.arange(-2, 3):
+            D = 20 * N * (1 + rng.uniform(-0.003, 0.003))
+            rows.append(f"{N:g},{D:.8g},{2 + 30 * C**-0.1 + 0.12 * np.log(lr / (A_LR * C**B_LR)) ** 2:.6f},{lr:.6g}")
+    report = fit_all(from_csv(_csv(tmp_path, "\n".join(rows) + "\n")), n_boot=100, check=False)
+    assert "lr_opt" in report.laws and "lr_opt_n" in report.laws
+    why = report.excluded["lr_opt_nd"]
+    assert "\n" not in why and "moved with" in why and "vary them independently" in why

@@ -52,3 +52,10 @@ def test_old_and_hand_written_law_files_are_read_without_evaluating_text():
         laws_from_json({"laws": {"x": {"formula": "__import__('os').system('true')", "params": {"a": 1.0}}}})
     with pytest.raises(FitError, match="must be numbers"):
         laws_from_json({"laws": {"x": {"kind": "power", "variables": ["C"], "params": {"a": "1e0+1", "b": 1}}}})
+
+
+def test_a_power_law_overflowing_python_floats_is_inf_not_an_error():
+    from scaling.fit.law import LawFit
+
+    law = LawFit("lr_opt_nd", "power", ("N", "D"), {"a": 1.0, "b": 400.0, "c": -1.0})
+    assert law.value(N=1e6, D=1e9) == float("inf")

@@ -27,7 +27,8 @@ class FitOptions:
     all_sweeps: bool = False
     """Pool the runs of every sweep (their losses must be comparable: same data)."""
     source: str | None = None
-    """A CSV of runs, or wandb:ENTITY/PROJECT (default: the results directory)."""
+    """A CSV of runs, or wandb:ENTITY/PROJECT (runs `scaling` logged; with mapping, any trainer's: their config keys
+    dotted and summary metrics as columns) (default: the results directory)."""
     mapping: str | None = None
     """Read the CSV's columns under our names: 'params=Model Size,flops=Training FLOP' (the columns and their units
     are listed below and in docs/guide/fit.md)."""

@@ -21,6 +21,7 @@ import pandas as pd
 
 from scaling import store
 from scaling.fit.columns import BUDGET_TOLERANCE, CSV_COLUMNS, REQUIRED_CSV
+from scaling.keys import flatten
 
 OPTIONAL_CSV = tuple(c for c in CSV_COLUMNS if c not in REQUIRED_CSV)
 
@@ -166,6 +167,7 @@ def _row(rec: dict, convention: str) -> dict:
 
 def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | None = None,
              budget_tolerance: float = BUDGET_TOLERANCE) -> Runs:
+    """The runs of a CSV, one row per run, its columns read under our names by `mapping` (CSV_COLUMNS)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"CSV {path} not found")
@@ -173,10 +175,17 @@ def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | N
         raw = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
         raise InputError(f"{path} is not a readable CSV ({str(e).splitlines()[0]})") from None
+    return from_table(raw, path, mapping, seq_len, budget_tolerance)
+
+
+def from_table(raw: pd.DataFrame, path, mapping: dict[str, str] | None = None, seq_len: int | None = None,
+               budget_tolerance: float = BUDGET_TOLERANCE, excluded: dict[str, int] | None = None) -> Runs:
+    """Runs of any trainer as a table, one row per run (a CSV, or another team's W&B runs), read as CSV_COLUMNS
+    say; `path` names the source in messages."""
     mapping = mapping or {}
     for theirs in mapping:
         if theirs not in raw.columns:
-            raise InputError(f"{path}: --map names column {theirs!r}, which is not in the CSV "
+            raise InputError(f"{path}: --map names column {theirs!r}, which it does not have "
                              f"(has {', '.join(map(str, raw.columns))})")
     shadowed = [c for c in raw.columns if c in mapping.values() and c not in mapping]
     df = raw.drop(columns=shadowed).rename(columns=mapping)  # a mapped column wins over one of the same name
@@ -189,7 +198,8 @@ def from_csv(path: Path, mapping: dict[str, str] | None = None, seq_len: int | N
                          f"rename with --map, e.g. --map 'params=Model Size,flops=Training FLOP'")
     keep = [c for c in (*REQUIRED_CSV, *OPTIONAL_CSV) if c in df.columns]
     df = df[keep].copy()
-    df, excluded = _usable_rows(df)
+    df, bad_rows = _usable_rows(df)
+    excluded = {**(excluded or {}), **bad_rows}
     if df.empty:
         raise InputError(f"{path}: no row is usable ({', '.join(f'{v} {k}' for k, v in excluded.items())}): "
                          f"every numeric column must hold positive numbers")
@@ -313,6 +323,8 @@ def load_runs(source: str | None, results_dir: Path, sweep: str | None = None, m
     store or the W&B project to one sweep (None = all of them)."""
     if source is None:
         return from_store(results_dir, sweep, convention, allow_mixed_data)
+    if source.startswith("wandb:") and mapping:
+        return from_wandb_mapped(source.removeprefix("wandb:"), parse_map(mapping), sweep, seq_len, budget_tolerance)
     if source.startswith("wandb:"):
         return from_wandb(source.removeprefix("wandb:"), sweep, convention, allow_mixed_data)
     if sweep is not None:
@@ -333,6 +345,32 @@ def from_wandb(project: str, sweep: str | None = None, convention: str = "M", al
     where = f"W&B project {project!r}" + (f", sweep {sweep!r}" if sweep else "")
     return _from_records((rec for rec in map(record_from_wandb, api_runs) if rec is not None), where, convention,
                          allow_mixed_data, empty="no finished `scaling` training runs with a val/loss")
+
+
+def from_wandb_mapped(project: str, mapping: dict[str, str], group: str | None = None, seq_len: int | None = None,
+                      budget_tolerance: float = BUDGET_TOLERANCE) -> Runs:
+    """Any team's W&B runs (not logged by `scaling`), read as a CSV would be: each finished run one row of its
+    config (nested keys dotted, e.g. optimizer.lr) and its summary's numbers, `mapping` naming which of them are our
+    columns (--map loss=val/loss,lr=optimizer.lr,...); runs of one W&B group when `group` is given; unfinished runs
+    counted by state."""
+    try:
+        import wandb
+
+        api_runs = list(wandb.Api().runs(project, filters={"group": group} if group else None))
+    except Exception as e:  # no network, no key, no such project
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise InputError(f"cannot read W&B project {project!r} ({reason})") from None
+    rows, excluded = [], {}
+    for run in api_runs:
+        if run.state != "finished":
+            excluded[f"W&B {run.state}"] = excluded.get(f"W&B {run.state}", 0) + 1
+            continue
+        summary = {k: v for k, v in dict(run.summary).items() if isinstance(v, (int, float, str))}
+        rows.append({**flatten(dict(run.config), unwrap=True), **summary, "wandb_run": run.id})
+    where = f"W&B project {project!r}" + (f", group {group!r}" if group else "")
+    if not rows:
+        raise InputError(f"no finished runs in {where}" + (f" ({excluded})" if excluded else ""))
+    return from_table(pd.DataFrame(rows), where, mapping, seq_len, budget_tolerance, excluded)
 
 
 def record_from_wandb(wb_run) -> dict | None:

@@ -44,7 +44,7 @@ class CommandError(ValueError):
 
 def cell_values(run_id: str, name: str, sweep: str, config: dict, derived: dict, results: Path) -> dict[str, str]:
     """Every placeholder's text for one cell (its files under the results folder `results`)."""
-    from scaling.sweep.export import flatten
+    from scaling.keys import flatten
 
     paths = store.external_paths(results, sweep, run_id)
     values = {k: _text(v) for k, v in {**flatten(config), **flatten(derived, "derived.")}.items()}

@@ -15,6 +15,7 @@ import io
 import json
 
 from scaling.config import to_dict
+from scaling.keys import flatten
 
 FORMATS = ("table", "csv", "json", "jsonl")
 """`--format` of a dry run: the table (default), or the cells as data."""
@@ -24,18 +25,6 @@ def cell_records(plan) -> list[dict]:
     """One object per cell of a sweep plan (sweep.plan.SweepPlan), in plan order."""
     return [{"id": c.run_id, "name": c.name, "index": c.index, "sweep": plan.name, "config": to_dict(c.run),
              "derived": c.plan.derived()} for c in plan.cells]
-
-
-def flatten(obj: dict, prefix: str = "") -> dict:
-    """Nested dicts as one level of dotted keys; lists and scalars as they are."""
-    out: dict = {}
-    for key, value in obj.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def cell_row(record: dict) -> dict:
