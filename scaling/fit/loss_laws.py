@@ -161,8 +161,10 @@ def fit_loss_vs_compute(C: np.ndarray, L: np.ndarray, n_boot: int = 200, seed: i
             logrep = np.log(rep)
             if dof >= 1:  # the runs' noise tests the form; the interval comes from the points' scatter (below)
                 diagnostics["lack_of_fit"] = lack_of_fit(resid, logrep.var(axis=1, ddof=1), dof_test)
-            else:
-                refits = _refit_saturating(logC, logrep.T, theta)
+            else:  # warm-started from the full fit (its grid searched once); L-BFGS-B keeps A finite where the
+                # vectorised refits ran off to A ~ 1e9 on concave points (the demo's: an upper bound of 1e6 nats)
+                refits = np.array([_solve_saturating(logC, col, [[min(logE, col.min()), logA, alpha]])
+                                   for col in logrep.T])
                 draws, diagnostics["lack_of_fit"], method = run_level(refits, theta, resid, logrep, dof_test)
     interval: dict = {}
     if draws is None and dof >= 1:
