@@ -60,16 +60,19 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
 
     from scaling.device import GPU_BF16_PEAK
     from scaling.memory import GIB
-    from scaling.sweep.estimate import GPU_STUDY_FLOPS, PLANNING_MFU, gpu_hours
+    from scaling.sweep.estimate import GPU_STUDY_FLOPS, gpu_hours
 
     title = f"sweep {plan.name}: {len(plan.cells)} cells" + (f" — {plan.config.description}"
                                                                if plan.config.description else "")
     table = Table(title=title, title_justify="left")
     epochs = wide or any(c.plan.summary and (c.plan.summary.epochs(c.plan.tokens) or 0) > 1 for c in plan.cells)
+    mfu = plan.config.launcher.assumed_mfu
+    gpu_plan = plan.total_flops >= GPU_STUDY_FLOPS or plan.config.launcher.gpu_memory_gb is not None
+    cell_hours = {k: gpu_hours(v, mfu) for k, v in plan.cell_mfu_flops().items()} if gpu_plan else {}
     cols = ("#", *(("id",) if wide else ()), "cell (C, A, G, lr, batch)", *(("shape",) if wide else ()),
             "params tot/act", *(("M",) if wide else ()), "tokens", "steps", *(("epochs",) if epochs else ()),
             "memory/device" if wide else "GiB/dev")
-    for col in cols + (("est s",) if estimates else ()):
+    for col in cols + (("GPU h",) if cell_hours else ()) + (("est s",) if estimates else ()):
         table.add_column(col, justify="left" if col in ("id", "shape") or col.startswith("cell") else "right",
                          no_wrap=True)
     too_big = []
@@ -88,6 +91,8 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
                 memory += " ✗"
             row = [str(c.index), c.name, f"{_si(k.params_total)}/{_si(k.params_active)}", _si(c.plan.tokens),
                    str(c.plan.steps), *((_epochs(c.plan),) if epochs else ()), memory]
+        if cell_hours:
+            row.append(f"{cell_hours[c.run_id]:.3g}")
         if estimates:
             row.append(f"{estimates.get(c.run_id, float('nan')):.1f}")
         table.add_row(*row)
@@ -99,9 +104,11 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
         caption += (f", of which {plan.trained_flops:.3g} trained: {branched} cell(s) branch their cooldown from a "
                     f"shorter run's stable phase (train.branch), saving {saved:.3g} FLOPs "
                     f"({saved / plan.total_flops:.0%})")
-    if plan.total_flops >= GPU_STUDY_FLOPS or plan.config.launcher.gpu_memory_gb is not None:
-        caption += (f" = {gpu_hours(plan.mfu_flops):,.0f} H100/H200-hours at {PLANNING_MFU:.0%} MFU in bf16 "
-                    f"({GPU_BF16_PEAK['H100'] / 1e12:.0f} TFLOP/s peak)")
+    if gpu_plan:
+        caption += (f"; with the output head {plan.mfu_flops:.3g} FLOPs = {gpu_hours(plan.mfu_flops, mfu):,.0f} "
+                    f"H100/H200-hours (GPU h per cell above: its FLOPs with the output head at "
+                    f"launcher.assumed_mfu={mfu:g} of a {GPU_BF16_PEAK['H100'] / 1e12:.0f} TFLOP/s bf16 peak; an "
+                    f"assumption: `scaling bench` on the GPU measures it)")
     if plan.duplicates:
         caption += f"; {plan.duplicates} duplicate cell(s) dropped"
     caption += "\n" + memory_line(plan)
@@ -148,9 +155,13 @@ def memory_line(plan) -> str:
         return line + "; not checked against a device: set launcher.gpu_memory_gb=80 (GiB per GPU) to check it"
     big = [c for c in cells if c.memory.fits is False]
     line += f"; checked against {launcher.gpu_memory_gb:g} GiB GPUs ({USABLE_FRACTION:.0%} usable)"
+    if launcher.runs_per_gpu > 1:
+        line += (f", {launcher.runs_per_gpu} cells per GPU (launcher.runs_per_gpu): "
+                 f"{launcher.gpu_memory_gb / launcher.runs_per_gpu:.3g} GiB each")
     if big:
-        line += (f"\n{len(big)} cell(s) do not fit their devices (memory column): training them needs more GPUs "
-                 f"per cell (launcher.gpus_per_run, nodes_per_run; train.parallel=auto shards when needed)")
+        fewer = "fewer cells per GPU (launcher.runs_per_gpu) or " if launcher.runs_per_gpu > 1 else ""
+        line += (f"\n{len(big)} cell(s) do not fit their devices (memory column): training them needs {fewer}more "
+                 f"GPUs per cell (launcher.gpus_per_run, nodes_per_run; train.parallel=auto shards when needed)")
     return line
 
 

@@ -328,3 +328,4 @@ def test_another_teams_wandb_runs_are_read_with_a_map_like_a_csv(monkeypatch):
     assert len(runs.df) == 15 and runs.excluded == {"W&B crashed": 1}
     assert runs.df.groupby(["params", "tokens"]).ngroups == 3  # one bowl per budget despite the jitter
     assert any(n.startswith("runs grouped into 3 budget(s)") for n in runs.notes)
+

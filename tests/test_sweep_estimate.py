@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from scaling.sweep import estimate
 from scaling.sweep.launcher import LauncherConfig
 from scaling.sweep.plan import SweepConfig, plan_sweep
@@ -70,3 +72,47 @@ def test_a_cell_too_big_for_this_machine_is_not_probed(monkeypatch):
     monkeypatch.setattr(estimate, "tokens_per_second", lambda *a, **k: (_ for _ in ()).throw(AssertionError()))
     monkeypatch.setattr(estimate, "PROBE_MEMORY_FRACTION", 0.0)
     assert estimate.estimate_sweep_seconds(_plan((3e11,), (64,)), LauncherConfig(device="cpu")) == {}
+
+
+GPU_PRESETS = ("lr_batch", "activation_ratio", "granularity", "isoflop", "wind_tunnel", "precision")
+
+
+@pytest.mark.parametrize("name", GPU_PRESETS)
+def test_a_gpu_presets_hours_are_a_hand_count_with_the_head_and_its_dry_run_shows_them_per_cell(name, monkeypatch):
+    """Each cell's tokens x (M + 3 x 2 d V, the output head's matmul forward and backward), over 35% of an H100's
+    989.4 TFLOP/s: the plan's GPU-hours within 1%, and a GPU h column per cell that sums to them."""
+    from rich.console import Console
+
+    from scaling.sweep.plan import compose_sweep
+    from scaling.tables import sweep_table
+
+    monkeypatch.setenv("SCALING_DATA", "/data/tokens")
+    plan = plan_sweep(compose_sweep(name, ["data.train_tokens=1e11"]), data_required=False)
+    assert not plan.branch_predecessors()
+    hand = sum(c.plan.tokens * (c.plan.counts.M + 6 * c.run.model.d_model * c.run.model.vocab_size)
+               for c in plan.cells) / (989.4e12 * 0.35) / 3600
+    assert estimate.gpu_hours(plan.mfu_flops, plan.config.launcher.assumed_mfu) == pytest.approx(hand, rel=0.01)
+    console = Console(width=300, record=True)
+    console.print(sweep_table(plan, {}))
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "GPU h" in line)
+    column = [c.strip() for c in header.split("┃")].index("GPU h")
+    per_cell = [float(line.split("│")[column]) for line in text.splitlines() if line.startswith("│")]
+    assert len(per_cell) == len(plan.cells) and sum(per_cell) == pytest.approx(hand, rel=0.02)
+    import re
+
+    shown = float(re.search(r"= ([\d,]+) H100/H200-hours", " ".join(text.split())).group(1).replace(",", ""))
+    assert shown == pytest.approx(hand, rel=0.01, abs=0.5)
+
+
+def test_cells_packed_on_one_gpu_share_its_memory_and_are_refused_with_the_numbers():
+    """runs_per_gpu = k: each cell is planned in 1/k of the GPU's memory (four demo cells of 0.014 GiB each on a
+    0.04 GiB 'GPU' do not fit, one does); the refusal names the share and the fix."""
+    from scaling.sweep.plan import PlanError, compose_sweep
+
+    fits = plan_sweep(compose_sweep("demo", ["launcher.gpu_memory_gb=0.04", "budgets=[1e11]"]))
+    assert all(c.memory.fits for c in fits.cells)
+    with pytest.raises(PlanError, match=r"shared by launcher.runs_per_gpu=4 cells: 0.01 GiB each; lower "
+                                        r"runs_per_gpu"):
+        plan_sweep(compose_sweep("demo", ["launcher.gpu_memory_gb=0.04", "launcher.runs_per_gpu=4",
+                                          "budgets=[1e11]"]))

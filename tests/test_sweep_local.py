@@ -48,6 +48,8 @@ def test_sweep_runs_every_cell_once_and_a_rerun_skips_them(tmp_path):
     log = (tmp_path / "tiny" / "logs" / f"{tiny_ids()[0]}.log").read_text()  # the training, as `tail -f` shows it
     assert log.count("\nstep ") >= 2 and "tok/s" in log and "--- completed: val loss" in log
     assert "✓" in out.stdout and tiny_ids()[0] in out.stdout  # the final status table is a result: stdout
+    finished = [line for line in out.stderr.splitlines() if " val loss " in line and "finished" in line]
+    assert len(finished) == 6 and finished[-1].split("tiny: ")[1].startswith("6/6 finished")  # a log to follow
     again = scaling(*sweep_cmd(tmp_path)[3:])
     assert again.returncode == 0 and "already done" in again.stderr
     assert records(tmp_path) == recs  # untouched

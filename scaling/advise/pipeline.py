@@ -117,7 +117,15 @@ def fit_sweep(results_dir: Path, options: FitOptions) -> FitResult:
         sweep = only_sweep(Path(results_dir))
     runs = load_runs(o.source, Path(results_dir), sweep, o.mapping, o.seq_len, o.convention, o.allow_mixed_data,
                      o.budget_tolerance)
-    report = fit_all(runs, optimum=o.optimum, n_boot=o.bootstrap, target_flops=o.target_flops)
+    import warnings
+
+    import numpy as np
+
+    # Resamples at the edge of a law's range overflow or divide by zero; every law keeps such values as inf or NaN
+    # and says what it dropped, so numpy's RuntimeWarnings are noise on the user's terminal, not news.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        report = fit_all(runs, optimum=o.optimum, n_boot=o.bootstrap, target_flops=o.target_flops)
     if not report.laws and report.optima is None and report.precision is None:
         raise InputError(no_law_reason(runs, report))
     recommendation = None

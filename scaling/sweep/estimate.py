@@ -12,8 +12,6 @@ from scaling.sweep.workers import parallel_cells, worker_slots
 PROBE_MEMORY_FRACTION = 0.25
 """A cell is probed on the CPU only when its training memory (scaling/memory.py) is below this fraction of the
 memory available here: a GPU preset's cells (tens of GiB) would exhaust the machine, and measure nothing useful."""
-PLANNING_MFU = 0.35
-"""The model FLOPs utilisation a GPU study is costed at (what bf16 MoE training of these sizes reaches)."""
 GPU_STUDY_FLOPS = 1e17
 """A plan of at least this many FLOPs (or one checked against GPU memory) is costed in GPU-hours too."""
 MAX_PROBES = 6
@@ -66,12 +64,12 @@ def estimate_sweep_seconds(plan, launcher: LauncherConfig | None = None) -> dict
     return out
 
 
-def gpu_hours(total_flops: float, gpu: str = "H100") -> float:
-    """GPU-hours of `total_flops` (counted as MFU counts them: SweepPlan.mfu_flops) at PLANNING_MFU of the GPU's
-    dense bf16 peak (device.GPU_BF16_PEAK)."""
+def gpu_hours(total_flops: float, mfu: float, gpu: str = "H100") -> float:
+    """GPU-hours of `total_flops` (counted as MFU counts them: SweepPlan.mfu_flops, the output head included) at
+    `mfu` (launcher.assumed_mfu) of the GPU's dense bf16 peak (device.GPU_BF16_PEAK)."""
     from scaling.device import GPU_BF16_PEAK
 
-    return total_flops / (GPU_BF16_PEAK[gpu] * PLANNING_MFU) / 3600
+    return total_flops / (GPU_BF16_PEAK[gpu] * mfu) / 3600
 
 
 def _cuda_here() -> bool:

@@ -78,6 +78,10 @@ class LauncherConfig:
     checkpoint, stop, and the task is requeued to resume them."""
     max_requeues: int = 5
     """(slurm) Most requeues after time limits per task (pre-emptions do not count)."""
+    assumed_mfu: float = 0.35
+    """The model FLOPs utilisation a GPU plan's hours are costed at (FLOPs with the output head, flops.MFU_CONVENTION,
+    over the GPU's dense bf16 peak). An assumption until measured: `scaling bench` on the target GPU prints the MFU
+    of a model; set it here."""
 
 
 def register() -> None:
@@ -132,6 +136,8 @@ def check(launcher: LauncherConfig) -> list[str]:
         if launcher.kind == "slurm" and launcher.gpus_per_task and launcher.gpus_per_task != launcher.gpus_per_run:
             problems.append(f"launcher.nodes_per_run > 1: a cell takes whole nodes, so gpus_per_run "
                             f"({launcher.gpus_per_run}) must equal gpus_per_task ({launcher.gpus_per_task})")
+    if not 0 < launcher.assumed_mfu <= 1:
+        problems.append(f"launcher.assumed_mfu={launcher.assumed_mfu} must be a fraction in (0, 1], e.g. 0.35")
     if launcher.signal_delay_s < 10:
         problems.append(f"launcher.signal_delay_s={launcher.signal_delay_s} leaves no time to checkpoint: use >= 10")
     return problems

@@ -93,9 +93,14 @@ def launch(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
     return counts
 
 
+SUMMARY_EVERY_S = 60.0
+"""Without a terminal (a log file, nohup, a Slurm log), a summary line at least this often while cells run."""
+
+
 def _follow(sweep: str, todo: list, procs, events, wandb_folder: Path, console, show_progress: bool) -> dict:
-    """Show the workers' events (a progress bar with an ETA by tokens, and a line per failure) until every worker
-    has exited; returns counts by final state."""
+    """Show the workers' events until every worker has exited; returns counts by final state. On a terminal: a
+    progress bar with an ETA by tokens, and a line per failure. Without one (output to a file): a line per finished
+    cell and a summary every SUMMARY_EVERY_S, so a log can be followed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     counts = {"completed": 0, "diverged": 0, "failed": 0, "preempted": 0}
@@ -103,9 +108,19 @@ def _follow(sweep: str, todo: list, procs, events, wandb_folder: Path, console, 
     tokens_of = {c.run_id: c.plan.tokens for c in todo}
     tokens_total, tokens_done, t0 = sum(tokens_of.values()), 0, time.time()
     wandb_announced = False
+    plain = not console.is_terminal
+    last_line = time.time()
+
+    def state_text() -> str:
+        elapsed = time.time() - t0
+        eta = elapsed * (tokens_total - tokens_done) / tokens_done if tokens_done else None
+        return (f"{sum(counts.values())}/{len(todo)} finished · running {len(running)} · failed {counts['failed']} · "
+                f"diverged {counts['diverged']} · {elapsed:.0f} s elapsed, ETA " + ("-" if eta is None else
+                                                                                    f"{eta:.0f} s"))
+
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}")]
-    with Progress(*columns, console=console, disable=not show_progress) as progress:
+    with Progress(*columns, console=console, disable=not show_progress or plain) as progress:
         task = progress.add_task(sweep, total=len(todo), state="", eta="-")
         while True:
             try:
@@ -113,6 +128,9 @@ def _follow(sweep: str, todo: list, procs, events, wandb_folder: Path, console, 
             except queue.Empty:
                 if not any(p.is_alive() for p in procs):
                     return counts
+                if plain and show_progress and time.time() - last_line >= SUMMARY_EVERY_S:
+                    console.print(f"{time.strftime('%H:%M:%S')} sweep {sweep}: {state_text()}", highlight=False)
+                    last_line = time.time()
                 continue
             if not wandb_announced and (notice := tracking.unreachable_notice(wandb_folder)):
                 wandb_announced = True
@@ -124,6 +142,11 @@ def _follow(sweep: str, todo: list, procs, events, wandb_folder: Path, console, 
                 counts[kind] = counts.get(kind, 0) + 1
                 tokens_done += tokens_of.get(run_id, 0)
                 _report_event(kind, worker, run_id, name, info, log, console)
+                if plain:  # a log line, not a live display: written with --no-progress too
+                    done = f"val loss {info}" if kind == "completed" else kind
+                    console.print(f"{time.strftime('%H:%M:%S')} {name} ({run_id}) {done} on {worker}; {sweep}: "
+                                  f"{state_text()}", highlight=False, soft_wrap=True)
+                    last_line = time.time()
             elapsed = time.time() - t0
             eta = elapsed * (tokens_total - tokens_done) / tokens_done if tokens_done else None
             progress.update(task, completed=sum(counts.values()),

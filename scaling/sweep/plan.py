@@ -247,10 +247,14 @@ class SweepPlan:
     @property
     def mfu_flops(self) -> float:
         """What the cells' steps compute as MFU counts it (flops.MFU_CONVENTION: the output head included)."""
+        return sum(self.cell_mfu_flops().values())
+
+    def cell_mfu_flops(self) -> dict[str, float]:
+        """Per cell id, what its own steps compute as MFU counts it (a branching cell: its own part only)."""
         from scaling.flops import MFU_CONVENTION
 
         tokens = self.trained_tokens()
-        return sum(tokens[c.run_id] * c.plan.counts.flops_per_token[MFU_CONVENTION] for c in self.cells)
+        return {c.run_id: tokens[c.run_id] * c.plan.counts.flops_per_token[MFU_CONVENTION] for c in self.cells}
 
     def to_json(self) -> str:
         return json.dumps({"sweep": self.name, "description": self.config.description, "laws": self.config.laws,
@@ -640,7 +644,10 @@ def _cell(part: _Part, run: RunConfig, budget: float, shape: dict | None, kind: 
     cell_run = with_updates(run, updates)
     parallel = _parallel_plan(cell_run, sweep.launcher)
     if parallel.fits is False and part.data_required:
-        raise ConfigError(f"too big for its GPUs (launcher.gpu_memory_gb={sweep.launcher.gpu_memory_gb:g}): "
+        shared = (f", shared by launcher.runs_per_gpu={sweep.launcher.runs_per_gpu} cells: "
+                  f"{sweep.launcher.gpu_memory_gb / sweep.launcher.runs_per_gpu:.3g} GiB each; lower runs_per_gpu"
+                  if sweep.launcher.runs_per_gpu > 1 else "")
+        raise ConfigError(f"too big for its GPUs (launcher.gpu_memory_gb={sweep.launcher.gpu_memory_gb:g}{shared}): "
                           f"{parallel.reason()}")
     cell_run = with_updates(cell_run, _decided(cell_run, parallel))
     plan = plan_run(cell_run, _data_summary(part, cell_run), refuse_repeats=part.data_required)
@@ -695,10 +702,11 @@ def _decided(run: RunConfig, parallel: ParallelPlan) -> dict:
 
 
 def _parallel_plan(run: RunConfig, launch: LauncherConfig) -> ParallelPlan:
-    """The cell's memory and parallel plan on the devices the launcher gives each cell."""
+    """The cell's memory and parallel plan on the devices the launcher gives each cell: with runs_per_gpu = k,
+    k cells share each GPU, so each has 1/k of its memory."""
     from scaling.memory import GIB, plan_parallel
 
-    capacity = launch.gpu_memory_gb * GIB if launch.gpu_memory_gb else None
+    capacity = launch.gpu_memory_gb * GIB / max(1, launch.runs_per_gpu) if launch.gpu_memory_gb else None
     return plan_parallel(run.model, run.train.batch_size, launcher.devices_per_run(launch), run.train.parallel,
                          launcher.runs_on_gpus(launch), capacity, run.train.micro_batch_size)
 
