@@ -396,29 +396,53 @@ def status(
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per cell (state, detail, steps, "
                                  "log) instead of the table."),
+    state: str | None = typer.Option(None, "--state", help="Only cells in these states, comma-separated: "
+                                     "completed, diverged, failed, running, queued, interrupted, pending, corrupt."),
+    budgets: bool = typer.Option(False, "--by-budget", help="One row per budget: its cells by state."),
+    watch: float | None = typer.Option(None, "--watch", help="Print again every this many seconds until no cell "
+                                       "is running or queued (Ctrl-C stops watching; nothing else stops)."),
 ) -> None:
     """Per-cell state of a sweep (or a summary of every sweep): done, running, queued (Slurm), failed, pending,
     with Slurm job ids and log paths."""
     import json
+    import time
 
     from scaling.store import StoreError
-    from scaling.sweep.status import cell_states, sweep_counts
-    from scaling.tables import status_table, sweeps_table
+    from scaling.sweep.status import by_budget, cell_states, moving, parse_states, sweep_counts
+    from scaling.tables import budget_status_table, status_table, sweeps_table
 
     console = _console(stderr=False)
     results = _results_dir(results_dir)
     try:
-        if as_json:
+        wanted = parse_states(state)
+    except ValueError as e:
+        _fail(str(e))
+    if (wanted or budgets or watch) and sweep is None:
+        _fail("--state, --by-budget and --watch need a sweep name")
+    if watch is not None and not watch > 0:
+        _fail(f"--watch {watch}: give a positive number of seconds")
+    try:
+        while True:
             if sweep is None:
-                _fail("--json needs a sweep name")
-            for cell in cell_states(results, sweep):
-                print(json.dumps(cell))
-        elif sweep is None:
-            console.print(sweeps_table(results, sweep_counts(results)))
-        else:
-            console.print(status_table(sweep, cell_states(results, sweep)))
+                console.print(sweeps_table(results, sweep_counts(results)))
+                return
+            states = cell_states(results, sweep)
+            shown = [s for s in states if wanted is None or s["state"] in wanted]
+            if as_json:
+                for cell in shown:
+                    print(json.dumps(cell))
+            elif budgets:
+                console.print(budget_status_table(sweep, by_budget(shown)))
+            else:
+                console.print(status_table(sweep, shown, total=len(states)))
+            if watch is None or not moving(states):
+                return
+            time.sleep(watch)
+            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/]")
     except StoreError as e:
         _fail(str(e))
+    except KeyboardInterrupt:
+        return
 
 
 @app.command()

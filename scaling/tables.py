@@ -533,15 +533,17 @@ MARKS = {"completed": "[green]✓[/]", "diverged": "[yellow]⚠[/]", "failed": "
 """The mark of each cell state (sweep/status.py STATES)."""
 
 
-def status_table(sweep: str, states: list[dict]):
-    """One row per cell (sweep/status.cell_states), with the counts by state as its caption."""
+def status_table(sweep: str, states: list[dict], total: int | None = None):
+    """One row per cell (sweep/status.cell_states), with the counts by state as its caption; `total`: the sweep's
+    cells when `states` is a selection of them."""
     from rich.table import Table
 
     from scaling.sweep.status import counts
 
     n = counts(states)
     caption = "  ".join(f"{MARKS[k]} {k} {v}" for k, v in n.items() if v)
-    table = Table(title=f"sweep {sweep} ({len(states)} cells)", caption=caption, title_justify="left")
+    of = f"{len(states)} of {total} cells" if total is not None and total != len(states) else f"{len(states)} cells"
+    table = Table(title=f"sweep {sweep} ({of})", caption=caption, title_justify="left")
     for col in ("", "cell", "id", "val loss", "steps", "detail / log"):
         table.add_column(col, overflow="fold")
     for s in states:
@@ -554,6 +556,21 @@ def status_table(sweep: str, states: list[dict]):
         if not s["in_plan"]:
             name += " (not in the current plan)"
         table.add_row(MARKS[s["state"]], name, s["id"], val, steps, detail)
+    return table
+
+
+def budget_status_table(sweep: str, per_budget: dict):
+    """One row per budget (sweep/status.by_budget): its cells by state, the states with no cell left out."""
+    from rich.table import Table
+
+    from scaling.sweep.status import STATES
+
+    used = [k for k in STATES if any(n[k] for n in per_budget.values())]
+    table = Table(title=f"sweep {sweep} by budget", title_justify="left")
+    for col in ("budget (FLOPs)", "cells", *(f"{MARKS[k]} {k}" for k in used)):
+        table.add_column(col, justify="right")
+    for budget, n in per_budget.items():
+        table.add_row("?" if budget is None else f"{budget:.3g}", str(sum(n.values())), *(str(n[k]) for k in used))
     return table
 
 

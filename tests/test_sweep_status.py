@@ -75,3 +75,22 @@ def test_a_running_cell_shows_the_live_step_of_its_log(tmp_path, planned):
     log.write_text("=== header\n" + progress.line(40, cell.plan.steps, 3.0, 3.1, 1e-3, 40 * 256, 1e4) + "\n")
     state = next(s for s in cell_states(tmp_path, "st") if s["id"] == cell.run_id)
     assert state["state"] == "running" and state["steps_done"] == 40
+
+
+def test_status_filters_by_state_rolls_up_by_budget_and_watches_until_nothing_moves(tmp_path, planned):
+    c = planned.cells
+    put(tmp_path, c[0], "completed", val=2.5)
+    put(tmp_path, c[1], "failed", error={"kind": "exception", "reason": "boom"})
+    failed = scaling("status", "st", "--state", "failed", "--results-dir", str(tmp_path))
+    assert failed.returncode == 0 and "1 of 5 cells" in failed.stdout and c[1].run_id in failed.stdout
+    assert c[0].run_id not in failed.stdout
+    two = scaling("status", "st", "--state", "failed,pending", "--json", "--results-dir", str(tmp_path))
+    assert sorted(json.loads(line)["state"] for line in two.stdout.splitlines()) == ["failed", "pending", "pending",
+                                                                                     "pending"]
+    typo = scaling("status", "st", "--state", "faild", "--results-dir", str(tmp_path))
+    assert typo.returncode == 2 and "did you mean 'failed'?" in typo.stderr
+    rolled = scaling("status", "st", "--by-budget", "--results-dir", str(tmp_path))
+    row = next(line for line in rolled.stdout.splitlines() if "2e+09" in line)
+    assert [x.strip() for x in row.split("│")[1:-1]] == ["2e+09", "5", "1", "1", "3"]  # cells, ✓, ✗, pending
+    watched = scaling("status", "st", "--watch", "0.01", "--results-dir", str(tmp_path))  # nothing moves: returns
+    assert watched.returncode == 0 and watched.stdout.count("sweep st") == 1

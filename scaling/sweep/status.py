@@ -34,11 +34,12 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
     """One dict per cell of the sweep's last launched plan (plus recorded runs not in it)."""
     results_dir = Path(results_dir)
     planned = (store.read_plan(results_dir, sweep) or {}).get("cells", [])
-    cells = {c["id"]: {"id": c["id"], "name": c.get("name"), "steps": c.get("steps"), "in_plan": True}
+    cells = {c["id"]: {"id": c["id"], "name": c.get("name"), "steps": c.get("steps"), "in_plan": True,
+                       "budget": c.get("budget_flops")}
              for c in planned if isinstance(c, dict) and isinstance(c.get("id"), str)}
     for rec_path in sorted(store.runs_dir(results_dir, sweep).glob("*.json")):
         rid = rec_path.stem
-        cells.setdefault(rid, {"id": rid, "name": None, "steps": None, "in_plan": False})
+        cells.setdefault(rid, {"id": rid, "name": None, "steps": None, "in_plan": False, "budget": None})
     if not cells:
         raise store.StoreError(f"no sweep {sweep!r} under {results_dir}: launch it with `scaling sweep`, or check "
                                f"the results directory (existing: "
@@ -57,6 +58,7 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
         if rec is not None:
             cell["name"] = cell["name"] or rec.get("name")
             cell["steps"] = cell["steps"] or rec["derived"].get("steps")
+            cell["budget"] = cell["budget"] or rec["derived"].get("budget_flops")
             state = rec["status"]
             err = rec.get("error") or {}
             detail = err.get("reason", "")
@@ -84,6 +86,32 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
         out.append({**cell, "state": state, "detail": detail, "val_loss": res.get("val_loss"),
                     "steps_done": steps_done, "log": str(log) if log.exists() else None})
     return out
+
+
+def parse_states(text: str | None) -> set[str] | None:
+    """`--state failed,running` as a set of STATES (None: every state); an unknown one is a ValueError naming the
+    nearest."""
+    import difflib
+
+    if not text:
+        return None
+    wanted = {s.strip() for s in text.split(",") if s.strip()}
+    for s in wanted - set(STATES):
+        near = difflib.get_close_matches(s, STATES, n=1)
+        raise ValueError(f"--state {s!r} is not a cell state" + (f" (did you mean {near[0]!r}?)" if near else "")
+                         + f": one of {', '.join(STATES)}")
+    return wanted
+
+
+def by_budget(states: list[dict]) -> dict[float | None, dict]:
+    """Cells per state of each budget (FLOPs; None for cells whose budget is unknown), budgets in order."""
+    budgets = sorted({s.get("budget") for s in states}, key=lambda b: (b is None, b or 0))
+    return {b: counts([s for s in states if s.get("budget") == b]) for b in budgets}
+
+
+def moving(states: list[dict]) -> bool:
+    """Whether any cell is still being trained or waiting in a queue (what `--watch` waits for)."""
+    return any(s["state"] in ("running", "queued") for s in states)
 
 
 def counts(states: list[dict]) -> dict:
