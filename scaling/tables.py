@@ -112,6 +112,8 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
     if plan.duplicates:
         caption += f"; {plan.duplicates} duplicate cell(s) dropped"
     caption += "\n" + memory_line(plan)
+    if plan.config.launcher.kind == "slurm":
+        caption += "\n" + slurm_line(plan)
     caption += "".join(f"\n  ✗ {line}" for line in too_big)
     repeating = [c for c in plan.cells if c.plan.summary and (c.plan.summary.epochs(c.plan.tokens) or 0) > 1
                  and not c.run.data.allow_repeat]
@@ -133,6 +135,28 @@ def _si(x: float) -> str:
         if abs(x) >= scale:
             return f"{x / scale:.3g}{prefix}"
     return f"{x:.3g}"
+
+
+def slurm_line(plan) -> str:
+    """launcher=slurm: the job array a submission of every cell would ask for (sweep/slurm.array_plan)."""
+    from scaling.sweep.slurm import array_plan
+
+    a, launcher = array_plan(plan), plan.config.launcher
+    if not a["tasks"]:
+        return "slurm: no cells"
+    line = (f"slurm: {a['tasks']} array task(s) of up to {a['most_cells']} cells ({a['lanes']} side by side x "
+            f"launcher.cells_per_lane={launcher.cells_per_lane} in turn), each limited to {a['time_min']} min "
+            f"(launcher.time_per_cell_min={launcher.time_per_cell_min} x cells per lane), requeued after a limit "
+            f"at most launcher.max_requeues={launcher.max_requeues} times")
+    if a["used_gpu_h"] is not None:
+        line += (f"; one round of limits reserves {a['reserved_gpu_h']:,.0f} GPU-hours, for about "
+                 f"{a['used_gpu_h']:,.0f} GPU-hours of training (GPU h column; a cell longer than its limit goes on "
+                 f"after a requeue)")
+    if a["too_long"]:
+        line += (f"\n  ! {len(a['too_long'])} cell(s) need longer than time_per_cell_min x (max_requeues + 1) "
+                 f"(e.g. {a['too_long'][0]}): raise launcher.time_per_cell_min or launcher.max_requeues, or they "
+                 f"stop unfinished")
+    return line
 
 
 def memory_line(plan) -> str:

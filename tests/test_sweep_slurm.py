@@ -236,3 +236,25 @@ def test_a_cell_across_two_nodes_is_preempted_requeued_and_resumes_like_one_proc
         if a["step"] <= 100:  # to rounding while the sums' order has had few steps to matter (tests/test_distributed)
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
     assert rec["results"]["val_loss"] == pytest.approx(one["results"]["val_loss"], rel=0.01)
+
+
+def test_the_dry_run_shows_the_job_array_and_the_cells_its_limits_would_cut_short(monkeypatch):
+    """launcher=slurm --dry-run: tasks, cells per task, the time limit and what it reserves against the estimated
+    GPU-hours, and the cells longer than time_per_cell_min x (max_requeues + 1)."""
+    from scaling.sweep.plan import compose_sweep, plan_sweep
+    from scaling.sweep.slurm import array_plan
+
+    monkeypatch.setenv("SCALING_DATA", "/data/tokens")
+    plan = plan_sweep(compose_sweep("lr_batch", ["launcher=slurm", "data.train_tokens=1e11",
+                                                 "launcher.cells_per_lane=2"]), data_required=False)
+    a = array_plan(plan)
+    assert a["tasks"] == 60 and a["most_cells"] == 2 and a["time_min"] == 120
+    assert a["reserved_gpu_h"] == 60 * 2 and a["used_gpu_h"] == pytest.approx(886, rel=0.01)
+    longest = max(plan.cells, key=lambda c: c.plan.tokens * c.plan.counts.M)
+    assert longest.name in a["too_long"] and len(a["too_long"]) < len(plan.cells)
+    roomy = plan_sweep(compose_sweep("lr_batch", ["launcher=slurm", "data.train_tokens=1e11",
+                                                  "launcher.time_per_cell_min=6000"]), data_required=False)
+    assert array_plan(roomy)["too_long"] == []
+    from scaling.tables import sweep_table
+
+    assert "slurm: 60 array task(s) of up to 2 cells" in sweep_table(plan, {}).caption

@@ -68,6 +68,34 @@ def task_minutes(tasks: list[list[Cell]], launcher: LauncherConfig) -> int:
     return launcher.time_per_cell_min * max(math.ceil(len(t) / lanes) for t in tasks)
 
 
+def array_plan(plan: SweepPlan, cells: list[Cell] | None = None) -> dict:
+    """What submitting `cells` (default: all the plan's) would ask Slurm for, as `scaling sweep --dry-run` shows
+    it: array tasks, cells and lanes per task, the time limit of each task, the GPU-hours that reserves, the
+    GPU-hours the cells are estimated to use (their FLOPs with the head at launcher.assumed_mfu; None on CPU-only
+    tasks), and the cells estimated to need longer than a cell's limit allows over max_requeues + 1 runs."""
+    from scaling.sweep.estimate import gpu_hours
+
+    launcher = plan.config.launcher
+    cells = plan.cells if cells is None else cells
+    tasks = deal_cells(cells, launcher)
+    if not tasks:
+        return {"tasks": 0}
+    minutes = task_minutes(tasks, launcher)
+    gpus = launcher.gpus_per_task * launcher.nodes_per_run
+    used = None
+    too_long = []
+    if gpus:
+        flops = plan.cell_mfu_flops()
+        hours = {c.run_id: gpu_hours(flops[c.run_id], launcher.assumed_mfu) for c in cells}
+        used = sum(hours.values())
+        per_cell_limit_h = launcher.time_per_cell_min * (launcher.max_requeues + 1) / 60
+        too_long = [c.name for c in cells
+                    if hours[c.run_id] / max(1, launcher.gpus_per_run * launcher.nodes_per_run) > per_cell_limit_h]
+    return {"tasks": len(tasks), "most_cells": max(len(t) for t in tasks), "lanes": lanes_per_task(launcher),
+            "time_min": minutes, "reserved_gpu_h": len(tasks) * minutes / 60 * gpus, "used_gpu_h": used,
+            "too_long": too_long}
+
+
 def require_slurm() -> None:
     """Fail early, before anything is planned on the cluster, when this machine cannot submit."""
     import shutil
@@ -215,7 +243,7 @@ def submit(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
     except Exception as e:  # sbatch refused (bad partition, account, limits): its own message says why
         raise SlurmError(f"sbatch refused the job array: {str(e).strip().splitlines()[-1][:300]}") from None
     job = jobs[0].job_id.split("_")[0]
-    slurm_queue.record_submission(results_dir, plan.name, job, {j.job_id: [rid for rid, _, _ in a]
+    slurm_queue.record_submission(results_dir, plan.name, job, {j.job_id: [rid for rid, *_ in a]
                                                                 for j, a in zip(jobs, args, strict=True)},
                                   {"time_min": params["time"], "lanes": lanes_per_task(launcher),
                                    "folder": str(folder.parent)})
