@@ -446,6 +446,39 @@ def status(
 
 
 @app.command()
+def cancel(
+    sweep: str = typer.Argument(..., help="Sweep name (its folder under the results directory)."),
+    cells: str | None = typer.Option(None, "--cells", help="Only the array tasks of these cells (run ids, "
+                                     "comma-separated, as `scaling status` lists them)."),
+    results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),
+) -> None:
+    """Cancel a sweep's queued and running Slurm array tasks (scancel). Nothing recorded is lost: records and
+    checkpoints stay, the cells checkpoint as they stop, and the next `scaling sweep` resumes them."""
+    import shutil
+    import subprocess
+
+    from scaling.store import StoreError
+    from scaling.sweep.slurm_queue import cancel as cancel_tasks
+
+    if shutil.which("scancel") is None:
+        _fail("scaling cancel needs Slurm (scancel not on PATH): run it on the cluster's login node")
+    results = _results_dir(results_dir)
+    ids = [c.strip() for c in cells.split(",") if c.strip()] if cells else None
+    try:
+        cancelled = cancel_tasks(results, sweep, ids)
+    except StoreError as e:
+        _fail(str(e))
+    except subprocess.CalledProcessError as e:
+        _fail(f"scancel refused: {(e.stderr or b'').decode(errors='replace').strip()[:300]}")
+    console = _console(stderr=False)
+    if not cancelled:
+        console.print(f"sweep {sweep}: no queued or running Slurm task to cancel")
+        return
+    console.print(f"sweep {sweep}: cancelled {len(cancelled)} array task(s) ({', '.join(cancelled)}); records and "
+                  f"checkpoints are kept: `scaling sweep` resumes the unfinished cells", highlight=False)
+
+
+@app.command()
 def runs(
     sweep: str | None = typer.Argument(None, help="Sweep name; all sweeps when omitted."),
     fmt: str = typer.Option("table", "--format", help="table, csv, parquet or json (csv, parquet and json hold "

@@ -258,3 +258,40 @@ def test_the_dry_run_shows_the_job_array_and_the_cells_its_limits_would_cut_shor
     from scaling.tables import sweep_table
 
     assert "slurm: 60 array task(s) of up to 2 cells" in sweep_table(plan, {}).caption
+
+
+@pytest.mark.slurm
+def test_no_lane_idles_while_cells_remain(tmp_path):
+    """A cell 10x longer than three others, two one-lane tasks of two cells each: the deal gives the long cell's
+    task a short one too, but the other task, done with its two, takes it while the long cell still trains."""
+    config = tmp_path / "uneven.yaml"
+    parts = ("parts:\n  - {budgets: [1e11], lr: {values: [3e-3]}}\n"
+             "  - {budgets: [1e10], lr: {values: [1e-3, 3e-3, 1e-2]}}\n")
+    config.write_text(Path(LONG).read_text().replace("name: long", "name: uneven").replace(
+        "budgets: [1e11]\nlr:\n  values: [3e-3]\n", parts))
+    sweep(str(config), tmp_path, "launcher.cells_per_lane=2", "--wait", timeout=300)
+    recs = records(tmp_path, "uneven")
+    assert len(recs) == 4 and all(r["status"] == "completed" for r in recs.values())
+    jobs = {r["derived"]["budget_flops"]: set() for r in recs.values()}
+    for r in recs.values():
+        jobs[r["derived"]["budget_flops"]].add(r["provenance"]["batch_job"])
+    assert len(jobs[1e10]) == 1 and jobs[1e10].isdisjoint(jobs[1e11])  # the three short cells: one lane
+
+
+@pytest.mark.slurm
+def test_scaling_cancel_keeps_every_record_and_checkpoint_and_a_rerun_resumes(tmp_path):
+    sweep(LONG, tmp_path)
+    (run_id,) = [c.run_id for c in plan_sweep(compose_sweep(LONG)).cells]
+    wait_for("a first checkpoint", lambda: checkpointed(tmp_path, "long", run_id), 90)
+    out = subprocess.run([sys.executable, "-m", "scaling.cli", "cancel", "long", "--results-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "cancelled 1 array task(s)" in out.stdout, out.stderr
+    wait_for("status to report the cancelled cell", lambda: states(tmp_path, "long")[run_id]["state"] == "failed", 30)
+    failed = subprocess.run([sys.executable, "-m", "scaling.cli", "status", "long", "--state", "failed",
+                             "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert run_id in failed.stdout and "1 cells" in failed.stdout
+    assert records(tmp_path, "long")[run_id]["status"] == "running"  # nothing marked lost
+    assert (tmp_path / "long" / "checkpoints" / f"{run_id}.pt").exists()
+    sweep(LONG, tmp_path, "--wait")
+    rec = records(tmp_path, "long")[run_id]
+    assert rec["status"] == "completed" and rec["provenance"]["resumed_from_steps"][0] >= 100

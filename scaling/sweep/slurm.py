@@ -1,7 +1,10 @@
 """Run a sweep's cells on a Slurm cluster: a submitit job array whose tasks each train a few cells.
 
 `submit` deals the cells still to do (not done, not already queued or running in a live job) to array tasks,
-balancing their estimated times (budget FLOPs), and submits the array. Each task (`SweepTask`) trains its cells in
+balancing their estimated times (budget FLOPs), and submits the array. A deal is a first share, not a fence: each
+task trains its own cells first, then the array's other cells, longest first, that no lane has claimed yet (a work
+queue over the claims), so no lane idles while work remains; `scaling status` shows each cell under the task it
+was dealt to until a lane claims it. Each task (`SweepTask`) trains its cells in
 `lanes` worker processes (sweep/workers.py: several per GPU with `runs_per_gpu`), so claims, records, per-cell
 logs and resume work exactly as with the local launcher. The results directory on the shared file system stays
 the only source of truth; the submissions index (slurm_queue.py) only adds job ids to `scaling status`.
@@ -236,15 +239,23 @@ def submit(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
     executor.update_parameters(**params)
     task = SweepTask(str(results_dir), plan.name, task_workers(launcher, lanes_per_task(launcher)), retry_failed,
                      stop_wait_s=max(5.0, launcher.signal_delay_s - 10))
-    args = [[(c.run_id, c.name, {**to_dict(c.run), "results_dir": str(results_dir)}, c.plan.derived()) for c in t]
-            for t in tasks]
+    longest_first = sorted(todo, key=lambda c: (-cell_flops(c), c.index))
+
+    def queue_of(own: list[Cell]) -> list[Cell]:  # its share first, then the rest of the array's work to take
+        if launcher.nodes_per_run > 1:
+            return own  # a cell across nodes is its task's alone (sweep/multinode.py trains exactly its cells)
+        mine = {c.run_id for c in own}
+        return own + [c for c in longest_first if c.run_id not in mine]
+
+    args = [[(c.run_id, c.name, {**to_dict(c.run), "results_dir": str(results_dir)}, c.plan.derived())
+             for c in queue_of(t)] for t in tasks]
     try:
         jobs = executor.map_array(task, args)
     except Exception as e:  # sbatch refused (bad partition, account, limits): its own message says why
         raise SlurmError(f"sbatch refused the job array: {str(e).strip().splitlines()[-1][:300]}") from None
     job = jobs[0].job_id.split("_")[0]
-    slurm_queue.record_submission(results_dir, plan.name, job, {j.job_id: [rid for rid, *_ in a]
-                                                                for j, a in zip(jobs, args, strict=True)},
+    slurm_queue.record_submission(results_dir, plan.name, job, {j.job_id: [c.run_id for c in t]
+                                                                for j, t in zip(jobs, tasks, strict=True)},
                                   {"time_min": params["time"], "lanes": lanes_per_task(launcher),
                                    "folder": str(folder.parent)})
     return {"job": job, "tasks": len(tasks), "cells": len(todo), "busy": busy, "time_min": params["time"]}

@@ -36,3 +36,30 @@ def cell_tasks(results_dir: Path, sweep: str) -> dict[str, str]:
             for rid in run_ids:
                 out[rid] = task
     return out
+
+
+def cancel(results_dir: Path, sweep: str, run_ids: list[str] | None = None) -> list[str]:
+    """Cancel the sweep's Slurm array tasks that are still queued or running (those training or dealt `run_ids`,
+    when given: the task each was dealt to, and the task whose lane holds its claim), with scancel; returns the
+    task ids cancelled. Nothing under the results folder is touched: records, claims and checkpoints stay, the
+    training processes checkpoint on scancel's SIGTERM, and the next `scaling sweep` resumes the cells."""
+    import subprocess
+
+    from scaling import claims, scheduler
+
+    dealt = cell_tasks(results_dir, sweep)
+    wanted = set(dealt) if run_ids is None else set(run_ids)
+    unknown = wanted - set(dealt) - {rid for rid in wanted if store.record_path(results_dir, sweep, rid).exists()}
+    if unknown:
+        raise store.StoreError(f"--cells: no cell {', '.join(sorted(unknown))} in sweep {sweep!r} (run ids, as "
+                               f"`scaling status {sweep}` lists them)")
+    tasks = {dealt[rid] for rid in wanted if rid in dealt}
+    for rid in wanted:  # a lane of another task may have taken the cell (the array is a work queue)
+        seen = claims.read_claim(store.claim_path(results_dir, sweep, rid))
+        if seen and seen[0].get("batch_job"):
+            tasks.add(str(seen[0]["batch_job"]))
+    states = scheduler.job_states(sorted(tasks))
+    active = sorted(t for t in tasks if states.get(t) in scheduler.ACTIVE)
+    if active:
+        subprocess.run(["scancel", *active], check=True, timeout=60, capture_output=True)
+    return active
