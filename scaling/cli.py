@@ -596,6 +596,10 @@ def _fit_help(name: str, extra: str = "") -> str:
     return field_docs("scaling.advise.pipeline", "FitOptions")[name] + extra
 
 
+FIT_PROGRESS_AFTER_S = 2.0
+"""`scaling fit` names each stage it starts on stderr once it has run this long (a quick fit prints none)."""
+
+
 def _csv_columns() -> str:
     from scaling.fit.columns import CSV_COLUMNS
 
@@ -641,6 +645,7 @@ def fit(
     import dataclasses
     import json
     import sys
+    import time
 
     from scaling.advise.pipeline import FitOptions, fit_sweep
     from scaling.fit.inputs import InputError
@@ -656,8 +661,14 @@ def fit(
     given.update(verify_lr_factors=_floats(verify_lr_factors, "--verify-lrs"),
                  verify_seeds=tuple(int(s) for s in seeds) if seeds else None)
     results = _results_dir(results_dir)
+    err, t0 = _console(), time.time()
+
+    def progress(stage: str) -> None:  # on stderr, once the fit has taken a while: a fit of minutes, stage by stage
+        if time.time() - t0 >= FIT_PROGRESS_AFTER_S:
+            err.print(f"[dim]fit {time.time() - t0:5.1f}s: {stage}[/]", highlight=False, soft_wrap=True)
+
     try:
-        result = fit_sweep(results, FitOptions(**given))
+        result = fit_sweep(results, FitOptions(**given), progress=progress)
     except (InputError, StoreError, ValueError) as e:
         _fail(str(e))
     if wandb_mode is not None:

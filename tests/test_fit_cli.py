@@ -329,3 +329,18 @@ def test_another_teams_wandb_runs_are_read_with_a_map_like_a_csv(monkeypatch):
     assert runs.df.groupby(["params", "tokens"]).ngroups == 3  # one bowl per budget despite the jitter
     assert any(n.startswith("runs grouped into 3 budget(s)") for n in runs.notes)
 
+
+
+def test_a_long_fit_names_its_stages_on_stderr(tmp_path, monkeypatch):
+    from synthetic import write_sweep
+
+    from scaling import cli
+
+    write_sweep(tmp_path, "s", (1e11, 3e11, 1e12), (1e-3, 2e-3, 4e-3, 8e-3), seeds=(0,))
+    quick = scaling("fit", "s", "--results-dir", tmp_path, "--no-plots", "--bootstrap", "50")
+    assert quick.returncode == 0 and "fit " not in quick.stderr  # nothing for a fit of a second
+    monkeypatch.setattr(cli, "FIT_PROGRESS_AFTER_S", 0.0)  # as a fit of minutes shows them
+    slow = scaling("fit", "s", "--results-dir", tmp_path, "--no-plots", "--bootstrap", "50")
+    stages = [line for line in slow.stderr.splitlines() if line.startswith("fit ")]
+    assert [s.split(": ", 1)[1].split(" ")[0] for s in stages][:3] == ["12", "lr", "loss"], slow.stderr
+    assert stages[-1].endswith("writing fit.json")

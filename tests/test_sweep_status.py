@@ -94,3 +94,16 @@ def test_status_filters_by_state_rolls_up_by_budget_and_watches_until_nothing_mo
     assert [x.strip() for x in row.split("│")[1:-1]] == ["2e+09", "5", "1", "1", "3"]  # cells, ✓, ✗, pending
     watched = scaling("status", "st", "--watch", "0.01", "--results-dir", str(tmp_path))  # nothing moves: returns
     assert watched.returncode == 0 and watched.stdout.count("sweep st") == 1
+
+
+def test_a_cell_whose_task_ran_out_of_requeues_says_so(tmp_path, planned, monkeypatch):
+    from scaling import scheduler
+    from scaling.sweep import slurm_queue
+
+    c = planned.cells
+    put(tmp_path, c[0], "running")
+    slurm_queue.record_submission(tmp_path, "st", "77", {"77_0": [c[0].run_id], "77_1": [c[1].run_id]}, {})
+    monkeypatch.setattr(scheduler, "job_states", lambda ids: {"77_0": "TIMEOUT", "77_1": "CANCELLED"})
+    states = {s["id"]: s for s in cell_states(tmp_path, "st")}
+    assert states[c[0].run_id]["state"] == "failed" and "launcher.max_requeues" in states[c[0].run_id]["detail"]
+    assert "CANCELLED before the cell finished" in states[c[1].run_id]["detail"]

@@ -98,9 +98,10 @@ def no_law_reason(runs: Runs, report: FitReport) -> str:
             + ": sweep more budgets or learning rates")
 
 
-def fit_sweep(results_dir: Path, options: FitOptions) -> FitResult:
+def fit_sweep(results_dir: Path, options: FitOptions, progress=None) -> FitResult:
     """Load, fit, recommend and write. Bad input (no runs, nothing fittable, a bad option): InputError or
-    ValueError, raised before anything is written."""
+    ValueError, raised before anything is written. `progress(stage)`: told each stage as it starts."""
+    say = progress or (lambda stage: None)
     from scaling.advise.outputs import default_output_dir, write_fit_outputs
     from scaling.fit.optima import parse_method
     from scaling.fit.report import fit_all
@@ -125,7 +126,8 @@ def fit_sweep(results_dir: Path, options: FitOptions) -> FitResult:
     # and says what it dropped, so numpy's RuntimeWarnings are noise on the user's terminal, not news.
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        report = fit_all(runs, optimum=o.optimum, n_boot=o.bootstrap, target_flops=o.target_flops)
+        say(f"{len(runs.df)} runs from {runs.source}")
+        report = fit_all(runs, optimum=o.optimum, n_boot=o.bootstrap, target_flops=o.target_flops, progress=say)
     if not report.laws and report.optima is None and report.precision is None:
         raise InputError(no_law_reason(runs, report))
     recommendation = None
@@ -139,5 +141,6 @@ def fit_sweep(results_dir: Path, options: FitOptions) -> FitResult:
                     else None}
     if o.verify_lr_factors:
         verify["lr_factors"] = tuple(o.verify_lr_factors)
+    say("writing fit.json" + (", the recommendation" if recommendation else "") + (" and figures" if o.plots else ""))
     written = write_fit_outputs(report, runs, out_dir, recommendation, plots=o.plots, verify=verify)
     return FitResult(sweep, runs, report, recommendation, out_dir, written)

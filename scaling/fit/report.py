@@ -181,9 +181,12 @@ def _budget_losses(fam: pd.DataFrame, opt: Optima | None) -> tuple[np.ndarray, n
 
 
 def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: int = 0, check: bool = True,
-            only: tuple[str, ...] | None = None, target_flops: float | None = None) -> FitReport:
+            only: tuple[str, ...] | None = None, target_flops: float | None = None,
+            progress=None) -> FitReport:
     """Every law the runs support (or those in `only`), each judged at `target_flops` (default 3x the largest
-    budget); with `check`, also the held-out check on the largest budget."""
+    budget); with `check`, also the held-out check on the largest budget. `progress(stage)` is told each stage as
+    it starts (a fit of 1,000 resamples over many families takes minutes)."""
+    say = progress or (lambda stage: None)
     parse_method(optimum)  # a bad --optimum fails before any fitting
     if target_flops is not None and not target_flops > 0:
         raise ValueError(f"--target-flops {target_flops} must be a positive number of FLOPs")
@@ -203,6 +206,8 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
 
     # hyperparameter laws
     opt = None
+    families = df["family"].nunique()
+    say(f"lr bowls of {families} famil{'y' if families == 1 else 'ies'}, {n_boot} run-level resamples")
     grids = lr_grid_optima(df, n_boot, seed)  # every family's bowls, resampled once
     if has_lr_grid(fam):
         opt = grids.get(family) if optimum == "quadratic" else None
@@ -220,6 +225,7 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
                                      "bowl to read the optimum from (the runs' own lr is not an optimum)")
 
     # loss laws
+    say("loss and allocation laws")
     C, L, R, read_as = _budget_losses(fam, opt)
 
     def loss_vs_compute():
@@ -244,12 +250,14 @@ def fit_all(runs: Runs, optimum: str = "quadratic", n_boot: int = 1000, seed: in
     if "experts" in df.columns:
         attempt("routing", lambda: _routing(df, fam, seed))
     if only is None or "leverage" in only:
+        say("efficiency leverage")
         _leverage(report, df, grids, n_boot, seed, attempt)
         report.structure = structure_dependence(df, grids)
     if only is None or "fp8_gap" in only:
         _precision(report, df)
     _what_moved(report, fam)
     if check:
+        say("held-out check: every law refitted without the largest budget")
         report.held_out = held_out_check(runs, optimum, n_boot=min(n_boot, 200), seed=seed, full=report)
     for law in report.laws.values():
         law.verdict = judge(law, target_flops, report.optima, report.held_out)
