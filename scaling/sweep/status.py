@@ -76,7 +76,7 @@ def cell_states(results_dir: Path, sweep: str) -> list[dict]:
             state, detail = "queued", f"Slurm job {task} {job_state}"
         elif job_state == "TIMEOUT" and state != "failed":
             state = "failed"  # submitit requeues a timed-out task at most launcher.max_requeues times, then lets it end
-            detail = (f"Slurm job {task} hit its time limit after its last requeue (launcher.max_requeues): raise "
+            detail = (f"Slurm job {task} TIMEOUT after its last requeue (launcher.max_requeues): raise "
                       f"launcher.time_per_cell_min or max_requeues; `scaling sweep` resumes it from its checkpoint")
         elif job_state is not None and state != "failed":
             state = "failed"
