@@ -144,16 +144,20 @@ def slurm_line(plan) -> str:
     a, launcher = array_plan(plan), plan.config.launcher
     if not a["tasks"]:
         return "slurm: no cells"
+    lo, hi = a["cell_min"]
+    per_cell = (f"launcher.time_per_cell_min={launcher.time_per_cell_min}" if launcher.time_per_cell_min else
+                f"each cell's own limit, {lo}-{hi} min: its estimate x1.5 + 10 min" if launcher.gpus_per_task else
+                f"{hi} min per cell on CPU tasks")
     line = (f"slurm: {a['tasks']} array task(s) of up to {a['most_cells']} cells ({a['lanes']} side by side x "
-            f"launcher.cells_per_lane={launcher.cells_per_lane} in turn), each limited to {a['time_min']} min "
-            f"(launcher.time_per_cell_min={launcher.time_per_cell_min} x cells per lane), requeued after a limit "
-            f"at most launcher.max_requeues={launcher.max_requeues} times")
+            f"launcher.cells_per_lane={launcher.cells_per_lane} in turn), each limited to {a['time_min']:,} min "
+            f"({per_cell}, summed over the cells a lane runs in turn), requeued after a limit at most "
+            f"launcher.max_requeues={launcher.max_requeues} times")
     if a["used_gpu_h"] is not None:
         line += (f"; one round of limits reserves {a['reserved_gpu_h']:,.0f} GPU-hours, for about "
                  f"{a['used_gpu_h']:,.0f} GPU-hours of training (GPU h column; a cell longer than its limit goes on "
                  f"after a requeue)")
     if a["too_long"]:
-        line += (f"\n  ! {len(a['too_long'])} cell(s) need longer than time_per_cell_min x (max_requeues + 1) "
+        line += (f"\n  ! {len(a['too_long'])} cell(s) need longer than their limit x (max_requeues + 1) "
                  f"(e.g. {a['too_long'][0]}): raise launcher.time_per_cell_min or launcher.max_requeues, or they "
                  f"stop unfinished")
     return line

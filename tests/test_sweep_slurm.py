@@ -240,24 +240,30 @@ def test_a_cell_across_two_nodes_is_preempted_requeued_and_resumes_like_one_proc
 
 def test_the_dry_run_shows_the_job_array_and_the_cells_its_limits_would_cut_short(monkeypatch):
     """launcher=slurm --dry-run: tasks, cells per task, the time limit and what it reserves against the estimated
-    GPU-hours, and the cells longer than time_per_cell_min x (max_requeues + 1)."""
+    GPU-hours; each cell's own limit from its estimate by default (x1.5 + 10 min: none is cut short), and the cells
+    longer than a fixed time_per_cell_min x (max_requeues + 1) when one is set."""
     from scaling.sweep.plan import compose_sweep, plan_sweep
-    from scaling.sweep.slurm import array_plan
+    from scaling.sweep.slurm import array_plan, cell_minutes
+    from scaling.tables import sweep_table
 
     monkeypatch.setenv("SCALING_DATA", "/data/tokens")
     plan = plan_sweep(compose_sweep("lr_batch", ["launcher=slurm", "data.train_tokens=1e11",
                                                  "launcher.cells_per_lane=2"]), data_required=False)
     a = array_plan(plan)
-    assert a["tasks"] == 60 and a["most_cells"] == 2 and a["time_min"] == 120
-    assert a["reserved_gpu_h"] == 60 * 2 and a["used_gpu_h"] == pytest.approx(886, rel=0.01)
-    longest = max(plan.cells, key=lambda c: c.plan.tokens * c.plan.counts.M)
-    assert longest.name in a["too_long"] and len(a["too_long"]) < len(plan.cells)
-    roomy = plan_sweep(compose_sweep("lr_batch", ["launcher=slurm", "data.train_tokens=1e11",
-                                                  "launcher.time_per_cell_min=6000"]), data_required=False)
-    assert array_plan(roomy)["too_long"] == []
-    from scaling.tables import sweep_table
-
+    assert a["tasks"] == 60 and a["most_cells"] == 2 and a["used_gpu_h"] == pytest.approx(886, rel=0.01)
+    hours = {c.run_id: h for c, h in zip(plan.cells, (plan.cell_mfu_flops()[c.run_id] / (989.4e12 * 0.35) / 3600
+                                                      for c in plan.cells), strict=True)}
+    limits = cell_minutes(plan, plan.cells)
+    assert all(limits[r] == pytest.approx(h * 60 * 1.5 + 10, rel=0.01, abs=1) for r, h in hours.items())
+    assert a["too_long"] == [] and a["time_min"] >= max(limits.values())  # the array's one limit: its longest lane
+    assert a["reserved_gpu_h"] == pytest.approx(60 * a["time_min"] / 60)
+    fixed = plan_sweep(compose_sweep("lr_batch", ["launcher=slurm", "data.train_tokens=1e11",
+                                                  "launcher.time_per_cell_min=60"]), data_required=False)
+    b = array_plan(fixed)
+    longest = max(fixed.cells, key=lambda c: c.plan.tokens * c.plan.counts.M)
+    assert b["time_min"] == 60 and longest.name in b["too_long"] and len(b["too_long"]) < len(fixed.cells)
     assert "slurm: 60 array task(s) of up to 2 cells" in sweep_table(plan, {}).caption
+    assert "cell(s) need longer than their limit" in sweep_table(fixed, {}).caption
 
 
 @pytest.mark.slurm

@@ -38,9 +38,11 @@ class LauncherConfig:
     """(slurm) Account to charge (sbatch --account); None = the user's default."""
     qos: str | None = None
     """(slurm) Quality of service (sbatch --qos); None = the default."""
-    time_per_cell_min: int = 60
-    """(slurm) Time limit of one cell, minutes. An array task's limit is this times the most cells one of its
-    lanes runs in turn. A cell still training at the limit checkpoints on the warning signal and is requeued."""
+    time_per_cell_min: int | None = None
+    """(slurm) Time limit of one cell, minutes. None: each cell's own, from its estimate on GPU tasks (its FLOPs with
+    the output head at assumed_mfu, over its GPUs) x 1.5 + 10 minutes (slurm.TIME_MARGIN, STARTUP_MIN), and 60 on
+    CPU-only tasks. An array task's limit is the most its lanes run in turn (one limit serves the array). A cell
+    still training at the limit checkpoints on the warning signal and is requeued (max_requeues)."""
     gpus_per_task: int = 1
     """(slurm) GPUs per array task; 0 = CPU-only tasks."""
     cpus_per_task: int = 8
@@ -113,7 +115,7 @@ def check(launcher: LauncherConfig) -> list[str]:
         problems.append(f"launcher.device={launcher.device!r} is not auto or cpu")
     for key in ("workers", "time_per_cell_min", "runs_per_gpu", "gpus_per_run", "nodes_per_run", "cells_per_lane",
                 "array_parallelism"):
-        if getattr(launcher, key) < 1:
+        if getattr(launcher, key) is not None and getattr(launcher, key) < 1:
             problems.append(f"launcher.{key}={getattr(launcher, key)} must be at least 1")
     if launcher.gpus_per_task < 0 or launcher.cpus_per_task < 1 or launcher.mem_gb <= 0:
         problems.append("launcher.gpus_per_task must be >= 0, cpus_per_task >= 1 and mem_gb > 0")

@@ -65,10 +65,44 @@ def cell_flops(cell: Cell) -> float:
     return cell.plan.tokens * cell.plan.counts.M
 
 
-def task_minutes(tasks: list[list[Cell]], launcher: LauncherConfig) -> int:
-    """Slurm time limit of every task: the per-cell limit times the most cells one lane runs in turn."""
+TIME_MARGIN = 1.5
+"""A cell's own time limit (launcher.time_per_cell_min=None, GPU tasks) is its estimate times this (the MFU is an
+assumption until measured) ..."""
+STARTUP_MIN = 10
+"""... plus this many minutes (a task's start-up, data, compilation, the last checkpoint)."""
+CPU_CELL_MIN = 60
+"""A cell's limit on CPU-only tasks when launcher.time_per_cell_min is None (no estimate to go by)."""
+
+
+def cell_minutes(plan: SweepPlan, cells: list[Cell]) -> dict[str, int]:
+    """Each cell's time limit, minutes: launcher.time_per_cell_min when set; else, on GPU tasks, its estimated
+    wall time (FLOPs with the head at assumed_mfu, over its GPUs) x TIME_MARGIN + STARTUP_MIN, and CPU_CELL_MIN on
+    CPU-only tasks."""
+    from scaling.sweep.estimate import gpu_hours
+
+    launcher = plan.config.launcher
+    if launcher.time_per_cell_min is not None:
+        return {c.run_id: launcher.time_per_cell_min for c in cells}
+    if not launcher.gpus_per_task:
+        return {c.run_id: CPU_CELL_MIN for c in cells}
+    flops, gpus = plan.cell_mfu_flops(), launcher.gpus_per_run * launcher.nodes_per_run
+    return {c.run_id: math.ceil(gpu_hours(flops[c.run_id], launcher.assumed_mfu) * 60 / gpus * TIME_MARGIN
+                                + STARTUP_MIN) for c in cells}
+
+
+def task_minutes(tasks: list[list[Cell]], launcher: LauncherConfig, limits: dict[str, int] | None = None) -> int:
+    """Slurm time limit of the array (one for all its tasks): the most any lane of a task runs in turn, its cells'
+    limits (`limits`, run id -> minutes; default launcher.time_per_cell_min, or CPU_CELL_MIN, each) dealt to the
+    task's lanes longest first, each to the least loaded."""
     lanes = lanes_per_task(launcher)
-    return launcher.time_per_cell_min * max(math.ceil(len(t) / lanes) for t in tasks)
+    per_cell = launcher.time_per_cell_min or CPU_CELL_MIN
+    most = 0
+    for task in tasks:
+        load = [0] * lanes
+        for minutes in sorted(((limits or {}).get(c.run_id, per_cell) for c in task), reverse=True):
+            load[load.index(min(load))] += minutes
+        most = max(most, max(load))
+    return most
 
 
 def array_plan(plan: SweepPlan, cells: list[Cell] | None = None) -> dict:
@@ -83,7 +117,8 @@ def array_plan(plan: SweepPlan, cells: list[Cell] | None = None) -> dict:
     tasks = deal_cells(cells, launcher)
     if not tasks:
         return {"tasks": 0}
-    minutes = task_minutes(tasks, launcher)
+    limits = cell_minutes(plan, cells)
+    minutes = task_minutes(tasks, launcher, limits)
     gpus = launcher.gpus_per_task * launcher.nodes_per_run
     used = None
     too_long = []
@@ -91,12 +126,12 @@ def array_plan(plan: SweepPlan, cells: list[Cell] | None = None) -> dict:
         flops = plan.cell_mfu_flops()
         hours = {c.run_id: gpu_hours(flops[c.run_id], launcher.assumed_mfu) for c in cells}
         used = sum(hours.values())
-        per_cell_limit_h = launcher.time_per_cell_min * (launcher.max_requeues + 1) / 60
+        per_run = max(1, launcher.gpus_per_run * launcher.nodes_per_run)
         too_long = [c.name for c in cells
-                    if hours[c.run_id] / max(1, launcher.gpus_per_run * launcher.nodes_per_run) > per_cell_limit_h]
+                    if hours[c.run_id] / per_run > limits[c.run_id] * (launcher.max_requeues + 1) / 60]
     return {"tasks": len(tasks), "most_cells": max(len(t) for t in tasks), "lanes": lanes_per_task(launcher),
             "time_min": minutes, "reserved_gpu_h": len(tasks) * minutes / 60 * gpus, "used_gpu_h": used,
-            "too_long": too_long}
+            "too_long": too_long, "cell_min": (min(limits.values()), max(limits.values()))}
 
 
 def require_slurm() -> None:
@@ -226,7 +261,7 @@ def submit(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
     tasks = deal_cells(todo, launcher)
     folder = store.slurm_jobs_dir(results_dir, plan.name)
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=launcher.max_requeues)
-    params = {"job_name": f"scaling-{plan.name}", "time": task_minutes(tasks, launcher),
+    params = {"job_name": f"scaling-{plan.name}", "time": task_minutes(tasks, launcher, cell_minutes(plan, todo)),
               "nodes": launcher.nodes_per_run, "ntasks_per_node": 1, "cpus_per_task": launcher.cpus_per_task,
               "mem": f"{int(launcher.mem_gb * 1024)}M",
               "array_parallelism": launcher.array_parallelism, "signal_delay_s": launcher.signal_delay_s,
