@@ -142,3 +142,27 @@ def test_a_ladder_at_fixed_tokens_per_parameter_refuses_lr_opt_nd_in_one_line_an
     assert "lr_opt" in report.laws and "lr_opt_n" in report.laws
     why = report.excluded["lr_opt_nd"]
     assert "\n" not in why and "moved with" in why and "vary them independently" in why
+
+
+def test_records_that_lie_are_excluded_with_a_counted_reason_naming_the_file(tmp_path):
+    """A completed record with val_loss -1 was fitted silently (the lr law's prefactor moved 0.260 -> 0.619);
+    tokens "abc", flops_per_token 5 or no n_experts ended `scaling fit` in a TypeError/KeyError traceback."""
+    import json
+
+    from scaling.fit.report import fit_all
+
+    recs = write_sweep(tmp_path, "s", (1e11, 3e11, 1e12), (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2), seeds=(0,))
+    edits = [lambda r: r["results"].update(val_loss=-1), lambda r: r["derived"].update(tokens="abc"),
+             lambda r: r["derived"].update(flops_per_token=5), lambda r: r["config"]["model"].update(n_experts="8")]
+    for rec, edit in zip([recs[0], recs[1], recs[5], recs[10]], edits, strict=True):
+        path = tmp_path / "s" / "runs" / f"{rec['id']}.json"
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+    runs = from_store(tmp_path, "s")
+    assert runs.excluded == {"invalid record": 4} and len(runs.df) == len(recs) - 4
+    skipped = [n for n in runs.notes if n.startswith("skipped: ")]
+    assert len(skipped) == 4 and all("/s/runs/" in n and "not fitted" in n for n in skipped)
+    assert any("results.val_loss -1 is not a positive number" in n for n in skipped)
+    assert any("config.model.n_experts '8' is not a whole number" in n for n in skipped)
+    assert "lr_opt" in fit_all(runs, n_boot=50, check=False, only=("lr_opt",)).laws

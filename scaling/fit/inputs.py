@@ -13,6 +13,7 @@ fingerprints are refused unless asked for (their losses are not comparable).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,12 +97,49 @@ def from_store(results_dir: Path, sweep: str | None = None, convention: str = "M
         raise InputError(f"results directory {root} does not exist: run `scaling sweep` first or pass --results-dir")
     where = f"sweep {sweep!r} of {root}" if sweep else str(root)
     unreadable: list[str] = []
-    records = list(rec for _, rec in store.iter_records(root, sweep, on_error=unreadable.append))
+    records, invalid = [], []
+    for path, rec in store.iter_records(root, sweep, on_error=unreadable.append):
+        problem = fit_problem(rec, convention) if rec.get("status") == "completed" else None
+        if problem:
+            invalid.append(f"{path}: {problem}: not fitted (a record edited or written by hand? correct the "
+                           f"field, or move the file out of runs/ to re-run that cell)")
+        else:
+            records.append(rec)
+    excluded = {k: v for k, v in (("unreadable record", len(unreadable)), ("invalid record", len(invalid))) if v}
     runs = _from_records(records, where, convention, allow_mixed_data,
-                         empty="run `scaling sweep` first, or check --results-dir / SWEEP",
-                         excluded={"unreadable record": len(unreadable)} if unreadable else None)
-    runs.notes.extend(f"skipped: {m}" for m in unreadable)
+                         empty="run `scaling sweep` first, or check --results-dir / SWEEP", excluded=excluded)
+    runs.notes.extend(f"skipped: {m}" for m in unreadable + invalid)
     return runs
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def fit_problem(rec: dict, convention: str) -> str | None:
+    """Why a completed record cannot be fitted (a field a fit reads of the wrong type or out of range), or None:
+    its held-out loss, its counts and FLOPs, its budget, batch and lr, and its model's expert counts."""
+    d, r = rec.get("derived") or {}, rec.get("results") or {}
+    try:
+        cfg = store.record_config(rec)  # the schema's defaults for fields a record predates
+    except (TypeError, ValueError, AttributeError) as e:
+        return f"config is not a run config ({type(e).__name__})"
+    if not _positive(r.get("val_loss")):
+        return f"results.val_loss {r.get('val_loss')!r} is not a positive number (nats per token)"
+    for key in ("tokens", "params_active_non_embedding", "params_non_embedding", "budget_flops", "batch_tokens",
+                "activation_ratio", "granularity"):
+        if not _positive(d.get(key)):
+            return f"derived.{key} {d.get(key)!r} is not a positive number"
+    per_token = d.get("flops_per_token")
+    if not isinstance(per_token, dict) or not per_token or not all(map(_positive, per_token.values())):
+        return f"derived.flops_per_token {per_token!r} is not a mapping of conventions to positive numbers"
+    model, train = cfg.get("model") or {}, cfg.get("train") or {}
+    for key in ("n_experts", "top_k"):
+        if not isinstance(model.get(key), int) or isinstance(model.get(key), bool) or model[key] < 1:
+            return f"config.model.{key} {model.get(key)!r} is not a whole number >= 1"
+    if not _positive(train.get("lr")):
+        return f"config.train.lr {train.get('lr')!r} is not a positive number"
+    return None
 
 
 def _from_records(records, where: str, convention: str, allow_mixed_data: bool, empty: str,
