@@ -68,3 +68,19 @@ def test_a_law_centre_needs_a_usable_law(tmp_path):
         compute_optimal_budget(ModelConfig(), str(tmp_path / "f.json"))
     with pytest.raises(ConfigError, match="not found"):
         law_centre(str(tmp_path / "none.json"), "lr_opt", 1e12, ModelConfig())
+
+
+def test_a_law_whose_centre_is_not_a_positive_number_is_refused(tmp_path):
+    """A hand-edited lr law with a = -1 centred a grid on negative learning rates."""
+    import json
+
+    import pytest
+
+    from scaling.advise.grids import law_centre
+    from scaling.config import ConfigError, ModelConfig
+
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps({"laws": {"lr_opt": {"kind": "power", "variables": ["C"],
+                                                    "params": {"a": -1.0, "b": -0.3}}}}))
+    with pytest.raises(ConfigError, match="not a positive number to centre a grid on"):
+        law_centre(str(path), "lr_opt", 1e12, ModelConfig())

@@ -59,3 +59,21 @@ def test_a_power_law_overflowing_python_floats_is_inf_not_an_error():
 
     law = LawFit("lr_opt_nd", "power", ("N", "D"), {"a": 1.0, "b": 400.0, "c": -1.0})
     assert law.value(N=1e6, D=1e9) == float("inf")
+
+
+def test_a_hand_edited_law_is_refused_in_one_line_naming_what_is_wrong():
+    """Issue 31: a NaN parameter, `variables: 123`, an unknown kind, a string verdict and a loss law without A
+    each ended in a traceback."""
+    import pytest
+
+    from scaling.fit.law import FitError, LawFit
+
+    good = {"kind": "saturating", "variables": ["C"], "params": {"E": 1.0, "A": 10.0, "alpha": 0.3}}
+    assert LawFit.from_dict("loss_vs_compute", good).value(C=1e12) > 1
+    for edit, message in (({"params": {"E": 1.0, "A": float("nan"), "alpha": 0.3}}, "must be finite numbers"),
+                          ({"variables": 123}, "variables 123 must be a list"),
+                          ({"kind": "cubic"}, "unknown kind 'cubic'"),
+                          ({"verdict": "reliable"}, "verdict must be an object"),
+                          ({"params": {"E": 1.0, "alpha": 0.3}}, "needs parameter\\(s\\) A")):
+        with pytest.raises(FitError, match=message):
+            LawFit.from_dict("loss_vs_compute", {**good, **edit})

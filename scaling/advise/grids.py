@@ -7,6 +7,7 @@ for the cell's own model, so a grid centred on a fit in another convention train
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 from scaling.advise.compute import budget_flops, law_variables
@@ -58,7 +59,11 @@ def law_centre(path: str, law_name: str, budget: float, model: ModelConfig,
                           f"is not a value to centre a grid on: give {axis}.values or {axis}.centre, or set "
                           f"{axis}.allow_undetermined=true to centre on it anyway")
     values = law_variables(budget, model, fit.convention)
-    return law.value(**{v: values[v] for v in law.variables})
+    centre = law.value(**{v: values[v] for v in law.variables})
+    if not (math.isfinite(centre) and centre > 0):
+        raise ConfigError(f"{axis}: law {law_name!r} of {fit.path} gives {centre:g} for a run of {budget:g} FLOPs, not "
+                          f"a positive number to centre a grid on: check its parameters ({law.params}), or refit it")
+    return centre
 
 
 def centre_lines(axes: dict, search: list[Path] | None = None) -> list[str]:

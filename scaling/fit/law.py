@@ -115,6 +115,14 @@ def _formula(kind: str, variables: tuple[str, ...], params: dict, constants: dic
     raise KeyError(kind)
 
 
+REQUIRED_PARAMS = {"power": ("a", "b"), "saturating": ("E", "A", "alpha"),
+                   "chinchilla": ("E", "A", "B", "alpha", "beta"), "el_activation": ("alpha", "A_start", "A_max"),
+                   "el_granularity": ("c0", "c1", "c2"), "ling_joint": ("a", "d", "gamma", "beta", "A_start", "A_max"),
+                   "routing": ("a", "b", "c", "d", "E_start", "E_max")}
+"""The parameters each form cannot be evaluated without (a law read from a file must have them)."""
+LAW_VARIABLES = ("C", "N", "D", "A", "G", "E")
+"""The variables any law may be a function of."""
+
 FORMS = {"power": _power, "saturating": _saturating, "chinchilla": _chinchilla, "el_activation": _el_activation,
          "el_granularity": _el_granularity, "ling_joint": ling_joint, "routing": _routing}
 
@@ -248,6 +256,22 @@ class LawFit:
             samples = {k: np.asarray(v, float) for k, v in (d.get("samples") or {}).items()}
         except (TypeError, ValueError):
             raise FitError(f"law {name!r}: parameters must be numbers") from None
+        if kind not in FORMS:
+            raise FitError(f"law {name!r}: unknown kind {kind!r} (one of {', '.join(FORMS)})")
+        if not isinstance(variables, (list, tuple)) or not all(v in LAW_VARIABLES for v in variables):
+            raise FitError(f"law {name!r}: variables {variables!r} must be a list of {', '.join(LAW_VARIABLES)}")
+        missing = [p for p in REQUIRED_PARAMS[kind] if p not in params]
+        if kind == "power":
+            missing = [p for p in ["a", *EXPONENT_NAMES[: len(variables)]] if p not in params]
+        if missing:
+            raise FitError(f"law {name!r}: a {kind} law needs parameter(s) {', '.join(missing)}")
+        if not all(math.isfinite(v) for v in params.values()):
+            raise FitError(f"law {name!r}: parameters must be finite numbers (got "
+                           f"{', '.join(f'{k}={v}' for k, v in params.items() if not math.isfinite(v))})")
+        verdict = d.get("verdict")
+        if verdict is not None and not (isinstance(verdict, dict) and isinstance(verdict.get("verdict"), str)):
+            raise FitError(f"law {name!r}: verdict must be an object with a 'verdict' (reliable, weak or "
+                           f"undetermined), not {verdict!r}")
         return cls(name=name, kind=kind, variables=tuple(variables or ()), params=params,
                    interval=d.get("interval") or {}, r2=d.get("r2"), n_points=d.get("n_points") or 0,
                    notes=list(d.get("notes") or []), samples=samples, method=d.get("method") or "",
