@@ -60,7 +60,7 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
 
     from scaling.device import GPU_BF16_PEAK
     from scaling.memory import GIB
-    from scaling.sweep.estimate import GPU_STUDY_FLOPS, gpu_hours
+    from scaling.sweep.estimate import GPU_STUDY_FLOPS, cell_gpu_hours, gpu_hours
 
     title = f"sweep {plan.name}: {len(plan.cells)} cells" + (f" — {plan.config.description}"
                                                                if plan.config.description else "")
@@ -68,7 +68,7 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
     epochs = wide or any(c.plan.summary and (c.plan.summary.epochs(c.plan.tokens) or 0) > 1 for c in plan.cells)
     mfu = plan.config.launcher.assumed_mfu
     gpu_plan = plan.total_flops >= GPU_STUDY_FLOPS or plan.config.launcher.gpu_memory_gb is not None
-    cell_hours = {k: gpu_hours(v, mfu) for k, v in plan.cell_mfu_flops().items()} if gpu_plan else {}
+    cell_hours = cell_gpu_hours(plan) if gpu_plan else {}
     cols = ("#", *(("id",) if wide else ()), "cell (C, A, G, lr, batch)", *(("shape",) if wide else ()),
             "params tot/act", *(("M",) if wide else ()), "tokens", "steps", *(("epochs",) if epochs else ()),
             "memory/device" if wide else "GiB/dev")

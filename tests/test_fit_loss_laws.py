@@ -65,6 +65,26 @@ def test_a_law_without_its_floor_is_kept_as_the_plausible_other_form():
     assert any(r.startswith("model form: power law, no floor") for r in v["reasons"]), v
 
 
+def _envelope_coverage(sweeps) -> tuple[int, int, list[float]]:
+    """Over (runs, truth) sweeps on an offset power law, fitted as `scaling fit` does: how often the loss law's 95%
+    interval at 3x the largest budget holds the truth, how often the held-out largest budget lies in its
+    prediction interval, and the held-out relative misses."""
+    from scaling.fit.generators import true_envelope
+    from scaling.fit.inputs import Runs
+    from scaling.fit.report import fit_all
+
+    hits, held, misses = 0, 0, []
+    for seed, (df, truth) in enumerate(sweeps):
+        report = fit_all(Runs(df=df, source="synthetic"), n_boot=200, seed=seed, only=("loss_vs_compute",))
+        target = 3 * df["flops"].max()
+        lo, hi = report.laws["loss_vs_compute"].predict(C=target).interval
+        hits += lo <= true_envelope(target, **truth) <= hi
+        item = report.held_out["loss"]
+        held += item["interval"][0] <= item["achieved"] <= item["interval"][1]
+        misses.append(abs(item["relative_error"]))
+    return hits, held, misses
+
+
 @pytest.mark.statistics
 def test_envelope_loss_intervals_cover_at_3x_on_an_offset_power_law_with_seed_noise():
     """A wind tunnel's rungs (5 budgets over a decade, 2 seeds each) drawn from E + B (C + C_b)^-alpha, not the
@@ -73,20 +93,9 @@ def test_envelope_loss_intervals_cover_at_3x_on_an_offset_power_law_with_seed_no
     at 3x the largest budget holds the truth in 88-99% of 100 sweeps (97% measured), and refitted without the
     largest budget it predicts that budget within its prediction interval as often (92% measured), missing by a
     median 2.9%."""
-    from scaling.fit.generators import envelope_sweep, true_envelope
-    from scaling.fit.inputs import Runs
-    from scaling.fit.report import fit_all
+    from scaling.fit.generators import envelope_sweep
 
-    hits, held, misses = 0, 0, []
-    for seed in range(100):
-        df, truth = envelope_sweep(seed)
-        report = fit_all(Runs(df=df, source="synthetic"), n_boot=200, seed=seed, only=("loss_vs_compute",))
-        target = 3 * df["flops"].max()
-        lo, hi = report.laws["loss_vs_compute"].predict(C=target).interval
-        hits += lo <= true_envelope(target, **truth) <= hi
-        item = report.held_out["loss"]
-        held += item["interval"][0] <= item["achieved"] <= item["interval"][1]
-        misses.append(abs(item["relative_error"]))
+    hits, held, misses = _envelope_coverage(envelope_sweep(seed) for seed in range(100))
     assert 0.88 <= hits / 100 <= 0.99, hits
     assert 0.88 <= held / 100 <= 0.99, held
     assert np.median(misses) < 0.05, np.median(misses)
@@ -100,19 +109,9 @@ def test_wind_tunnel_loss_intervals_cover_at_3x_with_bowls_of_four_runs(ratio):
     loss law's 95% interval at 3x the largest budget holds the truth in 88-99% of 80 sweeps (97% and 94% measured
     over 100), and the held-out largest budget lies inside its prediction interval as often. Refitting the law per
     run-level resample instead covered 78%."""
-    from scaling.fit.generators import true_envelope, wind_tunnel_sweep
-    from scaling.fit.inputs import Runs
-    from scaling.fit.report import fit_all
+    from scaling.fit.generators import wind_tunnel_sweep
 
-    hits, held = 0, 0
-    for seed in range(80):
-        df, truth = wind_tunnel_sweep(seed, ratio=ratio)
-        report = fit_all(Runs(df=df, source="synthetic"), n_boot=200, seed=seed, only=("loss_vs_compute",))
-        target = 3 * df["flops"].max()
-        lo, hi = report.laws["loss_vs_compute"].predict(C=target).interval
-        hits += lo <= true_envelope(target, **truth) <= hi
-        item = report.held_out["loss"]
-        held += item["interval"][0] <= item["achieved"] <= item["interval"][1]
+    hits, held, _ = _envelope_coverage(wind_tunnel_sweep(seed, ratio=ratio) for seed in range(80))
     assert 0.88 <= hits / 80 <= 0.99, hits
     assert 0.88 <= held / 80 <= 0.99, held
 

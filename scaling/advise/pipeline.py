@@ -102,6 +102,10 @@ def fit_sweep(results_dir: Path, options: FitOptions, progress=None) -> FitResul
     """Load, fit, recommend and write. Bad input (no runs, nothing fittable, a bad option): InputError or
     ValueError, raised before anything is written. `progress(stage)`: told each stage as it starts."""
     say = progress or (lambda stage: None)
+    import warnings
+
+    import numpy as np
+
     from scaling.advise.outputs import default_output_dir, write_fit_outputs
     from scaling.fit.optima import parse_method
     from scaling.fit.report import fit_all
@@ -118,10 +122,6 @@ def fit_sweep(results_dir: Path, options: FitOptions, progress=None) -> FitResul
         sweep = only_sweep(Path(results_dir))
     runs = load_runs(o.source, Path(results_dir), sweep, o.mapping, o.seq_len, o.convention, o.allow_mixed_data,
                      o.budget_tolerance)
-    import warnings
-
-    import numpy as np
-
     # Resamples at the edge of a law's range overflow or divide by zero; every law keeps such values as inf or NaN
     # and says what it dropped, so numpy's RuntimeWarnings are noise on the user's terminal, not news.
     with np.errstate(all="ignore"), warnings.catch_warnings():

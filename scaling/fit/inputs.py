@@ -27,7 +27,6 @@ from scaling.keys import flatten
 OPTIONAL_CSV = tuple(c for c in CSV_COLUMNS if c not in REQUIRED_CSV)
 
 
-
 class InputError(ValueError):
     """Runs that cannot be fitted as given; one line naming the problem and the fix."""
 
@@ -99,7 +98,7 @@ def from_store(results_dir: Path, sweep: str | None = None, convention: str = "M
     unreadable: list[str] = []
     records, invalid = [], []
     for path, rec in store.iter_records(root, sweep, on_error=unreadable.append):
-        problem = fit_problem(rec, convention) if rec.get("status") == "completed" else None
+        problem = fit_problem(rec) if rec.get("status") == "completed" else None
         if problem:
             invalid.append(f"{path}: {problem}: not fitted (a record edited or written by hand? correct the "
                            f"field, or move the file out of runs/ to re-run that cell)")
@@ -116,7 +115,7 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-def fit_problem(rec: dict, convention: str) -> str | None:
+def fit_problem(rec: dict) -> str | None:
     """Why a completed record cannot be fitted (a field a fit reads of the wrong type or out of range), or None:
     its held-out loss, its counts and FLOPs, its budget, batch and lr, and its model's expert counts."""
     d, r = rec.get("derived") or {}, rec.get("results") or {}
@@ -288,9 +287,9 @@ def nominal_budgets(df: pd.DataFrame, tolerance: float = BUDGET_TOLERANCE) -> tu
     df = df.copy()
     given = "budget" in df.columns
     cell = np.zeros(len(df), dtype=int)
-    for _, idx in df.groupby(["family", "params"]).indices.items():
-        key = df["budget"] if given else df["flops"]
-        cell[idx] = _within(key.to_numpy(float)[idx], tolerance) + cell.max() + 1
+    key = (df["budget"] if given else df["flops"]).to_numpy(float)
+    for idx in df.groupby(["family", "params"]).indices.values():
+        cell[idx] = _within(key[idx], tolerance) + cell.max() + 1
     spread = 0.0
     for col in ("tokens", "flops"):
         g = df.groupby(cell)[col]
@@ -373,16 +372,21 @@ def load_runs(source: str | None, results_dir: Path, sweep: str | None = None, m
 def from_wandb(project: str, sweep: str | None = None, convention: str = "M", allow_mixed_data: bool = False) -> Runs:
     """Runs logged to W&B by `scaling` (their config holds the record's config and its derived quantities), of
     one sweep (its W&B group) or all; the same checks as the results store's (data sets, statuses)."""
-    try:
-        import wandb
-
-        api_runs = list(wandb.Api().runs(project, filters={"group": sweep} if sweep else None))
-    except Exception as e:  # no network, no key, no such project
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        raise InputError(f"cannot read W&B project {project!r} ({reason})") from None
+    api_runs = _wandb_runs(project, sweep)
     where = f"W&B project {project!r}" + (f", sweep {sweep!r}" if sweep else "")
     return _from_records((rec for rec in map(record_from_wandb, api_runs) if rec is not None), where, convention,
                          allow_mixed_data, empty="no finished `scaling` training runs with a val/loss")
+
+
+def _wandb_runs(project: str, group: str | None) -> list:
+    """The runs of a W&B project (of one group when given), or an InputError saying why they cannot be read."""
+    try:
+        import wandb
+
+        return list(wandb.Api().runs(project, filters={"group": group} if group else None))
+    except Exception as e:  # no network, no key, no such project
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise InputError(f"cannot read W&B project {project!r} ({reason})") from None
 
 
 def from_wandb_mapped(project: str, mapping: dict[str, str], group: str | None = None, seq_len: int | None = None,
@@ -391,15 +395,8 @@ def from_wandb_mapped(project: str, mapping: dict[str, str], group: str | None =
     config (nested keys dotted, e.g. optimizer.lr) and its summary's numbers, `mapping` naming which of them are our
     columns (--map loss=val/loss,lr=optimizer.lr,...); runs of one W&B group when `group` is given; unfinished runs
     counted by state."""
-    try:
-        import wandb
-
-        api_runs = list(wandb.Api().runs(project, filters={"group": group} if group else None))
-    except Exception as e:  # no network, no key, no such project
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        raise InputError(f"cannot read W&B project {project!r} ({reason})") from None
     rows, excluded = [], {}
-    for run in api_runs:
+    for run in _wandb_runs(project, group):
         if run.state != "finished":
             excluded[f"W&B {run.state}"] = excluded.get(f"W&B {run.state}", 0) + 1
             continue

@@ -29,11 +29,13 @@ logs) moved with them: their exponents cannot be told apart (a ladder at fixed t
 
 
 def _refuse_collinear(name: str, names: list[str], logs: list[np.ndarray]) -> None:
-    for var, lg in zip(names, logs if len(logs) > 1 else [], strict=False):
+    if len(logs) < 2:
+        return
+    for var, lg in zip(names, logs, strict=True):
         if np.ptp(lg) < COLLINEAR_SPREAD:
             raise FitError(f"{name}: {var} varies by only x{np.exp(np.ptp(lg)):.4g} over the points, so its exponent "
                            f"cannot be determined: sweep {var} over a wider range")
-    for j, lg in enumerate(logs if len(logs) > 1 else []):
+    for j, lg in enumerate(logs):
         others = np.column_stack([np.ones(len(lg)), *(x for i, x in enumerate(logs) if i != j)])
         resid = lg - others @ np.linalg.lstsq(others, lg, rcond=None)[0]
         if np.ptp(resid) < COLLINEAR_SPREAD:

@@ -72,6 +72,13 @@ def gpu_hours(total_flops: float, mfu: float, gpu: str = "H100") -> float:
     return total_flops / (GPU_BF16_PEAK[gpu] * mfu) / 3600
 
 
+def cell_gpu_hours(plan) -> dict[str, float]:
+    """Per cell id, the GPU-hours its own steps take at the launcher's assumed MFU (gpu_hours of its FLOPs with
+    the head: SweepPlan.cell_mfu_flops); what the dry run's GPU h column, the Slurm limits and reservations read."""
+    mfu = plan.config.launcher.assumed_mfu
+    return {run_id: gpu_hours(flops, mfu) for run_id, flops in plan.cell_mfu_flops().items()}
+
+
 def _cuda_here() -> bool:
     import torch
 

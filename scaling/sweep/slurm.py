@@ -78,16 +78,15 @@ def cell_minutes(plan: SweepPlan, cells: list[Cell]) -> dict[str, int]:
     """Each cell's time limit, minutes: launcher.time_per_cell_min when set; else, on GPU tasks, its estimated
     wall time (FLOPs with the head at assumed_mfu, over its GPUs) x TIME_MARGIN + STARTUP_MIN, and CPU_CELL_MIN on
     CPU-only tasks."""
-    from scaling.sweep.estimate import gpu_hours
+    from scaling.sweep.estimate import cell_gpu_hours
 
     launcher = plan.config.launcher
     if launcher.time_per_cell_min is not None:
         return {c.run_id: launcher.time_per_cell_min for c in cells}
     if not launcher.gpus_per_task:
         return {c.run_id: CPU_CELL_MIN for c in cells}
-    flops, gpus = plan.cell_mfu_flops(), launcher.gpus_per_run * launcher.nodes_per_run
-    return {c.run_id: math.ceil(gpu_hours(flops[c.run_id], launcher.assumed_mfu) * 60 / gpus * TIME_MARGIN
-                                + STARTUP_MIN) for c in cells}
+    hours, gpus = cell_gpu_hours(plan), launcher.gpus_per_run * launcher.nodes_per_run
+    return {c.run_id: math.ceil(hours[c.run_id] * 60 / gpus * TIME_MARGIN + STARTUP_MIN) for c in cells}
 
 
 def task_minutes(tasks: list[list[Cell]], launcher: LauncherConfig, limits: dict[str, int] | None = None) -> int:
@@ -110,7 +109,7 @@ def array_plan(plan: SweepPlan, cells: list[Cell] | None = None) -> dict:
     it: array tasks, cells and lanes per task, the time limit of each task, the GPU-hours that reserves, the
     GPU-hours the cells are estimated to use (their FLOPs with the head at launcher.assumed_mfu; None on CPU-only
     tasks), and the cells estimated to need longer than a cell's limit allows over max_requeues + 1 runs."""
-    from scaling.sweep.estimate import gpu_hours
+    from scaling.sweep.estimate import cell_gpu_hours
 
     launcher = plan.config.launcher
     cells = plan.cells if cells is None else cells
@@ -123,9 +122,8 @@ def array_plan(plan: SweepPlan, cells: list[Cell] | None = None) -> dict:
     used = None
     too_long = []
     if gpus:
-        flops = plan.cell_mfu_flops()
-        hours = {c.run_id: gpu_hours(flops[c.run_id], launcher.assumed_mfu) for c in cells}
-        used = sum(hours.values())
+        hours = cell_gpu_hours(plan)
+        used = sum(hours[c.run_id] for c in cells)
         per_run = max(1, launcher.gpus_per_run * launcher.nodes_per_run)
         too_long = [c.name for c in cells
                     if hours[c.run_id] / per_run > limits[c.run_id] * (launcher.max_requeues + 1) / 60]
