@@ -6,7 +6,10 @@
 #   4. one rank's step time and peak memory unsharded and under FSDP, beside the memory plan's estimate
 #      (analysis/bench_memory.py: calibrates scaling/memory.py's bf16 activation count on a real GPU);
 #   5. FP8 against BF16: compiled step time, tokens/s and MFU (of the bf16 peak) of one MoE in train.precision=bf16
-#      and fp8 (torchao float8 linears on FP8 tensor cores; expert GEMMs quantized, in bf16 grouped GEMMs).
+#      and fp8 (torchao float8 linears on FP8 tensor cores; expert GEMMs quantized, in bf16 grouped GEMMs);
+#   6. the MFU of every model shape of the isoflop and lr_batch presets (`scaling bench --sweep`), kept in
+#      $OUT/cache/measured_mfu.json: copied into a cache folder (scaling/gpus.py), the presets' dry runs cost
+#      their cells at it instead of launcher.assumed_mfu.
 # Results go to $OUT (or ./gpu_check_out): gpu_check.txt with every number, and the logs.
 #   bash analysis/gpu_check.sh                 # on the GPU machine, from the repository root
 #   GPU_CHECK_SMOKE=1 bash analysis/gpu_check.sh   # on a CPU: the same steps, tiny, to check the script itself
@@ -62,5 +65,11 @@ else shape="model.d_model=2048 model.n_layers=4 model.n_heads=16 model.d_expert=
 for p in bf16 fp8; do
   timeout 600 $PY -m scaling.cli bench $shape train.precision=$p $copt --rounds 5 >"$OUT/bench_$p.log" 2>&1
   say "-- 5. bench $p: exit $? | $(grep -v -i warn "$OUT/bench_$p.log" | tr '\n' ' ' | tail -c 400)"
+done
+# 6. measured MFU per shape of the GPU presets (kept for their dry runs)
+if [ "$SMOKE" = 1 ]; then sweeps="demo"; else sweeps="isoflop lr_batch"; fi
+for s in $sweeps; do
+  timeout 300 $PY -m scaling.cli bench --sweep "$s" data.train_tokens=1e11 --rounds 2 >"$OUT/bench_sweep_$s.log" 2>&1
+  say "-- 6. bench --sweep $s: exit $? | $(grep -v -i warn "$OUT/bench_sweep_$s.log" | tail -4 | tr '\n' ' ')"
 done
 say "== done"

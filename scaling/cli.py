@@ -354,40 +354,65 @@ def _show_final_status(results, sweep: str, retry_command: str, out, console) ->
 @app.command()
 def bench(
     overrides: list[str] | None = typer.Argument(None, help="Model/train overrides, e.g. model.d_model=128 "
-                                                 "model.n_layers=4 train.batch_size=16."),
+                                                 "model.n_layers=4 train.batch_size=16 (with --sweep: the sweep's "
+                                                 "overrides)."),
+    sweep_name: str | None = typer.Option(None, "--sweep", help="Time every distinct model shape of this sweep "
+                                          "config instead (on a GPU: keep each shape's MFU for the sweep's GPU "
+                                          "plans)."),
     compile_model: bool = typer.Option(False, "--compile", help="Time the torch.compile'd step."),
     rounds: int = typer.Option(5, "--rounds", min=1, help="Timed rounds (of 4 steps each)."),
     config_dir: str | None = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
 ) -> None:
     """Training-step speed of a model on this device: tokens/s, step time, MFU (FLOPs from flops.py over the
-    device's measured matmul peak)."""
+    device's peak). On a known GPU the MFU is kept per GPU and shape (scaling/gpus.py), and dry runs for that GPU
+    cost those shapes at it."""
     _fast_cpu_matmuls()
-    from scaling import flops
     from scaling.compose import compose, search_path
     from scaling.config import ConfigError
-    from scaling.device import peak_flops
-    from scaling.probe import measure
+    from scaling.probe import bench as bench_run
+    from scaling.probe import bench_shapes
 
+    if sweep_name:
+        console = _console()
+        plan, _ = _plan(sweep_name, overrides or [], config_dir, _results_dir(None), None, False, console,
+                        data_required=False)
+
+        def report(i: int, n: int, r: dict) -> None:
+            m, t = r["run"].model, r["run"].train
+            shape = f"d{m.d_model}L{m.n_layers} E{m.n_experts}k{m.top_k} x{t.micro_batch_size or t.batch_size}"
+            if "error" in r:
+                print(f"[{i}/{n}] {shape}: failed: {r['error']}", flush=True)
+                return
+            mfu = f"MFU {r['mfu']:.1%}" if r["mfu"] else "MFU unknown (no peak)"
+            kept = f", kept for {r['kept_for']}" if r["kept_for"] else ""
+            print(f"[{i}/{n}] {shape}: {r['tokens_per_s']:,.0f} tokens/s, step {r['step_s'] * 1e3:.1f} ms, "
+                  f"{mfu}{kept}", flush=True)
+
+        results = bench_shapes([c.run for c in plan.cells], rounds=rounds, compile=compile_model, report=report)
+        kept = [r for r in results if r.get("kept_for")]
+        print(f"{len(results)} shape(s) of {plan.name} timed on {results[0].get('device', '?') if results else '-'}"
+              + (f"; the MFU of {len(kept)} kept for {kept[0]['kept_for']}-costed plans" if kept else
+                 "; nothing kept (MFU is kept on a known GPU only)"))
+        if any("error" in r for r in results):
+            raise typer.Exit(1)
+        return
     try:
         run = compose(overrides or [], search_path(config_dir))
     except ConfigError as e:
         _fail(str(e))
-    r = measure(run.model, run.train.batch_size, run.train.device, rounds=rounds, compile=compile_model,
-                precision=run.train.precision, fp8_scaling=run.train.fp8_scaling)
-    counts = flops.count(run.model)
-    model_flops = counts.flops_per_token[flops.MFU_CONVENTION]
-    peak = peak_flops(r["device_str"], r["low_precision"], fresh=True)  # and kept for the runs' MFU
-    mfu = flops.mfu(r["tokens_per_s"], counts, peak)
+    r = bench_run(run, rounds=rounds, compile=compile_model)
     how = ", ".join(str(v) for k, v in r["precision"].items() if k in ("precision", "linear"))
-    print(f"device {r['device']}; batch {run.train.batch_size} x {run.model.seq_len} tokens; {how}"
+    print(f"device {r['device']}; batch {r['rows']} x {run.model.seq_len} tokens; {how}"
           + (" (compiled)" if compile_model else ""))
     if not r["device_str"].startswith("cuda"):
         from scaling import cpu_blas
 
         print(f"CPU matmuls: {cpu_blas.state().reason}")
+    peak = r["peak"]
     print(f"step {r['step_s'] * 1e3:.1f} ms (min {r['step_s_min'] * 1e3:.1f}, max {r['step_s_max'] * 1e3:.1f}); "
-          f"{r['tokens_per_s']:,.0f} tokens/s; {model_flops:,.0f} FLOPs/token with the head; "
-          + (f"MFU {mfu:.1%} of a measured peak of {peak / 1e9:,.0f} GFLOP/s" if mfu else "MFU unknown (no peak)"))
+          f"{r['tokens_per_s']:,.0f} tokens/s; {r['flops_per_token']:,.0f} FLOPs/token with the head; "
+          + (f"MFU {r['mfu']:.1%} of a peak of {peak / 1e9:,.0f} GFLOP/s" if r["mfu"] else "MFU unknown (no peak)")
+          + (f"; kept for {r['kept_for']} plans of this shape" if r["kept_for"] else ""))
 
 
 @app.command()

@@ -7,8 +7,7 @@ import time
 
 import torch
 
-# Dense bf16 tensor-core peaks (FLOP/s, no sparsity) from the vendors' data sheets.
-GPU_BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12}
+from scaling.gpus import GPU_BF16_PEAK, gpu_of
 
 
 def pick(spec: str = "auto") -> torch.device:
@@ -37,11 +36,10 @@ def peak_flops(device_str: str, low_precision: bool, fresh: bool = False) -> flo
     new value. None when unknown."""
     device = torch.device(device_str)
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in GPU_BF16_PEAK.items():
-            if key in name:
-                return peak if low_precision else peak / 2  # tf32 tensor cores: half the bf16 rate
-        return None
+        gpu = gpu_of(torch.cuda.get_device_name(device))
+        if gpu is None:
+            return None
+        return GPU_BF16_PEAK[gpu] if low_precision else GPU_BF16_PEAK[gpu] / 2  # tf32 tensor cores: half the bf16
     import json
 
     from scaling.cache import default_cache_dir

@@ -90,3 +90,57 @@ def measure(model_cfg: ModelConfig, batch_size: int, device: str = "auto", round
     return {"step_s": median, "step_s_min": min(times), "step_s_max": max(times),
             "tokens_per_s": batch_size * model_cfg.seq_len / median, "device": device_mod.describe(dev),
             "low_precision": resolved != "fp32", "device_str": str(dev), "precision": info}
+
+
+def bench(run, rounds: int = 5, compile: bool = False, fresh_peak: bool = True) -> dict:
+    """`measure` a RunConfig's training step at the rows it trains with (its micro-batch where it has one), with
+    its MFU (FLOPs with the head, flops.MFU_CONVENTION, over the device's peak: device.peak_flops); on a known GPU
+    the MFU is kept for its shape (gpus.keep_measured_mfu), so that a dry run for that GPU costs the shape at it.
+    Adds "rows", "flops_per_token", "peak", "mfu" (None without a peak) and "kept_for" (the GPU name, or None)."""
+    from scaling import flops, gpus
+    from scaling.device import peak_flops
+
+    t = run.train
+    rows = t.micro_batch_size or t.batch_size
+    r = measure(run.model, rows, t.device, rounds=rounds, compile=compile, precision=t.precision,
+                fp8_scaling=t.fp8_scaling)
+    counts = flops.count(run.model)
+    peak = peak_flops(r["device_str"], r["low_precision"], fresh=fresh_peak)
+    mfu = flops.mfu(r["tokens_per_s"], counts, peak)
+    gpu = gpus.gpu_of(r["device"]) if r["device_str"].startswith("cuda") else None
+    kept = bool(gpu and mfu and gpus.keep_measured_mfu(gpu, gpus.run_shape_key(run), mfu, r["tokens_per_s"],
+                                                       r["device"]))
+    return {**r, "rows": rows, "flops_per_token": counts.flops_per_token[flops.MFU_CONVENTION], "peak": peak,
+            "mfu": mfu, "kept_for": gpu if kept else None}
+
+
+def bench_shapes(runs: list, rounds: int = 3, compile: bool = False, report=None) -> list[dict]:
+    """`bench` each distinct training shape (gpus.run_shape_key) among `runs` once, in order; a shape that fails
+    (out of memory, ...) gives {"run": run, "error": its first line}. `report(i, n, result)` after each."""
+    from scaling.gpus import run_shape_key
+
+    first: dict[str, object] = {}
+    for run in runs:
+        first.setdefault(run_shape_key(run), run)
+    distinct = list(first.values())
+    out = []
+    for i, run in enumerate(distinct):
+        try:
+            result = {"run": run, **bench(run, rounds=rounds, compile=compile, fresh_peak=i == 0)}
+        except Exception as e:  # one shape too big for this device must not stop the others
+            result = {"run": run, "error": (str(e).strip().splitlines() or [type(e).__name__])[0][:200]}
+            _free_device_memory()
+        out.append(result)
+        if report:
+            report(i + 1, len(distinct), result)
+    return out
+
+
+def _free_device_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

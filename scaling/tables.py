@@ -58,15 +58,13 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
     plan's layout per cell."""
     from rich.table import Table
 
-    from scaling.device import GPU_BF16_PEAK
     from scaling.memory import GIB
-    from scaling.sweep.estimate import GPU_STUDY_FLOPS, cell_gpu_hours, gpu_hours
+    from scaling.sweep.estimate import GPU_STUDY_FLOPS, cell_gpu_hours
 
     title = f"sweep {plan.name}: {len(plan.cells)} cells" + (f" — {plan.config.description}"
                                                                if plan.config.description else "")
     table = Table(title=title, title_justify="left")
     epochs = wide or any(c.plan.summary and (c.plan.summary.epochs(c.plan.tokens) or 0) > 1 for c in plan.cells)
-    mfu = plan.config.launcher.assumed_mfu
     gpu_plan = plan.total_flops >= GPU_STUDY_FLOPS or plan.config.launcher.gpu_memory_gb is not None
     cell_hours = cell_gpu_hours(plan) if gpu_plan else {}
     cols = ("#", *(("id",) if wide else ()), "cell (C, A, G, lr, batch)", *(("shape",) if wide else ()),
@@ -105,10 +103,7 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
                     f"shorter run's stable phase (train.branch), saving {saved:.3g} FLOPs "
                     f"({saved / plan.total_flops:.0%})")
     if gpu_plan:
-        caption += (f"; with the output head {plan.mfu_flops:.3g} FLOPs = {gpu_hours(plan.mfu_flops, mfu):,.0f} "
-                    f"H100/H200-hours (GPU h per cell above: its FLOPs with the output head at "
-                    f"launcher.assumed_mfu={mfu:g} of a {GPU_BF16_PEAK['H100'] / 1e12:.0f} TFLOP/s bf16 peak; an "
-                    f"assumption: `scaling bench` on the GPU measures it)")
+        caption += f"; with the output head {plan.mfu_flops:.3g} FLOPs = " + gpu_hours_line(plan, cell_hours)
     if plan.duplicates:
         caption += f"; {plan.duplicates} duplicate cell(s) dropped"
     caption += "\n" + memory_line(plan)
@@ -161,6 +156,25 @@ def slurm_line(plan) -> str:
                  f"(e.g. {a['too_long'][0]}): raise launcher.time_per_cell_min or launcher.max_requeues, or they "
                  f"stop unfinished")
     return line
+
+
+def gpu_hours_line(plan, cell_hours: dict[str, float]) -> str:
+    """The plan's GPU-hours on launcher.gpu and what they rest on: how many cells were costed at an MFU measured
+    by `scaling bench --sweep` (gpus.py), the rest at launcher.assumed_mfu."""
+    from scaling.gpus import GPU_BF16_PEAK
+    from scaling.sweep.estimate import cell_mfu
+
+    launcher = plan.config.launcher
+    mfu = cell_mfu(plan)
+    measured = [m for m, known in mfu.values() if known]
+    line = (f"{sum(cell_hours.values()):,.0f} {launcher.gpu}-hours (GPU h per cell above: its FLOPs with the output "
+            f"head over a {GPU_BF16_PEAK[launcher.gpu] / 1e12:,.0f} TFLOP/s bf16 peak at ")
+    if not measured:
+        return line + (f"launcher.assumed_mfu={launcher.assumed_mfu:g}; an assumption: `scaling bench --sweep "
+                       f"{plan.name}` on the GPU measures it)")
+    return line + (f"the MFU measured on {launcher.gpu} for {len(measured)} of {len(mfu)} cells "
+                   f"({min(measured):.0%}-{max(measured):.0%}), launcher.assumed_mfu={launcher.assumed_mfu:g} for "
+                   f"the rest)")
 
 
 def memory_line(plan) -> str:

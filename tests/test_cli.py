@@ -123,3 +123,11 @@ def test_python_dash_m_knows_every_command():
     out = subprocess.run([sys.executable, "-m", "scaling.cli", "data", "prepare", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "--train-bpe" in out.stdout, out.stderr
+
+
+def test_bench_times_every_shape_of_a_sweep_and_keeps_nothing_off_a_gpu(tmp_path):
+    out = scaling("bench", "--sweep", "demo", "--rounds", "1")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("[1/2] d64L2 E8k2 x8: ") and "MFU" in lines[0]
+    assert lines[-1].startswith("2 shape(s) of demo timed on cpu") and "nothing kept" in lines[-1]

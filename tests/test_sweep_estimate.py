@@ -101,7 +101,7 @@ def test_a_gpu_presets_hours_are_a_hand_count_with_the_head_and_its_dry_run_show
     assert len(per_cell) == len(plan.cells) and sum(per_cell) == pytest.approx(hand, rel=0.02)
     import re
 
-    shown = float(re.search(r"= ([\d,]+) H100/H200-hours", " ".join(text.split())).group(1).replace(",", ""))
+    shown = float(re.search(r"= ([\d,]+) H100-hours", " ".join(text.split())).group(1).replace(",", ""))
     assert shown == pytest.approx(hand, rel=0.01, abs=0.5)
 
 
@@ -116,3 +116,31 @@ def test_cells_packed_on_one_gpu_share_its_memory_and_are_refused_with_the_numbe
                                         r"runs_per_gpu"):
         plan_sweep(compose_sweep("demo", ["launcher.gpu_memory_gb=0.04", "launcher.runs_per_gpu=4",
                                           "budgets=[1e11]"]))
+
+
+def test_a_shape_whose_mfu_was_measured_on_the_target_gpu_is_costed_at_it(monkeypatch, tmp_path):
+    """`scaling bench --sweep` keeps each shape's MFU per GPU: the plan costs those cells at it and the rest at
+    launcher.assumed_mfu, and says so; a plan for another GPU ignores it."""
+    from scaling import gpus
+    from scaling.sweep.plan import compose_sweep
+    from scaling.tables import sweep_table
+
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path))
+    monkeypatch.setenv("SCALING_DATA", "/data/tokens")
+    plan = plan_sweep(compose_sweep("isoflop", ["data.train_tokens=1e11"]), data_required=False)
+    first = plan.cells[0]
+    same_shape = [c for c in plan.cells if gpus.run_shape_key(c.run) == gpus.run_shape_key(first.run)]
+    assumed = estimate.cell_gpu_hours(plan)
+    assert gpus.keep_measured_mfu("H100", gpus.run_shape_key(first.run), 0.5, 1e6, "NVIDIA H100 80GB HBM3")
+    hours = estimate.cell_gpu_hours(plan)
+    for c in plan.cells:
+        ratio = 0.35 / 0.5 if c in same_shape else 1.0
+        assert hours[c.run_id] == pytest.approx(assumed[c.run_id] * ratio)
+    caption = " ".join(sweep_table(plan, {}).caption.split())
+    assert f"the MFU measured on H100 for {len(same_shape)} of {len(plan.cells)} cells (50%-50%)" in caption
+    assert f"= {sum(hours.values()):,.0f} H100-hours" in caption
+    on_a100 = plan_sweep(compose_sweep("isoflop", ["data.train_tokens=1e11", "launcher.gpu=A100"]),
+                         data_required=False)
+    a100 = estimate.cell_gpu_hours(on_a100)
+    assert a100[first.run_id] == pytest.approx(assumed[first.run_id] * 989e12 / 312e12)  # nothing measured there
+    assert "launcher.assumed_mfu=0.35; an assumption" in " ".join(sweep_table(on_a100, {}).caption.split())

@@ -363,7 +363,7 @@ def test_the_precision_presets_dry_run_costs_the_gpu_study(monkeypatch):
     hours = plan.mfu_flops / (989e12 * 0.35) / 3600  # MFU counts the output head too
     assert plan.mfu_flops > plan.total_flops
     assert (f"total {plan.total_flops:.3g} FLOPs; with the output head {plan.mfu_flops:.3g} FLOPs = {hours:,.0f} "
-            f"H100/H200-hours") in caption and "launcher.assumed_mfu=0.35" in caption
+            f"H100-hours") in caption and "launcher.assumed_mfu=0.35" in caption
     assert all(c.run.train.diagnostics_every == 200 for c in plan.cells)
     assert "fp8-noqknorm" in plan.cells[3].name
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 
+from scaling.gpus import GPU_BF16_PEAK, measured_mfu, run_shape_key
 from scaling.probe import tokens_per_second
 from scaling.sweep.launcher import LauncherConfig
 from scaling.sweep.workers import parallel_cells, worker_slots
@@ -18,12 +18,6 @@ MAX_PROBES = 6
 """Distinct (model, batch) pairs timed; the rest are estimated from the probes' mean FLOP rate."""
 OVERHEAD_S = 0.5
 """Per-cell cost beyond training steps (held-out evaluation, record, checkpoint clean-up)."""
-
-
-def _shape_key(cell) -> str:
-    t = cell.run.train
-    return json.dumps([cell.run.model.__dict__, t.batch_size, t.precision, t.fp8_scaling], sort_keys=True,
-                      default=str)
 
 
 def estimate_seconds(cell, tokens_per_s: float, overhead_s: float = OVERHEAD_S, tokens: int | None = None) -> float:
@@ -43,7 +37,7 @@ def estimate_sweep_seconds(plan, launcher: LauncherConfig | None = None) -> dict
     flop_rates = []
     probe_on_cpu = device == "cpu" or (device == "auto" and not _cuda_here())
     for cell in plan.cells:
-        key = _shape_key(cell)
+        key = run_shape_key(cell.run)
         if probe_on_cpu and not _fits_in_memory_here(cell):
             continue
         if key not in rates and len(rates) < MAX_PROBES:
@@ -58,7 +52,7 @@ def estimate_sweep_seconds(plan, launcher: LauncherConfig | None = None) -> dict
     trained = plan.trained_tokens()  # a branching cell trains only its own part
     out = {}
     for cell in plan.cells:
-        tps = rates.get(_shape_key(cell)) or (mean_flop_rate / cell.plan.counts.M if mean_flop_rate else 0.0)
+        tps = rates.get(run_shape_key(cell.run)) or (mean_flop_rate / cell.plan.counts.M if mean_flop_rate else 0.0)
         if tps:
             out[cell.run_id] = estimate_seconds(cell, tps, tokens=trained[cell.run_id])
     return out
@@ -66,17 +60,28 @@ def estimate_sweep_seconds(plan, launcher: LauncherConfig | None = None) -> dict
 
 def gpu_hours(total_flops: float, mfu: float, gpu: str = "H100") -> float:
     """GPU-hours of `total_flops` (counted as MFU counts them: SweepPlan.mfu_flops, the output head included) at
-    `mfu` (launcher.assumed_mfu) of the GPU's dense bf16 peak (device.GPU_BF16_PEAK)."""
-    from scaling.device import GPU_BF16_PEAK
-
+    `mfu` of the GPU's dense bf16 peak (gpus.GPU_BF16_PEAK)."""
     return total_flops / (GPU_BF16_PEAK[gpu] * mfu) / 3600
 
 
+def cell_mfu(plan) -> dict[str, tuple[float, bool]]:
+    """Per cell id, (MFU, measured): the MFU `scaling bench` measured for the cell's shape on launcher.gpu
+    (gpus.measured_mfu), else launcher.assumed_mfu."""
+    launcher = plan.config.launcher
+    measured = measured_mfu(launcher.gpu)
+    out = {}
+    for c in plan.cells:
+        mfu = measured.get(run_shape_key(c.run))
+        out[c.run_id] = (mfu, True) if mfu else (launcher.assumed_mfu, False)
+    return out
+
+
 def cell_gpu_hours(plan) -> dict[str, float]:
-    """Per cell id, the GPU-hours its own steps take at the launcher's assumed MFU (gpu_hours of its FLOPs with
-    the head: SweepPlan.cell_mfu_flops); what the dry run's GPU h column, the Slurm limits and reservations read."""
-    mfu = plan.config.launcher.assumed_mfu
-    return {run_id: gpu_hours(flops, mfu) for run_id, flops in plan.cell_mfu_flops().items()}
+    """Per cell id, the GPU-hours its own steps take on launcher.gpu (gpu_hours of its FLOPs with the head,
+    SweepPlan.cell_mfu_flops, at cell_mfu); what the dry run's GPU h column, the Slurm limits and reservations
+    read."""
+    mfu, gpu = cell_mfu(plan), plan.config.launcher.gpu
+    return {run_id: gpu_hours(flops, mfu[run_id][0], gpu) for run_id, flops in plan.cell_mfu_flops().items()}
 
 
 def _cuda_here() -> bool:

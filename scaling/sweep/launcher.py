@@ -80,10 +80,14 @@ class LauncherConfig:
     checkpoint, stop, and the task is requeued to resume them."""
     max_requeues: int = 5
     """(slurm) Most requeues after time limits per task (pre-emptions do not count)."""
+    gpu: str = "H100"
+    """The GPU a plan's hours are costed for: one of scaling/gpus.py's GPU_BF16_PEAK (H100, H200, B200, A100, L40S,
+    A10, L4); its dense bf16 peak, and the MFU measured on it (below)."""
     assumed_mfu: float = 0.35
     """The model FLOPs utilisation a GPU plan's hours are costed at (FLOPs with the output head, flops.MFU_CONVENTION,
-    over the GPU's dense bf16 peak). An assumption until measured: `scaling bench` on the target GPU prints the MFU
-    of a model; set it here."""
+    over the GPU's dense bf16 peak) for a cell whose shape has no measured MFU. `scaling bench --sweep NAME` on the
+    target GPU measures every shape of a sweep and keeps it (gpus.py); the dry run then costs those cells at their
+    measured MFU and says how many were."""
 
 
 def register() -> None:
@@ -138,6 +142,11 @@ def check(launcher: LauncherConfig) -> list[str]:
         if launcher.kind == "slurm" and launcher.gpus_per_task and launcher.gpus_per_task != launcher.gpus_per_run:
             problems.append(f"launcher.nodes_per_run > 1: a cell takes whole nodes, so gpus_per_run "
                             f"({launcher.gpus_per_run}) must equal gpus_per_task ({launcher.gpus_per_task})")
+    from scaling.gpus import GPU_BF16_PEAK
+
+    if launcher.gpu not in GPU_BF16_PEAK:
+        problems.append(f"launcher.gpu={launcher.gpu!r} is not a GPU with a known peak: use one of "
+                        f"{', '.join(GPU_BF16_PEAK)}")
     if not 0 < launcher.assumed_mfu <= 1:
         problems.append(f"launcher.assumed_mfu={launcher.assumed_mfu} must be a fraction in (0, 1], e.g. 0.35")
     if launcher.signal_delay_s < 10:
