@@ -320,10 +320,12 @@ def _submit_to_slurm(plan, retry_failed: bool, wait: bool, progress: bool, confi
     if sub["job"] is None:
         console.print(f"sweep {plan.name}: nothing to submit{busy}")
     else:
-        console.print(f"sweep {plan.name}: submitted {sub['cells']} cell(s) as Slurm job array {sub['job']} "
-                      f"({sub['tasks']} task(s), {sub['time_min']} min limit each){busy}. Follow it with "
+        arrays = (f"Slurm job array {sub['job']} ({sub['tasks']} task(s), {sub['time_min']} min limit each)"
+                  if len(sub["jobs"]) == 1 else f"{len(sub['jobs'])} Slurm job arrays {', '.join(sub['jobs'])} "
+                  f"({sub['tasks']} task(s), limits up to {sub['time_min']} min)")
+        console.print(f"sweep {plan.name}: submitted {sub['cells']} cell(s) as {arrays}{busy}. Follow it with "
                       f"`scaling status {plan.name}`")
-    print(sub["job"] or "")  # stdout: the job id alone, for scripts
+    print(" ".join(sub["jobs"]))  # stdout: the job ids alone, for scripts
     if not wait:
         return
     try:

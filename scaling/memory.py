@@ -125,7 +125,8 @@ class ParallelPlan:
         if self.fits is not False:
             return None
         n = self.need
-        fix = (f"it needs at least {self.min_devices} devices, sharded (launcher.gpus_per_run, nodes_per_run)"
+        fix = (f"it needs at least {self.min_devices} devices, sharded (launcher.gpus_per_run or max_gpus_per_run, "
+               f"nodes_per_run)"
                if self.min_devices else "no number of devices holds it: use a smaller model or sequence")
         return (f"needs {n.total / GIB:.1f} GiB per device under {self.parallel} on {self.devices} device(s) at "
                 f"{self.micro_batch} row(s) per micro-batch (states {n.states / GIB:.1f}, working "

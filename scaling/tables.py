@@ -143,10 +143,18 @@ def slurm_line(plan) -> str:
     per_cell = (f"launcher.time_per_cell_min={launcher.time_per_cell_min}" if launcher.time_per_cell_min else
                 f"each cell's own limit, {lo}-{hi} min: its estimate x1.5 + 10 min" if launcher.gpus_per_task else
                 f"{hi} min per cell on CPU tasks")
-    line = (f"slurm: {a['tasks']} array task(s) of up to {a['most_cells']} cells ({a['lanes']} side by side x "
-            f"launcher.cells_per_lane={launcher.cells_per_lane} in turn), each limited to {a['time_min']:,} min "
-            f"({per_cell}, summed over the cells a lane runs in turn), requeued after a limit at most "
-            f"launcher.max_requeues={launcher.max_requeues} times")
+    if len(a["arrays"]) == 1:
+        line = (f"slurm: {a['tasks']} array task(s) of up to {a['most_cells']} cells ({a['lanes']} side by side x "
+                f"launcher.cells_per_lane={launcher.cells_per_lane} in turn), each limited to {a['time_min']:,} min "
+                f"({per_cell}, summed over the cells a lane runs in turn), requeued after a limit at most "
+                f"launcher.max_requeues={launcher.max_requeues} times")
+    else:
+        parts = [f"{x['cells']} cells of {x['devices']} GPU(s) in {x['tasks']} task(s) of {x['time_min']:,} min"
+                 for x in a["arrays"]]
+        line = (f"slurm: {len(a['arrays'])} job arrays, one per GPU count per cell and cell length (Slurm gives an "
+                f"array one time limit): {'; '.join(parts)} ({per_cell}, summed over the cells a lane runs in turn; "
+                f"launcher.cells_per_lane={launcher.cells_per_lane}), requeued after a limit at most "
+                f"launcher.max_requeues={launcher.max_requeues} times")
     if a["used_gpu_h"] is not None:
         line += (f"; one round of limits reserves {a['reserved_gpu_h']:,.0f} GPU-hours, for about "
                  f"{a['used_gpu_h']:,.0f} GPU-hours of training (GPU h column; a cell longer than its limit goes on "

@@ -88,7 +88,7 @@ def test_a_run_too_big_for_its_devices_is_refused_with_its_numbers_and_the_fix()
     assert plan.fits is False and plan.min_devices == 4
     reason = plan.reason()
     assert "GiB per device under single on 1 device(s)" in reason and "states 49.1" in reason
-    assert "at least 4 devices, sharded (launcher.gpus_per_run, nodes_per_run)" in reason
+    assert "at least 4 devices, sharded (launcher.gpus_per_run or max_gpus_per_run, nodes_per_run)" in reason
     assert plan_parallel(BIG, 64, 4, "auto", True, 24 * GIB).fits  # ... and on 4 it does
 
 

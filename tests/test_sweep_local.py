@@ -242,3 +242,18 @@ def test_launch_takes_the_results_folder_from_the_plan_and_refuses_another(tmp_p
     assert not (tmp_path / "b").exists()
     counts = launch(plan, show_progress=False)
     assert counts["completed"] == 1 and records(tmp_path / "a")[plan.cells[0].run_id]["status"] == "completed"
+
+
+@pytest.mark.distributed
+def test_cells_of_different_sizes_run_locally_in_groups_of_one_device_count(tmp_path):
+    """launcher.max_gpus_per_run=4 here: the 4-expert cell on one process, then the 128-expert one on four
+    (torchrun, FSDP), which the memory plan gave it (tests/test_sweep_slurm.py's _mixed_sizes)."""
+    out = subprocess.run(sweep_cmd(tmp_path, "budgets=[4e9]", "lr.values=[3e-3]", "+axes={model.n_experts: [4, 128]}",
+                                   "launcher.device=cpu", "launcher.gpu_memory_gb=0.0122",
+                                   "launcher.max_gpus_per_run=4"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "1 of 2 cells to run (0 done; these on 1 device(s) each)" in out.stderr
+    assert "1 of 2 cells to run (0 done; these on 4 device(s) each)" in out.stderr
+    got = {r["config"]["model"]["n_experts"]: (r["status"], r["provenance"]["processes"])
+           for r in records(tmp_path).values()}
+    assert got == {4: ("completed", 1), 128: ("completed", 4)}

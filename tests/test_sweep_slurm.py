@@ -206,6 +206,31 @@ def test_a_cell_over_two_processes_runs_with_torchrun_inside_its_task(tmp_path):
 
 
 @pytest.mark.slurm
+def test_cells_of_different_sizes_run_in_one_job_array_per_gpu_count(tmp_path):
+    """launcher.max_gpus_per_run=4: the 4-expert cell trains on one process in one array, the 128-expert cell on
+    four (FSDP, torchrun) in another; both complete and the second ends where the same run on one process does."""
+    mixed = ["budgets=[4e9]", "lr.values=[3e-3]", "+axes={model.n_experts: [4, 128]}", "launcher.device=cpu",
+             "launcher.gpu_memory_gb=0.0122", "launcher.max_gpus_per_run=4", "launcher.cpus_per_task=2"]
+    out = sweep(TINY, tmp_path, "name=mixed", *mixed, "--wait", timeout=300)
+    import re
+
+    jobs = re.search(r"as 2 Slurm job arrays (\d+), (\d+) ", out.stderr).groups()
+    assert " ".join(jobs) in out.stdout.splitlines()  # stdout: the job ids, for scripts
+    recs = records(tmp_path, "mixed")
+    got = {r["config"]["model"]["n_experts"]: (r["status"], r["provenance"]["processes"],
+                                                r["config"]["train"]["parallel"]) for r in recs.values()}
+    assert got == {4: ("completed", 1, "auto"), 128: ("completed", 4, "fsdp")}
+    assert len({r["provenance"]["batch_job"].split("_")[0] for r in recs.values()}) == 2
+    ((big_id, big),) = [(k, r) for k, r in recs.items() if r["config"]["model"]["n_experts"] == 128]
+    local = subprocess.run([sys.executable, "-m", "scaling.cli", "sweep", TINY, "--results-dir", str(tmp_path / "one"),
+                            "--no-probe", "--no-progress", "name=mixed", *mixed[:3]],
+                           capture_output=True, text=True, timeout=240)
+    assert local.returncode == 0, local.stderr
+    one = records(tmp_path / "one", "mixed")[big_id]  # the same cell on one process
+    assert big["results"]["val_loss"] == pytest.approx(one["results"]["val_loss"], abs=1e-3)
+
+
+@pytest.mark.slurm
 def test_a_cell_across_two_nodes_is_preempted_requeued_and_resumes_like_one_process(tmp_path):
     """launcher.nodes_per_run=2 on the one-node cluster: the job's two tasks stand in for two nodes (the sbatch
     options put both on this node), each starts a torchrun agent and they meet in a c10d rendezvous; the ranks
@@ -238,32 +263,74 @@ def test_a_cell_across_two_nodes_is_preempted_requeued_and_resumes_like_one_proc
     assert rec["results"]["val_loss"] == pytest.approx(one["results"]["val_loss"], rel=0.01)
 
 
-def test_the_dry_run_shows_the_job_array_and_the_cells_its_limits_would_cut_short(monkeypatch):
-    """launcher=slurm --dry-run: tasks, cells per task, the time limit and what it reserves against the estimated
-    GPU-hours; each cell's own limit from its estimate by default (x1.5 + 10 min: none is cut short), and the cells
-    longer than a fixed time_per_cell_min x (max_requeues + 1) when one is set."""
+def test_the_dry_run_shows_the_job_arrays_and_the_cells_their_limits_would_cut_short(monkeypatch):
+    """launcher=slurm --dry-run: arrays, tasks, cells per task, the time limits and what they reserve against the
+    estimated GPU-hours; each cell's own limit from its estimate by default (x1.5 + 10 min: none is cut short),
+    cells of limits more than 2x apart in separate arrays (one limit per array: short cells do not reserve the
+    long ones' limit), and the cells longer than a fixed time_per_cell_min x (max_requeues + 1) when one is set."""
     from scaling.sweep.plan import compose_sweep, plan_sweep
-    from scaling.sweep.slurm import array_plan, cell_minutes
+    from scaling.sweep.slurm import LENGTH_CLASS_RATIO, array_plan, arrays, cell_minutes
     from scaling.tables import sweep_table
 
     monkeypatch.setenv("SCALING_DATA", "/data/tokens")
     plan = plan_sweep(compose_sweep("lr_batch", ["launcher=slurm", "data.train_tokens=1e11",
                                                  "launcher.cells_per_lane=2"]), data_required=False)
     a = array_plan(plan)
-    assert a["tasks"] == 60 and a["most_cells"] == 2 and a["used_gpu_h"] == pytest.approx(886, rel=0.01)
+    assert a["most_cells"] == 2 and a["used_gpu_h"] == pytest.approx(886, rel=0.01)
     hours = {c.run_id: h for c, h in zip(plan.cells, (plan.cell_mfu_flops()[c.run_id] / (989.4e12 * 0.35) / 3600
                                                       for c in plan.cells), strict=True)}
     limits = cell_minutes(plan, plan.cells)
     assert all(limits[r] == pytest.approx(h * 60 * 1.5 + 10, rel=0.01, abs=1) for r, h in hours.items())
-    assert a["too_long"] == [] and a["time_min"] >= max(limits.values())  # the array's one limit: its longest lane
-    assert a["reserved_gpu_h"] == pytest.approx(60 * a["time_min"] / 60)
+    groups = arrays(plan, plan.cells)
+    assert len(groups) == len(a["arrays"]) > 1 and sum(len(g) for _, g in groups) == len(plan.cells)
+    for (_, cells), x in zip(groups, a["arrays"], strict=True):
+        mine = [limits[c.run_id] for c in cells]
+        assert max(mine) <= LENGTH_CLASS_RATIO * min(mine) and x["time_min"] >= max(mine)
+    one_array = 60 * max(limits.values()) * 2 / 60  # 60 tasks of two longest cells' limits in turn, 1 GPU each
+    assert a["reserved_gpu_h"] == pytest.approx(sum(x["tasks"] * x["time_min"] / 60 for x in a["arrays"]))
+    assert a["used_gpu_h"] * 1.5 <= a["reserved_gpu_h"] < one_array / 2
+    assert a["too_long"] == []
     fixed = plan_sweep(compose_sweep("lr_batch", ["launcher=slurm", "data.train_tokens=1e11",
                                                   "launcher.time_per_cell_min=60"]), data_required=False)
     b = array_plan(fixed)
     longest = max(fixed.cells, key=lambda c: c.plan.tokens * c.plan.counts.M)
-    assert b["time_min"] == 60 and longest.name in b["too_long"] and len(b["too_long"]) < len(fixed.cells)
-    assert "slurm: 60 array task(s) of up to 2 cells" in sweep_table(plan, {}).caption
+    assert len(b["arrays"]) == 1 and b["time_min"] == 60  # one limit for all: one array
+    assert longest.name in b["too_long"] and len(b["too_long"]) < len(fixed.cells)
+    assert f"slurm: {len(groups)} job arrays, one per GPU count per cell and cell length" in sweep_table(plan,
+                                                                                                       {}).caption
+    assert "slurm: 120 array task(s) of up to 1 cells" in sweep_table(fixed, {}).caption
     assert "cell(s) need longer than their limit" in sweep_table(fixed, {}).caption
+
+
+def _mixed_sizes(*extra):
+    """Cells of 4 and of 128 experts in 12.5 MiB 'GPUs' (CPU processes here, 90% usable): the 128-expert ones need
+    13.2 MiB on one or two, 10.1 MiB each on four (memory.py, FSDP)."""
+    return compose_sweep(TINY, ["budgets=[2e10]", "lr.values=[3e-3]", "+axes={model.n_experts: [4, 128]}",
+                                "launcher.device=cpu", "launcher.gpu_memory_gb=0.0122", *extra])
+
+
+def test_a_cell_too_big_for_gpus_per_run_gets_the_fewest_gpus_that_hold_it_up_to_max_gpus_per_run():
+    from scaling.sweep.plan import PlanError
+    from scaling.sweep.slurm import array_plan, arrays
+
+    plan = plan_sweep(_mixed_sizes("launcher.max_gpus_per_run=4"))
+    launcher = plan.config.launcher
+    got = {c.run.model.n_experts: (c.devices_per_node(launcher), c.run.train.parallel) for c in plan.cells}
+    assert got == {4: (1, "auto"), 128: (4, "fsdp")}
+    assert all(c.memory.fits for c in plan.cells)
+    with pytest.raises(PlanError, match=r"at least 4 devices, sharded \(launcher.gpus_per_run or max_gpus_per_run"):
+        plan_sweep(_mixed_sizes())
+    on_slurm = plan_sweep(_mixed_sizes("launcher.max_gpus_per_run=4", *CPU_TASKS))
+    groups = arrays(on_slurm, on_slurm.cells)
+    assert [(g.gpus_per_run, [c.run.model.n_experts for c in cells]) for g, cells in groups] == [(1, [4]), (4, [128])]
+    assert [x["devices"] for x in array_plan(on_slurm)["arrays"]] == [1, 4]
+    problems = launcher_mod.check(LauncherConfig(kind="slurm", gpus_per_task=2, max_gpus_per_run=4,
+                                                 gpu_memory_gb=80))
+    assert problems == ["launcher.max_gpus_per_run=4 exceeds launcher.gpus_per_task=2: a cell's GPUs are one task's "
+                        "(more take launcher.nodes_per_run)"]
+    assert launcher_mod.check(LauncherConfig(max_gpus_per_run=4)) == [
+        "launcher.max_gpus_per_run needs launcher.gpu_memory_gb (a cell gets more GPUs when its memory plan says it "
+        "needs them)"]
 
 
 @pytest.mark.slurm

@@ -56,6 +56,11 @@ class LauncherConfig:
     """GPUs per cell (on each of its nodes). More than 1 launches each cell with torchrun on that many GPUs, data
     parallel or sharded (train.parallel); runs_per_gpu must then be 1, and on Slurm gpus_per_task a multiple of
     it. On CPU: processes per cell (gloo)."""
+    max_gpus_per_run: int | None = None
+    """Most GPUs per cell when cells differ in size: a cell too big for gpus_per_run GPUs (gpu_memory_gb, the
+    memory plan) gets the fewest of 2x, 4x, ... gpus_per_run that hold it, up to this; None = gpus_per_run for
+    every cell. On Slurm each GPU count is its own job array (at most gpus_per_task); locally the cells run in
+    groups of one GPU count, fewest GPUs first."""
     nodes_per_run: int = 1
     """(slurm) Nodes per cell: more than 1 runs each cell on that many nodes x gpus_per_run GPUs (one array task
     per cell, srun starting torchrun on every node with a c10d rendezvous on the first); gpus_per_task is then the
@@ -117,8 +122,8 @@ def check(launcher: LauncherConfig) -> list[str]:
                         "launcher.gpus_per_run at 1")
     if launcher.device not in ("auto", "cpu"):
         problems.append(f"launcher.device={launcher.device!r} is not auto or cpu")
-    for key in ("workers", "time_per_cell_min", "runs_per_gpu", "gpus_per_run", "nodes_per_run", "cells_per_lane",
-                "array_parallelism"):
+    for key in ("workers", "time_per_cell_min", "runs_per_gpu", "gpus_per_run", "max_gpus_per_run", "nodes_per_run",
+                "cells_per_lane", "array_parallelism"):
         if getattr(launcher, key) is not None and getattr(launcher, key) < 1:
             problems.append(f"launcher.{key}={getattr(launcher, key)} must be at least 1")
     if launcher.gpus_per_task < 0 or launcher.cpus_per_task < 1 or launcher.mem_gb <= 0:
@@ -130,6 +135,22 @@ def check(launcher: LauncherConfig) -> list[str]:
         if launcher.runs_per_gpu != 1:
             problems.append("launcher.runs_per_gpu must be 1 when launcher.gpus_per_run > 1 (a cell spread over "
                             "GPUs does not share them)")
+    if launcher.max_gpus_per_run is not None and launcher.max_gpus_per_run < launcher.gpus_per_run:
+        problems.append(f"launcher.max_gpus_per_run={launcher.max_gpus_per_run} is below launcher.gpus_per_run="
+                        f"{launcher.gpus_per_run}")
+    if launcher.max_gpus_per_run is not None and launcher.max_gpus_per_run > launcher.gpus_per_run:
+        if launcher.max_gpus_per_run % launcher.gpus_per_run:
+            problems.append(f"launcher.max_gpus_per_run={launcher.max_gpus_per_run} is not a multiple of "
+                            f"launcher.gpus_per_run={launcher.gpus_per_run}")
+        if launcher.gpu_memory_gb is None:
+            problems.append("launcher.max_gpus_per_run needs launcher.gpu_memory_gb (a cell gets more GPUs when "
+                            "its memory plan says it needs them)")
+        if launcher.nodes_per_run > 1 or launcher.kind == "command":
+            problems.append("launcher.max_gpus_per_run applies to single-node cells of launcher=local or slurm")
+        if launcher.kind == "slurm" and launcher.gpus_per_task and launcher.max_gpus_per_run > launcher.gpus_per_task:
+            problems.append(f"launcher.max_gpus_per_run={launcher.max_gpus_per_run} exceeds "
+                            f"launcher.gpus_per_task={launcher.gpus_per_task}: a cell's GPUs are one task's (more "
+                            f"take launcher.nodes_per_run)")
     if launcher.gpu_memory_gb is not None and not launcher.gpu_memory_gb > 0:
         problems.append(f"launcher.gpu_memory_gb={launcher.gpu_memory_gb} must be a positive number of GB")
     if launcher.nodes_per_run > 1:
@@ -165,6 +186,25 @@ def task_workers(launcher: LauncherConfig, lanes: int) -> LauncherConfig:
 def devices_per_run(launcher: LauncherConfig) -> int:
     """The processes (GPUs, or CPU processes) one cell trains on: gpus_per_run on each of nodes_per_run nodes."""
     return launcher.gpus_per_run * launcher.nodes_per_run
+
+
+def device_choices(launcher: LauncherConfig) -> list[int]:
+    """The devices per cell a plan may give a cell, fewest first: devices_per_run, then doublings of gpus_per_run
+    up to max_gpus_per_run."""
+    choices, g = [devices_per_run(launcher)], launcher.gpus_per_run
+    while launcher.max_gpus_per_run and g * 2 <= launcher.max_gpus_per_run:
+        g *= 2
+        choices.append(g * launcher.nodes_per_run)
+    return choices
+
+
+def for_devices(launcher: LauncherConfig, devices: int) -> LauncherConfig:
+    """The launcher as it runs cells of `devices` devices each (one node): gpus_per_run = devices."""
+    from dataclasses import replace
+
+    if devices == devices_per_run(launcher):
+        return launcher
+    return replace(launcher, gpus_per_run=devices, runs_per_gpu=1)
 
 
 def runs_on_gpus(launcher: LauncherConfig) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from scaling import branching, claims, store, tracking
 from scaling.config import to_dict
+from scaling.sweep.launcher import for_devices
 from scaling.sweep.plan import SweepPlan
 from scaling.sweep.workers import cells_to_run, start_workers, worker_slots
 
@@ -67,17 +68,42 @@ def launch(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
                       + (f", {failed} failed (retry them with --retry-failed)" if failed else "")
                       + (f", {unreadable} with unreadable records (named above)" if unreadable else ""))
         return {"launched": 0, "unreadable": unreadable}
-    launcher = plan.config.launcher
-    slots = worker_slots(launcher)[: len(todo)]
-    console.print(f"sweep {plan.name}: {len(todo)} of {len(plan.cells)} cells to run ({already} done), "
-                  f"{len(slots)} worker(s): {', '.join(s[0] for s in slots)}")
     wandb_folder = store.wandb_dir(results_dir, plan.name)
     tracking.reset_unreachable(wandb_folder)  # this launch tries the network again
+    launcher = plan.config.launcher
+    groups: dict[int, list] = {}  # cells by GPUs per cell (launcher.max_gpus_per_run), fewest first
+    for c in todo:
+        groups.setdefault(c.devices_per_node(launcher), []).append(c)
+    counts: dict = {}
+    terminated = False
+    for devices in sorted(groups):
+        group_launcher = for_devices(launcher, devices)
+        cells = groups[devices]
+        slots = worker_slots(group_launcher)[: len(cells)]
+        console.print(f"sweep {plan.name}: {len(cells)} of {len(plan.cells)} cells to run ({already} done"
+                      + (f"; these on {devices} device(s) each" if len(groups) > 1 else "")
+                      + f"), {len(slots)} worker(s): {', '.join(s[0] for s in slots)}")
+        got, terminated = _run_cells(plan, cells, slots, group_launcher, results_dir, retry_failed, stale_after,
+                                     wandb_folder, console, show_progress)
+        for key, n in got.items():
+            counts[key] = counts.get(key, 0) + n
+        if terminated:
+            break
+    branching.tidy(results_dir, plan.name, [(c.run_id, c.plan.run, c.plan.steps) for c in plan.cells])
+    counts["launched"], counts["unreadable"] = len(todo), unreadable
+    counts["terminated"] = terminated
+    counts["skipped"] = len(todo) - sum(counts.get(k, 0) for k in ("completed", "diverged", "failed", "preempted"))
+    return counts
+
+
+def _run_cells(plan: SweepPlan, todo: list, slots, launcher, results_dir: Path, retry_failed: bool,
+               stale_after: float, wandb_folder: Path, console, show_progress: bool) -> tuple[dict, bool]:
+    """Train `todo` in one worker per slot of `launcher`, following them until all exit; returns (counts by final
+    state, whether a SIGTERM stopped them)."""
     cells = [(c.run_id, c.name, to_dict(c.run), c.plan.derived()) for c in todo]
     procs, events = start_workers(slots, cells, results_dir,
                                   plan.name, launcher, retry_failed, stale_after, after=plan.branch_predecessors())
     terminated = _stop_workers_on_sigterm(procs, console)
-
     try:
         counts = _follow(plan.name, todo, procs, events, wandb_folder, console, show_progress)
     finally:
@@ -86,11 +112,7 @@ def launch(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
             if p.is_alive():
                 p.kill()
         terminated.restore()
-    branching.tidy(results_dir, plan.name, [(c.run_id, c.plan.run, c.plan.steps) for c in plan.cells])
-    counts["launched"], counts["unreadable"] = len(todo), unreadable
-    counts["terminated"] = terminated.received
-    counts["skipped"] = len(todo) - sum(counts[k] for k in ("completed", "diverged", "failed", "preempted"))
-    return counts
+    return counts, terminated.received
 
 
 SUMMARY_EVERY_S = 60.0

@@ -178,6 +178,12 @@ class Cell:
     def run_id(self) -> str:
         return self.plan.run_id
 
+    def devices_per_node(self, launch: LauncherConfig) -> int:
+        """The GPUs (CPU processes on CPU) the cell trains on on each of its nodes: its memory plan's, which is
+        launcher.gpus_per_run unless the cell needed more (launcher.max_gpus_per_run)."""
+        total = self.memory.devices if self.memory else launcher.devices_per_run(launch)
+        return max(1, total // launch.nodes_per_run)
+
     def summary(self) -> dict:
         c = self.plan.counts
         return {
@@ -703,12 +709,18 @@ def _decided(run: RunConfig, parallel: ParallelPlan) -> dict:
 
 def _parallel_plan(run: RunConfig, launch: LauncherConfig) -> ParallelPlan:
     """The cell's memory and parallel plan on the devices the launcher gives each cell: with runs_per_gpu = k,
-    k cells share each GPU, so each has 1/k of its memory."""
+    k cells share each GPU, so each has 1/k of its memory; a cell that does not fit on gpus_per_run GPUs gets the
+    fewest of launcher.device_choices that hold it (launcher.max_gpus_per_run)."""
     from scaling.memory import GIB, plan_parallel
 
-    capacity = launch.gpu_memory_gb * GIB / max(1, launch.runs_per_gpu) if launch.gpu_memory_gb else None
-    return plan_parallel(run.model, run.train.batch_size, launcher.devices_per_run(launch), run.train.parallel,
-                         launcher.runs_on_gpus(launch), capacity, run.train.micro_batch_size)
+    for i, devices in enumerate(launcher.device_choices(launch)):
+        share = launch.runs_per_gpu if i == 0 else 1  # a cell given more GPUs has them to itself
+        capacity = launch.gpu_memory_gb * GIB / max(1, share) if launch.gpu_memory_gb else None
+        parallel = plan_parallel(run.model, run.train.batch_size, devices, run.train.parallel,
+                                 launcher.runs_on_gpus(launch), capacity, run.train.micro_batch_size)
+        if parallel.fits is not False:
+            return parallel
+    return parallel
 
 
 def _search(sweep: SweepConfig) -> list[Path]:

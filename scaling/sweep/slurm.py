@@ -1,13 +1,14 @@
-"""Run a sweep's cells on a Slurm cluster: a submitit job array whose tasks each train a few cells.
+"""Run a sweep's cells on a Slurm cluster: submitit job arrays whose tasks each train a few cells.
 
-`submit` deals the cells still to do (not done, not already queued or running in a live job) to array tasks,
-balancing their estimated times (budget FLOPs), and submits the array. A deal is a first share, not a fence: each
-task trains its own cells first, then the array's other cells, longest first, that no lane has claimed yet (a work
-queue over the claims), so no lane idles while work remains; `scaling status` shows each cell under the task it
-was dealt to until a lane claims it. Each task (`SweepTask`) trains its cells in
-`lanes` worker processes (sweep/workers.py: several per GPU with `runs_per_gpu`), so claims, records, per-cell
-logs and resume work exactly as with the local launcher. The results directory on the shared file system stays
-the only source of truth; the submissions index (slurm_queue.py) only adds job ids to `scaling status`.
+`submit` splits the cells still to do (not done, not already queued or running in a live job) into job arrays, one
+per GPU count per cell (launcher.max_gpus_per_run) and length class (Slurm gives an array one time limit), deals
+each array's cells to its tasks, balancing their estimated times (budget FLOPs), and submits it. A deal is a first
+share, not a fence: each task trains its own cells first, then the array's other cells, longest first, that no lane
+has claimed yet (a work queue over the claims), so no lane idles while work remains; `scaling status` shows each
+cell under the task it was dealt to until a lane claims it. Each task (`SweepTask`) trains its cells in `lanes`
+worker processes (sweep/workers.py: several per GPU with `runs_per_gpu`), so claims, records, per-cell logs and
+resume work exactly as with the local launcher. The results directory on the shared file system stays the only
+source of truth; the submissions index (slurm_queue.py) only adds job ids to `scaling status`.
 
 Pre-emption and time limits: Slurm sends SIGUSR2 `signal_delay_s` before the limit (and submitit's interrupt does
 too). The workers checkpoint at the next step and stop; the task's `checkpoint` waits for them and submitit
@@ -30,7 +31,7 @@ from pathlib import Path
 from scaling import claims, scheduler, store, tracking
 from scaling.config import to_dict
 from scaling.sweep import slurm_queue
-from scaling.sweep.launcher import LauncherConfig, task_workers
+from scaling.sweep.launcher import LauncherConfig, for_devices, task_workers
 from scaling.sweep.plan import Cell, SweepPlan
 from scaling.sweep.workers import cells_to_run, start_workers, worker_slots
 
@@ -74,10 +75,15 @@ CPU_CELL_MIN = 60
 """A cell's limit on CPU-only tasks when launcher.time_per_cell_min is None (no estimate to go by)."""
 
 
+LENGTH_CLASS_RATIO = 2.0
+"""Slurm gives a job array one time limit: cells whose limits differ more than this factor go to separate arrays,
+so that short cells do not reserve the long ones' limit."""
+
+
 def cell_minutes(plan: SweepPlan, cells: list[Cell]) -> dict[str, int]:
     """Each cell's time limit, minutes: launcher.time_per_cell_min when set; else, on GPU tasks, its estimated
-    wall time (FLOPs with the head at assumed_mfu, over its GPUs) x TIME_MARGIN + STARTUP_MIN, and CPU_CELL_MIN on
-    CPU-only tasks."""
+    wall time (FLOPs with the head at its MFU, over its GPUs, times the cells packed on each: _gpu_share) x
+    TIME_MARGIN + STARTUP_MIN, and CPU_CELL_MIN on CPU-only tasks."""
     from scaling.sweep.estimate import cell_gpu_hours
 
     launcher = plan.config.launcher
@@ -85,12 +91,21 @@ def cell_minutes(plan: SweepPlan, cells: list[Cell]) -> dict[str, int]:
         return {c.run_id: launcher.time_per_cell_min for c in cells}
     if not launcher.gpus_per_task:
         return {c.run_id: CPU_CELL_MIN for c in cells}
-    hours, gpus = cell_gpu_hours(plan), launcher.gpus_per_run * launcher.nodes_per_run
-    return {c.run_id: math.ceil(hours[c.run_id] * 60 / gpus * TIME_MARGIN + STARTUP_MIN) for c in cells}
+    hours = cell_gpu_hours(plan)
+    return {c.run_id: math.ceil(hours[c.run_id] * 60 * _gpu_share(c, launcher) * TIME_MARGIN + STARTUP_MIN)
+            for c in cells}
+
+
+def _gpu_share(cell: Cell, launcher: LauncherConfig) -> float:
+    """Wall hours per GPU-hour of a cell: over its GPUs, times the cells it shares each GPU with (runs_per_gpu:
+    packed cells split the GPU's FLOPs)."""
+    devices = cell.devices_per_node(launcher)
+    packed = launcher.runs_per_gpu if devices == launcher.gpus_per_run else 1
+    return packed / (devices * launcher.nodes_per_run)
 
 
 def task_minutes(tasks: list[list[Cell]], launcher: LauncherConfig, limits: dict[str, int] | None = None) -> int:
-    """Slurm time limit of the array (one for all its tasks): the most any lane of a task runs in turn, its cells'
+    """Slurm time limit of an array (one for all its tasks): the most any lane of a task runs in turn, its cells'
     limits (`limits`, run id -> minutes; default launcher.time_per_cell_min, or CPU_CELL_MIN, each) dealt to the
     task's lanes longest first, each to the least loaded."""
     lanes = lanes_per_task(launcher)
@@ -104,31 +119,56 @@ def task_minutes(tasks: list[list[Cell]], launcher: LauncherConfig, limits: dict
     return most
 
 
+def arrays(plan: SweepPlan, cells: list[Cell]) -> list[tuple[LauncherConfig, list[Cell]]]:
+    """The job arrays that submitting `cells` takes, each (its launcher, its cells): one per GPU count per cell
+    (Cell.devices_per_node; its launcher runs cells of that many GPUs), split into length classes (longest first, a new
+    array where a cell's limit falls below the class's longest / LENGTH_CLASS_RATIO)."""
+    launcher = plan.config.launcher
+    limits = cell_minutes(plan, cells)
+    by_devices: dict[int, list[Cell]] = {}
+    for c in cells:
+        by_devices.setdefault(c.devices_per_node(launcher), []).append(c)
+    out = []
+    for devices in sorted(by_devices):
+        ordered = sorted(by_devices[devices], key=lambda c: (-limits[c.run_id], c.index))
+        group: list[Cell] = []
+        for c in ordered:
+            if group and limits[c.run_id] * LENGTH_CLASS_RATIO < limits[group[0].run_id]:
+                out.append((for_devices(launcher, devices * launcher.nodes_per_run), group))
+                group = []
+            group.append(c)
+        out.append((for_devices(launcher, devices * launcher.nodes_per_run), group))
+    return out
+
+
 def array_plan(plan: SweepPlan, cells: list[Cell] | None = None) -> dict:
     """What submitting `cells` (default: all the plan's) would ask Slurm for, as `scaling sweep --dry-run` shows
-    it: array tasks, cells and lanes per task, the time limit of each task, the GPU-hours that reserves, the
-    GPU-hours the cells are estimated to use (their FLOPs with the head at launcher.assumed_mfu; None on CPU-only
-    tasks), and the cells estimated to need longer than a cell's limit allows over max_requeues + 1 runs."""
+    it: the job arrays (`arrays`), each with its tasks, cells and lanes per task, GPUs per cell and time limit;
+    in all, the GPU-hours one round of limits reserves, the GPU-hours the cells are estimated to use (their FLOPs
+    with the head at their MFU; None on CPU-only tasks), and the cells estimated to need longer than their limit
+    allows over max_requeues + 1 runs."""
     from scaling.sweep.estimate import cell_gpu_hours
 
     launcher = plan.config.launcher
     cells = plan.cells if cells is None else cells
-    tasks = deal_cells(cells, launcher)
-    if not tasks:
-        return {"tasks": 0}
+    if not cells:
+        return {"tasks": 0, "arrays": []}
     limits = cell_minutes(plan, cells)
-    minutes = task_minutes(tasks, launcher, limits)
-    gpus = launcher.gpus_per_task * launcher.nodes_per_run
-    used = None
-    too_long = []
-    if gpus:
-        hours = cell_gpu_hours(plan)
-        used = sum(hours[c.run_id] for c in cells)
-        per_run = max(1, launcher.gpus_per_run * launcher.nodes_per_run)
-        too_long = [c.name for c in cells
-                    if hours[c.run_id] / per_run > limits[c.run_id] * (launcher.max_requeues + 1) / 60]
-    return {"tasks": len(tasks), "most_cells": max(len(t) for t in tasks), "lanes": lanes_per_task(launcher),
-            "time_min": minutes, "reserved_gpu_h": len(tasks) * minutes / 60 * gpus, "used_gpu_h": used,
+    task_gpus = launcher.gpus_per_task * launcher.nodes_per_run
+    hours = cell_gpu_hours(plan) if task_gpus else {}
+    out = []
+    for array_launcher, array_cells in arrays(plan, cells):
+        tasks = deal_cells(array_cells, array_launcher)
+        minutes = task_minutes(tasks, array_launcher, limits)
+        out.append({"tasks": len(tasks), "cells": len(array_cells), "most_cells": max(len(t) for t in tasks),
+                    "lanes": lanes_per_task(array_launcher), "devices": array_launcher.gpus_per_run,
+                    "time_min": minutes, "reserved_gpu_h": len(tasks) * minutes / 60 * task_gpus})
+    too_long = [c.name for c in cells if task_gpus and hours[c.run_id] * _gpu_share(c, launcher)
+                > limits[c.run_id] * (launcher.max_requeues + 1) / 60]
+    return {"arrays": out, "tasks": sum(a["tasks"] for a in out), "most_cells": max(a["most_cells"] for a in out),
+            "lanes": out[0]["lanes"], "time_min": max(a["time_min"] for a in out),
+            "reserved_gpu_h": sum(a["reserved_gpu_h"] for a in out),
+            "used_gpu_h": sum(hours[c.run_id] for c in cells) if task_gpus else None,
             "too_long": too_long, "cell_min": (min(limits.values()), max(limits.values()))}
 
 
@@ -242,24 +282,38 @@ def todo_cells(plan: SweepPlan, results_dir: Path, retry_failed: bool, report=pr
 
 
 def submit(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool = False) -> dict:
-    """Submit the cells still to do as one job array with the plan's launcher config, recording in the plan's
-    results folder (`results_dir`, when given, must be that one); returns {"job": id, "tasks": n, "cells": n,
-    "busy": n} (job None when nothing needed submitting)."""
-    import submitit
-
+    """Submit the cells still to do as job arrays (`arrays`: one per GPU count per cell and length class) with the
+    plan's launcher config, recording in the plan's results folder (`results_dir`, when given, must be that one);
+    returns {"job": the first id, "jobs": ids, "tasks": n, "cells": n, "busy": n, "time_min": the longest limit}
+    (job None when nothing needed submitting)."""
     require_slurm()
-    launcher = plan.config.launcher
     results_dir = plan.results_folder(results_dir).resolve()  # the jobs may start in another directory
     store.write_plan(results_dir, plan.name, plan.to_json())
     claims.tidy(results_dir, plan.name)
     todo, busy = todo_cells(plan, results_dir, retry_failed, report=lambda m: print(m, file=sys.stderr))
     if not todo:
-        return {"job": None, "tasks": 0, "cells": 0, "busy": busy}
+        return {"job": None, "jobs": [], "tasks": 0, "cells": 0, "busy": busy}
     tracking.reset_unreachable(store.wandb_dir(results_dir, plan.name))  # these jobs try the network again
-    tasks = deal_cells(todo, launcher)
     folder = store.slurm_jobs_dir(results_dir, plan.name)
+    limits = cell_minutes(plan, todo)
+    jobs, n_tasks, most_minutes = [], 0, 0
+    for array_launcher, array_cells in arrays(plan, todo):
+        job, tasks, minutes = _submit_array(plan, array_launcher, array_cells, limits, folder, results_dir,
+                                            retry_failed)
+        jobs.append(job)
+        n_tasks, most_minutes = n_tasks + tasks, max(most_minutes, minutes)
+    return {"job": jobs[0], "jobs": jobs, "tasks": n_tasks, "cells": len(todo), "busy": busy,
+            "time_min": most_minutes}
+
+
+def _submit_array(plan: SweepPlan, launcher: LauncherConfig, cells: list[Cell], limits: dict[str, int], folder: Path,
+                  results_dir: Path, retry_failed: bool) -> tuple[str, int, int]:
+    """Submit one job array of `cells` with `launcher` (its GPUs per cell); returns (job id, tasks, minutes)."""
+    import submitit
+
+    tasks = deal_cells(cells, launcher)
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=launcher.max_requeues)
-    params = {"job_name": f"scaling-{plan.name}", "time": task_minutes(tasks, launcher, cell_minutes(plan, todo)),
+    params = {"job_name": f"scaling-{plan.name}", "time": task_minutes(tasks, launcher, limits),
               "nodes": launcher.nodes_per_run, "ntasks_per_node": 1, "cpus_per_task": launcher.cpus_per_task,
               "mem": f"{int(launcher.mem_gb * 1024)}M",
               "array_parallelism": launcher.array_parallelism, "signal_delay_s": launcher.signal_delay_s,
@@ -272,9 +326,9 @@ def submit(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
     executor.update_parameters(**params)
     task = SweepTask(str(results_dir), plan.name, task_workers(launcher, lanes_per_task(launcher)), retry_failed,
                      stop_wait_s=max(5.0, launcher.signal_delay_s - 10))
-    longest_first = sorted(todo, key=lambda c: (-cell_flops(c), c.index))
+    longest_first = sorted(cells, key=lambda c: (-cell_flops(c), c.index))
 
-    def queue_of(own: list[Cell]) -> list[Cell]:  # its share first, then the rest of the array's work to take
+    def queue_of(own: list[Cell]) -> list[Cell]:  # its share first, then the rest of this array's work to take
         if launcher.nodes_per_run > 1:
             return own  # a cell across nodes is its task's alone (sweep/multinode.py trains exactly its cells)
         mine = {c.run_id for c in own}
@@ -290,8 +344,8 @@ def submit(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
     slurm_queue.record_submission(results_dir, plan.name, job, {j.job_id: [c.run_id for c in t]
                                                                 for j, t in zip(jobs, tasks, strict=True)},
                                   {"time_min": params["time"], "lanes": lanes_per_task(launcher),
-                                   "folder": str(folder.parent)})
-    return {"job": job, "tasks": len(tasks), "cells": len(todo), "busy": busy, "time_min": params["time"]}
+                                   "gpus_per_cell": launcher.gpus_per_run, "folder": str(folder.parent)})
+    return job, len(tasks), params["time"]
 
 
 def wait(results_dir: Path, sweep: str, run_ids: list[str], console=None, poll_s: float = 3.0,
