@@ -120,11 +120,14 @@ def _shadowing_folder(message: str, search: list[Path]) -> str:
 
 
 _ENV_INTERPOLATION = r"\$\{\s*(oc\.env|env)\s*:"
+_INTERPOLATION = r"\$\{([^{}]*)\}"
 
 
 def check_env_interpolations(node, key: str = "") -> None:
     """Refuse `${oc.env:...}` anywhere but in ENV_LOCATIONS (also inside `base` entries such as
-    `data.path=${oc.env:SCALING_DATA}`); `node` is the composed config, unresolved."""
+    `data.path=${oc.env:SCALING_DATA}`), and any other key interpolating a location (`wandb.project=${results_dir}`,
+    `${data.path}`, `${.cache_dir}`): a location may hold an environment value, which must not be copied into a
+    name, a record or W&B. `node` is the composed config, unresolved."""
     import re
 
     if isinstance(node, dict):
@@ -133,12 +136,20 @@ def check_env_interpolations(node, key: str = "") -> None:
     elif isinstance(node, list):
         for item in node:
             check_env_interpolations(item, key)
-    elif isinstance(node, str) and re.search(_ENV_INTERPOLATION, node):
+    elif isinstance(node, str) and "${" in node:
         target = override_key(node) if "=" in node and key.split(".")[-1] == "base" else key
-        if target not in ENV_LOCATIONS:
+        if target in ENV_LOCATIONS:
+            return
+        if re.search(_ENV_INTERPOLATION, node):
             raise ConfigError(f"{target} takes its value from the environment ({node!r}): write the value out; only "
                               f"{', '.join(ENV_LOCATIONS)} may come from the environment (names, records and W&B "
                               f"never hold environment values)")
+        leaves = {location.split(".")[-1] for location in ENV_LOCATIONS}
+        for inner in re.findall(_INTERPOLATION, node):
+            if leaves & set(re.findall(r"[A-Za-z_]\w*", inner)):
+                raise ConfigError(f"{target} interpolates a location ({node!r}): write the value out; the locations "
+                                  f"({', '.join(ENV_LOCATIONS)}) may come from the environment and are never copied "
+                                  f"into other keys (names, records and W&B never hold environment values)")
 
 
 RUN_SECTIONS = ("model", "data", "train", "wandb")

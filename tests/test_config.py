@@ -216,6 +216,30 @@ def test_environment_values_only_in_locations(tmp_path, monkeypatch):
     assert compose(["results_dir=${oc.env:MY_RESULTS}"]).results_dir == str(tmp_path)
 
 
+def test_a_location_is_never_copied_into_another_key(tmp_path, monkeypatch):
+    """A location may hold an environment value (results_dir=${oc.env:DB_PASSWORD}); a key interpolating it would
+    carry the secret into records and W&B: refused, in a run's overrides, a sweep's base and a sweep's command
+    line, before anything resolves. Locations may interpolate each other."""
+    from scaling.sweep.plan import compose_sweep
+
+    monkeypatch.setenv("DB_PASSWORD", "hunter2")
+    for leak in ("wandb.project=${results_dir}", "wandb.project=run-${data.path}", "wandb.entity=${.cache_dir}",
+                 "wandb.project=${oc.select:data.val_path,x}"):
+        with pytest.raises(ConfigError, match="interpolates a location") as e:
+            compose(["results_dir=${oc.env:DB_PASSWORD}", leak])
+        assert "hunter2" not in str(e.value)
+    sweep = tmp_path / "leak.yaml"
+    sweep.write_text("name: leak\nbase:\n  - results_dir=${oc.env:DB_PASSWORD}\n  - wandb.project=${results_dir}\n"
+                     "budgets: [2e9]\n")
+    with pytest.raises(ConfigError, match="wandb.project interpolates a location"):
+        compose_sweep(str(sweep))
+    with pytest.raises(ConfigError, match="wandb.project interpolates a location"):
+        compose_sweep("demo", ["wandb.project=${results_dir}"])
+    monkeypatch.setenv("MY_DATA", str(tmp_path))
+    run = compose(["results_dir=${oc.env:MY_DATA}", "data.cache_dir=${results_dir}"])
+    assert run.data.cache_dir == str(tmp_path)
+
+
 def test_identity_overrides_round_trip_a_mixture():
     """recommended.overrides and verification runs rebuild a run from its record: lists of sources included."""
     from scaling.config import identity_overrides

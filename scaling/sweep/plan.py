@@ -47,6 +47,7 @@ from typing import Any
 from scaling import branching
 from scaling.compose import (
     RUN_SECTIONS,
+    check_env_interpolations,
     check_keys,
     compose,
     find_config,
@@ -346,6 +347,7 @@ def compose_sweep(config: str, overrides: list[str] | tuple[str, ...] = (),
         if dropped:
             sweep.notes.append(f"{replaced} replaced the config's base, dropping {', '.join(dropped)}; to add to "
                                f"it instead, give the keys alone (model.n_experts=16) or base+=ENTRY")
+    check_env_interpolations({"base": appended})
     sweep.base = [*sweep.base, *appended]
     sweep.config_dirs = [str(d) for d in search]
     if sweep.laws:  # absolute, so the plan (and `scaling verify`) finds it from anywhere
@@ -456,9 +458,9 @@ def expand_parts(sweep: SweepConfig) -> list[SweepConfig]:
     for i, part in enumerate(sweep.parts):
         try:
             merged = OmegaConf.merge(OmegaConf.structured(sweep), {**part, "parts": []})
+            out.append(OmegaConf.to_object(merged))
         except OmegaConfBaseException as e:
             raise ConfigError(f"sweep {sweep.name!r} parts[{i}]: {str(e).splitlines()[0]}") from None
-        out.append(OmegaConf.to_object(merged))
     return out
 
 
