@@ -41,13 +41,19 @@ def new_owner(worker: str = "") -> dict:
 
 def read_claim(path: Path) -> tuple[dict, float] | None:
     """(owner, heartbeat age in seconds) of a claim, or None when there is none. An unreadable claim (empty,
-    garbage) has owner {} and its file's age: it blocks its cell only until it is stale."""
+    garbage, a symbolic link, dangling or not, a directory) has owner {} and its own age: it blocks its cell only
+    until it is stale, and is then removed (a directory moved aside)."""
+    import stat
+
     try:
-        age = time.time() - path.stat().st_mtime
+        st = os.lstat(path)
     except FileNotFoundError:
         return None
     except OSError:
         return {}, math.inf
+    age = time.time() - st.st_mtime
+    if not stat.S_ISREG(st.st_mode):
+        return {}, age
     try:
         owner = json.loads(path.read_bytes().decode())
     except FileNotFoundError:
@@ -126,16 +132,28 @@ def try_claim(path: Path, owner: dict, stale_after: float = STALE_AFTER_S) -> bo
     if not _create(lock, lock_owner):
         held = read_claim(lock)
         if held is not None and not is_live(*held, stale_after=stale_after):
-            lock.unlink(missing_ok=True)  # a stealer died holding the lock; the next attempt may steal
+            _remove_stale(lock)  # a stealer died holding the lock; the next attempt may steal
         return False
     try:
         again = read_claim(path)
         if again is not None and (again[0].get("token") != seen[0].get("token") or is_live(*again, stale_after)):
             return False  # someone else took it over (or it came back to life) meanwhile
-        path.unlink(missing_ok=True)
+        _remove_stale(path)
         return _create(path, owner)
     finally:
         lock.unlink(missing_ok=True)
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove a stale claim: a file or a symbolic link goes (never its target); a directory someone left at the
+    claim's path is moved aside (`<claim>.<time>.aside`), not deleted."""
+    try:
+        path.unlink(missing_ok=True)
+    except (IsADirectoryError, PermissionError):
+        if path.is_dir() and not path.is_symlink():
+            path.rename(path.with_name(f"{path.name}.{time.time_ns()}.aside"))
+        else:
+            raise
 
 
 def release(path: Path, owner: dict) -> None:
@@ -218,7 +236,7 @@ def tidy(results_dir: Path, sweep: str, keep_checkpoints: bool = False) -> list[
         claim = store.claim_path(results_dir, sweep, rid)
         seen = read_claim(claim)
         if seen is not None and not is_live(*seen):
-            claim.unlink(missing_ok=True)
+            _remove_stale(claim)
             removed.append(claim)
         ckpt = store.checkpoint_path(results_dir, sweep, rid)
         keep = keep_checkpoints or (record["config"].get("train") or {}).get("keep_checkpoint")

@@ -119,6 +119,22 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def open_log(path: Path):
+    """Open a log under the results folder for appending (created with the umask's permissions), never through a
+    symbolic link (O_NOFOLLOW): a link planted at a log's path is refused with a StoreError naming it, and
+    nothing is written to its target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP or path.is_symlink():
+            raise StoreError(f"the log {path} is a symbolic link: nothing is written through one; move it aside "
+                             f"and run the same command again") from None
+        raise _write_error(path, e) from None
+    return os.fdopen(fd, "a")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 

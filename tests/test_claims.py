@@ -95,6 +95,33 @@ def test_an_unreadable_claim_blocks_only_until_it_is_stale(tmp_path, content):
     assert claims.read_claim(path)[0]["token"] == owner["token"]
 
 
+@pytest.mark.parametrize("kind", ["dangling symlink", "symlink to a file", "directory"])
+def test_a_claim_path_that_is_not_a_file_blocks_only_until_it_is_stale(tmp_path, kind):
+    """A dangling symlink at a claim's path used to block its cell forever (stat followed it: "no claim", then the
+    link blocked every create); a directory killed the worker (IsADirectoryError). Both are judged by their own
+    age; once stale the link goes (never its target) and the directory is moved aside."""
+    path, target = tmp_path / "x.claim", tmp_path / "target.json"
+    if kind == "directory":
+        path.mkdir()
+        (path / "inside").write_text("kept")
+    else:
+        if kind == "symlink to a file":
+            target.write_text('{"host": "elsewhere", "pid": 1, "token": "t"}')
+        path.symlink_to(target)
+    assert claims.read_claim(path)[0] == {}
+    assert not claims.try_claim(path, claims.new_owner("a"))  # fresh: wait, as for any unreadable claim
+    old = time.time() - claims.STALE_AFTER_S - 5
+    os.utime(path, (old, old), follow_symlinks=False)
+    owner = claims.new_owner("b")
+    assert claims.try_claim(path, owner)
+    assert claims.read_claim(path)[0]["token"] == owner["token"] and not path.is_symlink()
+    if kind == "symlink to a file":
+        assert target.read_text() == '{"host": "elsewhere", "pid": 1, "token": "t"}'
+    if kind == "directory":
+        (aside,) = tmp_path.glob("x.claim.*.aside")
+        assert (aside / "inside").read_text() == "kept"
+
+
 def test_held_takes_the_claim_or_names_who_holds_it(tmp_path):
     other = claims.new_owner("sweep worker cpu0")  # this live process, another owner
     assert claims.try_claim(store.claim_path(tmp_path, "s", "r1"), other)

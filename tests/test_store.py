@@ -133,6 +133,34 @@ def test_writes_follow_the_umask_so_a_team_can_share_a_folder(tmp_path):
     assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o664  # was 0600 whatever the umask
 
 
+def test_no_write_under_the_results_folder_follows_a_symlink(tmp_path):
+    """A log appended to, a record, a plot or fit.json written: a symlink planted at the path is refused (a log) or
+    replaced (an atomic write renames over the link itself); its target is never written."""
+    target = tmp_path / "precious.txt"
+    target.write_text("precious")
+    log = tmp_path / "sweep" / "logs" / "r1.log"
+    log.parent.mkdir(parents=True)
+    log.symlink_to(target)
+    with pytest.raises(store.StoreError, match=r"r1.log is a symbolic link: nothing is written through one; move it "
+                                               r"aside"):
+        store.open_log(log)
+    dangling = log.with_name("r2.log")
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(store.StoreError, match="symbolic link"):
+        store.open_log(dangling)
+    assert not (tmp_path / "nowhere").exists()
+    plot = tmp_path / "sweep" / "fit" / "lr_bowls.png"
+    plot.parent.mkdir()
+    plot.symlink_to(target)
+    store.atomic_write_bytes(plot, b"png")
+    assert target.read_text() == "precious" and plot.read_bytes() == b"png" and not plot.is_symlink()
+    with store.open_log(log.with_name("r3.log")) as f:
+        f.write("a line\n")
+    with store.open_log(log.with_name("r3.log")) as f:
+        f.write("another\n")
+    assert log.with_name("r3.log").read_text() == "a line\nanother\n"
+
+
 def test_a_full_disk_says_so(tmp_path):
     import errno
 

@@ -164,8 +164,7 @@ def _one_cell(worker: str, owner: dict, cell: tuple[str, str, dict, dict], resul
         if not cell_todo(results, sweep, run_id, retry_failed):  # finished by another launcher meanwhile
             return True
         events.put(("start", worker, run_id, name, "", str(log)))
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a") as f, _redirect_fds(f):
+        with store.open_log(log) as f, _redirect_fds(f):
             print(f"=== {name} ({run_id}) worker {worker} pid {os.getpid()} {time.ctime()}", flush=True)
             try:
                 if command:
