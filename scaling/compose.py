@@ -61,6 +61,9 @@ def _declares(path: Path, schema: str) -> bool:
 
     try:
         doc = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (not UTF-8): a config is YAML text; fix or replace the file"
+                          ) from None
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"{path} cannot be read as YAML ({_one_line(e)}): fix the file") from None
     defaults = doc.get("defaults") if isinstance(doc, dict) else None
@@ -99,6 +102,9 @@ def hydra_compose(config_name: str, overrides: list[str] | tuple[str, ...], sear
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         raise ConfigError(f"bad config: {_one_line(e)} (the keys and their meaning: scaling/config.py)") from None
+    except UnicodeDecodeError:  # a binary file where a YAML config (or a group's option) was expected
+        raise ConfigError(f"a config file of {config_name} is not UTF-8 text (a binary file?): a config is YAML "
+                          f"text; fix or replace it") from None
     except Exception as e:  # hydra's own composition errors (missing group option, bad syntax)
         if type(e).__module__.startswith(("hydra", "omegaconf")):
             raise ConfigError(f"bad config: {_one_line(e)}{_shadowing_folder(str(e), search)}") from None

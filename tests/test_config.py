@@ -287,3 +287,13 @@ def test_updates_of_a_run_are_typed_as_a_whole_node_types_them():
     for bad in ({"train.lr": "fast"}, {"model.d_model": None}, {"seed": 1.5}):
         with pytest.raises(ConfigError, match="bad config"):
             with_updates(run, bad)
+
+
+def test_a_binary_config_file_is_one_line(tmp_path):
+    """Issue 31: a binary sweep YAML (or a fit's verify.yaml overwritten with bytes) ended in UnicodeDecodeError."""
+    from scaling.sweep.plan import compose_sweep
+
+    path = tmp_path / "verify.yaml"
+    path.write_bytes(b"name: v\n\xd5\xff\x00\x81 budgets")
+    with pytest.raises(ConfigError, match=r"verify.yaml is not a text file \(not UTF-8\)"):
+        compose_sweep(str(path))

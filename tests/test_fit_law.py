@@ -77,3 +77,24 @@ def test_a_hand_edited_law_is_refused_in_one_line_naming_what_is_wrong():
                           ({"params": {"E": 1.0, "alpha": 0.3}}, "needs parameter\\(s\\) A")):
         with pytest.raises(FitError, match=message):
             LawFit.from_dict("loss_vs_compute", {**good, **edit})
+
+
+def test_a_law_whose_prediction_is_not_a_positive_finite_number_is_refused():
+    """Issue 31: a = -1 made `fit --check` print "lr predicted -0.0878 ... (x-0.11 apart)"; a = 1e308 predicted inf.
+    Every quantity a law here predicts is positive: refused at read, naming the value and where."""
+    import pytest
+
+    from scaling.fit.law import FitError, LawFit
+
+    lr = {"kind": "power", "variables": ["C"], "params": {"a": 0.3, "b": -0.12}, "fitted_range": {"C": [1e15, 1e18]}}
+    assert LawFit.from_dict("lr_opt", lr).value(C=1e16) > 0
+    with pytest.raises(FitError, match=r"prefactor a must be positive \(got a=-1\)"):
+        LawFit.from_dict("lr_opt", {**lr, "params": {"a": -1.0, "b": -0.12}})
+    with pytest.raises(FitError, match=r"law 'lr_opt' predicts inf at C=1e\+15 \(its fitted range\)"):
+        LawFit.from_dict("lr_opt", {**lr, "params": {"a": 1e308, "b": 0.5}})
+    loss = {"kind": "saturating", "variables": ["C"], "params": {"E": -5.0, "A": 10.0, "alpha": 0.3},
+            "fitted_range": {"C": [1e15, 1e18]}}
+    with pytest.raises(FitError, match=r"law 'loss_vs_compute' predicts -5 at C=1e\+15"):
+        LawFit.from_dict("loss_vs_compute", loss)
+    with pytest.raises(FitError, match="fitted_range must hold"):
+        LawFit.from_dict("lr_opt", {**lr, "fitted_range": {"C": ["low", "high"]}})

@@ -268,6 +268,11 @@ class LawFit:
         if not all(math.isfinite(v) for v in params.values()):
             raise FitError(f"law {name!r}: parameters must be finite numbers (got "
                            f"{', '.join(f'{k}={v}' for k, v in params.items() if not math.isfinite(v))})")
+        if kind == "power" and not params["a"] > 0:
+            raise FitError(f"law {name!r}: a power law's prefactor a must be positive (got a={params['a']:g}): its "
+                           f"predictions (an lr, a batch, a size) would not be; refit with `scaling fit`, or fix it")
+        _check_predicts_in_range(name, kind, tuple(variables or ()), params, d.get("fitted_range"),
+                                 d.get("constants") or {})
         verdict = d.get("verdict")
         if verdict is not None and not (isinstance(verdict, dict) and isinstance(verdict.get("verdict"), str)):
             raise FitError(f"law {name!r}: verdict must be an object with a 'verdict' (reliable, weak or "
@@ -277,6 +282,29 @@ class LawFit:
                    notes=list(d.get("notes") or []), samples=samples, method=d.get("method") or "",
                    fitted_range=d.get("fitted_range") or {}, constants=d.get("constants") or {},
                    diagnostics=d.get("diagnostics") or {}, verdict=d.get("verdict"))
+
+
+def _check_predicts_in_range(name: str, kind: str, variables: tuple, params: dict, fitted_range, constants: dict):
+    """A law read from a file must predict a positive finite number at the ends of the range it says it was fitted
+    on (every quantity a law here predicts is: an lr, a batch, a loss, a size, a leverage); a FitError naming the
+    law and the value otherwise (a hand-edited 1e308, a sign flipped)."""
+    if not isinstance(fitted_range, dict) or not variables or not all(
+            isinstance(fitted_range.get(v), (list, tuple)) and len(fitted_range[v]) == 2 for v in variables):
+        return
+    try:
+        ends = [{v: float(fitted_range[v][i]) for v in variables} for i in (0, 1)]
+    except (TypeError, ValueError):
+        raise FitError(f"law {name!r}: fitted_range must hold [low, high] numbers per variable") from None
+    probe = LawFit(name=name, kind=kind, variables=variables, params=params, constants=constants)
+    for at in ends:
+        try:
+            value = probe.value(**at)
+        except (ArithmeticError, ValueError, KeyError):
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            where = ", ".join(f"{k}={v:.3g}" for k, v in at.items())
+            raise FitError(f"law {name!r} predicts {value:.4g} at {where} (its fitted range): not a positive finite "
+                           f"number; its parameters are wrong: refit with `scaling fit`, or fix the file")
 
 
 def laws_from_json(payload: dict) -> dict[str, LawFit]:
