@@ -62,3 +62,30 @@ def test_bad_inputs_name_the_file_the_line_and_the_fix(tmp_path):
     (tmp_path / "other.jsonl").write_text('{"content": "x"}\n')
     with pytest.raises(DataError, match=r"other.jsonl:1 has no string field 'text' \(keys: content\): set --text-key"):
         read_all([tmp_path / "other.jsonl"])
+
+
+def test_truncated_corrupt_and_binary_inputs_are_named_not_aborted(tmp_path):
+    """Issue 31: a cut .jsonl.gz printed only "Aborted." (click's answer to EOFError), a .gz that is not gzip a
+    BadGzipFile traceback, and random bytes as a text input became shards of garbage."""
+    import os
+
+    whole = gzip.compress(b"".join(json.dumps({"text": f"document {i} " * 50}).encode() + b"\n" for i in range(200)))
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"cut.jsonl.gz is truncated or corrupt \(EOFError"):
+        read_all([tmp_path / "cut.jsonl.gz"])
+    (tmp_path / "plain.jsonl.gz").write_bytes(b'{"text": "not gzipped"}\n')
+    with pytest.raises(DataError, match=r"plain.jsonl.gz is truncated or corrupt \(BadGzipFile"):
+        read_all([tmp_path / "plain.jsonl.gz"])
+    (tmp_path / "tokens.bin").write_bytes(os.urandom(4096))
+    with pytest.raises(DataError, match=r"tokens.bin is not UTF-8 text \(\d+ undecodable bytes, \d+ NUL bytes"):
+        read_all([tmp_path / "tokens.bin"])
+    (tmp_path / "ok.txt").write_text("plain text with one odd byte \ufffd is still text " * 100)
+    assert len(read_all([tmp_path / "ok.txt"])[0]) == 1
+
+
+def test_an_output_folder_inside_an_input_folder_is_not_an_input(tmp_path):
+    (tmp_path / "corpus" / "prepared").mkdir(parents=True)
+    (tmp_path / "corpus" / "a.txt").write_text("a document")
+    (tmp_path / "corpus" / "prepared" / "train_000000.bin").write_bytes(b"\0" * 8)
+    found = docs.find_inputs([str(tmp_path / "corpus")], exclude=tmp_path / "corpus" / "prepared")
+    assert [i.path.name for i in found] == ["a.txt"]

@@ -133,6 +133,30 @@ def test_bad_options_are_refused_before_any_work(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_corpus_with_nothing_to_train_or_evaluate_on_is_refused_with_the_fix(tmp_path):
+    """Issue 31: an empty .jsonl was accepted as a corpus of 0 tokens; 60 small documents at the default 1% held out
+    none and `prepare` said "train on it", then training refused."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"the inputs hold no text to train on \(0 tokens"):
+        prep.prepare(options(tmp_path / "empty", tmp_path / "o1", train_bpe=300))
+    make_corpus(tmp_path / "small", n_docs=60)
+    with pytest.raises(DataError, match=r"no document fell in the validation split \(60 documents at --val-fraction "
+                                        r"0.01 hold out 0.6 on average\).*new --out .*--val-fraction 0.083"):
+        prep.prepare(options(tmp_path / "small", tmp_path / "o2", train_bpe=300, val_fraction=0.01))
+    assert not (tmp_path / "o2" / shards.MANIFEST).exists()
+    manifest = prep.prepare(options(tmp_path / "small", tmp_path / "o3", train_bpe=300, val_fraction=0.083))
+    assert manifest["tokens"]["val"] > 0
+
+
+def test_a_rerun_with_the_output_inside_the_input_folder_finds_its_own_corpus(tmp_path):
+    """Issue 31: --out inside an input folder made the rerun read its own shards as inputs and refuse."""
+    make_corpus(tmp_path / "corpus", n_docs=100)
+    opts = options(tmp_path / "corpus", tmp_path / "corpus" / "prepared", train_bpe=300)
+    first = prep.prepare(opts)
+    assert prep.prepare(opts) == first
+
+
 def test_the_cli_prepares_a_corpus_a_run_then_trains_on(tmp_path):
     from typer.testing import CliRunner
 

@@ -52,16 +52,18 @@ def _kind(path: Path) -> str:
     return "text"
 
 
-def find_inputs(specs: list[str]) -> list[Input]:
-    """The input files the command line names, in order (folders expanded, sorted); a missing one is an error."""
+def find_inputs(specs: list[str], exclude: Path | None = None) -> list[Input]:
+    """The input files the command line names, in order (folders expanded, sorted); a missing one is an error.
+    Files under `exclude` (the output folder, when it lies inside an input folder) are not inputs."""
     inputs: list[Input] = []
+    skip = Path(exclude).expanduser().resolve() if exclude is not None else None
     for spec in specs:
         path = Path(spec).expanduser()
         if path.is_dir() and (path / "state.json").is_file():
             inputs.append(Input(path, "hf"))
         elif path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.name not in SKIPPED_NAMES
-                           and not p.name.startswith("."))
+                           and not p.name.startswith(".") and not (skip and p.resolve().is_relative_to(skip)))
             inputs.extend(Input(p, _kind(p)) for p in files)
         elif path.is_file():
             inputs.append(Input(path, _kind(path)))
@@ -92,33 +94,74 @@ class _CountingReader(io.RawIOBase):
         super().close()
 
 
-def _open_text(path: Path, counter: Callable[[int], None]):
+def _open_bytes(path: Path, counter: Callable[[int], None]):
+    """The input's bytes, decompressed (.gz, .zst)."""
     raw = _CountingReader(open(path, "rb"), counter)
     suffix = path.suffix.lower()
     if suffix == ".gz":
-        stream = gzip.GzipFile(fileobj=io.BufferedReader(raw))
-    elif suffix in (".zst", ".zstd"):
+        return gzip.GzipFile(fileobj=io.BufferedReader(raw))
+    if suffix in (".zst", ".zstd"):
         try:
             import zstandard
         except ImportError:
             raise DataError(f"{path} is zstd-compressed: pip install zstandard") from None
-        stream = zstandard.ZstdDecompressor().stream_reader(io.BufferedReader(raw))
-    else:
-        stream = io.BufferedReader(raw)
-    return io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
+        return zstandard.ZstdDecompressor().stream_reader(io.BufferedReader(raw))
+    return io.BufferedReader(raw)
+
+
+def _open_text(path: Path, counter: Callable[[int], None]):
+    return io.TextIOWrapper(_open_bytes(path, counter), encoding="utf-8", errors="replace")
 
 
 def documents(item: Input, text_key: str, counter: Callable[[int], None]) -> Iterator[str]:
-    """The documents of one input, in order; `counter(n)` is called with the input bytes consumed."""
-    if item.kind == "text":
-        with _open_text(item.path, counter) as f:
-            yield f.read()
-    elif item.kind == "jsonl":
-        yield from _jsonl(item.path, text_key, counter)
-    elif item.kind == "parquet":
-        yield from _parquet(item.path, text_key, counter)
-    else:
-        yield from _hf_dataset(item.path, text_key, counter)
+    """The documents of one input, in order; `counter(n)` is called with the input bytes consumed. A truncated or
+    corrupt file (a cut .gz, a .gz that is not gzip, bad zstd) or a binary file read as text is a DataError naming
+    it."""
+    import zlib
+
+    try:
+        if item.kind == "text":
+            with _open_bytes(item.path, counter) as f:
+                yield _checked_text(item.path, f.read())
+        elif item.kind == "jsonl":
+            yield from _jsonl(item.path, text_key, counter)
+        elif item.kind == "parquet":
+            yield from _parquet(item.path, text_key, counter)
+        else:
+            yield from _hf_dataset(item.path, text_key, counter)
+    except DataError:
+        raise
+    except (EOFError, OSError, zlib.error) as e:
+        raise DataError(f"{item.path} is truncated or corrupt ({type(e).__name__}: {_first_line(e)}): re-create "
+                        f"or re-download it, or leave it out") from None
+    except Exception as e:
+        if type(e).__module__.startswith("zstandard"):
+            raise DataError(f"{item.path} is not valid zstd ({_first_line(e)}): re-create it, or leave it out"
+                            ) from None
+        raise
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+BINARY_ERRORS = 0.001
+"""A text input with more bytes that are not UTF-8 than this fraction of its characters (or any NUL byte) is
+binary."""
+
+
+def _checked_text(path: Path, data: bytes) -> str:
+    """A text input's bytes as text (bytes that are not UTF-8 become U+FFFD), refused when it is not text (a .bin of
+    tokens, random bytes): undecodable bytes beyond BINARY_ERRORS, or NUL bytes."""
+    import re
+
+    text = data.decode("utf-8", errors="surrogateescape")
+    bad, nul = len(re.findall("[\udc80-\udcff]", text)), text.count("\x00")
+    if nul or bad > max(16, BINARY_ERRORS * len(text)):
+        raise DataError(f"{path} is not UTF-8 text ({bad} undecodable bytes, {nul} NUL bytes in {len(text):,} "
+                        f"characters): pass text, JSONL or Parquet files (token shards are not inputs: point "
+                        f"data.path at a prepared folder instead)")
+    return re.sub("[\udc80-\udcff]", "\ufffd", text) if bad else text
 
 
 def _jsonl(path: Path, text_key: str, counter) -> Iterator[str]:

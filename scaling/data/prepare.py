@@ -72,7 +72,7 @@ def prepare(opts: PrepareOptions) -> dict:
     """Prepare (or finish preparing) `opts.out`; returns its manifest. DataError before any work on bad input."""
     _check_options(opts)
     out = Path(opts.out)
-    inputs = docs_mod.find_inputs(opts.inputs)
+    inputs = docs_mod.find_inputs(opts.inputs, exclude=out)
     settings = _settings(opts, inputs)
     manifest = shards.read_manifest(out) if (out / shards.MANIFEST).is_file() else None
     if manifest is not None:
@@ -96,10 +96,31 @@ def prepare(opts: PrepareOptions) -> dict:
     for w in writers.values():
         w.finish()
     _write_state(out, state)
+    _check_splits(opts, state, counts, out)
     manifest = _manifest(opts, settings, state, eot, eot_id, vocab, dtype, counts)
     atomic_write_text(out / shards.MANIFEST, json.dumps(manifest, indent=1))
     (out / STATE).unlink(missing_ok=True)
     return manifest
+
+
+MIN_VAL_DOCUMENTS = 5
+"""The documents a --val-fraction suggested for a small corpus is meant to hold out on average."""
+
+
+def _check_splits(opts: PrepareOptions, state: dict, counts: dict, out: Path) -> None:
+    """Refuse a corpus nothing can be trained or evaluated on, before its manifest says it is ready: no training
+    tokens (empty inputs), or no held-out document (a few documents at a small --val-fraction)."""
+    tokens = {s: sum(x["tokens"] for x in state["splits"][s]["shards"]) for s in SPLITS}
+    if tokens["train"] == 0:
+        raise DataError(f"the inputs hold no text to train on (0 tokens from {', '.join(map(str, opts.inputs))}): "
+                        f"check the files, and --text-key for JSONL or Parquet")
+    if opts.val_fraction > 0 and tokens["val"] == 0:
+        n = sum(counts.values())
+        suggest = min(0.49, max(MIN_VAL_DOCUMENTS / max(n, 1), 2 * opts.val_fraction))
+        raise DataError(f"no document fell in the validation split ({n} documents at --val-fraction "
+                        f"{opts.val_fraction:g} hold out {n * opts.val_fraction:.1f} on average), so training could "
+                        f"not be evaluated: prepare again into a new --out (not {out}) with --val-fraction "
+                        f"{suggest:.2g}, or give more documents")
 
 
 def _check_options(opts: PrepareOptions) -> None:
