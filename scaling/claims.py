@@ -71,32 +71,50 @@ def describe(owner: dict, path: Path) -> str:
     return where + (f", Slurm job {owner['batch_job']}" if owner.get("batch_job") else "")
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, since: float | None = None) -> bool:
+    """Whether process `pid` runs on this host (and, when `since` is given, started no later than that time, so
+    that a dead owner's pid reused by another process does not keep its claim alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    except (OverflowError, ValueError):
+        return False
+    started = _process_start(pid)
+    return since is None or started is None or started <= since + 1.0
+
+
+def _process_start(pid: int) -> float | None:
+    """When a process started (seconds since the epoch), from /proc on Linux; None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime: clock ticks after boot
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def is_live(owner: dict, age: float, stale_after: float = STALE_AFTER_S, job_states: dict | None = None) -> bool:
     """Whether a claim's owner may still be training. An owner in a Slurm job is dead once Slurm says the job
     ended (cancelled, failed, timed out: its processes are being killed), whatever its heartbeat; `job_states`
-    are states already queried (else Slurm is asked, bounded)."""
-    if age > stale_after:
-        return False
+    are states already queried (else Slurm is asked, bounded). An owner on this host is judged by its process
+    (alive, and the same process: started before it claimed), not by its heartbeat: a process stopped (SIGSTOP,
+    a debugger) keeps its claim however long it is stopped. Owners elsewhere go by the heartbeat's age."""
     job = scheduler.batch_job_id()
     if job and owner.get("batch_job") == job and owner.get("restart", 0) < scheduler.restart_count():
         return False  # an earlier run of this requeued Slurm job: Slurm ended it before requeueing
     if owner.get("batch_job") and owner["batch_job"] != job:
         states = job_states if job_states is not None else scheduler.job_states([owner["batch_job"]])
-        if states.get(owner["batch_job"]) in scheduler.ENDED:
+        if states.get(str(owner["batch_job"])) in scheduler.ENDED:
             return False
     if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
-        return _pid_alive(owner["pid"])
-    return True
+        claimed = owner.get("claimed")
+        return _pid_alive(owner["pid"], claimed if isinstance(claimed, (int, float)) else None)
+    return age <= stale_after
 
 
 def _create(path: Path, owner: dict) -> bool:

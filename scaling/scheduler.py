@@ -52,9 +52,11 @@ def _run(cmd: list[str]) -> str | None:
 
 def job_states(job_ids: list[str]) -> dict[str, str]:
     """State of each job or array task id (e.g. '12_3' -> 'RUNNING'); ids Slurm no longer knows are left out."""
-    if not job_ids or not available():
+    import re
+
+    wanted = sorted({str(j) for j in job_ids or () if re.fullmatch(r"\d+(_\d+)?", str(j))})  # a hand-edited claim's
+    if not wanted or not available():  # batch_job (a number, text) is no id to ask about
         return {}
-    wanted = sorted(set(job_ids))
     arrays = sorted({j.split("_")[0] for j in wanted})
     states: dict[str, str] = {}
     text = _run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(arrays), "-o", "%i|%T"])

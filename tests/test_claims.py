@@ -1,6 +1,7 @@
 """Claim files: exactly one owner, stale claims taken over, release only by the owner."""
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -52,6 +53,28 @@ def test_a_dead_owners_claim_is_taken_over_at_once(tmp_path):
     me = claims.new_owner("me")
     assert claims.try_claim(path, me)
     assert claims.read_claim(path)[0]["token"] == me["token"]
+
+
+def test_a_stopped_owner_on_this_host_keeps_its_claim_and_a_reused_pid_does_not(tmp_path):
+    """Issue 31: `scaling train` stopped with SIGSTOP for 70 s lost its claim (no heartbeat) and a second train
+    retrained the run. An owner here is judged by its process: a stopped process is alive, whatever its heartbeat's
+    age. A pid that now belongs to a process started after the claim is not the owner."""
+    path = tmp_path / "x.claim"
+    stopped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        os.kill(stopped.pid, signal.SIGSTOP)
+        owner = {**claims.new_owner("scaling train"), "pid": stopped.pid}
+        assert claims.try_claim(path, owner)
+        old = time.time() - 10 * claims.STALE_AFTER_S
+        os.utime(path, (old, old))  # stopped: no heartbeat for ten minutes
+        assert not claims.try_claim(path, claims.new_owner("second train"))
+        reused = {**owner, "claimed": time.time() - 3600}  # claimed an hour before this pid's process started
+        assert not claims.is_live(reused, age=0.0)
+    finally:
+        stopped.kill()
+        stopped.wait()
+    assert claims.try_claim(path, claims.new_owner("second train"))  # the owner is gone: taken at once
 
 
 def test_a_claim_from_another_host_is_live_until_its_heartbeat_is_stale(tmp_path):

@@ -189,6 +189,33 @@ def test_sigterm_to_the_launcher_saves_checkpoints_and_a_rerun_resumes(tmp_path)
     assert done["status"] == "completed" and done["provenance"]["resumed_from_steps"] == [stopped_at]
 
 
+@pytest.mark.lifecycle
+def test_sigint_to_the_launcher_alone_stops_its_workers_with_checkpoints(tmp_path):
+    """Issue 31: SIGINT to the launcher's pid alone (not its process group, as Ctrl-C would) let the workers take
+    new cells until they were SIGKILLed, leaving records `running`. Now they checkpoint and stop; no new cell
+    starts."""
+    cmd = sweep_cmd(tmp_path, "budgets=[3e10]", "lr.values=[3e-3,1e-2]", "--workers", "1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first, second = [c.run_id for c in plan_sweep(compose_sweep(TINY, ["budgets=[3e10]",
+                                                                        "lr.values=[3e-3,1e-2]"])).cells]
+    logs = tmp_path / "tiny" / "logs"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.exists() and "\nstep " in p.read_text()
+                                             for p in (logs / f"{first}.log", logs / f"{second}.log")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "checkpoint at their next step and stop" in err
+    time.sleep(3)  # a worker left running would start the other cell now
+    recs = records(tmp_path)
+    assert len(recs) == 1, sorted(recs)
+    ((rid, rec),) = recs.items()
+    assert rec["status"] == "failed" and rec["error"]["kind"] == "interrupted", rec.get("error")
+    assert store.checkpoint_path(tmp_path, "tiny", rid).exists()
+    assert not (logs / f"{second if rid == first else first}.log").exists()
+
+
 def test_a_precision_sweep_resumes_like_any_other_and_fits_its_gap(tmp_path):
     """bf16 and emulated fp8 cells of one sweep: a lost record is trained again, the rest left alone, and
     `scaling fit` pairs the two precisions."""

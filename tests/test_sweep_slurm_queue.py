@@ -67,3 +67,17 @@ def test_a_hung_squeue_is_bounded_and_status_falls_back_on_the_records(tmp_path,
 def test_without_slurm_there_are_no_states(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert scheduler.job_states(["7_0"]) == {}
+
+
+def test_a_hand_edited_claim_with_a_numeric_batch_job_does_not_crash_status(tmp_path, fake_slurm):
+    """Issue 31: a claim whose batch_job was a number ended `scaling status` in an AttributeError (j.split); such
+    an id (or text) is not asked about, and the claim goes by its heartbeat like any other host's."""
+    fake_command(fake_slurm, "squeue", 'echo "7_0|RUNNING"\n')
+    sweep_with_three_cells(tmp_path)
+    for bad in (12345, "7; rm -rf /", ["7"]):
+        path = store.claim_path(tmp_path, "s", "a")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**claims.new_owner("w0"), "host": "elsewhere", "batch_job": bad}))
+        assert scheduler.job_states([bad]) == {}
+        states = {s["id"]: s for s in cell_states(tmp_path, "s")}
+        assert states["a"]["state"] in ("running", "queued")

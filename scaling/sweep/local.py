@@ -106,6 +106,9 @@ def _run_cells(plan: SweepPlan, todo: list, slots, launcher, results_dir: Path, 
     terminated = _stop_workers_on_sigterm(procs, console)
     try:
         counts = _follow(plan.name, todo, procs, events, wandb_folder, console, show_progress)
+    except KeyboardInterrupt:  # SIGINT, maybe to the launcher alone: the workers must not go on taking cells
+        _stop_workers(procs, console)
+        raise
     finally:
         for p in procs:
             p.join(timeout=5)
@@ -113,6 +116,31 @@ def _run_cells(plan: SweepPlan, todo: list, slots, launcher, results_dir: Path, 
                 p.kill()
         terminated.restore()
     return counts, terminated.received
+
+
+STOP_WAIT_S = 60.0
+"""After Ctrl-C, how long the launcher waits for its workers to checkpoint and stop before it kills them."""
+
+
+def _stop_workers(procs, console) -> None:
+    """Ask every worker to checkpoint at its next step and stop (SIGUSR2, as on SIGTERM), and wait for them
+    (STOP_WAIT_S at most, a second Ctrl-C included), so that none starts another cell after the launcher is gone."""
+    alive = [p for p in procs if p.is_alive()]
+    if not alive:
+        return
+    console.print(f"interrupted: {len(alive)} worker(s) save a checkpoint at their next step and stop")
+    for p in alive:
+        try:
+            os.kill(p.pid, signal.SIGUSR2)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + STOP_WAIT_S
+    for p in alive:
+        while p.is_alive() and time.time() < deadline:
+            try:
+                p.join(timeout=max(0.0, min(1.0, deadline - time.time())))
+            except KeyboardInterrupt:
+                continue  # a second Ctrl-C: still let them save
 
 
 SUMMARY_EVERY_S = 60.0
