@@ -239,6 +239,34 @@ class held:
             release(self.path, self.owner)
 
 
+def tidy_run(results_dir: Path, sweep: str, record: dict, keep_checkpoints: bool = False) -> list[Path]:
+    """A final run's leftovers (a kill between writing its final record and cleaning up): its dead claim, and its
+    checkpoint unless kept (keep_checkpoints, train.keep_checkpoint); nothing while a live claim holds the run.
+    Returns what was removed."""
+    if record.get("status") not in store.FINAL_STATUSES:
+        return []
+    removed: list[Path] = []
+    rid = record["id"]
+    claim = store.claim_path(results_dir, sweep, rid)
+    seen = read_claim(claim)
+    if seen is not None and is_live(*seen):
+        return []
+    if seen is not None:
+        _remove_stale(claim)
+        removed.append(claim)
+    keep = keep_checkpoints or ((record.get("config") or {}).get("train") or {}).get("keep_checkpoint")
+    if not keep:
+        ckpt = store.checkpoint_path(results_dir, sweep, rid)
+        shards = store.checkpoint_shards_path(results_dir, sweep, rid)
+        if ckpt.exists():
+            ckpt.unlink(missing_ok=True)
+            removed.append(ckpt)
+        if shards.is_dir():
+            shutil.rmtree(shards, ignore_errors=True)
+            removed.append(shards)
+    return removed
+
+
 def tidy(results_dir: Path, sweep: str, keep_checkpoints: bool = False) -> list[Path]:
     """Remove what killed processes left in a sweep's folder: the checkpoint and the dead claim of a run whose
     record is final (a kill between writing `completed` and cleaning up), and temporary files of killed atomic
@@ -248,24 +276,7 @@ def tidy(results_dir: Path, sweep: str, keep_checkpoints: bool = False) -> list[
     root = store.sweep_dir(results_dir, sweep)
     removed: list[Path] = []
     for _, record in store.iter_records(results_dir, sweep, on_error=lambda message: None):
-        if record["status"] not in store.FINAL_STATUSES:
-            continue
-        rid = record["id"]
-        claim = store.claim_path(results_dir, sweep, rid)
-        seen = read_claim(claim)
-        if seen is not None and not is_live(*seen):
-            _remove_stale(claim)
-            removed.append(claim)
-        ckpt = store.checkpoint_path(results_dir, sweep, rid)
-        keep = keep_checkpoints or (record["config"].get("train") or {}).get("keep_checkpoint")
-        shards = store.checkpoint_shards_path(results_dir, sweep, rid)
-        if not keep and (seen is None or not is_live(*seen)):
-            if ckpt.exists():
-                ckpt.unlink(missing_ok=True)
-                removed.append(ckpt)
-            if shards.is_dir():
-                shutil.rmtree(shards, ignore_errors=True)
-                removed.append(shards)
+        removed += tidy_run(results_dir, sweep, record, keep_checkpoints)
     now = time.time()
     for tmp in [*root.glob(".*.tmp"), *root.glob("*/.*.tmp")] if root.is_dir() else []:
         # `.RUNID.json.XXXX.tmp` in runs/, `.RUNID.pt.XXXX.tmp` in checkpoints/: only the run's claim holder

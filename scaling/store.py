@@ -91,8 +91,11 @@ def atomic_write(path: Path, write) -> None:
 
 
 def _is_no_space(e: BaseException) -> bool:
-    """torch.save reports a full disk as a RuntimeError naming the errno in words."""
-    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or "file write failed" in str(e)
+    """torch.save reports a full disk as a RuntimeError naming the errno in words, or (its zip writer cut short)
+    as "unexpected pos N vs M"."""
+    text = str(e)
+    return getattr(e, "errno", None) == errno.ENOSPC or any(
+        s in text for s in ("No space left", "file write failed", "unexpected pos"))
 
 
 def _write_error(path: Path, e: BaseException) -> StoreError:

@@ -92,6 +92,9 @@ def _has_api_key() -> bool:
 UNREACHABLE = "unreachable.json"
 """The marker, in `<sweep folder>/wandb/`, that W&B's server could not be reached during this launch."""
 CONNECT_TIMEOUT_S = 5.0
+RETRY_AFTER_S = 600.0
+"""A marker older than this is ignored: the next run tries the network again (a `scaling train` after an outage,
+which no launch resets)."""
 
 
 def _marker(directory: Path) -> Path:
@@ -99,9 +102,14 @@ def _marker(directory: Path) -> Path:
 
 
 def unreachable(directory: Path) -> str | None:
-    """Why W&B could not be reached from this sweep (its folder `directory`) in this launch, or None."""
+    """Why W&B could not be reached from this sweep (its folder `directory`) in this launch, or None; None too once
+    the marker is RETRY_AFTER_S old, so that the network is tried again."""
     try:
-        return json.loads(_marker(directory).read_text()).get("reason") or "unknown reason"
+        marker = json.loads(_marker(directory).read_text())
+        when = marker.get("time")
+        if not isinstance(when, (int, float)) or time.time() - when > RETRY_AFTER_S:
+            return None
+        return marker.get("reason") or "unknown reason"
     except (OSError, ValueError, AttributeError):
         return None
 

@@ -275,6 +275,7 @@ def train(run: RunConfig, show_progress: bool = True, console=None, owner: dict 
     store.check_writable(results_dir)
     rec_path = store.record_path(results_dir, run.sweep, plan.run_id)
     if (done := _finished(rec_path, plan, console)) is not None:
+        claims.tidy_run(results_dir, run.sweep, done)  # what a kill after its final record left (a claim, a checkpoint)
         return done
     claiming = owner is not None or os.environ.get("RANK", "0") == "0"
     with claims.held(results_dir, run.sweep, plan.run_id, owner) if claiming else nullcontext():

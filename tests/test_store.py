@@ -171,6 +171,12 @@ def test_a_full_disk_says_so(tmp_path):
         store.atomic_write(tmp_path / "x.json", full)
     assert list(tmp_path.iterdir()) == []
 
+    def torch_full(f):  # what torch.save says when the disk fills mid-checkpoint (issue 31)
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 9216 vs 9110")
+
+    with pytest.raises(store.StoreError, match="no space left on the device writing .*r.pt"):
+        store.atomic_write(tmp_path / "r.pt", torch_full)
+
 
 def test_a_read_only_results_folder_is_refused_before_any_work(tmp_path):
     import os

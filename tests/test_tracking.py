@@ -116,6 +116,14 @@ def test_an_unreachable_server_is_tried_once_per_sweep_then_offline(monkeypatch,
     assert f"`wandb sync {tmp_path / 'wandb'}` uploads them later" in tracking.unreachable_notice(tmp_path)
     tracking.reset_unreachable(tmp_path)  # the next launch tries again
     assert tracking.unreachable(tmp_path) is None and tracking.unreachable_notice(tmp_path) is None
+    tracking._mark_unreachable(tmp_path, "down")  # a `scaling train` after an outage, which no launch resets:
+    assert tracking.unreachable(tmp_path) == "down"
+    import json
+    import time
+
+    marker = tmp_path / "wandb" / tracking.UNREACHABLE
+    marker.write_text(json.dumps({"reason": "down", "time": time.time() - tracking.RETRY_AFTER_S - 1}))
+    assert tracking.unreachable(tmp_path) is None  # ... tries the network again once the marker is old
 
 
 def test_locations_stay_out_of_the_wandb_config():

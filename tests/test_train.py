@@ -104,6 +104,28 @@ def test_a_completed_run_is_not_trained_again(tmp_path):
     assert again["provenance"]["attempts"] == 1
 
 
+def test_a_rerun_of_a_finished_run_tidies_what_a_kill_after_its_record_left(tmp_path):
+    """Issue 31: `scaling train` never removed a finished run's leftover checkpoint and dead claim (only a sweep
+    launch did)."""
+    import json
+    import subprocess
+    import sys
+
+    from scaling import claims, store
+    from scaling.config import resolve_results_dir
+
+    run = compose(TINY)
+    first = train(run, show_progress=False)
+    results, rid = resolve_results_dir(run), first["id"]
+    ckpt, claim = store.checkpoint_path(results, run.sweep, rid), store.claim_path(results, run.sweep, rid)
+    ckpt.write_bytes(b"left by a kill")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    claim.write_text(json.dumps({**claims.new_owner("killed"), "pid": int(dead.stdout)}))
+    assert train(run, show_progress=False) == first
+    assert not ckpt.exists() and not claim.exists()
+
+
 def test_absurd_learning_rate_is_recorded_as_diverged(tmp_path):
     run = compose(TINY + ["train.lr=1e3"])
     record = train(run, show_progress=False)
