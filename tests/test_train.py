@@ -118,6 +118,7 @@ def test_a_rerun_of_a_finished_run_tidies_what_a_kill_after_its_record_left(tmp_
     first = train(run, show_progress=False)
     results, rid = resolve_results_dir(run), first["id"]
     ckpt, claim = store.checkpoint_path(results, run.sweep, rid), store.claim_path(results, run.sweep, rid)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
     ckpt.write_bytes(b"left by a kill")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     claim.parent.mkdir(parents=True, exist_ok=True)
