@@ -73,8 +73,10 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
     for col in cols + (("GPU h",) if cell_hours else ()) + (("est s",) if estimates else ()):
         table.add_column(col, justify="left" if col in ("id", "shape") or col.startswith("cell") else "right",
                          no_wrap=True)
-    too_big = []
-    for c in plan.cells:
+    too_big = [f"#{c.index} {c.name}: {c.memory.summary()}" for c in plan.cells if c.memory and c.memory.fits is False]
+    if len(plan.cells) > TABLE_CELLS:
+        table = _budget_rollup(plan, title, cell_hours, estimates)
+    for c in plan.cells if len(plan.cells) <= TABLE_CELLS else ():
         m, k = c.run.model, c.plan.counts
         shape = f"d{m.d_model}L{m.n_layers} E{m.n_experts}k{m.top_k}" + (
             f"s{m.n_shared_experts}" if m.n_shared_experts else "")
@@ -85,7 +87,6 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
         else:
             memory = f"{c.memory.need.total / GIB:.3g}" if c.memory else "?"
             if c.memory and c.memory.fits is False:
-                too_big.append(f"#{c.index} {c.name}: {c.memory.summary()}")
                 memory += " ✗"
             row = [str(c.index), c.name, f"{_si(k.params_total)}/{_si(k.params_active)}", _si(c.plan.tokens),
                    str(c.plan.steps), *((_epochs(c.plan),) if epochs else ()), memory]
@@ -109,7 +110,9 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
     caption += "\n" + memory_line(plan)
     if plan.config.launcher.kind == "slurm":
         caption += "\n" + slurm_line(plan)
-    caption += "".join(f"\n  ✗ {line}" for line in too_big)
+    caption += "".join(f"\n  ✗ {line}" for line in too_big[:TABLE_CELLS])
+    if len(too_big) > TABLE_CELLS:
+        caption += f"\n  ✗ ... {len(too_big) - TABLE_CELLS} more"
     repeating = [c for c in plan.cells if c.plan.summary and (c.plan.summary.epochs(c.plan.tokens) or 0) > 1
                  and not c.run.data.allow_repeat]
     if repeating:
@@ -164,6 +167,47 @@ def slurm_line(plan) -> str:
                  f"(e.g. {a['too_long'][0]}): raise launcher.time_per_cell_min or launcher.max_requeues, or they "
                  f"stop unfinished")
     return line
+
+
+TABLE_CELLS = 200
+"""A plan of more cells is shown one row per budget (a table of thousands of rows is read by no one, and takes
+seconds to draw); `scaling sweep --dry-run --format csv` lists every cell."""
+
+
+def _budget_rollup(plan, title: str, cell_hours: dict, estimates: dict):
+    """The plan one row per budget: its cells, their sizes, tokens and steps (ranges), the most memory per device,
+    the GPU-hours and the estimated seconds."""
+    from rich.table import Table
+
+    from scaling.memory import GIB
+
+    table = Table(title=f"{title} (one row per budget; `--format csv` lists every cell)", title_justify="left")
+    cols = ["budget", "cells", "params tot", "tokens", "steps", "GiB/dev (most)"]
+    cols += ["GPU h"] if cell_hours else []
+    cols += ["est s"] if estimates else []
+    for col in cols:
+        table.add_column(col, justify="right", no_wrap=True)
+    by_budget: dict[float, list] = {}
+    for c in plan.cells:
+        by_budget.setdefault(c.run.budget_flops, []).append(c)
+
+    def span(values, fmt=_si) -> str:
+        lo, hi = min(values), max(values)
+        return fmt(lo) if lo == hi else f"{fmt(lo)}-{fmt(hi)}"
+
+    for budget in sorted(by_budget):
+        cells = by_budget[budget]
+        memory = [c.memory.need.total / GIB for c in cells if c.memory]
+        over = sum(1 for c in cells if c.memory and c.memory.fits is False)
+        row = [f"{budget:.3g}", str(len(cells)), span([c.plan.counts.params_total for c in cells]),
+               span([c.plan.tokens for c in cells]), span([c.plan.steps for c in cells], str),
+               (f"{max(memory):.3g}" if memory else "?") + (f" ✗{over}" if over else "")]
+        if cell_hours:
+            row.append(f"{sum(cell_hours[c.run_id] for c in cells):.3g}")
+        if estimates:
+            row.append(f"{sum(estimates.get(c.run_id, 0.0) for c in cells):.0f}")
+        table.add_row(*row)
+    return table
 
 
 def gpu_hours_line(plan, cell_hours: dict[str, float]) -> str:

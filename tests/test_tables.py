@@ -69,3 +69,24 @@ def test_fit_and_plan_tables_fit_100_columns_with_notes_below_and_wide_shows_all
     assert plan_sweep(compose_sweep("demo"), data_required=False).cells[0].run_id not in plan.stdout
     wide_plan = scaling("sweep", "demo", "--dry-run", "--no-probe", "--wide", env=env)
     assert names[0] in wide_plan.stdout and "memory/device" in wide_plan.stdout
+
+
+def test_a_plan_of_more_cells_than_a_table_holds_is_shown_one_row_per_budget():
+    """Issue 31: a 10,000-cell dry run drew 10,000 rows (seconds of rendering, read by no one). Above
+    TABLE_CELLS cells the plan is one row per budget, its cells counted; --format csv lists them all."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from scaling import tables
+    from scaling.sweep.plan import compose_sweep, plan_sweep
+
+    lrs = ",".join(f"{1e-4 * 1.05 ** i:.4g}" for i in range(101))
+    plan = plan_sweep(compose_sweep(str(Path(__file__).parent / "sweeps" / "tiny.yaml"), [f"lr.values=[{lrs}]"]))
+    assert len(plan.cells) == 202 > tables.TABLE_CELLS
+    console = Console(width=200, record=True)
+    console.print(tables.sweep_table(plan, {}))
+    text = console.export_text()
+    rows = [line for line in text.splitlines() if line.startswith("│")]
+    assert "one row per budget; `--format csv` lists every cell" in " ".join(text.split())
+    assert [[c.strip() for c in r.split("│")[1:3]] for r in rows] == [["2e+09", "101"], ["4e+09", "101"]]

@@ -49,16 +49,19 @@ def lanes_per_task(launcher: LauncherConfig) -> int:
 def deal_cells(cells: list[Cell], launcher: LauncherConfig) -> list[list[Cell]]:
     """Cells grouped into array tasks of at most lanes x cells_per_lane cells, balancing estimated time (budget
     FLOPs, tokens x M): largest first, each to the least loaded task with room. In a task, largest first too."""
+    import heapq
+
     if not cells:
         return []
     per_task = lanes_per_task(launcher) * launcher.cells_per_lane
     n_tasks = math.ceil(len(cells) / per_task)
     tasks: list[list[Cell]] = [[] for _ in range(n_tasks)]
-    load = [0.0] * n_tasks
+    open_tasks = [(0.0, i) for i in range(n_tasks)]  # (load, task) of the tasks with room: a heap, O(n log n)
     for cell in sorted(cells, key=lambda c: (-cell_flops(c), c.index)):
-        i = min((i for i in range(n_tasks) if len(tasks[i]) < per_task), key=lambda i: (load[i], i))
+        load, i = heapq.heappop(open_tasks)
         tasks[i].append(cell)
-        load[i] += cell_flops(cell)
+        if len(tasks[i]) < per_task:
+            heapq.heappush(open_tasks, (load + cell_flops(cell), i))
     return tasks
 
 
