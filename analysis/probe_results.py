@@ -1,11 +1,14 @@
-"""The corruption, race and bad-input matrix of issue 13, run as a user would (the CLI, in a fresh temporary folder),
-printed as one table: probe, outcome, nothing lost.
+"""The corruption, race and bad-input matrix of issues 13 and 31, run as a user would (the CLI, in a fresh temporary
+folder), printed as one table: probe, outcome, nothing lost.
 
-    python analysis/probe_results.py            # about 3 minutes on the 2-core CPU
+    python analysis/probe_results.py            # about 5 minutes on the 2-core CPU
+    python analysis/probe_results.py symlink    # only the probes whose name holds this text
 
 "Nothing lost" means: every record, claim or file that existed before the probe is still there, byte for byte
-(or replaced only by the run's own completion), and nothing was written outside the results folder. A probe that
-does not behave prints FAIL and the script exits 1. The same behaviours are tested one by one in tests/ (test_store,
+(or replaced only by the run's own completion), and nothing was written outside the results folder: besides each
+probe's own check, the script keeps a canary folder beside every probe's lab (a file, the target of every planted
+symlink) and compares it byte for byte afterwards, so a probe cannot vouch for itself. A probe that does not behave
+prints FAIL and the script exits 1. The same behaviours are tested one by one in tests/ (test_store,
 test_claims, test_train, test_config, test_sweep_local, test_fit_cli, test_tracking, test_data, test_cpu_blas).
 """
 
@@ -219,7 +222,7 @@ def unwritable_results(lab: Lab):
 def wide_shards(lab: Lab):
     import numpy as np
 
-    from scaling.data import write_shard
+    from scaling.data.shards import write_shard
 
     folder = lab.root / "shards32"
     folder.mkdir()
@@ -351,6 +354,183 @@ def new_default_field(lab: Lab):
     return f"{same} of {len(before)} demo cell ids unchanged", True, same == len(before)
 
 
+# ---- issue 31 --------------------------------------------------------------------------------------------------
+def canary(lab: Lab) -> Path:
+    """The file outside the results folder that planted symlinks point at (main() checks it afterwards)."""
+    return lab.root / "outside" / "canary.txt"
+
+
+def symlinked_log(lab: Lab):
+    from scaling.sweep.plan import compose_sweep, plan_sweep
+
+    sweep = lab.sweep_file("links")
+    rid = plan_sweep(compose_sweep(str(sweep))).cells[0].run_id
+    log = lab.results / "links" / "logs" / f"{rid}.log"
+    log.parent.mkdir(parents=True)
+    log.symlink_to(canary(lab))
+    out = lab.cli("sweep", sweep, "--no-probe", "--no-progress")
+    refused = "is a symbolic link: nothing is written through one" in out.stderr
+    log.unlink()
+    again = lab.cli("sweep", sweep, "--no-probe", "--no-progress")
+    done = len(list((lab.results / "links" / "runs").glob("*.json"))) == 3
+    return ("cell refused (log is a symlink), canary untouched; trained once moved aside", True,
+            refused and again.returncode == 0 and done)
+
+
+def symlinked_plot(lab: Lab):
+    sweep = lab.sweep_file("plots")
+    lab.cli("sweep", sweep, "--no-probe", "--no-progress")
+    lab.cli("fit", "plots", "--bootstrap", "20")
+    pngs = sorted((lab.results / "plots" / "fit").glob("*.png"))
+    if not pngs:
+        return "no plot written by the first fit", True, False
+    pngs[0].unlink()
+    pngs[0].symlink_to(canary(lab))
+    out = lab.cli("fit", "plots", "--bootstrap", "20")
+    return (f"{pngs[0].name} replaced, not written through", True,
+            out.returncode in (0, 1) and pngs[0].is_file() and not pngs[0].is_symlink())
+
+
+def odd_claim(kind: str):
+    def probe(lab: Lab):
+        from scaling.sweep.plan import compose_sweep, plan_sweep
+
+        sweep = lab.sweep_file("odd")
+        rid = plan_sweep(compose_sweep(str(sweep))).cells[0].run_id
+        claim = lab.results / "odd" / "claims" / f"{rid}.claim"
+        claim.parent.mkdir(parents=True)
+        if kind == "directory":
+            claim.mkdir()
+            (claim / "inside").write_text("kept")
+        else:
+            claim.symlink_to(lab.root / "nowhere")
+        t = time.time() - 120
+        os.utime(claim, (t, t), follow_symlinks=False)
+        out = lab.cli("sweep", sweep, "--no-probe", "--no-progress")
+        trained = (lab.results / "odd" / "runs" / f"{rid}.json").exists()
+        asides = list(claim.parent.glob("*.aside"))
+        kept_dir = kind != "directory" or (asides and (asides[0] / "inside").read_text() == "kept")
+        return (f"2 min old {kind}: taken over, trained" + (", moved aside" if kind == "directory" else ""),
+                bool(kept_dir), out.returncode == 0 and trained and not (lab.root / "nowhere").exists())
+    return probe
+
+
+def location_interpolation(lab: Lab):
+    secret = "hunter2-probe"
+    sweep = lab.root / "leak.yaml"
+    sweep.write_text("name: leak\nbase: [results_dir=${oc.env:DB_PASSWORD}, wandb.project=${results_dir}, "
+                     "model.d_model=32, model.n_heads=2, model.d_expert=32, model.seq_len=64]\nbudgets: [2e9]\n")
+    out = lab.cli("sweep", sweep, "--no-probe", "--no-progress", env={"DB_PASSWORD": str(lab.root / secret)})
+    cli = lab.cli("train", *TINY, "budget_flops=2e9", "results_dir=${oc.env:DB_PASSWORD}",
+                  "wandb.project=run-${results_dir}", env={"DB_PASSWORD": str(lab.root / secret)})
+    leaked = [p for p in lab.root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    return (one_line(out)[7:90] + "...", not leaked,
+            out.returncode == 2 and cli.returncode == 2 and "interpolates a location" in out.stderr + cli.stderr)
+
+
+def lying_record(lab: Lab):
+    sweep = lab.sweep_file("lies", budget="2e9, 4e9, 6e9, 8e9")
+    lab.cli("sweep", sweep, "--no-probe", "--no-progress")
+    runs = sorted((lab.results / "lies" / "runs").glob("*.json"))
+    smallest = [p for p in runs if json.loads(p.read_text())["derived"]["budget_flops"] == 2e9]
+    rec = json.loads(smallest[0].read_text())
+    rec["results"]["val_loss"] = -1
+    smallest[0].write_text(json.dumps(rec))
+    rec = json.loads(smallest[1].read_text())
+    rec["derived"]["tokens"] = "abc"
+    smallest[1].write_text(json.dumps(rec))
+    before = lab.snapshot()
+    out = lab.cli("fit", "lies", "--bootstrap", "20", "--json")
+    try:
+        excluded = json.loads(out.stdout).get("excluded", {}).get("runs", {})
+    except ValueError:
+        excluded = {}
+    named = all(str(p) in out.stdout + out.stderr for p in smallest[:2])
+    ok = out.returncode in (0, 1) and "Traceback" not in out.stderr and named and sum(
+        n for k, n in excluded.items() if "invalid record" in k) == 2
+    return f"excluded: {excluded}, both files named", kept(before, lab.snapshot(), allowed=[
+        p for p in before if "/fit/" in str(p)]), ok
+
+
+def edited_law(edit: dict, expect: str):
+    def probe(lab: Lab):
+        law = {"kind": "power", "variables": ["C"], "params": {"a": 0.3, "b": -0.12},
+               "fitted_range": {"C": [1e9, 1e12]}, **edit}
+        path = lab.root / "fit.json"
+        path.write_text(json.dumps({"laws": {"lr_opt": law}}))
+        before = path.read_bytes()
+        sweep = lab.root / "centred.yaml"
+        sweep.write_text(f"name: centred\nbudgets: [2e9]\nlr:\n  law: {path}\n  factors: [0.5, 1, 2]\n")
+        out = lab.cli("sweep", sweep, "--dry-run", "--no-probe")
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        return (one_line(out)[7:100], path.read_bytes() == before,
+                out.returncode == 2 and len(lines) == 1 and expect in out.stderr and "Traceback" not in out.stderr)
+    return probe
+
+
+def binary_verify_yaml(lab: Lab):
+    path = lab.root / "verify.yaml"
+    path.write_bytes(b"name: v\n\xd5\xff\x00\x81")
+    out = lab.cli("sweep", path, "--dry-run")
+    return one_line(out)[7:100], True, out.returncode == 2 and "not a text file" in out.stderr
+
+
+def prepare_input(name: str, content: bytes, expect: str):
+    def probe(lab: Lab):
+        folder = lab.root / "in"
+        folder.mkdir()
+        (folder / name).write_bytes(content)
+        out = lab.cli("data", "prepare", folder, "--out", lab.root / "prepared", "--train-bpe", "300", "--workers",
+                      "1", "--no-progress")
+        manifest = (lab.root / "prepared" / "manifest.json").exists()
+        return (one_line(out)[7:100], True, out.returncode != 0 and expect in out.stderr and not manifest
+                and "Traceback" not in out.stderr and "Aborted" not in out.stderr)
+    return probe
+
+
+def _gz_cut() -> bytes:
+    import gzip
+
+    whole = gzip.compress(b"".join(json.dumps({"text": f"document {i} " * 40}).encode() + b"\n" for i in range(300)))
+    return whole[: len(whole) // 2]
+
+
+def sigint_to_launcher(lab: Lab):
+    sweep = lab.sweep_file("int", budget="3e10")
+    proc = lab.popen("sweep", sweep, "--no-probe", "--no-progress", "--workers", "1")
+    logs = lab.results / "int" / "logs"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any("\nstep " in p.read_text() for p in logs.glob("*.log")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # the launcher's pid alone, not its group
+    proc.communicate(timeout=120)
+    time.sleep(3)  # a worker left behind would start the next cell now
+    records = [json.loads(p.read_text()) for p in (lab.results / "int" / "runs").glob("*.json")]
+    stopped = [r for r in records if r["status"] == "failed" and (r.get("error") or {}).get("kind") == "interrupted"]
+    ckpts = list((lab.results / "int" / "checkpoints").glob("*.pt"))
+    return (f"exit {proc.returncode}; {len(records)} record(s), {len(stopped)} interrupted with a checkpoint, no new "
+            f"cell started", True, proc.returncode == 130 and len(records) == 1 == len(stopped) == len(ckpts))
+
+
+def sigstop_train(lab: Lab):
+    args = ["train", *TINY, "budget_flops=3e10", "--no-progress"]
+    first = lab.popen(*args)
+    rid = run_id_of(lab, TINY + ["budget_flops=3e10"])
+    claim = lab.results / "single" / "claims" / f"{rid}.claim"
+    deadline = time.time() + 120
+    while time.time() < deadline and not claim.exists():
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGSTOP)
+    t = time.time() - 600
+    os.utime(claim, (t, t))  # as after 10 minutes stopped: no heartbeat
+    second = lab.cli(*args)
+    os.kill(first.pid, signal.SIGCONT)
+    first.communicate(timeout=300)
+    record = json.loads((lab.results / "single" / "runs" / f"{rid}.json").read_text())
+    return ("2nd refused while the 1st was stopped; 1st completed, once", record["provenance"]["attempts"] == 1,
+            second.returncode == 2 and "is being trained by" in second.stderr and record["status"] == "completed")
+
+
 PROBES = [
     ("two `scaling train` of one run at once", two_trains_at_once),
     ("`scaling train` over a completed record", train_over_a_completed_record),
@@ -381,21 +561,48 @@ PROBES = [
     ("umask 002", umask_modes),
     ("planted MKL shim", planted_shim),
     ("a new config field with a default", new_default_field),
+    ("log is a symlink to a file outside", symlinked_log),
+    ("fit plot is a symlink to a file outside", symlinked_plot),
+    ("claim is a dangling symlink, 2 min old", odd_claim("dangling symlink")),
+    ("claim is a directory, 2 min old", odd_claim("directory")),
+    ("wandb.project=${results_dir} from the env", location_interpolation),
+    ("records: val_loss -1, tokens 'abc'", lying_record),
+    ("fit.json lr law a=-1", edited_law({"params": {"a": -1.0, "b": -0.12}}, "prefactor a must be positive")),
+    ("fit.json lr law a=1e308", edited_law({"params": {"a": 1e308, "b": 0.5}}, "predicts inf")),
+    ("fit.json variables: 123", edited_law({"variables": 123}, "variables 123 must be a list")),
+    ("binary verify.yaml", binary_verify_yaml),
+    ("prepare: truncated .jsonl.gz", prepare_input("a.jsonl.gz", _gz_cut(), "truncated or corrupt")),
+    ("prepare: .gz that is not gzip", prepare_input("a.jsonl.gz", b'{"text": "x"}\n', "truncated or corrupt")),
+    ("prepare: empty .jsonl", prepare_input("a.jsonl", b"", "no text to train on")),
+    ("prepare: random bytes as .bin", prepare_input("a.bin", os.urandom(8192), "is not UTF-8 text")),
+    ("SIGINT to the launcher's pid alone", sigint_to_launcher),
+    ("SIGSTOP of a training, 10 min", sigstop_train),
 ]
 
 
+CANARY = b"the canary: nothing may write here"
+
+
 def main() -> int:
+    only = sys.argv[1] if len(sys.argv) > 1 else ""
     rows, failures = [], 0
     t_all = time.time()
     for name, probe in PROBES:
+        if only not in name:
+            continue
         root = Path(tempfile.mkdtemp(prefix="scaling-probe-"))
+        lab = Lab(root)
+        canary(lab).parent.mkdir()
+        canary(lab).write_bytes(CANARY)
         t0 = time.time()
         try:
             os.environ["SCALING_RESULTS"], os.environ["SCALING_CACHE"] = str(root / "results"), str(root / "cache")
-            outcome, lost_nothing, ok = probe(Lab(root))
+            outcome, lost_nothing, ok = probe(lab)
         except Exception as e:  # a probe that crashes is a failure, shown as such
             outcome, lost_nothing, ok = f"probe crashed: {type(e).__name__}: {e}"[:100], False, False
         finally:
+            outside = sorted(p.name for p in canary(lab).parent.iterdir())
+            lost_nothing = lost_nothing and canary(lab).read_bytes() == CANARY and outside == ["canary.txt"]
             shutil.rmtree(root, ignore_errors=True)
         failures += not (ok and lost_nothing)
         rows.append((name, outcome, "yes" if lost_nothing else "NO", "ok" if ok else "FAIL", time.time() - t0))

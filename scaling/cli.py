@@ -339,14 +339,16 @@ def _submit_to_slurm(plan, retry_failed: bool, wait: bool, progress: bool, confi
 def _show_final_status(results, sweep: str, retry_command: str, out, console) -> None:
     """The sweep's status table (stdout); exit 1 when cells failed, naming the command that retries them."""
     from scaling.sweep.status import cell_states, counts
-    from scaling.tables import status_table
+    from scaling.tables import status_table, unreadable_lines
 
     states = cell_states(results, sweep)
     n = counts(states)
     out.print(status_table(sweep, states))
+    for line in unreadable_lines(states):
+        out.print(line, soft_wrap=True, highlight=False, markup=False)
     if n["corrupt"]:
-        console.print(f"{n['corrupt']} cell(s) have unreadable records (named in the table), left untouched: move "
-                      f"them aside to re-run those cells")
+        console.print(f"{n['corrupt']} cell(s) have unreadable records (named above), left untouched: move them "
+                      f"aside to re-run those cells")
     if n["failed"]:
         console.print(f"{n['failed']} cell(s) failed: see their logs; `{retry_command}` retries them")
     if n["failed"] or n["corrupt"]:
@@ -436,7 +438,7 @@ def status(
 
     from scaling.store import StoreError
     from scaling.sweep.status import by_budget, cell_states, moving, parse_states, sweep_counts
-    from scaling.tables import budget_status_table, status_table, sweeps_table
+    from scaling.tables import budget_status_table, status_table, sweeps_table, unreadable_lines
 
     console = _console(stderr=False)
     results = _results_dir(results_dir)
@@ -462,6 +464,8 @@ def status(
                 console.print(budget_status_table(sweep, by_budget(shown)))
             else:
                 console.print(status_table(sweep, shown, total=len(states)))
+                for line in unreadable_lines(shown):
+                    console.print(line, soft_wrap=True, highlight=False, markup=False)
             if watch is None or not moving(states):
                 return
             time.sleep(watch)

@@ -644,6 +644,8 @@ def status_table(sweep: str, states: list[dict], total: int | None = None):
         steps = f"{s['steps_done'] or 0}/{s['steps']}" if s["steps"] else "-"
         val = f"{s['val_loss']:.4f}" if s["val_loss"] is not None else ""
         detail = s["detail"]
+        if s["state"] == "corrupt":
+            detail = "unreadable record: named below the table"
         if s["state"] in ("failed", "diverged") and s["log"]:
             detail = f"{detail} — {s['log']}"
         name = s["name"] or "?"
@@ -651,6 +653,12 @@ def status_table(sweep: str, states: list[dict], total: int | None = None):
             name += " (not in the current plan)"
         table.add_row(MARKS[s["state"]], name, s["id"], val, steps, detail)
     return table
+
+
+def unreadable_lines(states: list[dict]) -> list[str]:
+    """One line per cell whose record cannot be read, naming the file and the fix whole (a path folded inside a
+    table cannot be copied)."""
+    return [f"! {s['detail']}" for s in states if s["state"] == "corrupt"]
 
 
 def budget_status_table(sweep: str, per_budget: dict):

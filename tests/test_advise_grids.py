@@ -81,6 +81,6 @@ def test_a_law_whose_centre_is_not_a_positive_number_is_refused(tmp_path):
 
     path = tmp_path / "fit.json"
     path.write_text(json.dumps({"laws": {"lr_opt": {"kind": "power", "variables": ["C"],
-                                                    "params": {"a": -1.0, "b": -0.3}}}}))
-    with pytest.raises(ConfigError, match="not a positive number to centre a grid on"):
+                                                    "params": {"a": 1e300, "b": 1.0}}}}))  # inf at 1e12 FLOPs
+    with pytest.raises(ConfigError, match="gives inf for a run of 1e\\+12 FLOPs, not a positive number to centre"):
         law_centre(str(path), "lr_opt", 1e12, ModelConfig())

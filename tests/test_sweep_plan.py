@@ -141,7 +141,7 @@ def test_grids_from_a_fitted_law_and_factors(tmp_path):
     plan = plan_sweep(sweep)
     assert [c.run.train.lr for c in plan.cells] == pytest.approx([0.5 * 10**-2.5, 10**-2.5])  # 1.0 * C^-0.25
     assert plan.cells[0].plan.batch_tokens == 1024  # 0.01 * C^0.5 = 1000 tokens -> 16 whole sequences of 64
-    with pytest.raises(PlanError, match="no 'laws'"):
+    with pytest.raises(ConfigError, match="^lr.law: .*bad.json: not a `scaling fit --json` output \\(no 'laws'\\)"):
         bad = tmp_path / "bad.json"
         bad.write_text("{}")
         plan_sweep(SweepConfig(name="law", base=TINY_BASE, budgets=[1e10], lr=GridAxis(law=str(bad))))
@@ -170,7 +170,7 @@ def test_an_lr_axis_read_from_a_law_of_size_gives_each_width_its_own_lr_at_every
     counts = count(cell.run.model)
     D = cell.run.budget_flops / counts.M
     assert cell.run.train.lr == pytest.approx(2.0 * counts.params_active_non_embedding**-0.5 * D**0.1)
-    with pytest.raises(PlanError, match="no usable 'lr_opt_x' law"):
+    with pytest.raises(ConfigError, match="no usable 'lr_opt_x' law"):
         plan_sweep(SweepConfig(name="x", base=TINY_BASE, budgets=[2e9], lr=GridAxis(law=str(law), law_name="lr_opt_x")))
 
 
@@ -466,3 +466,21 @@ def test_a_grid_centred_on_an_undetermined_law_is_refused_unless_asked_and_the_d
     law["verdict"]["verdict"] = "weak"
     path.write_text(json.dumps({"convention": "M", "laws": {"lr_opt": law}}))
     assert "judged weak" in plan_sweep(compose_sweep(str(sweep))).centres[0]
+
+
+def test_a_broken_law_file_is_one_line_before_any_cell(tmp_path):
+    """Issue 31: a hand-edited fit.json the lr axis centres on was refused once per cell (a PlanError listing every
+    cell with the same reason); it is read once, before the cells, and refused in one line."""
+    import json
+
+    from scaling.config import ConfigError
+
+    law = tmp_path / "fit.json"
+    law.write_text(json.dumps({"laws": {"lr_opt": {"kind": "power", "variables": ["C"],
+                                                   "params": {"a": -1.0, "b": -0.12}}}}))
+    sweep = tmp_path / "centred.yaml"
+    sweep.write_text(f"name: centred\nbudgets: [2e9, 4e9, 8e9]\nlr:\n  law: {law}\n  factors: [0.5, 1, 2]\n")
+    with pytest.raises(ConfigError, match=r"^lr.law: .*fit.json: law 'lr_opt': a power law's prefactor a must be "
+                                          r"positive \(got a=-1\)") as e:
+        plan_sweep(compose_sweep(str(sweep)))
+    assert "\n" not in str(e.value)

@@ -94,7 +94,9 @@ def only_sweep(results_dir: Path) -> str | None:
 def no_law_reason(runs: Runs, report: FitReport) -> str:
     n_budgets = runs.df["budget"].nunique()
     first = next(iter(report.excluded.values()), "")
+    left_out = "; ".join(f"{n} {why}" for why, n in runs.excluded.items())
     return (f"no law can be fitted from {len(runs.df)} runs at {n_budgets} budget(s)" + (f" ({first})" if first else "")
+            + (f" after leaving out {left_out} (named in the notes)" if left_out else "")
             + ": sweep more budgets or learning rates")
 
 

@@ -485,6 +485,7 @@ def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: s
     centres: list[str] = []
     for part in expand_parts(sweep):
         _check_not_swept(part)
+        _check_laws(part)
         part_cells, part_problems = _plan_part(part, results_dir, wandb_mode, datasets, data_required)
         problems += part_problems
         for cell in part_cells:
@@ -506,6 +507,20 @@ def plan_sweep(sweep: SweepConfig, results_dir: str | None = None, wandb_mode: s
         _check_command(sweep, cells)
     return SweepPlan(config=sweep, cells=cells, results_dir=_one_results_dir(sweep.name, cells, results_dir),
                      duplicates=duplicates, centres=centres)
+
+
+def _check_laws(sweep: SweepConfig) -> None:
+    """The law files the lr and batch axes centre on: read once, before any cell, so a missing or hand-broken file
+    is one line (ConfigError), not the same error repeated for every cell."""
+    from scaling.advise.grids import fit_file
+    from scaling.fit.law import FitError
+
+    for name, axis, default in (("lr", sweep.lr, "lr_opt"), ("batch", sweep.batch, "batch_opt")):
+        if axis.law and not axis.values:
+            try:
+                fit_file(axis.law, _search(sweep)).power_law(axis.law_name or default, variables=None)
+            except (FitError, ConfigError) as e:
+                raise ConfigError(f"{name}.law: {e}") from None
 
 
 PER_SWEEP_KEYS = ("results_dir", "sweep")
