@@ -171,10 +171,12 @@ def workspace(tmp_path_factory):
     corpus = ws / "corpus"
     corpus.mkdir()
     sources = sorted(Path(json.__file__).parent.parent.glob("*.py"))[:60]
-    for k in range(4):
+    for k in range(4):  # documents of about 3,000 characters: enough of them that 1% are held out
         with gzip.open(corpus / f"part{k}.jsonl.gz", "wt") as f:
             for src in sources[k::4]:
-                f.write(json.dumps({"text": src.read_text(errors="replace")}) + "\n")
+                text = src.read_text(errors="replace")
+                for i in range(0, len(text), 3000):
+                    f.write(json.dumps({"text": text[i: i + 3000]}) + "\n")
     df = synthetic_sweep(0).df.rename(columns={"params": "Model Size", "flops": "Training FLOP"})
     df[["Model Size", "Training FLOP", "tokens", "loss", "lr"]].to_csv(ws / "runs.csv", index=False)
     (ws / "analysis").mkdir()
