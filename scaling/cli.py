@@ -420,6 +420,58 @@ def bench(
 
 
 @app.command()
+def layout(
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
+    overrides_file: str | None = typer.Option(None, "--overrides-file", help="A file of key=value overrides (e.g. "
+                                              "a `scaling fit` recommendation), applied first."),
+    gpus: int | None = typer.Option(None, "--gpus", min=1, help="GPUs of the run (default: one pipeline)."),
+    gpus_per_node: int = typer.Option(8, "--gpus-per-node", min=1, help="GPUs per node."),
+    memory_per_gpu: float = typer.Option(80.0, "--memory-per-gpu", help="GiB of memory per GPU."),
+    pp: int | None = typer.Option(None, "--pp", min=1, help="Pipeline stages (default: the fewest that fit)."),
+    vpp: int = typer.Option(1, "--vpp", min=1, help="Virtual stages per rank (interleaved 1F1B when > 1)."),
+    ep: int = typer.Option(1, "--ep", min=1, help="Expert-parallel ranks the routed experts are divided over."),
+    micro_batches: int | None = typer.Option(None, "--micro-batches", min=1, help="Micro-batches per step "
+                                             "(default: the batch over data-parallel ranks)."),
+    micro_batch_rows: int = typer.Option(1, "--micro-batch-rows", min=1, help="Sequences per micro-batch."),
+    mtp: int = typer.Option(0, "--mtp", min=0, help="Multi-token-prediction blocks after the decoder layers."),
+    recompute: bool = typer.Option(False, "--recompute", help="Full activation recomputation."),
+    tflops: float = typer.Option(346.0, "--tflops", help="Sustained TFLOP/s of one GPU (default: an H100's bf16 "
+                                 "peak at 35% MFU)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the layout as one JSON object instead."),
+    config_dir: str | None = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
+) -> None:
+    """Lay a run out on a pipeline: the engines' even split against one balanced for the embedding, the head and
+    the loss, each simulated, and the balanced one as Megatron-Core and torchtitan settings."""
+    import json
+
+    from scaling.compose import compose, search_path
+    from scaling.config import ConfigError
+    from scaling.layout.engines import torchtitan_toml
+    from scaling.layout.plan import Cluster, LayoutError, plan_layout
+    from scaling.tables import layout_table
+
+    try:
+        run = compose(_read_overrides_file(overrides_file, list(overrides or [])) + list(overrides or []),
+                      search_path(config_dir))
+        cluster = Cluster(gpus=gpus, gpus_per_node=gpus_per_node, memory_per_gpu_gb=memory_per_gpu, pp=pp, vpp=vpp,
+                          ep=ep, microbatches=micro_batches, microbatch_rows=micro_batch_rows, mtp_layers=mtp,
+                          recompute=recompute, flops_per_s=tflops * 1e12)
+        plan = plan_layout(run.model, run.train.batch_size, cluster)
+    except (ConfigError, LayoutError) as e:
+        _fail(str(e))
+    if as_json:
+        print(json.dumps(plan.to_json(), indent=1))
+        return
+    out = _console(stderr=False)
+    out.print(layout_table(plan))
+    for note in plan.notes:
+        out.print(f"note: {note}", highlight=False)
+    out.print("Megatron-Core: " + " ".join(plan.megatron_flags()), highlight=False, soft_wrap=True, markup=False)
+    out.print("torchtitan:\n" + torchtitan_toml(plan.torchtitan_fields()), highlight=False, soft_wrap=True,
+              markup=False)
+
+
+@app.command()
 def status(
     sweep: str | None = typer.Argument(None, help="Sweep name (its folder under the results directory)."),
     results_dir: str | None = typer.Option(None, "--results-dir", help=RESULTS_HELP),

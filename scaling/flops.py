@@ -112,28 +112,51 @@ def _moe_params(m: ModelConfig, active: bool) -> int:
     return _router_params(m) + routed + shared
 
 
+def layer_params(m: ModelConfig, moe: bool) -> int:
+    """Parameters of one transformer layer: attention, its two norms, and a routed MoE (all experts) or the dense
+    FFN of the first n_dense_layers."""
+    ffn = _moe_params(m, active=False) if moe else _swiglu_params(m.d_model, d_ff_dense(m))
+    return _attention_params(m) + 2 * m.d_model + ffn
+
+
+def _attention_scores_forward(m: ModelConfig) -> int:
+    return 2 * 2 * m.seq_len * m.n_heads * head_dim(m)  # QK^T and AV over the full T x T matrix
+
+
+def layer_forward_flops(m: ModelConfig, moe: bool) -> int:
+    """Forward matmul FLOPs per token of one transformer layer (2 per multiply-add; backward is 2x forward):
+    attention projections and scores, and the MoE FFN (router, the top_k routed experts, the shared ones) or the
+    dense FFN."""
+    d, hd, nh = m.d_model, head_dim(m), m.n_heads
+    attn_proj = 2 * (d * (nh + 2 * n_kv_heads(m)) * hd + nh * hd * d)
+    if moe:
+        ffn = 2 * (_router_params(m) + m.top_k * _swiglu_params(d, m.d_expert)
+                   + _swiglu_params(d, m.n_shared_experts * d_shared(m)))
+    else:
+        ffn = 2 * _swiglu_params(d, d_ff_dense(m))
+    return attn_proj + _attention_scores_forward(m) + ffn
+
+
+def head_forward_flops(m: ModelConfig) -> int:
+    """Forward matmul FLOPs per token of the output head (d_model x vocab)."""
+    return 2 * m.d_model * m.vocab_size
+
+
 def count(m: ModelConfig) -> ModelCounts:
     """Parameters and FLOPs per token of the model `m` describes (see the module docstring)."""
-    d, L, T, V = m.d_model, m.n_layers, m.seq_len, m.vocab_size
+    d, L, V = m.d_model, m.n_layers, m.vocab_size
     n_moe = L - m.n_dense_layers
-    norms_per_layer = 2 * d
-    dense_ffn = _swiglu_params(d, d_ff_dense(m))
 
-    common = L * (_attention_params(m) + norms_per_layer) + m.n_dense_layers * dense_ffn + d  # + final norm
-    total_ne = common + n_moe * _moe_params(m, active=False)
-    active_ne = common + n_moe * _moe_params(m, active=True)
+    total_ne = m.n_dense_layers * layer_params(m, moe=False) + n_moe * layer_params(m, moe=True) + d  # final norm
+    active_ne = total_ne - n_moe * (_moe_params(m, active=False) - _moe_params(m, active=True))
     embedding = V * d
     head = 0 if m.tie_embeddings else V * d
 
-    # Forward matmul FLOPs per token (2 per multiply-add), then x3 for forward + backward.
-    hd, nh = head_dim(m), m.n_heads
-    attn_proj = 2 * (d * (nh + 2 * n_kv_heads(m)) * hd + nh * hd * d)
-    attn_scores = 2 * 2 * T * nh * hd  # QK^T and AV over the full T x T matrix
-    moe_ffn = 2 * (_router_params(m) + m.top_k * _swiglu_params(d, m.d_expert)
-                   + _swiglu_params(d, m.n_shared_experts * d_shared(m)))
-    forward = L * (attn_proj + attn_scores) + n_moe * moe_ffn + m.n_dense_layers * 2 * dense_ffn
+    # Forward matmul FLOPs per token, then x3 for forward + backward.
+    forward = m.n_dense_layers * layer_forward_flops(m, moe=False) + n_moe * layer_forward_flops(m, moe=True)
     M = 3 * forward
-    head_flops = 3 * 2 * d * V
+    head_flops = 3 * head_forward_flops(m)
+    attn_scores = _attention_scores_forward(m)
 
     flops = {
         "M": float(M),

@@ -38,29 +38,40 @@ GIB = 2 ** 30
 
 
 def activation_bytes_per_token(m: ModelConfig, compute_bytes: int) -> float:
-    """Bytes autograd keeps for the backward pass per token of a training batch (no activation checkpointing).
+    """Bytes autograd keeps for the backward pass per token of a training batch (no activation checkpointing): the
+    layers' (layer_activation_bytes_per_token) and the output's (output_activation_bytes_per_token)."""
+    n_moe = m.n_layers - m.n_dense_layers
+    return (m.n_dense_layers * layer_activation_bytes_per_token(m, compute_bytes, moe=False)
+            + n_moe * layer_activation_bytes_per_token(m, compute_bytes, moe=True)
+            + output_activation_bytes_per_token(m, compute_bytes))
 
-    Per layer, in elements of the compute dtype: attention 2 d (its norm's input and output) + 3 d_attn (the
-    q, k, v projection) + 2 d_attn (QK-norm outputs, when on) + 5 d_attn (rotated q, repeated k and v, the
-    attention output and its reshape); the FFN's norm 2 d; a dense FFN of width f: 4 f; a routed MoE: top_k (2 d
-    + 4 F) (the dispatched rows, their outputs, and the experts' gate/up and SwiGLU values) plus 4 d_shared x
-    n_shared; in fp32: the router's 4 E (logits, scores, selection, combine) and, on a GPU, the fp32 copy of the
-    top_k outputs combined (4 top_k d bytes). Once per token: the embedding, final norm and head inputs 3 d,
-    and the fp32 log-softmax over the vocabulary (4 V bytes)."""
+
+def layer_activation_bytes_per_token(m: ModelConfig, compute_bytes: int, moe: bool) -> float:
+    """Bytes one transformer layer keeps for the backward pass per token.
+
+    In elements of the compute dtype: attention 2 d (its norm's input and output) + 3 d_attn (the q, k, v
+    projection) + 2 d_attn (QK-norm outputs, when on) + 5 d_attn (rotated q, repeated k and v, the attention
+    output and its reshape); the FFN's norm 2 d; a dense FFN of width f: 4 f; a routed MoE: top_k (2 d + 4 F) (the
+    dispatched rows, their outputs, and the experts' gate/up and SwiGLU values) plus 4 d_shared x n_shared; in
+    fp32: the router's 4 E (logits, scores, selection, combine) and, on a GPU, the fp32 copy of the top_k outputs
+    combined (4 top_k d bytes)."""
     d, b = m.d_model, compute_bytes
     d_attn = m.n_heads * head_dim(m)
     attention = 2 * d + 3 * d_attn + (2 * d_attn if m.qk_norm else 0) + 5 * d_attn
-    dense_ffn = 4 * d_ff_dense(m)
+    common = b * (attention + 2 * d)
+    if not moe:
+        return common + b * 4 * d_ff_dense(m)
     shared = 4 * m.n_shared_experts * d_shared(m)
     if m.n_experts > 1:
         fp32 = 4 * 4 * m.n_experts + (4 * m.top_k * d if b < 4 else 0)
-        moe = b * (m.top_k * (2 * d + 4 * m.d_expert) + shared) + fp32
-    else:  # the dense baseline's single expert: no router, no dispatch
-        moe = b * (4 * m.d_expert + shared)
-    n_moe = m.n_layers - m.n_dense_layers
-    per_layer_common = b * (attention + 2 * d)
-    return (m.n_layers * per_layer_common + m.n_dense_layers * b * dense_ffn + n_moe * moe
-            + b * 3 * d + 4 * m.vocab_size)
+        return common + b * (m.top_k * (2 * d + 4 * m.d_expert) + shared) + fp32
+    return common + b * (4 * m.d_expert + shared)  # the dense baseline's single expert: no router, no dispatch
+
+
+def output_activation_bytes_per_token(m: ModelConfig, compute_bytes: int) -> float:
+    """Bytes kept once per token outside the layers: the embedding, final norm and head inputs 3 d, and the fp32
+    log-softmax over the vocabulary (4 V bytes)."""
+    return compute_bytes * 3 * m.d_model + 4 * m.vocab_size
 
 
 def block_params(m: ModelConfig) -> int:

@@ -723,3 +723,35 @@ def manifest_line(manifest: dict, folder) -> str:
             f"({manifest['tokenizer']['name']}), {manifest['dtype']}, fingerprint shards:"
             f"{manifest['fingerprint'][:16]}\ntrain on it: data.source=shards data.path={folder} "
             f"model.vocab_size=null")
+
+
+def layout_table(plan):
+    """A pipeline layout (layout/plan.py): per stage, the engines' even split against the balanced one (units,
+    forward + backward ms of one micro-batch), and each rank's memory under the balanced split."""
+    from rich.table import Table
+
+    from scaling.layout.engines import _run_length
+    from scaling.memory import GIB
+
+    vpp = plan.vpp
+    table = Table(title=f"pipeline: {plan.pp} stages" + (f" x {vpp} virtual" if vpp > 1 else "") +
+                  f", {plan.microbatches} micro-batches of {plan.cluster.microbatch_rows} x {plan.model.seq_len} "
+                  f"tokens, data parallel {plan.dp}", title_justify="left")
+    for col in ("stage", "rank", "even: units", "ms", "balanced: units", "ms", "GiB/rank"):
+        table.add_column(col, justify="left" if "units" in col else "right", no_wrap=True)
+    capacity = plan.capacity_bytes
+    for k, (even, bal) in enumerate(zip(plan.even.split.stages, plan.balanced.split.stages, strict=True)):
+        rank = k % plan.pp
+        memory = plan.balanced.memory_bytes_per_rank[rank]
+        memory_text = (f"{memory / GIB:.1f}" + (" ✗" if memory > capacity else "")) if k < plan.pp else ""
+        table.add_row(str(k), f"{rank}" + (f".{k // plan.pp}" if vpp > 1 else ""),
+                      _run_length("".join(plan.units[i].kind for i in even)),
+                      f"{(plan.even.forward_s[k] + plan.even.backward_s[k]) * 1e3:,.1f}",
+                      _run_length("".join(plan.units[i].kind for i in bal)),
+                      f"{(plan.balanced.forward_s[k] + plan.balanced.backward_s[k]) * 1e3:,.1f}", memory_text)
+    e, b = plan.even.simulation, plan.balanced.simulation
+    table.caption = (f"E embedding, t decoder layer, m MTP, L head + loss. Step (simulated, "
+                     f"{'1F1B' if vpp == 1 else 'interleaved 1F1B'}, no communication): even {e.step_s:,.2f} s "
+                     f"(bubble {e.bubble:.0%}), balanced {b.step_s:,.2f} s (bubble {b.bubble:.0%}): "
+                     f"x{e.step_s / b.step_s:.2f}. Memory: {capacity / GIB:.0f} GiB usable per GPU.")
+    return table
