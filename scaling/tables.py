@@ -752,6 +752,6 @@ def layout_table(plan):
     e, b = plan.even.simulation, plan.balanced.simulation
     table.caption = (f"E embedding, t decoder layer, m MTP, L head + loss. Step (simulated, "
                      f"{'1F1B' if vpp == 1 else 'interleaved 1F1B'}, no communication): even {e.step_s:,.2f} s "
-                     f"(bubble {e.bubble:.0%}), balanced {b.step_s:,.2f} s (bubble {b.bubble:.0%}): "
+                     f"(idle {e.bubble:.0%}), balanced {b.step_s:,.2f} s (idle {b.bubble:.0%}): "
                      f"x{e.step_s / b.step_s:.2f}. Memory: {capacity / GIB:.0f} GiB usable per GPU.")
     return table

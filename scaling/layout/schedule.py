@@ -21,7 +21,8 @@ class Simulation:
     step_s: float
     """From the first forward to the last backward."""
     bubble: float
-    """The ranks' mean idle fraction of the step."""
+    """The ranks' mean idle fraction of the step: the pipeline's fill and drain, and the waits an unbalanced split
+    adds (a rank idles while a slower stage holds its micro-batch)."""
     busy_s: tuple[float, ...]
     """Per rank: seconds computing."""
     peak_activation_bytes: tuple[float, ...]
