@@ -230,6 +230,13 @@ def plan_layout(model: ModelConfig, batch_rows: int, cluster: Cluster) -> Layout
         plan = LayoutPlan(model, cluster, units, pp, cluster.vpp, dp, m,
                           _pipeline(units, even, cluster, m, tokens, dp),
                           _pipeline(units, balanced, cluster, m, tokens, dp), notes)
+        costs = balanced.costs(units)
+        slowest = max(range(len(costs)), key=costs.__getitem__)
+        if len(balanced.stages[slowest]) == 1 and len(units) > len(costs):
+            only = units[balanced.stages[slowest][0]]
+            notes.append(f"stage {slowest} holds the {only.name} alone and is still the slowest: one unit cannot be "
+                         f"split over stages (more virtual stages do not help it; a vocabulary-parallel head or a "
+                         f"smaller vocabulary would)")
         over = [r for r, b in enumerate(plan.even.memory_bytes_per_rank) if b > capacity]
         if over:
             notes.append(f"the even split does not fit rank(s) {', '.join(map(str, over))} "
