@@ -213,7 +213,15 @@ class TrainConfig:
     """How a run on several processes (launcher.gpus_per_run > 1, torchrun) spreads over them: 'ddp' (a full
     replica per device, gradients all-reduced), 'fsdp' (FSDP2: parameters, gradients and AdamW state sharded, each
     block gathered when it runs; sharded checkpoints), or 'auto' (the memory plan's pick: DDP when a replica fits
-    the device, else FSDP; scaling/memory.py). A single process ignores it."""
+    the device, else FSDP; scaling/memory.py), or 'pipeline' (the layers split over the processes as pipeline
+    stages, 1F1B, each rank keeping a replica: scaling/pipelining.py; dense models for now). A single process
+    ignores it."""
+    pipeline_split: str = "balanced"
+    """train.parallel=pipeline: how the layers are split over the stages: 'balanced' (scaling/layout's balanced
+    split on unit times measured on this device), 'even' (the engines' default), or a Megatron-style layout
+    string, e.g. 'Et*3|t*3|t*2L' (E embedding, t decoder layer, L head + loss; stages split by |)."""
+    pipeline_vpp: int = 1
+    """train.parallel=pipeline: virtual stages per process (interleaved 1F1B when > 1)."""
 
 
 @dataclass
@@ -252,7 +260,7 @@ IDENTITY_EXCLUDED = ("results_dir", "wandb", "sweep")
 
 TRAIN_FIELDS_NOT_IN_IDENTITY = ("eval_every", "curve_val_tokens", "log_every", "checkpoint_every", "keep_checkpoint",
                                 "device", "threads", "compile", "parallel", "micro_batch_size", "diagnostics_every",
-                                "branch")
+                                "branch", "pipeline_split", "pipeline_vpp")
 """Bookkeeping fields of TrainConfig that do not change the trained model either."""
 
 

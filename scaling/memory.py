@@ -33,7 +33,7 @@ STATE_BYTES_PER_PARAM = 16
 """fp32 master weights (4), fp32 gradients (4), AdamW exp_avg and exp_avg_sq (4 + 4)."""
 USABLE_FRACTION = 0.9
 """Share of a device's memory a run may plan to use."""
-PARALLEL_MODES = ("auto", "ddp", "fsdp")
+PARALLEL_MODES = ("auto", "ddp", "fsdp", "pipeline")
 GIB = 2 ** 30
 
 

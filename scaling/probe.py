@@ -144,3 +144,61 @@ def _free_device_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def unit_seconds(model_cfg: ModelConfig, rows: int, device: str = "auto", rounds: int = 5) -> dict:
+    """Forward and backward seconds per token of each pipeline unit (scaling/layout/units.py's names: embedding,
+    layer i (dense|MoE), head + loss), measured on this device at `rows` sequences: the embedding, one block of
+    each kind and the head with its loss, each timed alone (median of `rounds`, after a warm-up). What the balanced
+    split of a real pipeline weighs its units by where FLOPs run at different speeds."""
+    import statistics
+
+    import torch
+    import torch.nn.functional as F
+
+    from scaling import device as device_mod
+    from scaling.model import build_model
+
+    dev = device_mod.pick(device)
+    torch.manual_seed(0)
+    model = build_model(model_cfg).to(dev)
+    tokens = rows * model_cfg.seq_len
+    idx = torch.randint(0, model_cfg.vocab_size, (rows, model_cfg.seq_len), device=dev)
+    target = torch.randint(0, model_cfg.vocab_size, (rows, model_cfg.seq_len), device=dev)
+
+    def timed(forward) -> tuple[float, float]:
+        fwd, bwd = [], []
+        for i in range(rounds + 1):
+            t0 = time.perf_counter()
+            out, inputs = forward()
+            t1 = time.perf_counter()
+            out.backward(torch.ones_like(out) if out.dim() else None, inputs=inputs)
+            t2 = time.perf_counter()
+            if i:  # the first round warms up
+                fwd.append(t1 - t0)
+                bwd.append(t2 - t1)
+        return statistics.median(fwd) / tokens, statistics.median(bwd) / tokens
+
+    def embedding():
+        out = model.embed(idx)
+        return out, [model.embed.weight]
+
+    def block_of(i):
+        def run():
+            x = torch.randn(rows, model_cfg.seq_len, model_cfg.d_model, device=dev, requires_grad=True)
+            return model.blocks[i](x), [x, *model.blocks[i].parameters()]
+        return run
+
+    def head_and_loss():
+        x = torch.randn(rows, model_cfg.seq_len, model_cfg.d_model, device=dev, requires_grad=True)
+        logits = model.head(model.norm(x))
+        return F.cross_entropy(logits.float().flatten(0, 1), target.flatten()), [x, model.head.weight]
+
+    seconds = {"embedding": timed(embedding), "head + loss": timed(head_and_loss)}
+    kinds: dict[bool, tuple[float, float]] = {}
+    for i in range(model_cfg.n_layers):
+        moe = i >= model_cfg.n_dense_layers
+        if moe not in kinds:
+            kinds[moe] = timed(block_of(i))
+        seconds[f"layer {i} ({'MoE' if moe else 'dense'})"] = kinds[moe]
+    return seconds

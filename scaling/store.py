@@ -307,12 +307,14 @@ def new_record(run_id: str, sweep: str, name: str, config: dict, derived: dict, 
 
 RESULT_FIELDS = ("val_loss", "train_loss_smoothed", "steps_done", "tokens_done", "tokens_per_s", "mfu", "train_s",
                  "wall_s", "curve", "evals", "expert_load", "expert_load_steps", "max_expert_load_ratio",
-                 "diagnostics", "branched_from_step")
+                 "diagnostics", "branched_from_step", "pipeline")
 """A finished attempt's `results`: held-out and smoothed train loss (nats/token), progress, speed, the logged
 curve and evaluations, each expert's share of its layer's assignments over `expert_load_steps`, the FP8
-quantization diagnostics (scaling/diagnostics.py; empty unless train.diagnostics_every), and the step a branched
+quantization diagnostics (scaling/diagnostics.py; empty unless train.diagnostics_every), the step a branched
 run started from (the stable-phase state of a shorter run of its family, scaling/branching.py; 0 = from scratch:
-the steps before it were trained, and their time counted in train_s, by that run)."""
+the steps before it were trained, and their time counted in train_s, by that run), and, under
+train.parallel=pipeline, the layout and its measured times (the mean step's pipeline seconds, each stage's forward
+and backward seconds, the unit seconds a balanced split was made from; None otherwise)."""
 ERROR_KINDS = ("exception", INTERRUPTED, "diverged")
 
 

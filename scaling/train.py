@@ -107,6 +107,8 @@ class _Trainer:
     state: dict
     """Step, train seconds, loss EMA, logged curve and evaluations: everything a checkpoint resumes."""
     tracker: Any = None
+    pipeline: Any = None
+    """train.parallel=pipeline: this rank's stages and schedule (scaling/pipelining.py), else None."""
 
 
 def compile_model(model, cache_root: Path):
@@ -407,10 +409,42 @@ def _build(a: _Attempt, record: dict, rank_device) -> _Trainer:
         record["provenance"]["finished"] = now()
         a.save(record)
         raise
+    pipeline = _pipeline(a, model, device) if a.parallel == "pipeline" else None
     record["provenance"].update({"device": device_mod.describe(device), "resumed_from_steps": state["resumed_from"],
                                  "parallel": a.parallel, "micro_batch": a.micro_batch, "precision": precision})
+    if pipeline is not None:
+        record["provenance"]["pipeline_layout"] = pipeline.layout
     a.save(record)
-    return _Trainer(model, forward, optimizer, device, state)
+    return _Trainer(model, forward, optimizer, device, state, pipeline=pipeline)
+
+
+def _pipeline(a: _Attempt, model, device):
+    """train.parallel=pipeline: this rank's stages (scaling/pipelining.py). The split is decided on rank 0 (a
+    balanced split on unit times it measures) and sent to every rank, so all agree on it."""
+    import torch.distributed as dist
+
+    from scaling import pipelining
+    from scaling.layout.engines import megatron_layout
+
+    t, m = a.plan.run.train, a.plan.run.model
+    rows = a.micro_batch or max(1, t.batch_size // (2 * a.ranks.world * t.pipeline_vpp))
+    if t.batch_size % rows:
+        raise ValueError(f"train.parallel=pipeline: train.micro_batch_size={rows} does not divide "
+                         f"train.batch_size={t.batch_size} into whole micro-batches")
+    a.micro_batch = rows
+    seconds = [None]
+    if a.main and t.pipeline_split == "balanced":
+        from scaling.probe import unit_seconds
+
+        seconds[0] = unit_seconds(m, rows, str(device))
+    dist.broadcast_object_list(seconds, src=0)
+    split, units = pipelining.split_of(t.pipeline_split, m, a.ranks.world * t.pipeline_vpp, t.pipeline_vpp, rows,
+                                       seconds[0])
+    pipeline = pipelining.Pipeline(model, split, units, a.ranks.rank, a.ranks.world, device,
+                                   t.batch_size // rows)
+    pipeline.layout = megatron_layout(split, units)
+    pipeline.unit_seconds = seconds[0]
+    return pipeline
 
 
 def _memory_plan(a: _Attempt, device) -> tuple[str | None, int | None]:
@@ -495,6 +529,7 @@ def _finish(a: _Attempt, tr: _Trainer, record: dict, val_loss: float | None, wal
         expert_load_steps=[min(state["step"], state.get("load_from", 0)), state["step"]],
         max_expert_load_ratio=max((max(s) * len(s) for s in shares if s), default=None),
         diagnostics=state.get("diagnostics", []),
+        pipeline=pipeline_timings(tr, ranks) if tr.pipeline is not None and val_loss is not None else None,
     )
     record["provenance"]["finished"] = now()
     a.save(record)
@@ -563,6 +598,8 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
     n_rows = plan.batch_size_at(step)
     x_np, y_np = plan.data.train_batch(step, n_rows, m.seq_len, plan.run.seed)
     share = 1.0
+    if tr.pipeline is not None:
+        return _pipeline_step(a, tr, step, x_np, y_np)
     if ranks is not None:  # this rank's rows of the global batch
         mine = ranks.rows(n_rows)
         share = len(range(n_rows)[mine]) / n_rows
@@ -611,6 +648,53 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
     tr.optimizer.zero_grad(set_to_none=True)
     model.update_expert_bias()
     return loss_value, grad_norm, checkpoint_asked, stop_asked
+
+
+def _pipeline_step(a: _Attempt, tr: _Trainer, step: int, x_np, y_np) -> tuple[float, float, bool, str | None]:
+    """One optimizer step through the pipeline: the schedule's forward and backward of every micro-batch on this
+    rank's stages, then, as under DDP, the gradients and the loss summed over the ranks (a rank's stage holds its
+    gradients, the rest are zeros), so every replica takes the single-process step."""
+    import torch
+
+    if len(x_np) % a.micro_batch:
+        raise ValueError(f"train.parallel=pipeline: a last batch of {len(x_np)} rows is not whole micro-batches of "
+                         f"{a.micro_batch}: pick a train.micro_batch_size that divides it (or 1)")
+    x_BT, y_BT = torch.from_numpy(x_np).to(tr.device), torch.from_numpy(y_np).to(tr.device)
+    with precision_mod.autocast(tr.device, a.precision):
+        loss_value = tr.pipeline.run(x_BT, y_BT, len(x_np) // a.micro_batch)
+    checkpoint_asked, stop_asked = scheduler.pending_requests()
+    loss_value, checkpoint_asked, stop_asked = _agree(tr.model, tr.device, loss_value, checkpoint_asked, stop_asked,
+                                                      gradients=True)
+    if not math.isfinite(loss_value):
+        raise Diverged(step, f"non-finite train loss ({loss_value}) at step {step}")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(tr.model.parameters(), a.plan.run.train.grad_clip or math.inf))
+    if not math.isfinite(grad_norm):
+        raise Diverged(step, f"non-finite gradient norm at step {step}")
+    tr.optimizer.step()
+    tr.optimizer.zero_grad(set_to_none=True)
+    return loss_value, grad_norm, checkpoint_asked, stop_asked
+
+
+def pipeline_timings(tr: _Trainer, ranks) -> dict | None:
+    """Every rank's mean step and per-stage forward / backward seconds, gathered (all ranks call it)."""
+    import torch
+
+    from scaling import distributed
+
+    if tr.pipeline is None:
+        return None
+    mine = tr.pipeline.timings()
+    table = torch.zeros(ranks.world, len(mine), dtype=torch.float64)
+    table[ranks.rank] = torch.tensor(mine, dtype=torch.float64)
+    distributed.sum_(table)
+    rows = table.tolist()
+    stages = []
+    for k in range(tr.pipeline.stages_total):
+        rank, chunk = k % ranks.world, k // ranks.world
+        stages.append({"stage": k, "rank": rank, "forward_s": rows[rank][1 + 2 * chunk],
+                       "backward_s": rows[rank][2 + 2 * chunk]})
+    return {"layout": tr.pipeline.layout, "step_s": max(r[0] for r in rows), "stages": stages,
+            "microbatches": tr.pipeline.microbatches, "unit_seconds": tr.pipeline.unit_seconds}
 
 
 def _monitor(a: _Attempt, tr: _Trainer, step: int):

@@ -90,6 +90,15 @@ def _check_choices(run: RunConfig) -> None:
     _choice("train.fp8_scaling", t.fp8_scaling, FP8_SCALINGS)
     if t.precision == "fp8":
         _check_fp8_shapes(m)
+    if t.parallel == "pipeline":
+        if m.n_dense_layers < m.n_layers:
+            raise ConfigError("train.parallel=pipeline trains dense models for now (model.n_dense_layers = "
+                              "model.n_layers): an MoE layer's routing losses and loads live on its stage; use "
+                              "train.parallel=ddp or fsdp for MoE runs")
+        if t.compile:
+            raise ConfigError("train.compile=true with train.parallel=pipeline is not supported: drop train.compile")
+        if t.pipeline_vpp < 1:
+            raise ConfigError(f"train.pipeline_vpp={t.pipeline_vpp} must be at least 1")
     if t.parallel == "fsdp" and t.compile:
         raise ConfigError("train.compile=true with train.parallel=fsdp is not supported yet (the blocks would need "
                           "compiling one by one before sharding): drop train.compile or use train.parallel=ddp")

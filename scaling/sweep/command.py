@@ -123,7 +123,8 @@ def record_of(record: dict, result: dict, wall_s: float) -> dict:
         tokens_done=int(tokens) if tokens is not None else record["derived"].get("tokens"), tokens_per_s=None,
         mfu=None, train_s=wall_s, wall_s=wall_s, curve=[],
         evals=[{"step": p["step"], "val_loss": float(p["val_loss"])} for p in result.get("curve") or []],
-        expert_load=None, expert_load_steps=None, max_expert_load_ratio=None, diagnostics=[], branched_from_step=0)
+        expert_load=None, expert_load_steps=None, max_expert_load_ratio=None, diagnostics=[], branched_from_step=0,
+        pipeline=None)
     record["status"] = "diverged" if diverged else "completed"
     if diverged:
         record["error"] = store.run_error("diverged", record["derived"].get("steps") or 0,
