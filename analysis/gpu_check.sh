@@ -9,7 +9,12 @@
 #      and fp8 (torchao float8 linears on FP8 tensor cores; expert GEMMs quantized, in bf16 grouped GEMMs);
 #   6. the MFU of every model shape of the isoflop and lr_batch presets (`scaling bench --sweep`), kept in
 #      $OUT/cache/measured_mfu.json: copied into a cache folder (scaling/gpus.py), the presets' dry runs cost
-#      their cells at it instead of launcher.assumed_mfu.
+#      their cells at it instead of launcher.assumed_mfu;
+#   7. the pipeline units' measured times on the GPU against their FLOPs-only cost, and whether the measured weights
+#      change the balanced split (analysis/layout_unit_times.py);
+#   8. a real pipeline on this machine's CPU cores, 4 gloo processes: the even and the balanced split trained, the
+#      measured step-time ratio against the layout simulation's, the losses against one process
+#      (analysis/bench_pipeline.py --procs 4; the 2-core CI machine can only run 2).
 # Results go to $OUT (or ./gpu_check_out): gpu_check.txt with every number, and the logs.
 #   bash analysis/gpu_check.sh                 # on the GPU machine, from the repository root
 #   GPU_CHECK_SMOKE=1 bash analysis/gpu_check.sh   # on a CPU: the same steps, tiny, to check the script itself
@@ -72,4 +77,11 @@ for s in $sweeps; do
   timeout 300 $PY -m scaling.cli bench --sweep "$s" data.train_tokens=1e11 --rounds 2 >"$OUT/bench_sweep_$s.log" 2>&1
   say "-- 6. bench --sweep $s: exit $? | $(grep -v -i warn "$OUT/bench_sweep_$s.log" | tail -4 | tr '\n' ' ')"
 done
+# 7. pipeline unit times on the GPU
+timeout 300 $PY analysis/layout_unit_times.py --pp 8 >"$OUT/layout_unit_times.log" 2>&1
+say "-- 7. layout unit times: exit $? | $(grep -v -i warn "$OUT/layout_unit_times.log" | tail -8 | tr '\n' ' ')"
+# 8. a real 4-stage pipeline on CPU cores (gloo)
+if [ "$SMOKE" = 1 ]; then procs=2; else procs=4; fi
+timeout 600 $PY analysis/bench_pipeline.py --procs $procs >"$OUT/bench_pipeline.log" 2>&1
+say "-- 8. pipeline, $procs processes: exit $? | $(tail -4 "$OUT/bench_pipeline.log" | tr '\n' ' ')"
 say "== done"

@@ -656,12 +656,10 @@ def _pipeline_step(a: _Attempt, tr: _Trainer, step: int, x_np, y_np) -> tuple[fl
     gradients, the rest are zeros), so every replica takes the single-process step."""
     import torch
 
-    if len(x_np) % a.micro_batch:
-        raise ValueError(f"train.parallel=pipeline: a last batch of {len(x_np)} rows is not whole micro-batches of "
-                         f"{a.micro_batch}: pick a train.micro_batch_size that divides it (or 1)")
+    rows = math.gcd(len(x_np), a.micro_batch)  # a last, shorter batch: equal micro-batches that divide it
     x_BT, y_BT = torch.from_numpy(x_np).to(tr.device), torch.from_numpy(y_np).to(tr.device)
     with precision_mod.autocast(tr.device, a.precision):
-        loss_value = tr.pipeline.run(x_BT, y_BT, len(x_np) // a.micro_batch)
+        loss_value = tr.pipeline.run(x_BT, y_BT, len(x_np) // rows)
     checkpoint_asked, stop_asked = scheduler.pending_requests()
     loss_value, checkpoint_asked, stop_asked = _agree(tr.model, tr.device, loss_value, checkpoint_asked, stop_asked,
                                                       gradients=True)

@@ -99,6 +99,17 @@ def _check_choices(run: RunConfig) -> None:
             raise ConfigError("train.compile=true with train.parallel=pipeline is not supported: drop train.compile")
         if t.pipeline_vpp < 1:
             raise ConfigError(f"train.pipeline_vpp={t.pipeline_vpp} must be at least 1")
+        if t.pipeline_split not in ("even", "balanced"):
+            from scaling.layout.engines import check_megatron_layout, parse_megatron_layout
+
+            try:
+                stages = parse_megatron_layout(t.pipeline_split)
+                problems = check_megatron_layout(t.pipeline_split, len(stages), m.n_layers)
+            except ValueError as e:
+                problems = [str(e)]
+            if problems:
+                raise ConfigError(f"train.pipeline_split={t.pipeline_split!r}: {'; '.join(problems)} (or use even or "
+                                  f"balanced)")
     if t.parallel == "fsdp" and t.compile:
         raise ConfigError("train.compile=true with train.parallel=fsdp is not supported yet (the blocks would need "
                           "compiling one by one before sharding): drop train.compile or use train.parallel=ddp")

@@ -1,0 +1,68 @@
+"""train.parallel=pipeline: the stages chain to the whole model, splits are refused in one line when wrong, and
+(`make test-distributed`) a run trained through a real 2-stage pipeline is the single-process run, resumes from
+its checkpoint like one, and records its layout and stage times."""
+
+import pytest
+import torch
+
+from scaling.compose import compose
+from scaling.config import ConfigError
+from scaling.model import build_model
+from scaling.pipelining import StageModule, split_of
+
+DENSE = ["model.d_model=32", "model.n_heads=2", "model.n_layers=4", "model.n_dense_layers=4", "model.d_ff_dense=64",
+         "model.seq_len=32", "model.vocab_size=512"]
+
+
+def test_the_stages_of_a_split_chain_to_the_whole_model():
+    m = compose(DENSE).model
+    model = build_model(m)
+    x = torch.randint(0, 512, (2, 32))
+    for spec, stages in (("even", 2), ("Et|ttt|L", 3), ("Ettt|tL", 2)):
+        split, units = split_of(spec, m, stages, 1, 2)
+        h, at = x, 0
+        for k, stage in enumerate(split.stages):
+            n = sum(units[i].kind == "t" for i in stage)
+            h = StageModule(model, at, at + n, embed=k == 0, head=k == len(split.stages) - 1)(h)
+            at += n
+        assert torch.equal(h, model(x))
+
+
+def test_a_wrong_layout_string_or_an_moe_model_is_refused_in_one_line():
+    m = compose(DENSE).model
+    with pytest.raises(ValueError, match="train.pipeline_split='Et\\|tL': 2 decoder layers \\(t\\), the model has 4"):
+        split_of("Et|tL", m, 2, 1, 2)
+    with pytest.raises(ValueError, match="3 stages are not a multiple of the pipeline size 2"):
+        split_of("Et|tt|tL", m, 2, 1, 2)
+    with pytest.raises(ConfigError, match="train.parallel=pipeline trains dense models for now"):
+        compose(["train.parallel=pipeline"])
+    with pytest.raises(ConfigError, match="2 decoder layers \\(t\\), the model has 4 \\(or use even or balanced\\)"):
+        compose([*DENSE, "train.parallel=pipeline", "train.pipeline_split=Et|tL"])  # before anything trains
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_run_through_a_two_stage_pipeline_is_the_single_process_run(tmp_path):
+    """The balanced split (on unit times measured here), 1F1B over 8 micro-batches: the curve and the held-out
+    loss of one process, to 1e-4; the record names the layout and each stage's times."""
+    from scaling import store
+    from scaling.run import plan_run
+    from scaling.train import train
+    from tests.test_distributed import torchrun, write_run
+
+    overrides = DENSE + ["budget_flops=3e9", "train.batch_size=8", "train.micro_batch_size=1", "data.val_tokens=2048",
+                         "train.device=cpu", "train.threads=1", "sweep=ddp", "train.parallel=pipeline"]
+    run, path = write_run(tmp_path, overrides)
+    out, _ = torchrun(path).communicate(timeout=300)
+    plan = plan_run(run)
+    rec = store.read_record(store.record_path(tmp_path / "ddp", "ddp", plan.run_id))
+    single = train(compose(overrides[:-1] + [f"results_dir={tmp_path / 'single'}"]), show_progress=False)
+    assert rec["status"] == single["status"] == "completed", out
+    assert rec["provenance"]["parallel"] == "pipeline" and rec["provenance"]["processes"] == 2
+    assert rec["results"]["val_loss"] == pytest.approx(single["results"]["val_loss"], abs=1e-4)
+    for a, b in zip(rec["results"]["curve"], single["results"]["curve"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
+    p = rec["results"]["pipeline"]
+    assert p["layout"] == rec["provenance"]["pipeline_layout"] and len(p["stages"]) == 2
+    assert p["step_s"] > 0 and all(s["forward_s"] > 0 and s["backward_s"] > 0 for s in p["stages"])
+    assert set(p["unit_seconds"]) >= {"embedding", "head + loss", "layer 0 (dense)"}
