@@ -764,6 +764,30 @@ def fit(
     console = _console(stderr=False, wide=wide)
     for item in fit_summary(result, wide=wide):
         console.print(item, highlight=False, soft_wrap=isinstance(item, str))  # a message keeps its line
+    if memory_per_gpu_gb is not None and result.written.get("overrides"):
+        _show_layout(result.written["overrides"], gpus, memory_per_gpu_gb, console)
+
+
+def _show_layout(overrides_path, gpus: int, memory_per_gpu_gb: float, console) -> None:
+    """`scaling fit --target-flops C --gpus N --memory-per-gpu GB`: the recommended run laid out on that cluster's
+    pipeline (`scaling layout --overrides-file` of it), or one line saying why it cannot be."""
+    from scaling.compose import compose
+    from scaling.config import ConfigError
+    from scaling.layout.plan import Cluster, LayoutError, plan_layout
+    from scaling.tables import layout_table
+
+    try:
+        run = compose(_read_overrides_file(str(overrides_path), ["train.lr=unused"]))  # no layout depends on the lr
+        plan = plan_layout(run.model, run.train.batch_size, Cluster(gpus=gpus, memory_per_gpu_gb=memory_per_gpu_gb))
+    except (ConfigError, LayoutError) as e:
+        console.print(f"layout of the recommended run: not made ({e})", highlight=False, soft_wrap=True)
+        return
+    console.print(layout_table(plan))
+    console.print("Megatron-Core: " + " ".join(plan.megatron_flags()), highlight=False, soft_wrap=True,
+                  markup=False)
+    console.print(f"(scaling layout --overrides-file {overrides_path} --gpus {gpus} --memory-per-gpu "
+                  f"{memory_per_gpu_gb:g} for the options: --pp, --vpp, --ep, --mtp, --recompute, --json)",
+                  highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command("next")

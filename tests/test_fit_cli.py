@@ -344,3 +344,16 @@ def test_a_long_fit_names_its_stages_on_stderr(tmp_path, monkeypatch):
     stages = [line for line in slow.stderr.splitlines() if line.startswith("fit ")]
     assert [s.split(": ", 1)[1].split(" ")[0] for s in stages][:3] == ["12", "lr", "loss"], slow.stderr
     assert stages[-1].endswith("writing fit.json")
+
+
+def test_a_recommendation_for_a_cluster_shows_its_pipeline_layout(tmp_path):
+    """--target-flops with --memory-per-gpu and --gpus: the recommended run laid out on that cluster (issue 32)."""
+    from tests.synthetic import write_sweep
+
+    write_sweep(tmp_path, "s", (1e11, 3e11, 1e12), (1e-3, 4e-3, 1.6e-2), seeds=(0,))
+    out = run("s", "--results-dir", str(tmp_path), "--target-flops", "1e15", "--memory-per-gpu", "80", "--gpus",
+              "8", "--bootstrap", "50")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "pipeline:" in text and "--pipeline-model-parallel-layout" in text
+    assert "scaling layout --overrides-file" in text
