@@ -66,3 +66,45 @@ def test_a_run_through_a_two_stage_pipeline_is_the_single_process_run(tmp_path):
     assert p["layout"] == rec["provenance"]["pipeline_layout"] and len(p["stages"]) == 2
     assert p["step_s"] > 0 and all(s["forward_s"] > 0 and s["backward_s"] > 0 for s in p["stages"])
     assert set(p["unit_seconds"]) >= {"embedding", "head + loss", "layer 0 (dense)"}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.lifecycle
+def test_a_pipeline_run_stopped_on_one_rank_resumes_from_its_checkpoint_to_the_single_process_result(tmp_path):
+    """SIGUSR2 to one rank of a 2-stage pipeline: every rank stops at the same step, rank 0 writes the (ordinary,
+    single-process) checkpoint, and the rerun resumes from it and ends where one uninterrupted process does."""
+    import os
+    import signal
+    import time
+
+    from scaling import store
+    from scaling.run import plan_run
+    from scaling.train import train
+    from tests.test_distributed import _children, torchrun, write_run
+
+    overrides = DENSE + ["budget_flops=2e10", "train.batch_size=8", "train.micro_batch_size=2",
+                         "data.val_tokens=2048", "train.device=cpu", "train.threads=1", "sweep=ddp",
+                         "train.checkpoint_every=100000", "train.parallel=pipeline", "train.pipeline_split=even"]
+    run, path = write_run(tmp_path, overrides)
+    plan = plan_run(run)
+    rec_path = store.record_path(tmp_path / "ddp", "ddp", plan.run_id)
+    proc = torchrun(path)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (rec_path.exists() and store.read_record(rec_path)["provenance"].get(
+            "resumed_from_steps") is not None):
+        time.sleep(0.05)
+    time.sleep(1.0)
+    ranks = sorted(_children(proc.pid))
+    assert len(ranks) == 2, ranks
+    os.kill(ranks[-1], signal.SIGUSR2)
+    out, _ = proc.communicate(timeout=120)
+    rec = store.read_record(rec_path)
+    assert rec["status"] == "failed" and rec["error"]["kind"] == "interrupted", (rec.get("error"), out)
+    stopped = rec["error"]["step"]
+    assert 0 < stopped < plan.steps and store.checkpoint_path(tmp_path / "ddp", "ddp", plan.run_id).exists()
+    out, _ = torchrun(path).communicate(timeout=300)
+    rec = store.read_record(rec_path)
+    assert rec["status"] == "completed" and rec["provenance"]["resumed_from_steps"] == [stopped], out
+    single = train(compose(overrides[:-2] + [f"results_dir={tmp_path / 'single'}"]), show_progress=False)
+    assert rec["results"]["val_loss"] == pytest.approx(single["results"]["val_loss"], abs=1e-4)
