@@ -19,7 +19,7 @@ from scaling.config import ModelConfig
 from scaling.layout import engines
 from scaling.layout.schedule import Simulation, simulate
 from scaling.layout.split import Split, balanced_split, even_split
-from scaling.layout.units import KINDS, Unit, pipeline_units
+from scaling.layout.units import Unit, pipeline_units
 from scaling.memory import GIB, STATE_BYTES_PER_PARAM, USABLE_FRACTION
 
 COMPUTE_BYTES = 2
@@ -224,6 +224,9 @@ def plan_layout(model: ModelConfig, batch_rows: int, cluster: Cluster) -> Layout
             last_error = str(e)
             continue
         even = even_split(units, pp, cluster.vpp)
+        if pp > cluster.gpus_per_node:
+            notes.append(f"{pp} stages cross nodes of {cluster.gpus_per_node} GPUs: stage-to-stage transfers leave the "
+                         f"node (transfers are not modelled)")
         if m < pp:
             notes.append(f"{m} micro-batches for {pp} stages: most of the step is bubble; raise the batch or "
                          f"--micro-batches")
@@ -247,13 +250,3 @@ def plan_layout(model: ModelConfig, batch_rows: int, cluster: Cluster) -> Layout
         return plan
     raise LayoutError(last_error or "no pipeline size to try: give --pp")
 
-
-def unit_table_rows(plan: LayoutPlan) -> list[tuple[str, str, float]]:
-    """(kind, unit names, cost) of the model's unit kinds, for the docs: one row per distinct cost."""
-    rows, seen = [], set()
-    for u in plan.units:
-        key = (u.kind, round(u.cost))
-        if key not in seen:
-            seen.add(key)
-            rows.append((KINDS[u.kind], u.name, u.cost))
-    return rows

@@ -17,7 +17,6 @@ from scaling.config import ModelConfig
 from scaling.flops import _swiglu_params, head_forward_flops, layer_forward_flops, layer_params
 from scaling.memory import layer_activation_bytes_per_token, output_activation_bytes_per_token
 
-KINDS = {"E": "embedding", "t": "decoder layer", "m": "MTP block", "L": "head + loss"}
 FLOPS_PER_BYTE = 989e12 / 3.35e12
 """GEMM-equivalent FLOPs per byte a memory-bound kernel moves (an H100's bf16 peak over its HBM bandwidth)."""
 LOSS_BYTES_PER_LOGIT = 16
