@@ -214,7 +214,7 @@ class TrainConfig:
     replica per device, gradients all-reduced), 'fsdp' (FSDP2: parameters, gradients and AdamW state sharded, each
     block gathered when it runs; sharded checkpoints), or 'auto' (the memory plan's pick: DDP when a replica fits
     the device, else FSDP; scaling/memory.py), or 'pipeline' (the layers split over the processes as pipeline
-    stages, 1F1B, each rank keeping a replica: scaling/pipelining.py; dense models for now). A single process
+    stages, 1F1B, each rank keeping a replica: scaling/pipelining.py). A single process
     ignores it."""
     pipeline_split: str = "balanced"
     """train.parallel=pipeline: how the layers are split over the stages: 'balanced' (scaling/layout's balanced

@@ -8,7 +8,9 @@ rank takes the same optimizer step. So checkpoints, evaluation, resume and the r
 run's (to float tolerance: the micro-batches' sums are added in another order), and the step's pipeline time is
 what the layout's schedule simulation predicts. What this does not do is save memory: a memory-saving pipeline is
 the engines' job (Megatron-Core, torchtitan, with the layout `scaling layout` prints); this one trains the sweep's
-cells through a real pipeline to measure a split's step time and check that it changes nothing else.
+cells through a real pipeline to measure a split's step time and check that it changes nothing else. An MoE
+layer's routing losses join its micro-batch's backward on its own stage (_WithLoss), and its expert loads, counted
+where it runs, are summed over the ranks for the bias update and the record, as under DDP.
 
 Per-stage forward and backward seconds (each stage's compute of its micro-batches, without the waits) are timed
 and recorded with the step's pipeline seconds (results.pipeline).
@@ -51,6 +53,22 @@ def split_of(spec: str, model_cfg, stages: int, vpp: int, rows: int, seconds: di
     return Split(tuple(out), pp), units
 
 
+class _WithLoss(torch.autograd.Function):
+    """x unchanged forward; backward, a gradient of 1 for `loss` too: a stage's routing losses (z-loss, the
+    balancing loss) join its micro-batch's loss without reaching the last stage (as Megatron-Core's
+    MoEAuxLossAutoScaler does)."""
+
+    @staticmethod
+    def forward(ctx, x, loss):
+        ctx.save_for_backward(loss)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_x):
+        (loss,) = ctx.saved_tensors
+        return grad_x, torch.ones_like(loss)
+
+
 class StageModule(nn.Module):
     """The modules of one pipeline stage, shared with the replica (the same parameters): the embedding on the first
     stage, blocks [first, end), the final norm and head on the last."""
@@ -66,6 +84,11 @@ class StageModule(nn.Module):
             x = self.embed(x)
         for block in self.blocks:
             x = block(x)
+            ffn = block.ffn
+            if hasattr(ffn, "z_loss") and self.training:
+                extra = ffn.cfg.aux_loss_coef * ffn.aux_loss + ffn.cfg.z_loss_coef * ffn.z_loss
+                if extra.requires_grad:
+                    x = _WithLoss.apply(x, extra)
         if self.head is not None:
             x = self.head(self.norm(x))
         return x
@@ -118,14 +141,30 @@ class Pipeline:
             stage = PipelineStage(module, k, self.stages_total, device)
             timer = _Timer()
             timer.attach(stage)
+            stage.forward_one_chunk = self._counting_loads(stage.forward_one_chunk)
             self.timers.append(timer)
             stages.append(stage)
         self.last = self.stages_total - 1 in range(rank, self.stages_total, world)
         self.first = rank == 0
 
         self._stages, self._schedules = stages, {}
+        self.moe = list(model.moe_layers)
+        self.step_loads = [torch.zeros_like(m.load_E) for m in self.moe]
         self.step_s = 0.0
         self.steps = 0
+
+    def _counting_loads(self, forward):
+        """forward_one_chunk, adding the expert loads it counts to this step's (the schedule's own forward of a
+        micro-batch; the stage's first-step shape inference runs the module too, and must not count)."""
+        def counted(*args, **kwargs):
+            before = [m.load_E.clone() for m in self.moe]
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                for acc, m, b in zip(self.step_loads, self.moe, before, strict=True):
+                    acc += m.load_E - b
+
+        return counted
 
     def schedule(self, microbatches: int):
         """The schedule for `microbatches` (a run's last batch may be shorter: its own schedule, on the same
@@ -144,11 +183,15 @@ class Pipeline:
 
     def run(self, x_BT: torch.Tensor, y_BT: torch.Tensor, microbatches: int) -> float:
         """One step's forward and backward over `microbatches` equal micro-batches of the batch: gradients land on
-        this rank's stage parameters (scaled by 1 / micro-batches: the batch's mean loss); returns the batch's mean
-        loss on the rank holding the last stage, 0 elsewhere. Only full steps are timed (a last, shorter batch is
+        this rank's stage parameters (scaled by 1 / micro-batches: the batch's mean loss), each MoE layer's loads of
+        the step in `step_loads` (zeros for layers on other ranks); returns the batch's mean loss on the rank
+        holding the last stage, 0 elsewhere. Only full steps are timed (a last, shorter batch is
         left out of step_s)."""
         losses: list = []
         schedule = self.schedule(microbatches)
+        start = [m.load_E.clone() for m in self.moe]
+        for acc in self.step_loads:
+            acc.zero_()
         t0 = time.perf_counter()
         if self.first and self.last:
             schedule.step(x_BT, target=y_BT, losses=losses)
@@ -161,6 +204,8 @@ class Pipeline:
         if microbatches == self.microbatches:
             self.step_s += time.perf_counter() - t0
             self.steps += 1
+        for m, s, acc in zip(self.moe, start, self.step_loads, strict=True):
+            m.load_E.copy_(s + acc)  # what the micro-batches counted, nothing else
         return float(torch.stack([loss.detach() for loss in losses]).mean()) if losses else 0.0
 
     def timings(self) -> list[float]:

@@ -660,6 +660,8 @@ def _pipeline_step(a: _Attempt, tr: _Trainer, step: int, x_np, y_np) -> tuple[fl
     x_BT, y_BT = torch.from_numpy(x_np).to(tr.device), torch.from_numpy(y_np).to(tr.device)
     with precision_mod.autocast(tr.device, a.precision):
         loss_value = tr.pipeline.run(x_BT, y_BT, len(x_np) // rows)
+    # each MoE layer's load of this step, counted on its stage (zeros on the other ranks): summed by _agree
+    tr.model.set_step_loads([load.clone() for load in tr.pipeline.step_loads])
     checkpoint_asked, stop_asked = scheduler.pending_requests()
     loss_value, checkpoint_asked, stop_asked = _agree(tr.model, tr.device, loss_value, checkpoint_asked, stop_asked,
                                                       gradients=True)
@@ -670,6 +672,7 @@ def _pipeline_step(a: _Attempt, tr: _Trainer, step: int, x_np, y_np) -> tuple[fl
         raise Diverged(step, f"non-finite gradient norm at step {step}")
     tr.optimizer.step()
     tr.optimizer.zero_grad(set_to_none=True)
+    tr.model.update_expert_bias()
     return loss_value, grad_norm, checkpoint_asked, stop_asked
 
 

@@ -91,10 +91,9 @@ def _check_choices(run: RunConfig) -> None:
     if t.precision == "fp8":
         _check_fp8_shapes(m)
     if t.parallel == "pipeline":
-        if m.n_dense_layers < m.n_layers:
-            raise ConfigError("train.parallel=pipeline trains dense models for now (model.n_dense_layers = "
-                              "model.n_layers): an MoE layer's routing losses and loads live on its stage; use "
-                              "train.parallel=ddp or fsdp for MoE runs")
+        if t.diagnostics_every:
+            raise ConfigError("train.diagnostics_every with train.parallel=pipeline is not supported (the FP8 "
+                              "diagnostics hook the whole model's modules): set it to 0, or use ddp")
         if t.compile:
             raise ConfigError("train.compile=true with train.parallel=pipeline is not supported: drop train.compile")
         if t.pipeline_vpp < 1:

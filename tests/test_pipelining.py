@@ -28,14 +28,14 @@ def test_the_stages_of_a_split_chain_to_the_whole_model():
         assert torch.equal(h, model(x))
 
 
-def test_a_wrong_layout_string_or_an_moe_model_is_refused_in_one_line():
+def test_a_wrong_layout_string_or_fp8_diagnostics_are_refused_in_one_line():
     m = compose(DENSE).model
     with pytest.raises(ValueError, match="train.pipeline_split='Et\\|tL': 2 decoder layers \\(t\\), the model has 4"):
         split_of("Et|tL", m, 2, 1, 2)
     with pytest.raises(ValueError, match="3 stages are not a multiple of the pipeline size 2"):
         split_of("Et|tt|tL", m, 2, 1, 2)
-    with pytest.raises(ConfigError, match="train.parallel=pipeline trains dense models for now"):
-        compose(["train.parallel=pipeline"])
+    with pytest.raises(ConfigError, match="train.diagnostics_every with train.parallel=pipeline is not supported"):
+        compose(["train.parallel=pipeline", "train.diagnostics_every=10"])
     with pytest.raises(ConfigError, match="2 decoder layers \\(t\\), the model has 4 \\(or use even or balanced\\)"):
         compose([*DENSE, "train.parallel=pipeline", "train.pipeline_split=Et|tL"])  # before anything trains
 
@@ -66,6 +66,35 @@ def test_a_run_through_a_two_stage_pipeline_is_the_single_process_run(tmp_path):
     assert p["layout"] == rec["provenance"]["pipeline_layout"] and len(p["stages"]) == 2
     assert p["step_s"] > 0 and all(s["forward_s"] > 0 and s["backward_s"] > 0 for s in p["stages"])
     assert set(p["unit_seconds"]) >= {"embedding", "head + loss", "layer 0 (dense)"}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_an_moe_run_through_a_two_stage_pipeline_is_the_single_process_run(tmp_path):
+    """Routing: each stage's z-loss joins its micro-batches' backward there, and the expert loads counted on each
+    stage are summed for the bias update and the record. Short, as the DDP test of an MoE (a last-bit difference
+    of summation order can flip a top-k choice, after which runs agree only statistically)."""
+    from scaling import store
+    from scaling.run import plan_run
+    from scaling.train import train
+    from tests.test_distributed import torchrun, write_run
+
+    overrides = ["model.d_model=32", "model.n_heads=2", "model.n_layers=4", "model.d_expert=32", "model.seq_len=32",
+                 "model.vocab_size=512", "budget_flops=6e8", "train.batch_size=4", "train.micro_batch_size=1",
+                 "data.val_tokens=2048", "train.device=cpu", "train.threads=1", "sweep=ddp",
+                 "train.parallel=pipeline", "train.pipeline_split=even"]
+    run, path = write_run(tmp_path, overrides)
+    out, _ = torchrun(path).communicate(timeout=300)
+    plan = plan_run(run)
+    assert 8 <= plan.steps <= 40
+    rec = store.read_record(store.record_path(tmp_path / "ddp", "ddp", plan.run_id))
+    single = train(compose(overrides[:-2] + [f"results_dir={tmp_path / 'single'}"]), show_progress=False)
+    assert rec["status"] == single["status"] == "completed", out
+    assert rec["results"]["val_loss"] == pytest.approx(single["results"]["val_loss"], abs=1e-4)
+    for a, b in zip(rec["results"]["curve"], single["results"]["curve"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    flat = [share for layer in rec["results"]["expert_load"] for share in layer]
+    assert flat == pytest.approx([share for layer in single["results"]["expert_load"] for share in layer], abs=1e-6)
 
 
 @pytest.mark.slow
