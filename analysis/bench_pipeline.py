@@ -67,7 +67,7 @@ def main() -> int:
                        capture_output=True)
         one = record(Path(tmp) / "single")
         for split_name in ("even", "balanced"):
-            split, units = split_of(split_name, model, args.procs, 1, 4, seconds)
+            split, units = split_of(split_name, model, args.procs, 1, seconds)
             fwd = [sum(seconds[units[i].name][0] for i in s) * tokens for s in split.stages]
             bwd = [sum(seconds[units[i].name][1] for i in s) * tokens for s in split.stages]
             predicted = simulate(fwd, bwd, [0.0] * len(fwd), args.procs, 32 // 4).step_s

@@ -80,17 +80,26 @@ def run_id_of(lab: Lab, overrides) -> str:
 
 
 # ---- probes: each returns (outcome, nothing lost, ok) ----------------------------------------------------------
-def two_trains_at_once(lab: Lab):
+def _second_train(lab: Lab, between=None):
+    """Start `scaling train` of a run, wait until it holds its claim, call `between(first process, claim path)`,
+    run the same train again, let the first finish: (the second's result, the run's record)."""
     args = ["train", *TINY, "budget_flops=3e10", "--no-progress"]
     first = lab.popen(*args)
     rid = run_id_of(lab, TINY + ["budget_flops=3e10"])
-    rec = lab.results / "single" / "runs" / f"{rid}.json"
+    claim = lab.results / "single" / "claims" / f"{rid}.claim"
     deadline = time.time() + 120
-    while time.time() < deadline and not rec.exists():
+    while time.time() < deadline and not claim.exists():
         time.sleep(0.05)
+    resume = between(first, claim) if between else None
     second = lab.cli(*args)
+    if resume:
+        resume()
     first.communicate(timeout=300)
-    record = json.loads(rec.read_text())
+    return second, json.loads((lab.results / "single" / "runs" / f"{rid}.json").read_text())
+
+
+def two_trains_at_once(lab: Lab):
+    second, record = _second_train(lab)
     ok = second.returncode == 2 and "is being trained by" in second.stderr and record["status"] == "completed"
     return f"2nd refused: {one_line(second)[7:70]}...", record["provenance"]["attempts"] == 1, ok
 
@@ -513,20 +522,13 @@ def sigint_to_launcher(lab: Lab):
 
 
 def sigstop_train(lab: Lab):
-    args = ["train", *TINY, "budget_flops=3e10", "--no-progress"]
-    first = lab.popen(*args)
-    rid = run_id_of(lab, TINY + ["budget_flops=3e10"])
-    claim = lab.results / "single" / "claims" / f"{rid}.claim"
-    deadline = time.time() + 120
-    while time.time() < deadline and not claim.exists():
-        time.sleep(0.05)
-    os.kill(first.pid, signal.SIGSTOP)
-    t = time.time() - 600
-    os.utime(claim, (t, t))  # as after 10 minutes stopped: no heartbeat
-    second = lab.cli(*args)
-    os.kill(first.pid, signal.SIGCONT)
-    first.communicate(timeout=300)
-    record = json.loads((lab.results / "single" / "runs" / f"{rid}.json").read_text())
+    def stop(first, claim):
+        os.kill(first.pid, signal.SIGSTOP)
+        t = time.time() - 600
+        os.utime(claim, (t, t))  # as after 10 minutes stopped: no heartbeat
+        return lambda: os.kill(first.pid, signal.SIGCONT)
+
+    second, record = _second_train(lab, stop)
     return ("2nd refused while the 1st was stopped; 1st completed, once", record["provenance"]["attempts"] == 1,
             second.returncode == 2 and "is being trained by" in second.stderr and record["status"] == "completed")
 

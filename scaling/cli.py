@@ -448,7 +448,6 @@ def layout(
     from scaling.config import ConfigError
     from scaling.layout.engines import torchtitan_toml
     from scaling.layout.plan import Cluster, LayoutError, plan_layout
-    from scaling.tables import layout_table
 
     try:
         run = compose(_read_overrides_file(overrides_file, list(overrides or [])) + list(overrides or []),
@@ -463,12 +462,19 @@ def layout(
         print(json.dumps(plan.to_json(), indent=1))
         return
     out = _console(stderr=False)
+    _print_layout(plan, out)
+    out.print("torchtitan:\n" + torchtitan_toml(plan.torchtitan_fields()), highlight=False, soft_wrap=True,
+              markup=False)
+
+
+def _print_layout(plan, out) -> None:
+    """A layout's table, its notes and its Megatron-Core flags (the flags on one line, to paste)."""
+    from scaling.tables import layout_table
+
     out.print(layout_table(plan))
     for note in plan.notes:
         out.print(f"note: {note}", highlight=False)
     out.print("Megatron-Core: " + " ".join(plan.megatron_flags()), highlight=False, soft_wrap=True, markup=False)
-    out.print("torchtitan:\n" + torchtitan_toml(plan.torchtitan_fields()), highlight=False, soft_wrap=True,
-              markup=False)
 
 
 @app.command()
@@ -774,7 +780,6 @@ def _show_layout(overrides_path, gpus: int, memory_per_gpu_gb: float, console) -
     from scaling.compose import compose
     from scaling.config import ConfigError
     from scaling.layout.plan import Cluster, LayoutError, plan_layout
-    from scaling.tables import layout_table
 
     try:
         run = compose(_read_overrides_file(str(overrides_path), ["train.lr=unused"]))  # no layout depends on the lr
@@ -782,9 +787,7 @@ def _show_layout(overrides_path, gpus: int, memory_per_gpu_gb: float, console) -
     except (ConfigError, LayoutError) as e:
         console.print(f"layout of the recommended run: not made ({e})", highlight=False, soft_wrap=True)
         return
-    console.print(layout_table(plan))
-    console.print("Megatron-Core: " + " ".join(plan.megatron_flags()), highlight=False, soft_wrap=True,
-                  markup=False)
+    _print_layout(plan, console)
     console.print(f"(scaling layout --overrides-file {overrides_path} --gpus {gpus} --memory-per-gpu "
                   f"{memory_per_gpu_gb:g} for the options: --pp, --vpp, --ep, --mtp, --recompute, --json)",
                   highlight=False, soft_wrap=True, markup=False)

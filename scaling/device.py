@@ -9,6 +9,9 @@ import torch
 
 from scaling.gpus import GPU_BF16_PEAK, gpu_of
 
+CPU_PEAK_FILE = "cpu_peak_flops.json"
+"""In the cache folder: the measured fp32 matmul peak per CPU, thread count and kernel set."""
+
 
 def pick(spec: str = "auto") -> torch.device:
     if spec == "auto":
@@ -40,26 +43,13 @@ def peak_flops(device_str: str, low_precision: bool, fresh: bool = False) -> flo
         if gpu is None:
             return None
         return GPU_BF16_PEAK[gpu] if low_precision else GPU_BF16_PEAK[gpu] / 2  # tf32 tensor cores: half the bf16
-    import json
+    from scaling.cache import read_json, write_json
 
-    from scaling.cache import default_cache_dir
-    from scaling.store import atomic_write_text
-
-    path = default_cache_dir() / "cpu_peak_flops.json"
-    key = _cpu_key()
-    try:
-        known = json.loads(path.read_text())
-        known = known if isinstance(known, dict) else {}
-    except (OSError, ValueError):
-        known = {}
+    known, key = read_json(CPU_PEAK_FILE), _cpu_key()
     if not fresh and isinstance(known.get(key), (int, float)) and known[key] > 0:
         return float(known[key])
     peak = cpu_matmul_peak()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({**known, key: peak}, indent=1, sort_keys=True))
-    except OSError:
-        pass  # a read-only cache costs a measurement per process, nothing else
+    write_json(CPU_PEAK_FILE, {**known, key: peak})  # unwritable: a measurement per process, nothing else
     return peak
 
 

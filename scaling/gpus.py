@@ -39,20 +39,12 @@ def run_shape_key(run) -> str:
     return shape_key(dict(run.model.__dict__), t.micro_batch_size or t.batch_size, t.precision, t.fp8_scaling)
 
 
-def _path():
-    from scaling.cache import default_cache_dir
-
-    return default_cache_dir() / MFU_FILE
-
-
 def measured_mfu(gpu: str) -> dict[str, float]:
     """Shape key -> MFU measured on `gpu` (empty when nothing was measured, or the file is unreadable: a plan then
     costs at launcher.assumed_mfu)."""
-    try:
-        known = json.loads(_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    shapes = known.get(gpu) if isinstance(known, dict) else None
+    from scaling.cache import read_json
+
+    shapes = read_json(MFU_FILE).get(gpu)
     if not isinstance(shapes, dict):
         return {}
     return {key: float(v["mfu"]) for key, v in shapes.items()
@@ -62,20 +54,10 @@ def measured_mfu(gpu: str) -> dict[str, float]:
 def keep_measured_mfu(gpu: str, key: str, mfu: float, tokens_per_s: float, device: str) -> bool:
     """Keep a measurement (atomically; the last one of a shape wins). False when the cache folder cannot be
     written (the measurement is then printed only)."""
-    from scaling.store import atomic_write_text
+    from scaling.cache import read_json, write_json
 
-    path = _path()
-    try:
-        known = json.loads(path.read_text())
-        known = known if isinstance(known, dict) else {}
-    except (OSError, ValueError):
-        known = {}
+    known = read_json(MFU_FILE)
     shapes = known.get(gpu) if isinstance(known.get(gpu), dict) else {}
     shapes[key] = {"mfu": mfu, "tokens_per_s": tokens_per_s, "device": device,
                    "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({**known, gpu: shapes}, indent=1, sort_keys=True))
-    except OSError:
-        return False
-    return True
+    return write_json(MFU_FILE, {**known, gpu: shapes})

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def split_of(spec: str, model_cfg, stages: int, vpp: int, rows: int, seconds: dict | None = None):
+def split_of(spec: str, model_cfg, stages: int, vpp: int, seconds: dict | None = None):
     """The layout.split.Split of `spec`: 'even', 'balanced' (scaling/layout, on measured unit seconds when given,
     else estimated costs), or a Megatron-style layout string ('Et*2|t*2|t*2L')."""
     from scaling.layout import engines
@@ -103,41 +103,35 @@ class _Timer:
     backward_s: float = 0.0
 
     def attach(self, stage) -> None:
-        forward, backward = stage.forward_one_chunk, stage.backward_one_chunk
+        stage.forward_one_chunk = self._timed(stage.forward_one_chunk, "forward_s")
+        stage.backward_one_chunk = self._timed(stage.backward_one_chunk, "backward_s")
 
-        def timed_forward(*args, **kwargs):
+    def _timed(self, call, total: str):
+        def timed(*args, **kwargs):
             t0 = time.perf_counter()
             try:
-                return forward(*args, **kwargs)
+                return call(*args, **kwargs)
             finally:
-                self.forward_s += time.perf_counter() - t0
+                setattr(self, total, getattr(self, total) + time.perf_counter() - t0)
 
-        def timed_backward(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return backward(*args, **kwargs)
-            finally:
-                self.backward_s += time.perf_counter() - t0
-
-        stage.forward_one_chunk, stage.backward_one_chunk = timed_forward, timed_backward
+        return timed
 
 
 class Pipeline:
     """This rank's stages of a run's pipeline and its schedule."""
 
-    def __init__(self, model, split, units, rank: int, world: int, device, microbatches: int):
+    def __init__(self, model, split, units, rank: int, world: int, device, microbatches: int, layout: str,
+                 unit_seconds: dict | None):
         from torch.distributed.pipelining import PipelineStage
 
         self.rank, self.world, self.microbatches = rank, world, microbatches
+        self.layout, self.unit_seconds = layout, unit_seconds  # recorded: the split, what a balanced one weighed
         self.stages_total = len(split.stages)
         self.timers, stages = [], []
-        block_of = {i: int(u.fqns[0].split(".")[1]) for i, u in enumerate(units) if u.kind == "t"}
+        layers = [sum(units[i].kind == "t" for i in stage) for stage in split.stages]
         for k in range(rank, self.stages_total, world):  # this rank's virtual stages (Megatron's order)
-            ids = split.stages[k]
-            blocks = [block_of[i] for i in ids if i in block_of]
-            first = blocks[0] if blocks else (max((block_of[i] for s in split.stages[:k] for i in s
-                                                   if i in block_of), default=-1) + 1)
-            module = StageModule(model, first, first + len(blocks), embed=k == 0, head=k == self.stages_total - 1)
+            first = sum(layers[:k])
+            module = StageModule(model, first, first + layers[k], embed=k == 0, head=k == self.stages_total - 1)
             stage = PipelineStage(module, k, self.stages_total, device)
             timer = _Timer()
             timer.attach(stage)

@@ -56,45 +56,17 @@ def sweep_table(plan, estimates: dict, wall: tuple[float, int] | None = None, wi
     Short columns by default (counts with SI prefixes; a cell too big for its devices marked ✗ and explained
     below); `wide` adds the run ids, shapes, M, epochs (shown anyway when a cell repeats its data) and the memory
     plan's layout per cell."""
-    from rich.table import Table
-
-    from scaling.memory import GIB
     from scaling.sweep.estimate import GPU_STUDY_FLOPS, cell_gpu_hours
 
     title = f"sweep {plan.name}: {len(plan.cells)} cells" + (f" — {plan.config.description}"
                                                                if plan.config.description else "")
-    table = Table(title=title, title_justify="left")
-    epochs = wide or any(c.plan.summary and (c.plan.summary.epochs(c.plan.tokens) or 0) > 1 for c in plan.cells)
     gpu_plan = plan.total_flops >= GPU_STUDY_FLOPS or plan.config.launcher.gpu_memory_gb is not None
     cell_hours = cell_gpu_hours(plan) if gpu_plan else {}
-    cols = ("#", *(("id",) if wide else ()), "cell (C, A, G, lr, batch)", *(("shape",) if wide else ()),
-            "params tot/act", *(("M",) if wide else ()), "tokens", "steps", *(("epochs",) if epochs else ()),
-            "memory/device" if wide else "GiB/dev")
-    for col in cols + (("GPU h",) if cell_hours else ()) + (("est s",) if estimates else ()):
-        table.add_column(col, justify="left" if col in ("id", "shape") or col.startswith("cell") else "right",
-                         no_wrap=True)
     too_big = [f"#{c.index} {c.name}: {c.memory.summary()}" for c in plan.cells if c.memory and c.memory.fits is False]
     if len(plan.cells) > TABLE_CELLS:
         table = _budget_rollup(plan, title, cell_hours, estimates)
-    for c in plan.cells if len(plan.cells) <= TABLE_CELLS else ():
-        m, k = c.run.model, c.plan.counts
-        shape = f"d{m.d_model}L{m.n_layers} E{m.n_experts}k{m.top_k}" + (
-            f"s{m.n_shared_experts}" if m.n_shared_experts else "")
-        if wide:
-            memory = c.memory.summary() if c.memory else "?"
-            row = [str(c.index), c.run_id, c.name, shape, f"{k.params_total / 1e6:.3g}M/{k.params_active / 1e6:.3g}M",
-                   f"{k.M:.3g}", f"{c.plan.tokens:,}", str(c.plan.steps), _epochs(c.plan), memory]
-        else:
-            memory = f"{c.memory.need.total / GIB:.3g}" if c.memory else "?"
-            if c.memory and c.memory.fits is False:
-                memory += " ✗"
-            row = [str(c.index), c.name, f"{_si(k.params_total)}/{_si(k.params_active)}", _si(c.plan.tokens),
-                   str(c.plan.steps), *((_epochs(c.plan),) if epochs else ()), memory]
-        if cell_hours:
-            row.append(f"{cell_hours[c.run_id]:.3g}")
-        if estimates:
-            row.append(f"{estimates.get(c.run_id, float('nan')):.1f}")
-        table.add_row(*row)
+    else:
+        table = _cell_table(plan, title, cell_hours, estimates, wide)
     caption = (f"base: {' '.join(plan.config.base) or '(none: train.yaml as is)'}\n{data_line(plan)}\n"
                + "".join(f"{line}\n" for line in plan.centres) + f"total {plan.total_flops:.3g} FLOPs")
     branched = len(plan.branch_predecessors())
@@ -167,6 +139,42 @@ def slurm_line(plan) -> str:
                  f"(e.g. {a['too_long'][0]}): raise launcher.time_per_cell_min or launcher.max_requeues, or they "
                  f"stop unfinished")
     return line
+
+
+def _cell_table(plan, title: str, cell_hours: dict, estimates: dict, wide: bool):
+    """The plan one row per cell (sweep_table's table up to TABLE_CELLS cells)."""
+    from rich.table import Table
+
+    from scaling.memory import GIB
+
+    table = Table(title=title, title_justify="left")
+    epochs = wide or any(c.plan.summary and (c.plan.summary.epochs(c.plan.tokens) or 0) > 1 for c in plan.cells)
+    cols = ("#", *(("id",) if wide else ()), "cell (C, A, G, lr, batch)", *(("shape",) if wide else ()),
+            "params tot/act", *(("M",) if wide else ()), "tokens", "steps", *(("epochs",) if epochs else ()),
+            "memory/device" if wide else "GiB/dev")
+    for col in cols + (("GPU h",) if cell_hours else ()) + (("est s",) if estimates else ()):
+        table.add_column(col, justify="left" if col in ("id", "shape") or col.startswith("cell") else "right",
+                         no_wrap=True)
+    for c in plan.cells:
+        m, k = c.run.model, c.plan.counts
+        shape = f"d{m.d_model}L{m.n_layers} E{m.n_experts}k{m.top_k}" + (
+            f"s{m.n_shared_experts}" if m.n_shared_experts else "")
+        if wide:
+            memory = c.memory.summary() if c.memory else "?"
+            row = [str(c.index), c.run_id, c.name, shape, f"{k.params_total / 1e6:.3g}M/{k.params_active / 1e6:.3g}M",
+                   f"{k.M:.3g}", f"{c.plan.tokens:,}", str(c.plan.steps), _epochs(c.plan), memory]
+        else:
+            memory = f"{c.memory.need.total / GIB:.3g}" if c.memory else "?"
+            if c.memory and c.memory.fits is False:
+                memory += " ✗"
+            row = [str(c.index), c.name, f"{_si(k.params_total)}/{_si(k.params_active)}", _si(c.plan.tokens),
+                   str(c.plan.steps), *((_epochs(c.plan),) if epochs else ()), memory]
+        if cell_hours:
+            row.append(f"{cell_hours[c.run_id]:.3g}")
+        if estimates:
+            row.append(f"{estimates.get(c.run_id, float('nan')):.1f}")
+        table.add_row(*row)
+    return table
 
 
 TABLE_CELLS = 200

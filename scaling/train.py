@@ -438,13 +438,10 @@ def _pipeline(a: _Attempt, model, device):
 
         seconds[0] = unit_seconds(m, rows, str(device))
     dist.broadcast_object_list(seconds, src=0)
-    split, units = pipelining.split_of(t.pipeline_split, m, a.ranks.world * t.pipeline_vpp, t.pipeline_vpp, rows,
+    split, units = pipelining.split_of(t.pipeline_split, m, a.ranks.world * t.pipeline_vpp, t.pipeline_vpp,
                                        seconds[0])
-    pipeline = pipelining.Pipeline(model, split, units, a.ranks.rank, a.ranks.world, device,
-                                   t.batch_size // rows)
-    pipeline.layout = megatron_layout(split, units)
-    pipeline.unit_seconds = seconds[0]
-    return pipeline
+    return pipelining.Pipeline(model, split, units, a.ranks.rank, a.ranks.world, device, t.batch_size // rows,
+                               megatron_layout(split, units), seconds[0])
 
 
 def _memory_plan(a: _Attempt, device) -> tuple[str | None, int | None]:
@@ -585,21 +582,51 @@ def _periodic(every: int, done: int) -> bool:
 
 
 def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float, bool, str | None]:
-    """One optimizer step on this rank's rows of the step's batch: (loss, gradient norm, checkpoint asked, stop
-    asked), the last three agreed by every rank. Non-finite loss or gradients: Diverged."""
+    """One optimizer step on the step's batch (this rank's rows of it, or its pipeline stages' part): (loss,
+    gradient norm, checkpoint asked, stop asked), the last three agreed by every rank. Non-finite loss or
+    gradients: Diverged."""
+    import torch
+
+    plan, model, device, ranks = a.plan, tr.model, tr.device, a.ranks
+    for g in tr.optimizer.param_groups:
+        g["lr"] = lr
+    n_rows = plan.batch_size_at(step)
+    x_np, y_np = plan.data.train_batch(step, n_rows, plan.run.model.seq_len, plan.run.seed)
+    if tr.pipeline is not None:
+        loss_value = _pipeline_pass(a, tr, x_np, y_np)
+    else:
+        loss_value = _rows_pass(a, tr, step, x_np, y_np)
+    checkpoint_asked, stop_asked = scheduler.pending_requests()
+    if ranks is not None:
+        loss_value, checkpoint_asked, stop_asked = _agree(model, device, loss_value, checkpoint_asked, stop_asked,
+                                                          gradients=not a.sharded)
+    if not math.isfinite(loss_value):
+        raise Diverged(step, f"non-finite train loss ({loss_value}) at step {step}")
+    clip = plan.run.train.grad_clip or math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    if a.sharded:  # the norm of sharded gradients is a DTensor
+        from scaling import sharding
+
+        grad_norm = sharding.full_value(grad_norm)
+    grad_norm = float(grad_norm)
+    if not math.isfinite(grad_norm):
+        raise Diverged(step, f"non-finite gradient norm at step {step}")
+    tr.optimizer.step()
+    tr.optimizer.zero_grad(set_to_none=True)
+    model.update_expert_bias()
+    return loss_value, grad_norm, checkpoint_asked, stop_asked
+
+
+def _rows_pass(a: _Attempt, tr: _Trainer, step: int, x_np, y_np) -> float:
+    """Forward and backward of this rank's rows of the batch (all of them in one process) in micro-batches,
+    gradients accumulated and weighted by their share of the global batch, the step's expert loads set for the bias
+    update: this rank's share of the batch's loss."""
     import torch
 
     from scaling import diagnostics
 
-    plan, model, device, ranks = a.plan, tr.model, tr.device, a.ranks
-    m = plan.run.model
-    for g in tr.optimizer.param_groups:
-        g["lr"] = lr
-    n_rows = plan.batch_size_at(step)
-    x_np, y_np = plan.data.train_batch(step, n_rows, m.seq_len, plan.run.seed)
+    model, device, ranks, n_rows = tr.model, tr.device, a.ranks, len(x_np)
     share = 1.0
-    if tr.pipeline is not None:
-        return _pipeline_step(a, tr, step, x_np, y_np)
     if ranks is not None:  # this rank's rows of the global batch
         mine = ranks.rows(n_rows)
         share = len(range(n_rows)[mine]) / n_rows
@@ -629,51 +656,22 @@ def _step(a: _Attempt, tr: _Trainer, step: int, lr: float) -> tuple[float, float
     else:
         for load_E in model.step_load_buffers():
             load_E.zero_()
-    checkpoint_asked, stop_asked = scheduler.pending_requests()
-    if ranks is not None:
-        loss_value, checkpoint_asked, stop_asked = _agree(model, device, loss_value, checkpoint_asked, stop_asked,
-                                                          gradients=not a.sharded)
-    if not math.isfinite(loss_value):
-        raise Diverged(step, f"non-finite train loss ({loss_value}) at step {step}")
-    clip = plan.run.train.grad_clip or math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    if a.sharded:  # the norm of sharded gradients is a DTensor
-        from scaling import sharding
-
-        grad_norm = sharding.full_value(grad_norm)
-    grad_norm = float(grad_norm)
-    if not math.isfinite(grad_norm):
-        raise Diverged(step, f"non-finite gradient norm at step {step}")
-    tr.optimizer.step()
-    tr.optimizer.zero_grad(set_to_none=True)
-    model.update_expert_bias()
-    return loss_value, grad_norm, checkpoint_asked, stop_asked
+    return loss_value
 
 
-def _pipeline_step(a: _Attempt, tr: _Trainer, step: int, x_np, y_np) -> tuple[float, float, bool, str | None]:
-    """One optimizer step through the pipeline: the schedule's forward and backward of every micro-batch on this
-    rank's stages, then, as under DDP, the gradients and the loss summed over the ranks (a rank's stage holds its
-    gradients, the rest are zeros), so every replica takes the single-process step."""
+def _pipeline_pass(a: _Attempt, tr: _Trainer, x_np, y_np) -> float:
+    """The schedule's forward and backward of every micro-batch of the batch on this rank's pipeline stages
+    (gradients on their parameters, zeros elsewhere: _agree sums them over the ranks, as under DDP), the step's
+    expert loads counted on the stages set for the bias update: the batch's loss on the rank with the last
+    stage, 0 elsewhere."""
     import torch
 
     rows = math.gcd(len(x_np), a.micro_batch)  # a last, shorter batch: equal micro-batches that divide it
     x_BT, y_BT = torch.from_numpy(x_np).to(tr.device), torch.from_numpy(y_np).to(tr.device)
     with precision_mod.autocast(tr.device, a.precision):
         loss_value = tr.pipeline.run(x_BT, y_BT, len(x_np) // rows)
-    # each MoE layer's load of this step, counted on its stage (zeros on the other ranks): summed by _agree
     tr.model.set_step_loads([load.clone() for load in tr.pipeline.step_loads])
-    checkpoint_asked, stop_asked = scheduler.pending_requests()
-    loss_value, checkpoint_asked, stop_asked = _agree(tr.model, tr.device, loss_value, checkpoint_asked, stop_asked,
-                                                      gradients=True)
-    if not math.isfinite(loss_value):
-        raise Diverged(step, f"non-finite train loss ({loss_value}) at step {step}")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(tr.model.parameters(), a.plan.run.train.grad_clip or math.inf))
-    if not math.isfinite(grad_norm):
-        raise Diverged(step, f"non-finite gradient norm at step {step}")
-    tr.optimizer.step()
-    tr.optimizer.zero_grad(set_to_none=True)
-    tr.model.update_expert_bias()
-    return loss_value, grad_norm, checkpoint_asked, stop_asked
+    return loss_value
 
 
 def pipeline_timings(tr: _Trainer, ranks) -> dict | None:

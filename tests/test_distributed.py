@@ -110,6 +110,21 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def stop_one_rank_once_training(proc, rec_path: Path, settle_s: float = 0.5) -> str:
+    """Wait until a 2-rank torchrun's run is training (rank 0 has recorded its device), then send SIGUSR2 to one
+    rank only and wait for the group to stop; returns its output."""
+    deadline = time.time() + 120
+    while time.time() < deadline and not (rec_path.exists() and store.read_record(rec_path)["provenance"].get(
+            "resumed_from_steps") is not None):
+        time.sleep(0.05)
+    time.sleep(settle_s)
+    ranks = sorted(_children(proc.pid))
+    assert len(ranks) == 2, ranks
+    os.kill(ranks[-1], signal.SIGUSR2)  # one rank only
+    out, _ = proc.communicate(timeout=120)
+    return out
+
+
 @pytest.mark.lifecycle
 def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_and_the_run_resumes(tmp_path):
     """A dense model, so the resumed 2-process run can be held to the 1-process one (as in the test above)."""
@@ -117,16 +132,7 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step_and_the_run_resu
     run, path = write_run(tmp_path, overrides)
     plan = plan_run(run)
     rec_path = store.record_path(tmp_path / "ddp", "ddp", plan.run_id)
-    proc = torchrun(path)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (rec_path.exists() and store.read_record(rec_path)["provenance"].get(
-            "resumed_from_steps") is not None):
-        time.sleep(0.05)  # training has started once rank 0 recorded its device
-    time.sleep(0.5)
-    ranks = sorted(_children(proc.pid))
-    assert len(ranks) == 2, ranks
-    os.kill(ranks[-1], signal.SIGUSR2)  # one rank only
-    out, _ = proc.communicate(timeout=120)
+    out = stop_one_rank_once_training(torchrun(path), rec_path)
     rec = store.read_record(rec_path)
     assert rec["status"] == "failed" and rec["error"]["kind"] == "interrupted", (rec["error"], out)
     stopped = rec["error"]["step"]

@@ -19,7 +19,7 @@ def test_the_stages_of_a_split_chain_to_the_whole_model():
     model = build_model(m)
     x = torch.randint(0, 512, (2, 32))
     for spec, stages in (("even", 2), ("Et|ttt|L", 3), ("Ettt|tL", 2)):
-        split, units = split_of(spec, m, stages, 1, 2)
+        split, units = split_of(spec, m, stages, 1)
         h, at = x, 0
         for k, stage in enumerate(split.stages):
             n = sum(units[i].kind == "t" for i in stage)
@@ -31,9 +31,9 @@ def test_the_stages_of_a_split_chain_to_the_whole_model():
 def test_a_wrong_layout_string_or_fp8_diagnostics_are_refused_in_one_line():
     m = compose(DENSE).model
     with pytest.raises(ValueError, match="train.pipeline_split='Et\\|tL': 2 decoder layers \\(t\\), the model has 4"):
-        split_of("Et|tL", m, 2, 1, 2)
+        split_of("Et|tL", m, 2, 1)
     with pytest.raises(ValueError, match="3 stages are not a multiple of the pipeline size 2"):
-        split_of("Et|tt|tL", m, 2, 1, 2)
+        split_of("Et|tt|tL", m, 2, 1)
     with pytest.raises(ConfigError, match="train.diagnostics_every with train.parallel=pipeline is not supported"):
         compose(["train.parallel=pipeline", "train.diagnostics_every=10"])
     with pytest.raises(ConfigError, match="2 decoder layers \\(t\\), the model has 4 \\(or use even or balanced\\)"):
@@ -103,14 +103,10 @@ def test_an_moe_run_through_a_two_stage_pipeline_is_the_single_process_run(tmp_p
 def test_a_pipeline_run_stopped_on_one_rank_resumes_from_its_checkpoint_to_the_single_process_result(tmp_path):
     """SIGUSR2 to one rank of a 2-stage pipeline: every rank stops at the same step, rank 0 writes the (ordinary,
     single-process) checkpoint, and the rerun resumes from it and ends where one uninterrupted process does."""
-    import os
-    import signal
-    import time
-
     from scaling import store
     from scaling.run import plan_run
     from scaling.train import train
-    from tests.test_distributed import _children, torchrun, write_run
+    from tests.test_distributed import stop_one_rank_once_training, torchrun, write_run
 
     overrides = DENSE + ["budget_flops=2e10", "train.batch_size=8", "train.micro_batch_size=2",
                          "data.val_tokens=2048", "train.device=cpu", "train.threads=1", "sweep=ddp",
@@ -118,16 +114,7 @@ def test_a_pipeline_run_stopped_on_one_rank_resumes_from_its_checkpoint_to_the_s
     run, path = write_run(tmp_path, overrides)
     plan = plan_run(run)
     rec_path = store.record_path(tmp_path / "ddp", "ddp", plan.run_id)
-    proc = torchrun(path)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (rec_path.exists() and store.read_record(rec_path)["provenance"].get(
-            "resumed_from_steps") is not None):
-        time.sleep(0.05)
-    time.sleep(1.0)
-    ranks = sorted(_children(proc.pid))
-    assert len(ranks) == 2, ranks
-    os.kill(ranks[-1], signal.SIGUSR2)
-    out, _ = proc.communicate(timeout=120)
+    out = stop_one_rank_once_training(torchrun(path), rec_path, settle_s=1.0)
     rec = store.read_record(rec_path)
     assert rec["status"] == "failed" and rec["error"]["kind"] == "interrupted", (rec.get("error"), out)
     stopped = rec["error"]["step"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from scaling.config import ModelConfig
 from scaling.layout import engines
-from scaling.layout.schedule import Simulation, simulate
+from scaling.layout.schedule import Simulation, simulate, warmup_forwards
 from scaling.layout.split import Split, balanced_split, even_split
 from scaling.layout.units import Unit, pipeline_units
 from scaling.memory import GIB, STATE_BYTES_PER_PARAM, USABLE_FRACTION
@@ -145,10 +145,10 @@ def _unit_param_bytes(u: Unit, ep: int, dp: int = 1, distributed_optimizer: bool
 
 
 def _in_flight_bound(stage: int, pp: int, vpp: int, microbatches: int) -> int:
-    rank = stage % pp
-    if vpp == 1:
-        return min(pp - rank, microbatches)
-    return math.ceil(min(microbatches * vpp, (pp - rank - 1) * 2 + (vpp - 1) * pp + 1) / vpp)
+    """The micro-batches a stage keeps at most: its rank's warm-up + 1 (capped by all it runs), shared by the
+    rank's chunks."""
+    held = min(microbatches * vpp, warmup_forwards(stage % pp, pp, vpp, microbatches) + 1)
+    return math.ceil(held / vpp)
 
 
 def _pipeline(units: list[Unit], split: Split, cluster: Cluster, microbatches: int, tokens: int,

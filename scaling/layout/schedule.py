@@ -31,18 +31,25 @@ class Simulation:
     """Per rank: the most micro-batch-stages held at once."""
 
 
+def warmup_forwards(rank: int, pp: int, vpp: int, microbatches: int) -> int:
+    """The forwards rank `rank` runs before its first backward: P - rank - 1 under 1F1B; under Megatron's
+    interleaved 1F1B (P - rank - 1) x 2 + (V - 1) x P, or all of them when the micro-batches are only P. A rank
+    holds at most this + 1 micro-batch-stages of activations."""
+    total = microbatches * vpp
+    if vpp == 1:
+        return min(pp - rank - 1, microbatches)
+    return total if microbatches == pp else min(total, (pp - rank - 1) * 2 + (vpp - 1) * pp)
+
+
 def rank_order(rank: int, pp: int, vpp: int, microbatches: int) -> list[tuple[str, int, int]]:
     """The passes rank `rank` runs, in order: ('F' or 'B', virtual stage, micro-batch). 1F1B for vpp = 1
     (warm-up forwards, then one forward and one backward in turn, then the remaining backwards); Megatron's
     interleaved 1F1B for vpp > 1 (micro-batches in groups of P per chunk; needs microbatches a multiple of P)."""
     total = microbatches * vpp
-    if vpp == 1:
-        warmup = min(pp - rank - 1, microbatches)
-    else:
-        if microbatches % pp:
-            raise ValueError(f"interleaved 1F1B needs the micro-batches ({microbatches}) to be a multiple of the "
-                             f"pipeline stages ({pp})")
-        warmup = total if microbatches == pp else min(total, (pp - rank - 1) * 2 + (vpp - 1) * pp)
+    if vpp > 1 and microbatches % pp:
+        raise ValueError(f"interleaved 1F1B needs the micro-batches ({microbatches}) to be a multiple of the "
+                         f"pipeline stages ({pp})")
+    warmup = warmup_forwards(rank, pp, vpp, microbatches)
 
     def forward(k: int) -> tuple[str, int, int]:
         chunk = (k // pp) % vpp

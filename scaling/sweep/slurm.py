@@ -83,7 +83,7 @@ LENGTH_CLASS_RATIO = 2.0
 so that short cells do not reserve the long ones' limit."""
 
 
-def cell_minutes(plan: SweepPlan, cells: list[Cell]) -> dict[str, int]:
+def cell_minutes(plan: SweepPlan, cells: list[Cell], hours: dict[str, float] | None = None) -> dict[str, int]:
     """Each cell's time limit, minutes: launcher.time_per_cell_min when set; else, on GPU tasks, its estimated
     wall time (FLOPs with the head at its MFU, over its GPUs, times the cells packed on each: _gpu_share) x
     TIME_MARGIN + STARTUP_MIN, and CPU_CELL_MIN on CPU-only tasks."""
@@ -94,7 +94,7 @@ def cell_minutes(plan: SweepPlan, cells: list[Cell]) -> dict[str, int]:
         return {c.run_id: launcher.time_per_cell_min for c in cells}
     if not launcher.gpus_per_task:
         return {c.run_id: CPU_CELL_MIN for c in cells}
-    hours = cell_gpu_hours(plan)
+    hours = cell_gpu_hours(plan) if hours is None else hours
     return {c.run_id: math.ceil(hours[c.run_id] * 60 * _gpu_share(c, launcher) * TIME_MARGIN + STARTUP_MIN)
             for c in cells}
 
@@ -122,12 +122,14 @@ def task_minutes(tasks: list[list[Cell]], launcher: LauncherConfig, limits: dict
     return most
 
 
-def arrays(plan: SweepPlan, cells: list[Cell]) -> list[tuple[LauncherConfig, list[Cell]]]:
+def arrays(plan: SweepPlan, cells: list[Cell],
+           limits: dict[str, int] | None = None) -> list[tuple[LauncherConfig, list[Cell]]]:
     """The job arrays that submitting `cells` takes, each (its launcher, its cells): one per GPU count per cell
-    (Cell.devices_per_node; its launcher runs cells of that many GPUs), split into length classes (longest first, a new
-    array where a cell's limit falls below the class's longest / LENGTH_CLASS_RATIO)."""
+    (Cell.devices_per_node; its launcher runs cells of that many GPUs), split into length classes by their limits
+    (`limits`, default cell_minutes; longest first, a new array where a cell's limit falls below the class's
+    longest / LENGTH_CLASS_RATIO)."""
     launcher = plan.config.launcher
-    limits = cell_minutes(plan, cells)
+    limits = cell_minutes(plan, cells) if limits is None else limits
     by_devices: dict[int, list[Cell]] = {}
     for c in cells:
         by_devices.setdefault(c.devices_per_node(launcher), []).append(c)
@@ -156,11 +158,11 @@ def array_plan(plan: SweepPlan, cells: list[Cell] | None = None) -> dict:
     cells = plan.cells if cells is None else cells
     if not cells:
         return {"tasks": 0, "arrays": []}
-    limits = cell_minutes(plan, cells)
     task_gpus = launcher.gpus_per_task * launcher.nodes_per_run
     hours = cell_gpu_hours(plan) if task_gpus else {}
+    limits = cell_minutes(plan, cells, hours)
     out = []
-    for array_launcher, array_cells in arrays(plan, cells):
+    for array_launcher, array_cells in arrays(plan, cells, limits):
         tasks = deal_cells(array_cells, array_launcher)
         minutes = task_minutes(tasks, array_launcher, limits)
         out.append({"tasks": len(tasks), "cells": len(array_cells), "most_cells": max(len(t) for t in tasks),
@@ -300,7 +302,7 @@ def submit(plan: SweepPlan, results_dir: Path | None = None, retry_failed: bool 
     folder = store.slurm_jobs_dir(results_dir, plan.name)
     limits = cell_minutes(plan, todo)
     jobs, n_tasks, most_minutes = [], 0, 0
-    for array_launcher, array_cells in arrays(plan, todo):
+    for array_launcher, array_cells in arrays(plan, todo, limits):
         job, tasks, minutes = _submit_array(plan, array_launcher, array_cells, limits, folder, results_dir,
                                             retry_failed)
         jobs.append(job)
