@@ -72,8 +72,9 @@ def describe(owner: dict, path: Path) -> str:
 
 
 def _pid_alive(pid: int, since: float | None = None) -> bool:
-    """Whether process `pid` runs on this host (and, when `since` is given, started no later than that time, so
-    that a dead owner's pid reused by another process does not keep its claim alive)."""
+    """Whether process `pid` runs on this host: it exists and is not a zombie (killed, not yet reaped), and, when
+    `since` is given, it started no later than that time (a dead owner's pid reused by another process does not
+    keep its claim alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -82,20 +83,22 @@ def _pid_alive(pid: int, since: float | None = None) -> bool:
         pass
     except (OverflowError, ValueError):
         return False
-    started = _process_start(pid)
+    state, started = _process_stat(pid)
+    if state == "Z":
+        return False
     return since is None or started is None or started <= since + 1.0
 
 
-def _process_start(pid: int) -> float | None:
-    """When a process started (seconds since the epoch), from /proc on Linux; None elsewhere."""
+def _process_stat(pid: int) -> tuple[str | None, float | None]:
+    """(state letter, start time in seconds since the epoch) of a process, from /proc on Linux; Nones elsewhere."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime: clock ticks after boot
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, starttime: clock ticks after boot; field 3, fields[0], the state
         boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                     if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
+        return fields[0], boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
-        return None
+        return None, None
 
 
 def is_live(owner: dict, age: float, stale_after: float = STALE_AFTER_S, job_states: dict | None = None) -> bool:

@@ -188,3 +188,21 @@ def test_tidy_removes_what_a_kill_after_completion_left(tmp_path):
     assert sorted(p.name for p in removed) == [".going.json.abc.tmp", ".plan.json.old.tmp", "done.claim", "done.pt"]
     assert store.checkpoint_path(tmp_path, "s", "going").exists() and writing.exists() and new_plan.exists()
     assert store.record_path(tmp_path, "s", "done").exists()
+
+
+def test_a_killed_owner_not_yet_reaped_is_dead():
+    """A SIGKILLed owner is a zombie until its parent (or init) reaps it: its pid still answers, but it trains
+    nothing, so its claim is taken over at once (a rerun right after killing a torchrun group must not wait)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = {**claims.new_owner("killed"), "pid": child.pid}
+        assert claims.is_live(owner, age=0.0)
+        child.kill()
+        deadline = time.time() + 10
+        while time.time() < deadline and claims._process_stat(child.pid)[0] != "Z":
+            time.sleep(0.01)  # not waited for: a zombie
+        assert claims._process_stat(child.pid)[0] == "Z"
+        assert not claims.is_live(owner, age=0.0)
+    finally:
+        child.kill()
+        child.wait()
